@@ -1,0 +1,3 @@
+from directory_api.cli import main
+
+main()

@@ -1,0 +1,258 @@
+"""The typer CLI: one thin function per command; heavy imports happen inside them."""
+
+import dataclasses
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from directory_api import __version__
+from directory_api.errors import UserError
+from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
+
+app = typer.Typer(
+    name="directory-api",
+    help="The Export Directory enrolment service: HTTP API, queue worker and tools.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Debug = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        help="Give every setting a working local default, log at DEBUG, print the settings chosen.",
+    ),
+]
+EnvFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--env-file",
+        help="Load variables from this .env file first; real environment variables win.",
+        dir_okay=False,
+    ),
+]
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[Optional[int], typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
+
+# Third-party loggers that drown our own lines at DEBUG.
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "peewee", "waitress.queue")
+
+
+@dataclasses.dataclass
+class GlobalOptions:
+    debug: bool = False
+    env_file: Optional[Path] = None
+
+
+def user_errors(command):
+    """Turn a UserError into its one-line message and exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            for line in str(error).splitlines():
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(error.exit_code) from None
+
+    return wrapper
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"directory-api {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    debug: Debug = False,
+    env_file: EnvFile = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """The Export Directory enrolment service: HTTP API, queue worker and tools.
+
+    Every command also takes --debug and --env-file after its name.
+    """
+    ctx.obj = GlobalOptions(debug=debug, env_file=env_file)
+
+
+def load_env_file(path: Path) -> None:
+    """Load a .env file into the environment; variables already set win."""
+    from dotenv import load_dotenv
+
+    if not path.is_file():
+        raise UserError(f"--env-file {path}: no such file")
+    try:
+        load_dotenv(path, override=False)
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--env-file {path}: cannot be read ({error})") from None
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def prepare(ctx: typer.Context, debug: bool, env_file: Optional[Path], require) -> Settings:
+    """Everything a command does before its work: env file, logging, settings."""
+    options = ctx.obj or GlobalOptions()
+    debug = debug or options.debug
+    env_file = env_file or options.env_file
+    if env_file:
+        load_env_file(env_file)
+    configure_logging(debug)
+    settings = Settings.from_environ(os.environ, debug=debug, require=require)
+    if debug:
+        typer.echo(f"settings (--debug):\n{settings.describe()}", err=True)
+    return settings
+
+
+def parse_processes(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UserError(f"--processes: {value!r} is not a whole number >= 1 or 'auto'")
+    return number
+
+
+@app.command()
+@user_errors
+def serve(
+    ctx: typer.Context,
+    host: Host = "0.0.0.0",
+    port: Port = None,
+    threads: Annotated[int, typer.Option(help="Request threads per process.", min=1, max=256)] = 8,
+    processes: Annotated[
+        str, typer.Option(help="Processes sharing one listening socket; 'auto' is one per core.")
+    ] = "1",
+    debug: Debug = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Run the HTTP API on waitress.
+
+    Example: directory-api serve --port 8000 --processes auto
+    """
+    number_of_processes = parse_processes(processes)
+    settings = prepare(ctx, debug, env_file, NEEDS_ALL)
+    from directory_api.server import serve as run_server
+
+    run_server(settings, host=host, port=port or settings.port, threads=threads, processes=number_of_processes)
+
+
+@app.command()
+@user_errors
+def work(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Drain what is queued now, then exit.")] = False,
+    debug: Debug = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Save queued enrolments to the database, setting aside what can never be saved.
+
+    Example: directory-api work --debug
+    """
+    settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
+    from directory_api.worker import work as run_worker
+
+    run_worker(settings, once=once)
+
+
+@app.command("env-write")
+@user_errors
+def env_write(
+    ctx: typer.Context,
+    configs: Annotated[
+        Optional[list[Path]], typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
+    ] = None,
+    debug: Debug = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Write .env files from DIRECTORY_API_-prefixed host variables.
+
+    Example: DIRECTORY_API_PORT=8000 directory-api env-write env.json
+    """
+    prepare(ctx, debug, env_file, require=())
+    from directory_api.envwrite import env_write as write_files
+
+    write_files(configs or [Path("env.json")], os.environ)
+
+
+@app.command()
+@user_errors
+def migrate(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) -> None:
+    """Create or upgrade the database schema; safe to run again and from several machines.
+
+    Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate
+    """
+    settings = prepare(ctx, debug, env_file, NEEDS_DATABASE)
+    from directory_api import db, migrations
+
+    database = db.bind(settings.database_url)
+    try:
+        applied = migrations.migrate(database)
+    except Exception as error:  # noqa: BLE001 - any driver error is the user's database problem
+        raise UserError(f"DATABASE_URL: cannot migrate: {str(error).strip().splitlines()[0]}") from None
+    finally:
+        database.close()
+    if applied:
+        typer.echo(f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})")
+    else:
+        typer.echo(f"schema already at version {migrations.LATEST}: nothing to do")
+
+
+@app.command()
+@user_errors
+def dev(
+    ctx: typer.Context,
+    host: Host = "127.0.0.1",
+    port: Port = None,
+    env_file: EnvFile = None,
+) -> None:
+    """Run serve and work together in one process on the embedded defaults.
+
+    Example: directory-api dev, then POST signed enrolments to http://127.0.0.1:8000/enrolment/
+    """
+    settings = prepare(ctx, True, env_file, NEEDS_ALL)
+    from directory_api.dev import dev as run_dev
+
+    run_dev(settings, host=host, port=port or settings.port)
+
+
+@app.command()
+@user_errors
+def check(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) -> None:
+    """Check configuration, database and queues; exit 0 only when all are usable.
+
+    Example: directory-api check --env-file /etc/directory-api.env
+    """
+    settings = prepare(ctx, debug, env_file, require=())
+    from directory_api.check import check as run_check
+
+    if not run_check(os.environ, debug=settings.debug):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="directory-api")

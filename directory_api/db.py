@@ -1,0 +1,55 @@
+"""The peewee Database named by DATABASE_URL, and binding the models to it."""
+
+from urllib.parse import unquote, urlsplit
+
+import peewee
+
+from directory_api import models
+
+# serve and work share one SQLite file: WAL lets readers run beside the one
+# writer, and the busy timeout makes a writer wait instead of failing at once.
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10_000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+SQLITE_FIELD_TYPES = {"JSON": "TEXT"}
+POSTGRES_FIELD_TYPES = {"JSON": "JSONB"}
+POSTGRES_CONNECT_TIMEOUT = 5
+
+
+def database_for(url: str) -> peewee.Database:
+    """A Database for a validated DATABASE_URL; nothing is connected yet."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return peewee.SqliteDatabase(
+            unquote(parts.path[1:]),
+            pragmas=SQLITE_PRAGMAS,
+            field_types=SQLITE_FIELD_TYPES,
+            # Every transaction takes the write lock at BEGIN, so two writers
+            # queue on the busy timeout rather than deadlock on an upgrade.
+            lock_type="IMMEDIATE",
+            timeout=SQLITE_PRAGMAS["busy_timeout"] / 1000,
+        )
+    return peewee.PostgresqlDatabase(
+        unquote(parts.path[1:]),
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        host=parts.hostname,
+        port=parts.port,
+        field_types=POSTGRES_FIELD_TYPES,
+        connect_timeout=POSTGRES_CONNECT_TIMEOUT,
+        application_name="directory-api",
+    )
+
+
+def is_postgres(database: peewee.Database) -> bool:
+    return isinstance(database, peewee.PostgresqlDatabase)
+
+
+def bind(url: str) -> peewee.Database:
+    """Create the Database for `url` and point the models at it."""
+    database = database_for(url)
+    models.database.initialize(database)
+    return database

@@ -1,0 +1,76 @@
+"""Ordered schema steps, recorded in a schema_version table, applied under a lock."""
+
+import logging
+from collections.abc import Callable
+
+import peewee
+
+from directory_api import models
+from directory_api.db import is_postgres
+from directory_api.errors import SchemaError
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: any constant of our own ("dir-api" in ASCII).
+ADVISORY_LOCK_KEY = 0x6469722D617069
+
+MIGRATE_HINT = "run `directory-api migrate` (or start with --debug, which migrates by itself)"
+
+
+class SchemaVersion(peewee.Model):
+    version = peewee.IntegerField(primary_key=True)
+    applied = peewee.DateTimeField(default=models.utcnow)
+
+    class Meta:
+        database = models.database
+        table_name = "schema_version"
+
+
+def _initial_schema(database: peewee.Database) -> None:
+    database.create_tables(models.ALL_MODELS)
+
+
+# Append only: a step, once released, never changes. Later steps use
+# playhouse.migrate so they describe a change, not a snapshot of the models.
+STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema,)
+LATEST = len(STEPS)
+
+
+def current_version(database: peewee.Database) -> int:
+    """The highest step applied; 0 for an empty database."""
+    if not database.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+
+
+def migrate(database: peewee.Database) -> list[int]:
+    """Apply the steps not applied yet; return their numbers. Safe to run concurrently."""
+    with database.atomic():
+        if is_postgres(database):
+            # Held to the end of the transaction: a second migrate waits here,
+            # then finds everything applied. (SQLite's BEGIN IMMEDIATE does the same.)
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        database.create_tables([SchemaVersion])
+        applied = []
+        for number in range(current_version(database) + 1, LATEST + 1):
+            log.info("applying schema step %d (%s)", number, STEPS[number - 1].__name__.strip("_"))
+            STEPS[number - 1](database)
+            SchemaVersion.create(version=number)
+            applied.append(number)
+    return applied
+
+
+def ensure_current(database: peewee.Database, *, auto_migrate: bool) -> None:
+    """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
+    version = current_version(database)
+    if version < LATEST and auto_migrate:
+        migrate(database)
+    elif version < LATEST:
+        raise SchemaError(
+            f"the database schema is at version {version}, this release needs {LATEST}: {MIGRATE_HINT}"
+        )
+    elif version > LATEST:
+        raise SchemaError(
+            f"the database schema is at version {version}, newer than this release ({LATEST}): "
+            "run the newer directory-api"
+        )

@@ -1,0 +1,91 @@
+"""The tables, as peewee models; one set of models for SQLite and PostgreSQL."""
+
+import datetime
+import json
+
+import peewee
+
+# Bound at start by db.bind(), so the models know nothing of DATABASE_URL.
+database = peewee.DatabaseProxy()
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class JSONField(peewee.Field):
+    """JSON: jsonb on PostgreSQL, text on SQLite (see db.py's field types)."""
+
+    field_type = "JSON"
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value):
+        # psycopg2 decodes jsonb itself; SQLite hands back the text.
+        if isinstance(value, (str, bytes)):
+            return json.loads(value)
+        return value
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Enrolment(BaseModel):
+    """One saved enrolment: the payload as received and the queue message it came in."""
+
+    created = peewee.DateTimeField(default=utcnow)
+    data = JSONField()
+    sqs_message_id = peewee.CharField(max_length=255, unique=True)
+
+
+class Company(BaseModel):
+    number = peewee.CharField(max_length=8, unique=True)
+    name = peewee.CharField(max_length=255)
+    export_status = peewee.CharField(max_length=20)
+    date_of_creation = peewee.DateField()
+    revenue = peewee.DecimalField(max_digits=17, decimal_places=2, null=True)
+    created = peewee.DateTimeField(default=utcnow)
+    modified = peewee.DateTimeField(default=utcnow)
+
+
+class Supplier(BaseModel):
+    sso_id = peewee.BigIntegerField(unique=True)
+    company_email = peewee.CharField(max_length=255)
+    mobile_number = peewee.CharField(max_length=20, default="")
+    referrer = peewee.CharField(max_length=255, default="")
+    company = peewee.ForeignKeyField(Company, backref="suppliers", on_delete="CASCADE")
+    created = peewee.DateTimeField(default=utcnow)
+    modified = peewee.DateTimeField(default=utcnow)
+
+
+class Rejection(BaseModel):
+    """A message set aside as invalid, so GET /enrolment/<id>/ can say why."""
+
+    message_id = peewee.CharField(max_length=255, unique=True)
+    errors = JSONField()
+    created = peewee.DateTimeField(default=utcnow)
+
+
+class QueueMessage(BaseModel):
+    """A message of the database queue backend (QUEUE_BACKEND=database)."""
+
+    id = peewee.CharField(max_length=36, primary_key=True)
+    queue = peewee.CharField(max_length=80)
+    body = peewee.TextField()
+    attributes = JSONField(null=True)
+    # Epoch seconds; a receive claims a message by moving this into the future.
+    visible_at = peewee.DoubleField()
+    receive_count = peewee.IntegerField(default=0)
+    created = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("queue", "visible_at"), False),)
+
+
+ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage)
