@@ -111,14 +111,20 @@ def configure_logging(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
 
 
-def prepare(ctx: typer.Context, debug: bool, env_file: Optional[Path], require) -> Settings:
-    """Everything a command does before its work: env file, logging, settings."""
+def prepare_environment(ctx: typer.Context, debug: bool, env_file: Optional[Path]) -> bool:
+    """Load the env file and set up logging; return whether --debug is on (before or after the command)."""
     options = ctx.obj or GlobalOptions()
     debug = debug or options.debug
     env_file = env_file or options.env_file
     if env_file:
         load_env_file(env_file)
     configure_logging(debug)
+    return debug
+
+
+def prepare(ctx: typer.Context, debug: bool, env_file: Optional[Path], require) -> Settings:
+    """Everything a command does before its work: env file, logging, settings."""
+    debug = prepare_environment(ctx, debug, env_file)
     settings = Settings.from_environ(os.environ, debug=debug, require=require)
     if debug:
         typer.echo(f"settings (--debug):\n{settings.describe()}", err=True)
@@ -193,7 +199,7 @@ def env_write(
 
     Example: DIRECTORY_API_PORT=8000 directory-api env-write env.json
     """
-    prepare(ctx, debug, env_file, require=())
+    prepare_environment(ctx, debug, env_file)
     from directory_api.envwrite import env_write as write_files
 
     write_files(configs or [Path("env.json")], os.environ)
@@ -247,10 +253,10 @@ def check(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) ->
 
     Example: directory-api check --env-file /etc/directory-api.env
     """
-    settings = prepare(ctx, debug, env_file, require=())
+    debug = prepare_environment(ctx, debug, env_file)
     from directory_api.check import check as run_check
 
-    if not run_check(os.environ, debug=settings.debug):
+    if not run_check(os.environ, debug=debug):
         raise typer.Exit(1)
 
 
