@@ -1,0 +1,168 @@
+"""Saving received enrolments: idempotent on the queue message id, one transaction per batch.
+
+Queues deliver at least once, so the enrolment row is inserted with
+ON CONFLICT (sqs_message_id) DO NOTHING: a message saved before inserts
+nothing, and then no company or supplier either. Each message of a batch is
+saved under its own savepoint, so one that cannot be saved never undoes the
+others. A message that can never be saved is recorded as a rejection.
+"""
+
+import dataclasses
+import datetime
+import decimal
+from collections.abc import Iterable, Mapping
+
+import peewee
+
+from directory_api import enrolment
+from directory_api.models import Company, Enrolment, Rejection, Supplier, database
+
+COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."
+ALREADY_A_SUPPLIER = "This user is already a supplier."
+
+
+@dataclasses.dataclass(frozen=True)
+class Created:
+    enrolment_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Duplicate:
+    """The message was saved before: nothing new was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Invalid:
+    """The message can never be saved; `errors` maps each field to its messages."""
+
+    errors: Mapping[str, list[str]]
+
+
+Outcome = Created | Duplicate | Invalid
+
+
+def save(message_id: str, payload: object) -> Outcome:
+    """Save one message in one transaction."""
+    return save_batch({message_id: payload})[message_id]
+
+
+def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
+    """Save several messages in one transaction: message id -> payload, or an Invalid decided already.
+
+    An Invalid one (not JSON, received too often) is recorded as a rejection
+    unless its message was saved before. Database errors propagate: then
+    nothing of the batch was written.
+    """
+    if not entries:
+        return {}
+    with database.atomic():
+        saved_before = _saved_message_ids(entries)
+        payloads = {
+            message_id: entry
+            for message_id, entry in entries.items()
+            if message_id not in saved_before and not isinstance(entry, Invalid)
+        }
+        registered = Registered.lookup(payloads.values())
+        outcomes: dict[str, Outcome] = {}
+        for message_id, entry in entries.items():
+            if message_id in saved_before:
+                outcome: Outcome = Duplicate()
+            elif isinstance(entry, Invalid):
+                outcome = entry
+            else:
+                outcome = _save_one(message_id, entry, registered)
+            if isinstance(outcome, Invalid):
+                _record_rejection(message_id, outcome.errors)
+            outcomes[message_id] = outcome
+    return outcomes
+
+
+def _save_one(message_id: str, payload: object, registered: "Registered") -> Outcome:
+    errors = enrolment.validate(payload) or registered.conflicts(payload)
+    if errors:
+        return Invalid(errors)
+    try:
+        with database.atomic():  # a savepoint: a failure here undoes this message only
+            rows = list(
+                Enrolment.insert(data=payload, sqs_message_id=message_id)
+                .on_conflict(conflict_target=[Enrolment.sqs_message_id], action="NOTHING")
+                .returning(Enrolment.id)
+                .execute()
+            )
+            if not rows:
+                return Duplicate()  # saved by another worker since the batch began
+            company_id = Company.insert(**_company_fields(payload)).execute()
+            Supplier.insert(company=company_id, **_supplier_fields(payload)).execute()
+    except peewee.IntegrityError:
+        # Registered since the batch began: by an earlier message of this batch or another worker.
+        errors = Registered.lookup([payload]).conflicts(payload)
+        if not errors:
+            raise
+        return Invalid(errors)
+    registered.add(payload)
+    return Created(rows[0].id)
+
+
+def _company_fields(payload: Mapping) -> dict:
+    revenue = payload.get("revenue")
+    return {
+        "number": payload["company_number"],
+        "name": payload["company_name"],
+        "export_status": payload["export_status"],
+        "date_of_creation": datetime.date.fromisoformat(payload["date_of_creation"]),
+        "revenue": decimal.Decimal(revenue) if revenue is not None else None,
+    }
+
+
+def _supplier_fields(payload: Mapping) -> dict:
+    return {
+        "sso_id": payload["sso_id"],
+        "company_email": payload["company_email"],
+        "mobile_number": payload.get("mobile_number", ""),
+        "referrer": payload.get("referrer", ""),
+    }
+
+
+def _saved_message_ids(message_ids: Iterable[str]) -> set[str]:
+    query = Enrolment.select(Enrolment.sqs_message_id).where(Enrolment.sqs_message_id.in_(list(message_ids)))
+    return {row.sqs_message_id for row in query}
+
+
+@dataclasses.dataclass
+class Registered:
+    """Company numbers and sso ids already in the database, looked up once per batch."""
+
+    company_numbers: set
+    sso_ids: set
+
+    @classmethod
+    def lookup(cls, payloads: Iterable[object]) -> "Registered":
+        objects = [payload for payload in payloads if isinstance(payload, dict)]
+        numbers = [p["company_number"] for p in objects if isinstance(p.get("company_number"), str)]
+        sso_ids = [p["sso_id"] for p in objects if isinstance(p.get("sso_id"), int)]
+        return cls(
+            company_numbers={c.number for c in Company.select(Company.number).where(Company.number.in_(numbers))}
+            if numbers else set(),
+            sso_ids={s.sso_id for s in Supplier.select(Supplier.sso_id).where(Supplier.sso_id.in_(sso_ids))}
+            if sso_ids else set(),
+        )
+
+    def conflicts(self, payload: Mapping) -> dict[str, list[str]]:
+        errors = {}
+        if payload["company_number"] in self.company_numbers:
+            errors["company_number"] = [COMPANY_ALREADY_REGISTERED]
+        if payload["sso_id"] in self.sso_ids:
+            errors["sso_id"] = [ALREADY_A_SUPPLIER]
+        return errors
+
+    def add(self, payload: Mapping) -> None:
+        self.company_numbers.add(payload["company_number"])
+        self.sso_ids.add(payload["sso_id"])
+
+
+def _record_rejection(message_id: str, errors: Mapping[str, list[str]]) -> None:
+    (
+        Rejection.insert(message_id=message_id, errors=dict(errors))
+        .on_conflict(conflict_target=[Rejection.message_id], action="NOTHING")
+        .execute()
+    )

@@ -1,0 +1,92 @@
+import pytest
+
+from directory_api import saving
+from directory_api.models import Company, Enrolment, Rejection, Supplier
+from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
+from tests.factories import enrolment_payload
+
+
+def test_a_valid_message_becomes_an_enrolment_a_company_and_a_supplier(database):
+    payload = enrolment_payload(company_number="SC123456", sso_id=42)
+    outcome = saving.save("message-1", payload)
+    assert isinstance(outcome, Created)
+    enrolment = Enrolment.get_by_id(outcome.enrolment_id)
+    assert (enrolment.sqs_message_id, enrolment.data) == ("message-1", payload)
+    supplier = Supplier.get(sso_id=42)
+    assert supplier.company.number == "SC123456"
+    assert supplier.company_email == payload["company_email"]
+
+
+def test_a_message_saved_before_is_a_duplicate_with_no_second_row(database):
+    payload = enrolment_payload()
+    saving.save("message-1", payload)
+    assert saving.save("message-1", payload) == Duplicate()
+    assert (Enrolment.select().count(), Company.select().count(), Supplier.select().count()) == (1, 1, 1)
+
+
+def test_a_company_already_registered_is_invalid_and_writes_nothing(database):
+    saving.save("message-1", enrolment_payload(company_number="01234567"))
+    outcome = saving.save("message-2", enrolment_payload(company_number="01234567"))
+    assert outcome == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
+    assert not Enrolment.select().where(Enrolment.sqs_message_id == "message-2").exists()
+
+
+def test_an_sso_id_already_a_supplier_is_invalid(database):
+    saving.save("message-1", enrolment_payload(sso_id=7))
+    assert saving.save("message-2", enrolment_payload(sso_id=7)) == Invalid({"sso_id": [ALREADY_A_SUPPLIER]})
+
+
+def test_a_payload_failing_validation_is_invalid_with_its_field_errors(database):
+    outcome = saving.save("message-1", enrolment_payload(company_number="nope"))
+    assert list(outcome.errors) == ["company_number"]
+    assert Enrolment.select().count() == 0
+
+
+def test_an_invalid_message_is_recorded_as_a_rejection_once(database):
+    saving.save("message-1", enrolment_payload(export_status="MAYBE"))
+    saving.save("message-1", enrolment_payload(export_status="MAYBE"))
+    rejection = Rejection.get(message_id="message-1")
+    assert list(rejection.errors) == ["export_status"]
+    assert Rejection.select().count() == 1
+
+
+def test_an_invalid_verdict_given_is_recorded_as_a_rejection(database):
+    outcome = saving.save("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}))
+    assert outcome == Invalid({"non_field_errors": ["The body is not JSON."]})
+    assert Rejection.get(message_id="message-1").errors == {"non_field_errors": ["The body is not JSON."]}
+
+
+def test_an_invalid_verdict_for_a_message_saved_before_is_a_duplicate(database):
+    saving.save("message-1", enrolment_payload())
+    assert saving.save("message-1", Invalid({"non_field_errors": ["received too often"]})) == Duplicate()
+    assert Rejection.select().count() == 0
+
+
+def test_one_bad_message_in_a_batch_does_not_sink_the_others(database):
+    outcomes = saving.save_batch({
+        "good-1": enrolment_payload(),
+        "bad": enrolment_payload(sso_id="not a number"),
+        "good-2": enrolment_payload(),
+    })
+    assert [type(outcomes[key]) for key in ("good-1", "bad", "good-2")] == [Created, Invalid, Created]
+    assert Enrolment.select().count() == 2
+
+
+def test_two_messages_of_a_batch_for_one_company_save_the_first_only(database):
+    outcomes = saving.save_batch({
+        "first": enrolment_payload(company_number="SC000001"),
+        "second": enrolment_payload(company_number="SC000001"),
+    })
+    assert isinstance(outcomes["first"], Created)
+    assert outcomes["second"] == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
+    assert (Company.select().count(), Supplier.select().count()) == (1, 1)
+
+
+def test_a_batch_is_one_transaction(database, monkeypatch):
+    def fail(*args):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(saving, "_record_rejection", fail)
+    with pytest.raises(RuntimeError):
+        saving.save_batch({"good": enrolment_payload(), "bad": enrolment_payload(sso_id=0)})
+    assert Enrolment.select().count() == 0
