@@ -1,0 +1,203 @@
+"""Request signatures: the Hawk header sigauth writes, the 2016 scheme, and the nonce store.
+
+sigauth's RequestSigner signs the path with its query string (no scheme or
+host), the method, the raw body and the Content-Type ("text/plain" when there
+is none); `verify` checks exactly those against the request as received.
+"""
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import weakref
+from urllib.parse import quote, urlsplit
+
+import mohawk
+from mohawk.exc import AlreadyProcessed, HawkFail, MissingAuthorization, TokenExpired
+
+log = logging.getLogger(__name__)
+
+HEADER_ENVIRON_KEY = "HTTP_X_SIGNATURE"
+ALGORITHM = "sha256"
+SKEW_SECONDS = 60
+DEFAULT_CONTENT_TYPE = "text/plain"  # what sigauth signs when the request has no Content-Type
+
+MISSING = "Authentication credentials were not provided: sign the request (X-Signature header)."
+INCORRECT = "Incorrect authentication credentials."
+STALE = "The signature has expired: its timestamp is more than 60 seconds from the server's clock."
+REPLAYED = "The signature has been used before: sign every request afresh."
+
+
+class SignatureError(Exception):
+    """The request is not signed as it must be; the message is safe to show the client."""
+
+    def __init__(self, detail: str, www_authenticate: str = "Hawk"):
+        super().__init__(detail)
+        self.detail = detail
+        self.www_authenticate = www_authenticate
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedRequest:
+    """What a signature covers, taken from the request as received."""
+
+    method: str
+    path: str  # path plus "?query" when there is a query, as the client wrote it
+    content_type: str
+    body: bytes
+    header: str | None
+
+
+def signed_request(environ: dict, body: bytes) -> SignedRequest:
+    """The parts of a WSGI request that a signature covers."""
+    return SignedRequest(
+        method=environ["REQUEST_METHOD"],
+        path=_path_with_query(environ),
+        # Some servers (wsgiref) give "" for a missing header; sigauth signs "text/plain" then.
+        content_type=environ.get("CONTENT_TYPE") or DEFAULT_CONTENT_TYPE,
+        body=body,
+        header=environ.get(HEADER_ENVIRON_KEY),
+    )
+
+
+def _path_with_query(environ: dict) -> str:
+    # waitress passes the request target untouched: the bytes the client signed.
+    raw = environ.get("REQUEST_URI")
+    if raw:
+        parts = urlsplit(raw)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    # Other servers: re-quote the decoded path, as Django's get_full_path does for sigauth.
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    query = environ.get("QUERY_STRING", "")
+    return quote(path, safe="/:@&+$,-_.!~*'()") + (f"?{query}" if query else "")
+
+
+class NonceStore:
+    """Nonces seen within the clock skew, in a SQLite file every process of a `serve` shares.
+
+    A nonce is remembered under (sender, nonce, timestamp): a replay repeats
+    all three, since the timestamp is signed, while two honest requests
+    rarely share a 36-bit nonce within one second. An entry is kept only
+    until its timestamp is too old to pass the skew check anyway.
+    """
+
+    PRUNE_EVERY_SECONDS = 1.0
+
+    def __init__(self, path: str, *, clock=time.time):
+        self.path = path
+        self._clock = clock
+        self._local = threading.local()
+        self._next_prune = 0.0
+        self._prune_lock = threading.Lock()
+
+    @classmethod
+    def temporary(cls, **kwargs) -> "NonceStore":
+        """A store in a new private directory, removed when the store is garbage collected or at exit."""
+        directory = tempfile.mkdtemp(prefix="directory-api-nonces-")
+        store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
+        weakref.finalize(store, shutil.rmtree, directory, ignore_errors=True)
+        return store
+
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per thread (sqlite3 connections are not shared across threads)
+        # and per process: one opened before a fork is never used after it.
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid():
+            connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            # Nonces need not survive a crash, so no fsync; WAL lets processes read while one writes.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            self._local.connection = connection
+            self._local.pid = os.getpid()
+        return connection
+
+    def seen(self, sender_id: str, nonce: str, timestamp: str) -> bool:
+        """Record the nonce; True when it was recorded before (a replay). Stale timestamps are not kept."""
+        now = self._clock()
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            return False  # mohawk refuses the timestamp next
+        if abs(ts - now) > SKEW_SECONDS:
+            return False  # mohawk refuses it as expired next; nothing worth remembering
+        connection = self._connection()
+        self._prune(connection, now)
+        key = f"{sender_id}\n{nonce}\n{ts}"
+        try:
+            connection.execute("INSERT INTO nonce (key, expires) VALUES (?, ?)", (key, ts + SKEW_SECONDS + 1))
+        except sqlite3.IntegrityError:
+            return True
+        return False
+
+    def _prune(self, connection: sqlite3.Connection, now: float) -> None:
+        if now < self._next_prune or not self._prune_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_prune = now + self.PRUNE_EVERY_SECONDS
+            connection.execute("DELETE FROM nonce WHERE expires < ?", (int(now),))
+        finally:
+            self._prune_lock.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class Verifier:
+    """Checks request signatures against UI_SECRET."""
+
+    secret: str
+    nonces: NonceStore
+    legacy: bool = False
+
+    def verify(self, request: SignedRequest) -> None:
+        """Return when the request is signed with the secret; raise SignatureError otherwise."""
+        if not request.header:
+            raise SignatureError(MISSING)
+        if self.legacy and not request.header.lstrip().lower().startswith("hawk "):
+            self._verify_legacy(request)
+        else:
+            self._verify_hawk(request)
+
+    def _verify_hawk(self, request: SignedRequest) -> None:
+        try:
+            mohawk.Receiver(
+                self._credentials,
+                request.header,
+                request.path,
+                request.method,
+                content=request.body,
+                content_type=request.content_type,
+                seen_nonce=self.nonces.seen,
+                timestamp_skew_in_seconds=SKEW_SECONDS,
+            )
+        except TokenExpired as error:
+            # Its WWW-Authenticate carries the server's time, signed, so a client can correct its clock.
+            raise SignatureError(STALE, error.www_authenticate) from None
+        except AlreadyProcessed:
+            raise SignatureError(REPLAYED) from None
+        except MissingAuthorization:
+            raise SignatureError(MISSING) from None
+        except (HawkFail, ValueError, KeyError) as error:
+            log.info("refused a request signature: %s", error)
+            raise SignatureError(INCORRECT) from None
+
+    def _credentials(self, sender_id: str) -> dict:
+        # Every sender shares UI_SECRET; the sender id only names the client.
+        return {"id": sender_id, "key": self.secret, "algorithm": ALGORITHM}
+
+    def _verify_legacy(self, request: SignedRequest) -> None:
+        expected = legacy_signature(self.secret, request.path, request.body)
+        if not hmac.compare_digest(expected.encode("ascii"), request.header.strip().lower().encode("utf-8")):
+            raise SignatureError(INCORRECT)
+
+
+def legacy_signature(secret: str, path_with_query: str, body: bytes) -> str:
+    """The 2016 scheme: hex(sha256(path_with_query + body + UI_SECRET))."""
+    return hashlib.sha256(path_with_query.encode("utf-8") + body + secret.encode("utf-8")).hexdigest()
