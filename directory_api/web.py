@@ -1,0 +1,227 @@
+"""The HTTP API as a Bottle app: routes, JSON errors, the body limit.
+
+It knows nothing of SQS or SQL: enrolments go to a Queue, statuses come from
+the models, and every answer is JSON, errors included.
+"""
+
+import json
+import logging
+import sys
+
+import bottle
+import peewee
+
+from directory_api import enrolment, models, openapi
+from directory_api.queues import Queue, QueueUnavailable
+from directory_api.settings import Settings
+from directory_api.signature import NonceStore, SignatureError, Verifier, signed_request
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+RETRY_AFTER_SECONDS = 5
+JSON_TYPE = "application/json"
+
+# What peewee raises when the database is down, unreachable or not migrated.
+DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+
+HELLO = {"status_code": 200, "detail": "Hello world"}
+
+
+def json_response(status: int, payload: dict, headers: dict | None = None) -> bottle.HTTPResponse:
+    """A JSON answer; raise it to answer from deep inside a handler."""
+    return bottle.HTTPResponse(
+        _dumps(payload), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})}
+    )
+
+
+def detail(status: int, message: str, **headers: str) -> bottle.HTTPResponse:
+    return json_response(status, {"detail": message}, headers)
+
+
+def _dumps(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def read_body(environ: dict, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, reading at most `limit` + 1 bytes; 413 when it is longer than `limit`."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH", "")
+    if length:
+        try:
+            expected = int(length)
+        except ValueError:
+            raise detail(400, "Content-Length is not a number.") from None
+        if expected < 0:
+            raise detail(400, "Content-Length is not a number.")
+        if expected > limit:
+            raise _too_large(limit)
+        return _read_exactly(stream, expected)
+    if environ.get("wsgi.input_terminated"):
+        # No length (a chunked request the server decoded): read one byte more than allowed to know.
+        body = _read_exactly(stream, limit + 1)
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    return b""  # WSGI: without a length and an EOF-terminated input there is no body to read
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> bottle.HTTPResponse:
+    return detail(413, f"The body is larger than {limit // 1024} KiB.")
+
+
+class JsonBottle(bottle.Bottle):
+    """A Bottle whose every answer is JSON: its HTML error pages and crash page are replaced."""
+
+    def __init__(self):
+        # catchall off: an exception reaches wsgi() below, which logs it and answers JSON, no traceback.
+        super().__init__(catchall=False, autojson=False)
+
+    def default_error_handler(self, error: bottle.HTTPError) -> bytes:
+        bottle.response.content_type = JSON_TYPE
+        if error.status_code == 404:
+            message = "Not found: no such path."
+        elif error.status_code == 405:
+            message = f"Method {bottle.request.method} is not allowed here (allowed: {error.headers.get('Allow', '')})."
+        else:
+            message = bottle.HTTP_CODES.get(error.status_code, "Error")
+        return _dumps({"detail": message})
+
+    def wsgi(self, environ, start_response):
+        try:
+            return super().wsgi(environ, start_response)
+        except Exception:
+            log.exception("unexpected error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return self._answer(start_response, 500, {"detail": "Internal server error."}, {})
+
+    @staticmethod
+    def _answer(start_response, status: int, payload: dict, headers: dict):
+        body = _dumps(payload)
+        headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body))), *headers.items()]
+        start_response(f"{status} {bottle.HTTP_CODES.get(status, 'Error')}", headers, sys.exc_info())
+        return [body]
+
+
+def make_app(
+    settings: Settings,
+    enrolment_queue: Queue,
+    *,
+    database: peewee.Database | None = None,
+    nonce_store: NonceStore | None = None,
+) -> bottle.Bottle:
+    """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read `database`.
+
+    `nonce_store` must be shared by every process of one `serve`; by default
+    a private one is made (right for one process).
+    """
+    verifier = Verifier(
+        secret=settings.ui_secret,
+        nonces=nonce_store or NonceStore.temporary(),
+        legacy=settings.signature_legacy,
+    )
+    app = JsonBottle()
+    openapi_document = _dumps(openapi.document())
+
+    def verified_body() -> bytes:
+        environ = bottle.request.environ
+        body = read_body(environ)
+        try:
+            verifier.verify(signed_request(environ, body))
+        except SignatureError as error:
+            raise detail(401, error.detail, **{"WWW-Authenticate": error.www_authenticate}) from None
+        return body
+
+    @app.get("/")
+    def hello():
+        return json_response(200, HELLO)
+
+    @app.get("/openapi.json")
+    def openapi_json():
+        return bottle.HTTPResponse(openapi_document, status=200, headers={"Content-Type": JSON_TYPE})
+
+    @app.get("/healthcheck/")
+    def healthcheck():
+        parts = {"database": _database_state(database), "queue": _queue_state(enrolment_queue)}
+        healthy = all(state == "ok" for state in parts.values())
+        return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unavailable", **parts})
+
+    @app.post("/enrolment/")
+    @app.post("/enrolment")
+    def enrol():
+        body = verified_body()
+        try:
+            payload = enrolment.parse(body)
+        except enrolment.BodyError as error:
+            raise detail(400, str(error)) from None
+        errors = enrolment.validate(payload)
+        if errors:
+            raise json_response(400, errors)
+        try:
+            # Unchanged: the worker and the signature see the very bytes the client sent.
+            message_id = enrolment_queue.send(body.decode("utf-8"))
+        except QueueUnavailable as error:
+            log.warning("enrolment refused with 503: the queue is unavailable: %s", error)
+            raise detail(
+                503, "The enrolment queue is unavailable; try again later.", **{"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
+        return json_response(202, {"id": message_id, "status": "queued"})
+
+    @app.get("/enrolment/<message_id>/")
+    def enrolment_status(message_id: str):
+        verified_body()
+        if database is None:
+            raise _database_unavailable()
+        try:
+            with database.connection_context():
+                return json_response(*_status(message_id))
+        except DATABASE_ERRORS as error:
+            log.warning("enrolment status unavailable: the database does not answer: %s", error)
+            raise _database_unavailable() from None
+
+    return app
+
+
+def _status(message_id: str) -> tuple[int, dict]:
+    saved = models.Enrolment.get_or_none(models.Enrolment.sqs_message_id == message_id)
+    if saved is not None:
+        return 200, {"id": message_id, "status": "created", "enrolment_id": saved.id}
+    rejected = models.Rejection.get_or_none(models.Rejection.message_id == message_id)
+    if rejected is not None:
+        return 200, {"id": message_id, "status": "rejected", "errors": rejected.errors}
+    return 404, {"id": message_id, "status": "unknown"}
+
+
+def _database_unavailable() -> bottle.HTTPResponse:
+    return detail(503, "The database is unavailable; try again later.", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _database_state(database: peewee.Database | None) -> str:
+    if database is None:
+        return "unavailable"
+    try:
+        with database.connection_context():
+            database.execute_sql("SELECT 1")
+    except DATABASE_ERRORS as error:
+        log.warning("healthcheck: the database does not answer: %s", error)
+        return "unavailable"
+    return "ok"
+
+
+def _queue_state(queue: Queue) -> str:
+    try:
+        queue.ensure_exists()
+    except QueueUnavailable as error:
+        log.warning("healthcheck: the queue does not answer: %s", error)
+        return "unavailable"
+    return "ok"
