@@ -31,6 +31,9 @@ class Queue(Protocol):
     def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
         """Put one message on the queue and return its message id."""
 
+    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
+        """Put several messages on the queue; the id of each, or None for one the queue refused."""
+
     def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
         """Up to max_messages, waiting at most wait_seconds for the first; hidden for the visibility timeout."""
 
@@ -42,6 +45,9 @@ class Queue(Protocol):
 
     def extend(self, message: Message, seconds: int) -> None:
         """Keep a message hidden `seconds` longer while its handling runs long."""
+
+    def interrupt(self) -> None:
+        """Cut short a receive waiting in another thread, where the backend can (SQS cannot)."""
 
 
 def open_queue(settings: Settings, name: str) -> Queue:

@@ -1,0 +1,175 @@
+"""The Amazon SQS backend (QUEUE_BACKEND=sqs), or any SQS-compatible endpoint."""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from directory_api.queues import Message, QueueUnavailable
+from directory_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 10  # entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch
+
+# Fail fast when the endpoint is down (serve answers 503 at once, the worker
+# backs off by itself), but keep the read timeout above the longest long poll.
+CLIENT_CONFIG = botocore.config.Config(
+    connect_timeout=2,
+    read_timeout=30,
+    retries={"mode": "standard", "total_max_attempts": 2},
+    max_pool_connections=32,
+)
+
+_clients: dict[tuple[str, str | None], object] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(settings: Settings):
+    """The one boto3 SQS client of this process for the settings' endpoint and region.
+
+    boto3 clients are thread-safe but creating them is not, so every queue and
+    thread shares the one made here, under a lock.
+    """
+    key = (settings.sqs_region, settings.sqs_endpoint_url)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client(
+                "sqs",
+                region_name=settings.sqs_region,
+                endpoint_url=settings.sqs_endpoint_url,
+                config=CLIENT_CONFIG,
+            )
+        return _clients[key]
+
+
+@contextlib.contextmanager
+def unavailable_on_error(action: str, queue_name: str) -> Iterator[None]:
+    """Turn any botocore failure (connection, throttling, 5xx, refused call) into QueueUnavailable."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {code}") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {error}") from error
+
+
+def chunks(items: Sequence, size: int = BATCH_LIMIT) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def message_attributes(attributes: Mapping[str, str] | None) -> dict:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in (attributes or {}).items()}
+
+
+def to_message(raw: Mapping) -> Message:
+    return Message(
+        id=raw["MessageId"],
+        body=raw["Body"],
+        receipt=raw["ReceiptHandle"],
+        receive_count=int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+        attributes={
+            name: value.get("StringValue", "") for name, value in raw.get("MessageAttributes", {}).items()
+        },
+    )
+
+
+def is_missing_queue(error: botocore.exceptions.ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class SqsQueue:
+    """One SQS queue, found (or created) by name on first use."""
+
+    def __init__(self, settings: Settings, name: str, client=None):
+        self.name = name
+        self.visibility_timeout = settings.sqs_visibility_timeout
+        self.client = client or client_for(settings)
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self.ensure_exists()
+        return self._url
+
+    def ensure_exists(self) -> None:
+        with unavailable_on_error("get or create", self.name):
+            try:
+                self._url = self.client.get_queue_url(QueueName=self.name)["QueueUrl"]
+            except botocore.exceptions.ClientError as error:
+                if not is_missing_queue(error):
+                    raise
+                log.info("creating SQS queue %s", self.name)
+                self._url = self.client.create_queue(
+                    QueueName=self.name,
+                    Attributes={"VisibilityTimeout": str(self.visibility_timeout)},
+                )["QueueUrl"]
+
+    def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
+        with unavailable_on_error("send", self.name):
+            response = self.client.send_message(
+                QueueUrl=self.url, MessageBody=body, MessageAttributes=message_attributes(attributes)
+            )
+        return response["MessageId"]
+
+    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
+        """Send several messages; the id of each, or None for those the queue refused."""
+        ids: list[str | None] = []
+        for chunk in chunks(bodies):
+            entries = [{"Id": str(index), "MessageBody": body} for index, body in enumerate(chunk)]
+            with unavailable_on_error("send", self.name):
+                response = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            sent = {entry["Id"]: entry["MessageId"] for entry in response.get("Successful", [])}
+            ids.extend(sent.get(str(index)) for index in range(len(chunk)))
+        return ids
+
+    def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
+        with unavailable_on_error("receive", self.name):
+            response = self.client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=int(wait_seconds),
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+            )
+        return [to_message(raw) for raw in response.get("Messages", [])]
+
+    def delete(self, messages: Sequence[Message]) -> list[Message]:
+        failed: list[Message] = []
+        for chunk in chunks(messages):
+            entries = [{"Id": str(index), "ReceiptHandle": m.receipt} for index, m in enumerate(chunk)]
+            with unavailable_on_error("delete", self.name):
+                response = self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+            # The batch answers 200 even when entries failed: only `Failed` says so.
+            for entry in response.get("Failed", []):
+                message = chunk[int(entry["Id"])]
+                log.warning("SQS queue %s: message %s not deleted: %s", self.name, message.id, entry.get("Code"))
+                failed.append(message)
+        return failed
+
+    def release(self, messages: Sequence[Message]) -> None:
+        for chunk in chunks(messages):
+            entries = [
+                {"Id": str(index), "ReceiptHandle": m.receipt, "VisibilityTimeout": 0}
+                for index, m in enumerate(chunk)
+            ]
+            with unavailable_on_error("release", self.name):
+                self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+
+    def extend(self, message: Message, seconds: int) -> None:
+        with unavailable_on_error("extend visibility", self.name):
+            self.client.change_message_visibility(
+                QueueUrl=self.url, ReceiptHandle=message.receipt, VisibilityTimeout=seconds
+            )
+
+    def interrupt(self) -> None:
+        """A long poll cannot be cut short on SQS: its messages come back after the visibility timeout."""
+

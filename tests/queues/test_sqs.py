@@ -1,0 +1,138 @@
+import time
+
+import boto3
+import botocore.exceptions
+import pytest
+from moto import mock_aws
+
+from directory_api.queues import QueueUnavailable
+from directory_api.queues.sqs import SqsQueue, client_for
+from tests.factories import worker_settings
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return worker_settings(f"sqlite:///{tmp_path / 'unused.sqlite3'}", SQS_VISIBILITY_TIMEOUT="30")
+
+
+@pytest.fixture
+def sqs(aws_credentials):
+    with mock_aws():
+        yield boto3.client("sqs", region_name="eu-west-1")
+
+
+@pytest.fixture
+def queue(sqs, settings):
+    queue = SqsQueue(settings, "enrolment", client=sqs)
+    queue.ensure_exists()
+    return queue
+
+
+def test_ensure_exists_creates_a_missing_queue_with_the_visibility_timeout(sqs, settings):
+    SqsQueue(settings, "new-queue", client=sqs).ensure_exists()
+    url = sqs.get_queue_url(QueueName="new-queue")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == "30"
+
+
+def test_ensure_exists_keeps_an_existing_queue(sqs, settings):
+    url = sqs.create_queue(QueueName="existing")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="kept")
+    SqsQueue(settings, "existing", client=sqs).ensure_exists()
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
+
+
+def test_a_sent_message_is_received_with_its_attributes_and_receive_count(queue):
+    message_id = queue.send("body", {"errors": "{}"})
+    [message] = queue.receive(10, 0)
+    assert (message.id, message.body, message.attributes, message.receive_count) == (
+        message_id, "body", {"errors": "{}"}, 1)
+
+
+def test_the_receive_count_grows_with_each_receive(queue):
+    queue.send("body")
+    queue.release(queue.receive(10, 0))
+    [message] = queue.receive(10, 0)
+    assert message.receive_count == 2
+
+
+def test_a_received_message_stays_hidden(queue):
+    queue.send("body")
+    queue.receive(10, 0)
+    assert queue.receive(10, 0) == []
+
+
+def test_deleted_messages_are_gone(queue):
+    queue.send("one")
+    queue.send("two")
+    assert queue.delete(queue.receive(10, 0)) == []
+    assert queue.receive(10, 0) == []
+
+
+def test_delete_reports_the_entries_the_batch_failed(queue, monkeypatch):
+    queue.send("one")
+    queue.send("two")
+    messages = queue.receive(10, 0)
+
+    def partly(**kwargs):
+        return {"Successful": [{"Id": "0"}], "Failed": [{"Id": "1", "Code": "ReceiptHandleIsInvalid"}]}
+
+    monkeypatch.setattr(queue.client, "delete_message_batch", partly)
+    assert queue.delete(messages) == [messages[1]]
+
+
+def test_released_messages_come_back_at_once(queue):
+    queue.send("body")
+    queue.release(queue.receive(10, 0))
+    assert [m.body for m in queue.receive(10, 0)] == ["body"]
+
+
+def test_extend_keeps_a_message_hidden_from_now(queue, sqs, monkeypatch):
+    queue.send("body")
+    [message] = queue.receive(10, 0)
+    calls = []
+    monkeypatch.setattr(queue.client, "change_message_visibility", lambda **kwargs: calls.append(kwargs))
+    queue.extend(message, 60)
+    assert calls == [{"QueueUrl": queue.url, "ReceiptHandle": message.receipt, "VisibilityTimeout": 60}]
+
+
+def test_send_batch_returns_an_id_for_each_body(queue):
+    ids = queue.send_batch([f"body {n}" for n in range(12)])
+    assert len(set(ids)) == 12 and None not in ids
+
+
+def test_send_batch_gives_none_for_an_entry_the_queue_refused(queue, monkeypatch):
+    monkeypatch.setattr(queue.client, "send_message_batch", lambda **kwargs: {
+        "Successful": [{"Id": "0", "MessageId": "id-0"}], "Failed": [{"Id": "1", "Code": "InternalError"}]})
+    assert queue.send_batch(["a", "b"]) == ["id-0", None]
+
+
+def test_throttling_is_queue_unavailable(queue, monkeypatch):
+    def throttled(**kwargs):
+        raise botocore.exceptions.ClientError({"Error": {"Code": "ThrottlingException"}}, "SendMessage")
+
+    monkeypatch.setattr(queue.client, "send_message", throttled)
+    with pytest.raises(QueueUnavailable, match="ThrottlingException"):
+        queue.send("body")
+
+
+def test_an_endpoint_that_refuses_connections_is_queue_unavailable_within_seconds(aws_credentials, tmp_path):
+    settings = worker_settings(f"sqlite:///{tmp_path / 'x.sqlite3'}", SQS_ENDPOINT_URL="http://127.0.0.1:1")
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable, match="enrolment"):
+        SqsQueue(settings, "enrolment").ensure_exists()
+    assert time.monotonic() - started < 5
+
+
+def test_every_queue_of_a_process_shares_one_client(aws_credentials, settings):
+    assert SqsQueue(settings, "enrolment").client is SqsQueue(settings, "enrolment-invalid").client
+    assert client_for(settings) is SqsQueue(settings, "enrolment").client
