@@ -1,0 +1,194 @@
+"""The database backend (QUEUE_BACKEND=database): a queue table in the application's own database.
+
+A receive claims messages by moving their `visible_at` past the visibility
+timeout, in one transaction: SELECT ... FOR UPDATE SKIP LOCKED then UPDATE on
+PostgreSQL, so several workers share a queue without waiting on each other;
+on SQLite the transaction's BEGIN IMMEDIATE lets one writer claim at a time.
+A claim's receipt is "<id>:<receive count>", so a worker whose claim expired
+cannot delete or release the message another worker has claimed since.
+"""
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import peewee
+
+from directory_api.db import is_postgres
+from directory_api.models import QueueMessage
+from directory_api.queues import Message, QueueUnavailable
+from directory_api.settings import Settings
+
+# An empty queue is polled at growing intervals, not in a tight loop.
+FIRST_POLL_INTERVAL = 0.2
+LONGEST_POLL_INTERVAL = 1.0
+
+# Wakes every receive waiting in this process on a queue name, after a local
+# send (serve and work in one `dev` process) or an interrupt.
+_wakeups: dict[str, threading.Event] = {}
+_wakeups_lock = threading.Lock()
+
+
+def wakeup_for(name: str) -> threading.Event:
+    with _wakeups_lock:
+        return _wakeups.setdefault(name, threading.Event())
+
+
+def poll_intervals() -> Iterator[float]:
+    """0.2 s, 0.4 s, 0.8 s, then 1 s for good."""
+    interval = FIRST_POLL_INTERVAL
+    while True:
+        yield interval
+        interval = min(interval * 2, LONGEST_POLL_INTERVAL)
+
+
+def receipt_of(row: QueueMessage) -> str:
+    return f"{row.id}:{row.receive_count}"
+
+
+def parse_receipt(receipt: str) -> tuple[str, int]:
+    message_id, _, count = receipt.rpartition(":")
+    return message_id, int(count)
+
+
+class DatabaseQueue:
+    """One named queue in the queue_message table; the models must be bound (db.bind) first."""
+
+    def __init__(self, settings: Settings, name: str, *, clock: Callable[[], float] = time.time):
+        self.name = name
+        self.visibility_timeout = settings.sqs_visibility_timeout
+        self.clock = clock
+        self.database = QueueMessage._meta.database
+        self.wakeup = wakeup_for(name)
+        self._interrupts = 0  # bumped by interrupt(); a receive that sees it change returns
+
+    @contextlib.contextmanager
+    def unavailable_on_error(self, action: str) -> Iterator[None]:
+        """Database errors become QueueUnavailable; a broken connection is dropped so the next call reconnects."""
+        try:
+            yield
+        except (peewee.OperationalError, peewee.InterfaceError, peewee.DatabaseError) as error:
+            self._drop_connection()
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise QueueUnavailable(f"database queue {self.name}: {action} failed: {first_line}") from error
+
+    def _on_postgres(self) -> bool:
+        return is_postgres(getattr(self.database, "obj", self.database))
+
+    def _drop_connection(self) -> None:
+        try:
+            if not self.database.in_transaction():
+                self.database.close()
+        except peewee.PeeweeException:
+            pass  # closing a dead connection may fail too; either way it is gone
+
+    def ensure_exists(self) -> None:
+        """The queue table is part of the schema (migrate); check that it answers."""
+        with self.unavailable_on_error("open"):
+            QueueMessage.select(QueueMessage.id).limit(1).execute()
+
+    def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
+        message_id = str(uuid.uuid4())
+        with self.unavailable_on_error("send"):
+            QueueMessage.insert(
+                id=message_id, queue=self.name, body=body, attributes=dict(attributes or {}),
+                visible_at=self.clock(),
+            ).execute()
+        self.wakeup.set()
+        return message_id
+
+    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
+        ids = [str(uuid.uuid4()) for _ in bodies]
+        now = self.clock()
+        rows = [
+            {"id": message_id, "queue": self.name, "body": body, "attributes": {}, "visible_at": now}
+            for message_id, body in zip(ids, bodies)
+        ]
+        with self.unavailable_on_error("send"):
+            with self.database.atomic():
+                QueueMessage.insert_many(rows).execute()
+        self.wakeup.set()
+        return ids
+
+    def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
+        deadline = time.monotonic() + wait_seconds
+        intervals = poll_intervals()
+        interrupts = self._interrupts
+        while True:
+            # Cleared before the claim, so a send during it still wakes the wait below.
+            self.wakeup.clear()
+            messages = self._claim(max_messages)
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0 or self._interrupts != interrupts:
+                return messages
+            self.wakeup.wait(min(next(intervals), remaining))
+
+    def _claim(self, max_messages: int) -> list[Message]:
+        now = self.clock()
+        with self.unavailable_on_error("receive"):
+            with self.database.atomic():
+                query = (
+                    QueueMessage.select(QueueMessage.id)
+                    .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
+                    .order_by(QueueMessage.visible_at)
+                    .limit(max_messages)
+                )
+                if self._on_postgres():
+                    query = query.for_update(skip_locked=True)
+                ids = [row.id for row in query]
+                if not ids:
+                    return []
+                QueueMessage.update(
+                    visible_at=now + self.visibility_timeout,
+                    receive_count=QueueMessage.receive_count + 1,
+                ).where(QueueMessage.id.in_(ids)).execute()
+                rows = list(QueueMessage.select().where(QueueMessage.id.in_(ids)).order_by(QueueMessage.visible_at))
+        return [
+            Message(
+                id=row.id, body=row.body, receipt=receipt_of(row),
+                receive_count=row.receive_count, attributes=row.attributes or {},
+            )
+            for row in rows
+        ]
+
+    def _claimed(self, messages: Sequence[Message]) -> peewee.Expression:
+        """The rows these receipts still hold (a newer claim makes a receipt stale)."""
+        condition = None
+        for message in messages:
+            message_id, count = parse_receipt(message.receipt)
+            one = (QueueMessage.id == message_id) & (QueueMessage.receive_count == count)
+            condition = one if condition is None else condition | one
+        return (QueueMessage.queue == self.name) & condition
+
+    def delete(self, messages: Sequence[Message]) -> list[Message]:
+        if not messages:
+            return []
+        with self.unavailable_on_error("delete"):
+            with self.database.atomic():
+                QueueMessage.delete().where(self._claimed(messages)).execute()
+                # Still there: claimed again since (stale receipt), as SQS may refuse it too.
+                left = {
+                    row.id
+                    for row in QueueMessage.select(QueueMessage.id).where(
+                        QueueMessage.id.in_([parse_receipt(m.receipt)[0] for m in messages])
+                    )
+                }
+        return [message for message in messages if message.id in left]
+
+    def release(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        with self.unavailable_on_error("release"):
+            QueueMessage.update(visible_at=self.clock()).where(self._claimed(messages)).execute()
+        self.wakeup.set()
+
+    def extend(self, message: Message, seconds: int) -> None:
+        # As SQS: the message stays hidden `seconds` from now.
+        with self.unavailable_on_error("extend visibility"):
+            QueueMessage.update(visible_at=self.clock() + seconds).where(self._claimed([message])).execute()
+
+    def interrupt(self) -> None:
+        self._interrupts += 1
+        self.wakeup.set()
