@@ -1,0 +1,191 @@
+"""Properties of the two parsers of untrusted input: the enrolment validator and env-write's encoding."""
+
+import datetime
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from directory_api import enrolment
+from directory_api.envwrite import env_write
+from directory_api.errors import UserError
+
+TODAY = datetime.date(2026, 6, 15)
+BIGINT_MAX = 2**63 - 1
+
+# Every code point JSON can carry, lone surrogates included (json.loads makes them from "\ud800").
+any_character = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None)
+any_text = st.text(any_character, max_size=40)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(any_text, children, max_size=5),
+    max_leaves=20,
+)
+
+# -- valid payloads -------------------------------------------------------------------------
+
+storable_character = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
+def storable_text(min_size=0, max_size=40):
+    return st.text(storable_character, min_size=min_size, max_size=max_size)
+
+
+non_blank = storable_text(1, 255).filter(str.strip)
+local_part = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\.[A-Za-z0-9_-]{1,10}){0,2}", fullmatch=True)
+domain = st.from_regex(r"([a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\.){1,3}[a-z]{2,10}", fullmatch=True)
+revenue = st.from_regex(r"[+-]?[0-9]{1,15}(\.[0-9]{0,2})?|\.[0-9]{1,2}", fullmatch=True)
+
+OPTIONAL = {
+    "mobile_number": storable_text(0, 20),
+    "referrer": storable_text(0, 255),
+    "revenue": revenue,
+}
+
+
+@st.composite
+def valid_payloads(draw):
+    payload = {
+        "sso_id": draw(st.integers(1, BIGINT_MAX)),
+        "company_number": draw(st.from_regex(r"[0-9]{8}|[A-Z]{2}[0-9]{6}", fullmatch=True)),
+        "company_name": draw(non_blank),
+        "company_email": f"{draw(local_part)}@{draw(domain)}",
+        "export_status": draw(st.sampled_from(enrolment.EXPORT_STATUSES)),
+        "date_of_creation": draw(st.dates(datetime.date(1800, 1, 1), TODAY)).isoformat(),
+    }
+    for name in draw(st.sets(st.sampled_from(sorted(OPTIONAL)))):
+        payload[name] = draw(OPTIONAL[name])
+    # Unknown fields are kept and ignored.
+    extra_names = storable_text(1, 20).filter(lambda name: name not in payload and name not in OPTIONAL)
+    payload.update(draw(st.dictionaries(extra_names, st.integers() | storable_text(), max_size=3)))
+    return payload
+
+
+# -- one invalid value per field ------------------------------------------------------------
+
+not_a_string = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.lists(st.integers(), max_size=2)
+too_long = lambda limit: storable_text(limit + 1, limit + 40)  # noqa: E731
+
+INVALID = {
+    "sso_id": st.integers(max_value=0) | st.integers(min_value=BIGINT_MAX + 1) | st.booleans()
+    | st.floats(allow_nan=False) | any_text | st.none(),
+    "company_number": not_a_string
+    | any_text.filter(lambda value: not enrolment.COMPANY_NUMBER.fullmatch(value)),
+    "company_name": not_a_string | st.sampled_from(["", "   ", "\t\n"]) | too_long(255)
+    | st.just("Acme\x00 Ltd"),
+    "company_email": not_a_string | storable_text(1, 40).filter(lambda value: "@" not in value)
+    | st.builds(lambda local: f"{local}@{'a' * 250}.com", local_part),
+    "export_status": json_values.filter(lambda value: value not in enrolment.EXPORT_STATUSES),
+    "date_of_creation": not_a_string
+    | st.dates(TODAY + datetime.timedelta(days=1)).map(datetime.date.isoformat)
+    | st.sampled_from(["2021-02-30", "2021-13-01", "10/10/2010", "2010-1-1", ""]),
+    "mobile_number": not_a_string | too_long(20),
+    "referrer": not_a_string | too_long(255),
+    "revenue": not_a_string | st.sampled_from(["", "abc", "1e5", "1,000", "1.234", "1234567890123456", "."]),
+}
+REQUIRED_FIELDS = [name for name in INVALID if name not in OPTIONAL]
+
+
+@given(json_values)
+def test_validate_never_raises_and_answers_field_names_with_messages(value):
+    errors = enrolment.validate(value, today=TODAY)
+
+    assert isinstance(errors, dict)
+    for name, messages in errors.items():
+        assert isinstance(name, str)
+        assert messages and all(isinstance(message, str) and message for message in messages)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(INVALID)) | any_text, json_values, max_size=12))
+def test_validate_never_raises_on_objects_that_look_like_enrolments(value):
+    enrolment.validate(value, today=TODAY)
+
+
+@given(st.binary(max_size=200))
+def test_parse_of_any_bytes_gives_a_value_or_a_body_error(body):
+    try:
+        enrolment.parse(body)
+    except enrolment.BodyError:
+        pass
+
+
+@given(valid_payloads())
+def test_a_valid_payload_has_no_errors(payload):
+    assert enrolment.validate(payload, today=TODAY) == {}
+
+
+@given(valid_payloads(), st.data())
+def test_one_invalid_field_is_reported_against_that_field_alone(payload, data):
+    field = data.draw(st.sampled_from(sorted(INVALID)), label="field")
+    payload[field] = data.draw(INVALID[field], label="value")
+
+    assert set(enrolment.validate(payload, today=TODAY)) == {field}
+
+
+@given(valid_payloads(), st.sampled_from(REQUIRED_FIELDS))
+def test_a_missing_required_field_is_reported_against_that_field_alone(payload, field):
+    del payload[field]
+
+    assert set(enrolment.validate(payload, today=TODAY)) == {field}
+
+
+# -- env-write --------------------------------------------------------------------------------
+
+names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True)
+# Values as a host environment can hold them: any text but NUL, plus the characters that matter most.
+env_values = st.lists(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+    | st.sampled_from(list("'\"\\$`#= \t\n\r{}") + ["${X}", "$X", "\\n", "#x", " export "]),
+    max_size=15,
+).map("".join)
+REFUSED = ("'", "\\", "${", "\n", "\r")
+
+
+def write(variables: dict[str, str]) -> tuple[dict[str, str | None] | None, Path]:
+    """Run env-write for `variables` as optional host variables; the file read back by python-dotenv, or None."""
+    directory = Path(tempfile.mkdtemp())
+    target = directory / "out.env"
+    config = directory / "env.json"
+    names_json = ", ".join(f'"{name}"' for name in variables)
+    config.write_text(
+        f'{{"host_env_var_prefix": "HOST", "file_path": "{target}", '
+        f'"env_vars": {{"required": [], "optional": [{names_json}]}}}}'
+    )
+    environ = {f"HOST_{name}": value for name, value in variables.items()}
+    try:
+        env_write([config], environ, echo=lambda line: None)
+    except UserError:
+        return None, target
+    return dotenv_values(target), target
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+@given(st.dictionaries(names, env_values, max_size=6))
+def test_every_value_env_write_accepts_reads_back_identical_and_adds_no_variable(variables):
+    read_back, target = write(variables)
+
+    if read_back is None:
+        assert not target.exists(), "a refused value still wrote the file"
+        return
+    assert read_back == {name: value for name, value in variables.items() if value != ""}
+
+
+@settings(max_examples=200)
+@given(names, env_values)
+def test_env_write_refuses_only_values_no_spelling_carries(name, value):
+    assume(value != "")
+    read_back, _ = write({name: value})
+
+    refused = read_back is None
+    assert refused == any(character in value for character in REFUSED)
+
+
+@pytest.mark.parametrize("value", ["a\nEVIL=1", "a' EVIL='1", "x\rEVIL=1", "${HOME}", "a\\'b"])
+def test_env_write_never_lets_a_value_add_a_variable(value):
+    read_back, target = write({"SAFE": value})
+
+    assert read_back is None and not target.exists()
