@@ -1,7 +1,260 @@
-"""Placeholder: `serve` is built by issue #3."""
+"""`serve`: the HTTP API on waitress, in one process or several sharing one socket.
 
+A stop (SIGTERM, SIGINT) closes the listening socket, lets the requests in
+flight finish (at most DRAIN_SECONDS) and exits 0. With --processes N the
+parent binds the socket and forks N children, each a whole server on the
+inherited socket; the parent forwards signals and waits.
+"""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+import peewee
+import waitress
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from directory_api import db, migrations, queues, web
 from directory_api.errors import UserError
+from directory_api.settings import Settings, mask_url
+from directory_api.signature import NonceStore
+
+log = logging.getLogger(__name__)
+
+# Under Docker's default 10 s between SIGTERM and SIGKILL.
+DRAIN_SECONDS = 8.0
+# How soon the loop notices a stop; a signal handler only sets a flag (see run()).
+LOOP_SECONDS = 0.25
+DRAIN_LOOP_SECONDS = 0.02
+BACKLOG = 1024
 
 
-def serve(*args, **kwargs):
-    raise UserError("`serve` is not built yet (issue #3)")
+class JsonErrorTask(ErrorTask):
+    """waitress's own error answers (malformed request, body too large) as JSON, like the app's."""
+
+    def execute(self):
+        error = self.request.error
+        if error.code == 413:
+            message = web.TOO_LARGE
+        else:
+            message = f"{error.reason}: {error.body}"
+        body = json.dumps({"detail": message}).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", web.JSON_TYPE))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; UserError naming the option when it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as error:
+        raise UserError(f"--host {host} --port {port}: cannot listen there: {error.strerror or error}") from None
+    return sock
+
+
+def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8, sock: socket.socket | None = None):
+    """A waitress server for `app` on `sock` (or a new socket on host:port), not yet running.
+
+    Run it with run(server, stopping) for a graceful stop, or server.run() / server.close().
+    """
+    server = waitress.create_server(
+        app,
+        sockets=[sock or bind_socket(host, port)],
+        threads=threads,
+        ident="directory-api",
+        # waitress refuses a longer declared body before reading it; the app checks the rest.
+        max_request_body_size=web.MAX_BODY_BYTES + 1,
+        asyncore_use_poll=True,
+        backlog=BACKLOG,
+    )
+    server.channel_class = JsonErrorChannel
+    return server
+
+
+def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
+    """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
+    while not stopping.is_set():
+        wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
+    # The listening socket goes, the trigger stays: it wakes the loop when a response is ready.
+    wasyncore.dispatcher.close(server)
+    unfinished = _drain(server._map, time.monotonic() + drain_seconds)
+    if unfinished:
+        log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+    wasyncore.close_all(server._map)
+
+
+def _drain(channels: dict, deadline: float) -> int:
+    """Run the loop until no connection has a request in flight; return how many still do at the deadline."""
+    while True:
+        busy = 0
+        for channel in list(channels.values()):
+            if not isinstance(channel, HTTPChannel):
+                continue
+            if channel.requests or channel.total_outbufs_len or channel.request is not None:
+                busy += 1
+            else:
+                channel.handle_close()  # an idle keep-alive connection: nothing in flight to finish
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        wasyncore.loop(timeout=DRAIN_LOOP_SECONDS, map=channels, use_poll=True, count=1)
+
+
+def serve(settings: Settings, *, host: str, port: int, threads: int, processes: int = 1) -> None:
+    """Run the HTTP API until SIGTERM or SIGINT; blocks."""
+    database = open_database(settings)
+    sock = bind_socket(host, port)
+    # One nonce file for every process of this serve, so a replay to a sibling process is caught too.
+    nonce_directory = tempfile.mkdtemp(prefix="directory-api-nonces-")
+    nonce_path = os.path.join(nonce_directory, "nonces.sqlite3")
+    address = sock.getsockname()
+    log.info(
+        "serving on http://%s:%s (%d process%s x %d threads, queue backend %s)",
+        address[0], address[1], processes, "" if processes == 1 else "es", threads, settings.queue_backend,
+    )
+    try:
+        if processes == 1:
+            serve_process(settings, database, sock, threads, NonceStore(nonce_path))
+        else:
+            code = run_children(processes, lambda: serve_process(settings, database, sock, threads, NonceStore(nonce_path)), sock)
+            if code:
+                raise UserError(f"a serve process exited with code {code} (see its log above); all stopped")
+    finally:
+        sock.close()
+        shutil.rmtree(nonce_directory, ignore_errors=True)
+    log.info("stopped")
+
+
+def open_database(settings: Settings) -> peewee.Database:
+    """Bind the models and check the schema when the database answers.
+
+    On SQS, serve accepts enrolments without the database, so one that does
+    not answer is only logged; the database queue cannot work without it.
+    """
+    database = db.bind(settings.database_url)
+    try:
+        database.connect()
+    except peewee.OperationalError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if settings.queue_backend == "database":
+            raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
+        log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
+        return database
+    try:
+        migrations.ensure_current(database, auto_migrate=settings.debug)
+    except peewee.PeeweeException as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"DATABASE_URL: cannot check the schema: {reason}") from None
+    finally:
+        # Each process (and thread) opens its own connection when it first needs one.
+        database.close()
+    return database
+
+
+def serve_process(settings: Settings, database: peewee.Database, sock: socket.socket, threads: int, nonces: NonceStore) -> None:
+    """One process of serve: the queue, the app and waitress on `sock`, until a stop signal."""
+    queue = queues.open_queue(settings, settings.enrolment_queue)
+    try:
+        queue.ensure_exists()
+    except queues.QueueUnavailable as error:
+        log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
+    app = web.make_app(settings, queue, database=database, nonce_store=nonces)
+    server = create_server(app, threads=threads, sock=sock)
+    stopping = threading.Event()
+    on_stop_signal(lambda: stopping.set())
+    run(server, stopping)
+
+
+def on_stop_signal(stop) -> None:
+    def handler(signum, frame):
+        log.info("%s: stopping; requests in flight finish first", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_children(count: int, child_main, sock: socket.socket) -> int:
+    """Fork `count` children running child_main; forward stop signals; return the first failing exit code, else 0."""
+    children: set[int] = set()
+    stopping = False
+
+    def stop_children():
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            _kill(pid, signal.SIGTERM)
+
+    on_stop_signal(stop_children)
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    for _ in range(count):
+        # Blocked across the fork: a child must never run the parent's handler, which kills siblings.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        pid = os.fork()
+        if pid == 0:
+            for signum in stop_signals:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+            os._exit(_child(child_main))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        children.add(pid)
+    sock.close()  # the children hold the socket; when the last closes it, nothing more is accepted
+    failure = 0
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code and not stopping:
+            # Fail whole rather than run short: the supervisor restarts serve.
+            log.error("serve process %d exited with code %d; stopping the others", pid, code)
+            failure = code if code > 0 else 1
+            stop_children()
+    return failure
+
+
+def _child(child_main) -> int:
+    """Run one child to its end and return its exit code; never returns into the parent's stack."""
+    try:
+        child_main()
+        return 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except BaseException:
+        log.exception("serve process %d failed", os.getpid())
+        return 1
+    finally:
+        logging.shutdown()
+        sys.stderr.flush()
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

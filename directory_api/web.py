@@ -19,6 +19,7 @@ from directory_api.signature import NonceStore, SignatureError, Verifier, signed
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+TOO_LARGE = f"The body is larger than {MAX_BODY_BYTES // 1024} KiB."
 RETRY_AFTER_SECONDS = 5
 JSON_TYPE = "application/json"
 
@@ -78,7 +79,7 @@ def _read_exactly(stream, size: int) -> bytes:
 
 
 def _too_large(limit: int) -> bottle.HTTPResponse:
-    return detail(413, f"The body is larger than {limit // 1024} KiB.")
+    return detail(413, TOO_LARGE if limit == MAX_BODY_BYTES else f"The body is larger than {limit} bytes.")
 
 
 class JsonBottle(bottle.Bottle):
