@@ -1,7 +1,256 @@
-"""Placeholder: `env_write` is built by issue #5."""
+"""env-write: .env files from prefixed host variables, checked whole before anything is written.
+
+A config file (the 2016 format):
+
+    {"host_env_var_prefix": "DIRECTORY_API",
+     "file_path": ".env",
+     "env_vars": {"required": ["DATABASE_URL"], "optional": ["PORT"]}}
+
+Each VAR is read from the host variable PREFIX_VAR and written as VAR='value'.
+The files are read by python-dotenv, docker compose and systemd's
+EnvironmentFile. Inside single quotes all three take every character
+literally, except that python-dotenv unescapes a backslash before \\ or ' and
+expands ${NAME}; compose skips a quote after a backslash and ends the value at
+the next '; systemd ends it at any '; and python-dotenv reads a CR as a newline,
+where older compose releases read no multi-line value at all. A value holding
+one of those is refused rather than written in a spelling one reader misreads.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from directory_api.errors import UserError
 
+# Upper case only: compose reads a name starting with "export" as the word
+# export plus a shorter name, and no reader treats A-Z, 0-9 and _ differently.
+VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+CONFIG_KEYS = ("host_env_var_prefix", "file_path", "env_vars")
+ENV_VARS_KEYS = ("required", "optional")
 
-def env_write(*args, **kwargs):
-    raise UserError("`env_write` is not built yet (issue #5)")
+# A value holding any of these cannot be written so that all three readers agree.
+UNSAFE = (
+    ("'", "a single quote"),
+    ("\\", "a backslash"),
+    ("${", "'${'"),
+    ("\n", "a newline"),
+    ("\r", "a carriage return"),
+    ("\0", "a NUL character"),
+)
+
+CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
+CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
+CONFIG_NOT_OBJECT = "{config}: {key} must be a JSON object"
+CONFIG_MISSING_KEY = "{config}: missing key {key!r}"
+CONFIG_UNKNOWN_KEY = "{config}: unknown key {key!r} (expected {expected})"
+CONFIG_WRONG_TYPE = "{config}: {key} must be {expected}"
+CONFIG_BAD_NAME = (
+    "{config}: {key}: {name!r} is not a variable name (A-Z, 0-9 and _, not starting with a digit)"
+)
+CONFIG_LISTED_TWICE = "{config}: env_vars: {name} is listed twice"
+CONFIG_NO_DIRECTORY = "{config}: file_path {target}: the directory {directory} does not exist"
+CONFIG_TARGET_IS_DIRECTORY = "{config}: file_path {target} is a directory"
+CONFIG_SAME_TARGET = "{config}: file_path {target} is also written by {other}; give each config its own file"
+MISSING_VARIABLE = "{host_name} is not set (required by {config})"
+UNSAFE_VALUE = (
+    "{host_name} holds {character}, which a .env file cannot carry to python-dotenv, "
+    "docker compose and systemd alike"
+)
+NOT_UTF8 = "{host_name} is not valid UTF-8"
+NOTHING_WRITTEN = "nothing was written"
+WRITE_FAILED = "cannot write {target}: {reason}"
+WROTE = "wrote {target} ({count} variables)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: Path
+    prefix: str
+    target: Path
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    def host_name(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+
+def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=print) -> None:
+    """Write every config's file, or none: raise UserError listing every problem first."""
+    configs, problems = [], []
+    for path in config_paths:
+        try:
+            configs.append(load_config(path))
+        except UserError as error:
+            problems.append(str(error))
+    problems += same_target_problems(configs)
+    files = {}
+    for config in configs:
+        variables, config_problems = collect(config, environ)
+        problems += config_problems
+        files[config.target] = variables
+    if problems:
+        raise UserError("\n".join(problems + [NOTHING_WRITTEN]))
+    try:
+        write_all({target: render(variables) for target, variables in files.items()})
+    except OSError as error:
+        raise UserError(WRITE_FAILED.format(target=error.filename, reason=error.strerror)) from None
+    for target, variables in files.items():
+        echo(WROTE.format(target=target, count=len(variables)))
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate one config file; UserError names the file and the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UserError(CONFIG_UNREADABLE.format(config=path, reason=reason)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(CONFIG_NOT_JSON.format(config=path, reason=error)) from None
+    return parse_config(path, data)
+
+
+def parse_config(path: Path, data: object) -> Config:
+    """The Config a decoded JSON document describes."""
+    _check_keys(path, data, "the config", CONFIG_KEYS, CONFIG_KEYS)
+    prefix = data["host_env_var_prefix"]
+    if not isinstance(prefix, str) or not VARIABLE_NAME.fullmatch(prefix):
+        raise UserError(CONFIG_BAD_NAME.format(config=path, key="host_env_var_prefix", name=prefix))
+    file_path = data["file_path"]
+    if not isinstance(file_path, str) or not file_path:
+        raise UserError(CONFIG_WRONG_TYPE.format(config=path, key="file_path", expected="a non-empty string"))
+    env_vars = data["env_vars"]
+    _check_keys(path, env_vars, "env_vars", (), ENV_VARS_KEYS)
+    lists = {kind: _names(path, f"env_vars.{kind}", env_vars.get(kind, [])) for kind in ENV_VARS_KEYS}
+    seen: set[str] = set()
+    for name in lists["required"] + lists["optional"]:
+        if name in seen:
+            raise UserError(CONFIG_LISTED_TWICE.format(config=path, name=name))
+        seen.add(name)
+    target = Path(file_path)
+    if target.is_dir():
+        raise UserError(CONFIG_TARGET_IS_DIRECTORY.format(config=path, target=target))
+    if not target.absolute().parent.is_dir():
+        raise UserError(CONFIG_NO_DIRECTORY.format(config=path, target=target, directory=target.parent))
+    return Config(path, prefix, target, lists["required"], lists["optional"])
+
+
+def _check_keys(path: Path, data: object, key: str, required: Iterable[str], allowed: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise UserError(CONFIG_NOT_OBJECT.format(config=path, key=key))
+    for name in required:
+        if name not in data:
+            raise UserError(CONFIG_MISSING_KEY.format(config=path, key=name))
+    for name in data:
+        if name not in allowed:
+            # A misspelt "optional" would otherwise drop its variables without a word.
+            expected = ", ".join(allowed)
+            raise UserError(CONFIG_UNKNOWN_KEY.format(config=path, key=name, expected=expected))
+
+
+def _names(path: Path, key: str, names: object) -> tuple[str, ...]:
+    if not isinstance(names, list):
+        raise UserError(CONFIG_WRONG_TYPE.format(config=path, key=key, expected="a list of variable names"))
+    for name in names:
+        if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
+            raise UserError(CONFIG_BAD_NAME.format(config=path, key=key, name=name))
+    return tuple(names)
+
+
+def same_target_problems(configs: list[Config]) -> list[str]:
+    """Two configs writing one file would leave only the second's variables."""
+    problems, writers = [], {}
+    for config in configs:
+        key = os.path.realpath(config.target)
+        if key in writers:
+            problems.append(CONFIG_SAME_TARGET.format(config=config.path, target=config.target, other=writers[key]))
+        else:
+            writers[key] = config.path
+    return problems
+
+
+def collect(config: Config, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The variables to write for one config, and every problem with the host's values."""
+    variables, problems = {}, []
+    for name in config.required + config.optional:
+        host_name = config.host_name(name)
+        value = environ.get(host_name, "")
+        if value == "":  # empty counts as unset, as in the 2016 tool
+            if name in config.required:
+                problems.append(MISSING_VARIABLE.format(host_name=host_name, config=config.path))
+            continue
+        character = unsafe_character(value)
+        if character:
+            problems.append(UNSAFE_VALUE.format(host_name=host_name, character=character))
+        elif not encodes_as_utf8(value):
+            problems.append(NOT_UTF8.format(host_name=host_name))
+        else:
+            variables[name] = value
+    return variables, problems
+
+
+def unsafe_character(value: str) -> str | None:
+    """The readable name of the first character that makes `value` unsafe to write, else None."""
+    for text, character in UNSAFE:
+        if text in value:
+            return character
+    return None
+
+
+def encodes_as_utf8(value: str) -> bool:
+    # Bytes of the host environment that are not UTF-8 reach Python as lone surrogates.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def render(variables: Mapping[str, str]) -> str:
+    """The file text: one VAR='value' line each, values already known to be safe."""
+    return "".join(f"{name}='{value}'\n" for name, value in variables.items())
+
+
+def write_all(contents: Mapping[Path, str]) -> None:
+    """Write every file to a temp file first, then rename them all into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for target, text in contents.items():
+            staged.append((_write_temp(target, text), target))
+        for temp, target in staged:
+            os.replace(temp, target)
+            _sync_directory(target)
+    finally:
+        for temp, _ in staged:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+
+def _write_temp(target: Path, text: str) -> str:
+    """A 0600 temp file beside `target` holding `text`, synced to disk; returns its path."""
+    # mkstemp creates the file 0600 before a byte of the secrets is in it.
+    fd, temp = tempfile.mkstemp(dir=target.absolute().parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return temp
+
+
+def _sync_directory(target: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(target.absolute().parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
