@@ -1,0 +1,229 @@
+"""signature: sigauth's own RequestSigner against our verifier, the 2016 scheme, the nonce store."""
+
+import gc
+import hashlib
+import os
+import threading
+import time
+from dataclasses import replace
+
+import mohawk
+import pytest
+from sigauth.helpers import RequestSigner
+
+from directory_api.signature import (
+    INCORRECT,
+    MISSING,
+    REPLAYED,
+    STALE,
+    NonceStore,
+    SignatureError,
+    SignedRequest,
+    Verifier,
+    legacy_signature,
+    signed_request,
+)
+
+SECRET = "not-a-real-secret"
+BODY = b'{"sso_id": 1}'
+
+
+@pytest.fixture
+def nonces(tmp_path):
+    return NonceStore(str(tmp_path / "nonces.sqlite3"))
+
+
+@pytest.fixture
+def verifier(nonces):
+    return Verifier(secret=SECRET, nonces=nonces)
+
+
+def signed(url="http://api.example/enrolment/", body=BODY, method="POST", content_type="application/json",
+           secret=SECRET, **received) -> SignedRequest:
+    """A request signed by sigauth as given; `received` changes what the server gets instead."""
+    header = RequestSigner(secret=secret, sender_id="directory-ui").get_signature_headers(
+        url, body, method, content_type
+    )["X-Signature"]
+    request = SignedRequest(method=method, path="/enrolment/", content_type=content_type or "text/plain",
+                            body=body or b"", header=header)
+    return replace(request, **received)
+
+
+def refusal(verifier, request) -> str:
+    with pytest.raises(SignatureError) as raised:
+        verifier.verify(request)
+    return raised.value.detail
+
+
+def test_a_request_signed_by_sigauth_is_accepted(verifier):
+    verifier.verify(signed())
+
+
+def test_a_request_without_a_body_or_content_type_is_accepted(verifier):
+    verifier.verify(signed(body=None, method="GET", content_type=None))
+
+
+def test_a_signed_query_string_is_accepted(verifier):
+    verifier.verify(signed(url="http://api.example/enrolment/?page=2", path="/enrolment/?page=2"))
+
+
+def test_a_missing_signature_is_refused(verifier):
+    assert refusal(verifier, signed(header=None)) == MISSING
+
+
+def test_a_signature_made_with_another_secret_is_refused(verifier):
+    assert refusal(verifier, signed(secret="another-secret")) == INCORRECT
+
+
+def test_a_signature_for_another_path_is_refused(verifier):
+    assert refusal(verifier, replace(signed(), path="/enrolment/other/")) == INCORRECT
+
+
+def test_a_signature_without_the_query_string_is_refused(verifier):
+    assert refusal(verifier, replace(signed(), path="/enrolment/?page=2")) == INCORRECT
+
+
+def test_a_signature_for_another_body_is_refused(verifier):
+    assert refusal(verifier, replace(signed(), body=b'{"sso_id": 2}')) == INCORRECT
+
+
+def test_a_signature_for_another_method_is_refused(verifier):
+    assert refusal(verifier, replace(signed(), method="PUT")) == INCORRECT
+
+
+def test_a_signature_for_another_content_type_is_refused(verifier):
+    assert refusal(verifier, replace(signed(), content_type="text/csv")) == INCORRECT
+
+
+def test_a_header_that_is_not_hawk_is_refused(verifier):
+    assert refusal(verifier, signed(header="Basic dXNlcjpwYXNz")) == INCORRECT
+
+
+def test_a_malformed_hawk_header_is_refused(verifier):
+    assert refusal(verifier, signed(header='Hawk id="x", mac=')) == INCORRECT
+
+
+def hawk_header_at(timestamp: int) -> str:
+    sender = mohawk.Sender(
+        {"id": "directory-ui", "key": SECRET, "algorithm": "sha256"},
+        "/enrolment/", "POST", content=BODY, content_type="application/json", _timestamp=timestamp,
+    )
+    return sender.request_header
+
+
+@pytest.mark.parametrize("seconds", [-61, 61])
+def test_a_signature_more_than_60_seconds_off_is_refused_as_stale(verifier, seconds):
+    assert refusal(verifier, signed(header=hawk_header_at(int(time.time()) + seconds))) == STALE
+
+
+def test_a_stale_refusal_tells_the_client_the_servers_time(verifier):
+    with pytest.raises(SignatureError) as raised:
+        verifier.verify(signed(header=hawk_header_at(int(time.time()) - 3600)))
+    assert raised.value.www_authenticate.startswith('Hawk ts="')
+
+
+@pytest.mark.parametrize("seconds", [-55, 55])
+def test_a_signature_within_60_seconds_is_accepted(verifier, seconds):
+    verifier.verify(signed(header=hawk_header_at(int(time.time()) + seconds)))
+
+
+def test_a_replayed_signature_is_refused(verifier):
+    request = signed()
+    verifier.verify(request)
+    assert refusal(verifier, request) == REPLAYED
+
+
+def test_a_replay_to_another_process_sharing_the_nonce_file_is_refused(nonces):
+    request = signed()
+    Verifier(secret=SECRET, nonces=nonces).verify(request)
+    other_process = Verifier(secret=SECRET, nonces=NonceStore(nonces.path))
+    assert refusal(other_process, request) == REPLAYED
+
+
+def test_the_legacy_scheme_is_refused_by_default(verifier):
+    header = legacy_signature(SECRET, "/enrolment/", BODY)
+    assert refusal(verifier, signed(header=header)) == INCORRECT
+
+
+def test_the_legacy_scheme_is_accepted_when_enabled(nonces):
+    legacy = Verifier(secret=SECRET, nonces=nonces, legacy=True)
+    legacy.verify(signed(header=legacy_signature(SECRET, "/enrolment/", BODY)))
+
+
+def test_a_wrong_legacy_signature_is_refused_when_enabled(nonces):
+    legacy = Verifier(secret=SECRET, nonces=nonces, legacy=True)
+    assert refusal(legacy, signed(header=legacy_signature(SECRET, "/enrolment/other/", BODY))) == INCORRECT
+
+
+def test_hawk_is_still_accepted_when_the_legacy_scheme_is_enabled(nonces):
+    Verifier(secret=SECRET, nonces=nonces, legacy=True).verify(signed())
+
+
+def test_the_legacy_signature_is_sha256_of_path_body_and_secret():
+    assert legacy_signature("s", "/p?q=1", b"body") == hashlib.sha256(b"/p?q=1bodys").hexdigest()
+
+
+def test_the_signed_path_is_the_request_target_as_the_client_sent_it():
+    environ = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/enrolment/a%20b/?x=%2F", "PATH_INFO": "/enrolment/a b/"}
+    assert signed_request(environ, b"").path == "/enrolment/a%20b/?x=%2F"
+
+
+def test_without_a_request_uri_the_signed_path_is_requoted():
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/enrolment/a b/", "QUERY_STRING": "x=1"}
+    assert signed_request(environ, b"").path == "/enrolment/a%20b/?x=1"
+
+
+@pytest.mark.parametrize("environ", [{}, {"CONTENT_TYPE": ""}])
+def test_a_request_without_a_content_type_is_checked_as_text_plain(environ):
+    request = signed_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/", **environ}, b"")
+    assert request.content_type == "text/plain"
+
+
+def test_the_nonce_store_sees_a_nonce_twice(nonces):
+    now = str(int(time.time()))
+    assert nonces.seen("ui", "abc123", now) is False
+    assert nonces.seen("ui", "abc123", now) is True
+
+
+def test_the_same_nonce_from_another_sender_or_second_is_not_a_replay(nonces):
+    now = int(time.time())
+    nonces.seen("ui", "abc123", str(now))
+    assert nonces.seen("other", "abc123", str(now)) is False
+    assert nonces.seen("ui", "abc123", str(now + 1)) is False
+
+
+def test_the_nonce_store_forgets_nonces_once_their_timestamp_is_stale(tmp_path):
+    clock = [1_000_000.0]
+    store = NonceStore(str(tmp_path / "n.sqlite3"), clock=lambda: clock[0])
+    store.seen("ui", "abc123", "1000000")
+    clock[0] += 62
+    store.seen("ui", "other", "1000062")  # any call prunes, at most once a second
+    rows = store._connection().execute("SELECT key FROM nonce").fetchall()
+    assert [key.split("\n")[1] for (key,) in rows] == ["other"]
+
+
+def test_the_nonce_store_keeps_nothing_for_a_stale_timestamp(nonces):
+    stale = str(int(time.time()) - 120)
+    assert nonces.seen("ui", "abc123", stale) is False
+    assert nonces._connection().execute("SELECT count(*) FROM nonce").fetchone() == (0,)
+
+
+def test_the_nonce_store_admits_a_nonce_once_across_threads(nonces):
+    now = str(int(time.time()))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(nonces.seen("ui", "race", now))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] + [True] * 7
+
+
+def test_a_temporary_nonce_store_removes_its_directory_when_collected():
+    store = NonceStore.temporary()
+    store.seen("ui", "abc", str(int(time.time())))
+    directory = os.path.dirname(store.path)
+    store._local.connection.close()
+    del store
+    gc.collect()
+    assert not os.path.exists(directory)
