@@ -5,6 +5,7 @@ so a broken promise fails the test instead of hanging CI.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import selectors
@@ -474,7 +475,9 @@ def cli(request) -> list[str]:
     try:
         pyz = request.getfixturevalue("pyz")
     except pytest.FixtureLookupError:
-        fail_or_skip("tests/e2e/conftest.py has no `pyz` fixture")
+        if IN_CI:
+            pytest.fail("tests/e2e/conftest.py has no `pyz` fixture", pytrace=False)
+        return [sys.executable, str(ROOT / "directory_api.py")]  # TEMPORARY until the pyz fixture lands
     return [sys.executable, str(pyz)]
 
 
@@ -519,16 +522,47 @@ def queues() -> tuple[str, str]:
     return queue_names()
 
 
-@pytest.fixture
-def pg(postgres_url) -> str:
-    """The session's PostgreSQL database, emptied and migrated for this test."""
+def fresh_schema(url: str) -> str:
+    """Empty the database at `url` and migrate it to this checkout's schema."""
     from directory_api import db, migrations
 
-    database = db.bind(postgres_url)
+    database = db.bind(url)
     database.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     migrations.migrate(database)
     database.close()
-    return postgres_url
+    return url
+
+
+@pytest.fixture
+def pg(postgres_url) -> str:
+    """The session's PostgreSQL database, emptied and migrated for this test."""
+    return fresh_schema(postgres_url)
+
+
+@dataclasses.dataclass
+class LiveApi:
+    base_url: str
+    queue: str
+    sqs: Sqs
+    process: Process
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def queued(self) -> int:
+        return self.sqs.total(self.queue)
+
+
+@pytest.fixture(scope="module")
+def live_api(cli, base_env, postgres_url, moto_endpoint, tmp_path_factory) -> LiveApi:
+    """One `serve` for a whole module of request-level tests (no worker: what is queued stays queued)."""
+    started = Processes(tmp_path_factory.mktemp("serve"))
+    names = queue_names()
+    env = service_env(base_env, database_url=fresh_schema(postgres_url), sqs_endpoint=moto_endpoint, queues=names)
+    process, base_url = start_serve(started, cli, env)
+    yield LiveApi(base_url, names[0], Sqs(moto_endpoint), process)
+    started.stop_all()
 
 
 def proxied_url(url: str, proxy: TcpProxy) -> str:
@@ -557,3 +591,64 @@ def proxy_to():
     yield make
     for proxy in made:
         proxy.down()
+
+
+# -- raw HTTP, for requests no client library would send ---------------------------------------
+
+
+@dataclasses.dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def parse_response(data: bytes) -> RawResponse | None:
+    """The first HTTP response in `data`, or None when the server sent nothing."""
+    if not data:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+def raw_exchange(port: int, chunks: Iterable[bytes], *, pause: float = 0.0, half_close: bool = False,
+                 timeout: float = 10.0) -> RawResponse | None:
+    """Send `chunks` (pausing between them), optionally shut our side, and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        for chunk in chunks:
+            sock.sendall(chunk)
+            if pause:
+                time.sleep(pause)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while data := sock.recv(65536):
+                received += data
+                response = parse_response(received)
+                if response and "content-length" in response.headers and len(response.body) == int(
+                    response.headers["content-length"]
+                ):
+                    break
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return parse_response(received)
+
+
+def request_bytes(method: str, path: str, body: bytes, headers: Mapping[str, str], *,
+                  content_length: int | None = None) -> bytes:
+    """An HTTP/1.1 request as bytes; `content_length` may lie about the body."""
+    length = len(body) if content_length is None else content_length
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
