@@ -87,7 +87,9 @@ class JsonBottle(bottle.Bottle):
 
     def __init__(self):
         # catchall off: an exception reaches wsgi() below, which logs it and answers JSON, no traceback.
-        super().__init__(catchall=False, autojson=False)
+        super().__init__()
+        self.config["catchall"] = False
+        self.config["json.enable"] = False
 
     def default_error_handler(self, error: bottle.HTTPError) -> bytes:
         bottle.response.content_type = JSON_TYPE

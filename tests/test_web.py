@@ -1,0 +1,358 @@
+"""web: every row and error of SPEC.md's HTTP API, through the WSGI app with raw environs."""
+
+import io
+import json
+
+import pytest
+from openapi_spec_validator import validate as validate_openapi
+from sigauth.helpers import RequestSigner
+
+from directory_api import models, web
+from directory_api.queues import QueueUnavailable
+from directory_api.settings import Settings
+from directory_api.signature import NonceStore, legacy_signature
+
+SECRET = "not-a-real-secret"
+ENROLMENT = {
+    "sso_id": 7,
+    "company_number": "SC123456",
+    "company_name": "Acme Exports Ltd",
+    "company_email": "enquiries@acme.example.com",
+    "export_status": "NOT_YET",
+    "date_of_creation": "2012-04-02",
+}
+
+
+class FakeQueue:
+    """A Queue double: remembers what was sent; `down` makes it refuse like an unreachable backend."""
+
+    name = "enrolment"
+
+    def __init__(self):
+        self.sent: list[str] = []
+        self.down = False
+
+    def ensure_exists(self) -> None:
+        if self.down:
+            raise QueueUnavailable("fake queue is down")
+
+    def send(self, body: str, attributes=None) -> str:
+        self.ensure_exists()
+        self.sent.append(body)
+        return f"message-{len(self.sent)}"
+
+
+class ExplodingInput:
+    """wsgi.input that fails the test if the app reads more than `allowed` bytes of it."""
+
+    def __init__(self, allowed: int):
+        self.allowed = allowed
+        self.read_so_far = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or self.read_so_far + size > self.allowed:
+            pytest.fail(f"the app read past {self.allowed} bytes (asked for {size} after {self.read_so_far})")
+        self.read_so_far += size
+        return b"x" * size
+
+
+def settings(**environ) -> Settings:
+    return Settings.from_environ({"UI_SECRET": SECRET, **environ}, debug=True)
+
+
+@pytest.fixture
+def queue():
+    return FakeQueue()
+
+
+@pytest.fixture
+def app(queue, tmp_path):
+    return web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "nonces.sqlite3")))
+
+
+def call(app, method, path, body=b"", headers=None, query="", **environ):
+    """Run one request through the WSGI app; return (status code, lower-cased headers, JSON body)."""
+    request_uri = path + (f"?{query}" if query else "")
+    env = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "REQUEST_URI": request_uri,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    env.update(environ)
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = {name.lower(): value for name, value in response_headers}
+
+    raw = b"".join(app(env, start_response))
+    assert answer["headers"]["content-type"] == "application/json"
+    return answer["status"], answer["headers"], json.loads(raw)
+
+
+def signed_headers(method, path, body=b"", content_type="application/json", secret=SECRET):
+    headers = RequestSigner(secret=secret, sender_id="directory-ui").get_signature_headers(
+        f"http://testserver{path}", body, method, content_type
+    )
+    if content_type:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+def post(app, body, path="/enrolment/", **kwargs):
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call(app, "POST", path, body, signed_headers("POST", path, body), **kwargs)
+
+
+def signed_get(app, path):
+    return call(app, "GET", path, b"", signed_headers("GET", path, content_type=None))
+
+
+def test_root_says_hello_without_a_signature(app):
+    assert call(app, "GET", "/")[::2] == (200, {"status_code": 200, "detail": "Hello world"})
+
+
+def test_a_valid_signed_enrolment_is_queued_unchanged_and_answered_202(app, queue):
+    body = b'{"sso_id": 7, "company_number": "SC123456", "company_name": "Acme Exports Ltd", ' \
+           b'"company_email": "enquiries@acme.example.com", "export_status": "NOT_YET", ' \
+           b'"date_of_creation": "2012-04-02", "extra": "kept"}'
+    status, _, answer = post(app, body)
+    assert (status, answer) == (202, {"id": "message-1", "status": "queued"})
+    assert queue.sent == [body.decode()]
+
+
+def test_enrolment_is_accepted_without_the_trailing_slash(app, queue):
+    assert post(app, ENROLMENT, path="/enrolment")[0] == 202
+
+
+def test_an_unsigned_enrolment_is_refused_with_401(app, queue):
+    status, headers, answer = call(app, "POST", "/enrolment/", json.dumps(ENROLMENT).encode())
+    assert (status, list(answer)) == (401, ["detail"])
+    assert headers["www-authenticate"] == "Hawk"
+    assert queue.sent == []
+
+
+def test_an_enrolment_signed_with_another_secret_is_refused(app, queue):
+    body = json.dumps(ENROLMENT).encode()
+    headers = signed_headers("POST", "/enrolment/", body, secret="another-secret")
+    assert call(app, "POST", "/enrolment/", body, headers)[0] == 401
+    assert queue.sent == []
+
+
+def test_a_signature_for_another_body_is_refused(app, queue):
+    headers = signed_headers("POST", "/enrolment/", json.dumps(ENROLMENT).encode())
+    tampered = json.dumps({**ENROLMENT, "sso_id": 8}).encode()
+    assert call(app, "POST", "/enrolment/", tampered, headers)[0] == 401
+    assert queue.sent == []
+
+
+def test_a_signature_for_another_path_is_refused(app):
+    body = json.dumps(ENROLMENT).encode()
+    assert call(app, "POST", "/enrolment", body, signed_headers("POST", "/enrolment/", body))[0] == 401
+
+
+def test_the_query_string_is_part_of_what_is_signed(app):
+    body = json.dumps(ENROLMENT).encode()
+    headers = signed_headers("POST", "/enrolment/?source=ui", body)
+    assert call(app, "POST", "/enrolment/", body, headers, query="source=other")[0] == 401
+    assert call(app, "POST", "/enrolment/", body, headers, query="source=ui")[0] == 202
+
+
+def test_a_replayed_enrolment_is_refused_and_queued_once(app, queue):
+    body = json.dumps(ENROLMENT).encode()
+    headers = signed_headers("POST", "/enrolment/", body)
+    assert call(app, "POST", "/enrolment/", body, headers)[0] == 202
+    status, _, answer = call(app, "POST", "/enrolment/", body, headers)
+    assert (status, answer["detail"]) == (401, "The signature has been used before: sign every request afresh.")
+    assert len(queue.sent) == 1
+
+
+def test_the_legacy_signature_is_refused_by_default(app, queue):
+    body = json.dumps(ENROLMENT).encode()
+    headers = {"X-Signature": legacy_signature(SECRET, "/enrolment/", body)}
+    assert call(app, "POST", "/enrolment/", body, headers)[0] == 401
+
+
+def test_the_legacy_signature_is_accepted_with_signature_legacy_true(queue, tmp_path):
+    app = web.make_app(settings(SIGNATURE_LEGACY="true"), queue, nonce_store=NonceStore(str(tmp_path / "n")))
+    body = json.dumps(ENROLMENT).encode()
+    headers = {"X-Signature": legacy_signature(SECRET, "/enrolment/", body)}
+    assert call(app, "POST", "/enrolment/", body, headers)[0] == 202
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [(b"\xff\xfe{}", "not UTF-8"), (b"{not json", "not JSON"), (b"", "not JSON")],
+)
+def test_a_body_that_is_not_utf8_json_is_refused_with_400(app, queue, body, reason):
+    status, _, answer = post(app, body)
+    assert status == 400 and reason in answer["detail"]
+    assert queue.sent == []
+
+
+def test_a_body_that_is_not_an_object_is_refused_with_400(app, queue):
+    status, _, answer = post(app, b'["sso_id", 7]')
+    assert (status, answer) == (400, {"non_field_errors": ["The body must be a JSON object, not an array."]})
+    assert queue.sent == []
+
+
+def test_invalid_fields_are_refused_with_400_and_their_errors(app, queue):
+    status, _, answer = post(app, {**ENROLMENT, "company_number": "12", "export_status": "SOON"})
+    assert status == 400
+    assert set(answer) == {"company_number", "export_status"}
+    assert all(isinstance(messages, list) and messages for messages in answer.values())
+    assert queue.sent == []
+
+
+def test_the_signature_is_checked_before_the_body_is_judged(app):
+    assert call(app, "POST", "/enrolment/", b"{not json")[0] == 401
+
+
+def test_a_body_of_256_kib_is_read(app):
+    body = json.dumps({**ENROLMENT, "padding": ""}).encode()
+    body = body.replace(b'"padding": ""', b'"padding": "' + b"x" * (web.MAX_BODY_BYTES - len(body)) + b'"')
+    assert len(body) == web.MAX_BODY_BYTES
+    assert post(app, body)[0] == 202
+
+
+def test_a_declared_body_over_256_kib_is_refused_with_413_without_reading_it(app, queue):
+    status, _, answer = call(
+        app, "POST", "/enrolment/", headers={"Content-Length": str(10**12)}, **{"wsgi.input": ExplodingInput(0)}
+    )
+    assert (status, answer) == (413, {"detail": "The body is larger than 256 KiB."})
+    assert queue.sent == []
+
+
+def test_a_body_without_a_length_over_256_kib_is_refused_reading_one_byte_more_at_most(app, queue):
+    stream = ExplodingInput(web.MAX_BODY_BYTES + 1)
+    status, _, _ = call(app, "POST", "/enrolment/", CONTENT_LENGTH="", **{"wsgi.input": stream,
+                                                                          "wsgi.input_terminated": True})
+    assert status == 413
+    assert queue.sent == []
+
+
+def test_a_body_without_a_length_within_the_limit_is_read_to_its_end(app, queue):
+    body = json.dumps(ENROLMENT).encode()
+    headers = signed_headers("POST", "/enrolment/", body)
+    status, _, _ = call(app, "POST", "/enrolment/", body, headers, CONTENT_LENGTH="", **{"wsgi.input_terminated": True})
+    assert status == 202 and queue.sent == [body.decode()]
+
+
+def test_a_malformed_content_length_is_refused_with_400(app):
+    assert call(app, "POST", "/enrolment/", b"{}", CONTENT_LENGTH="ten")[0] == 400
+
+
+def test_an_unreachable_queue_gets_503_with_retry_after_and_nothing_sent(app, queue):
+    queue.down = True
+    status, headers, answer = post(app, ENROLMENT)
+    assert status == 503 and int(headers["retry-after"]) > 0 and "detail" in answer
+    assert queue.sent == []
+
+
+def test_an_unknown_path_gets_a_json_404(app):
+    assert call(app, "GET", "/no/such/path")[::2] == (404, {"detail": "Not found: no such path."})
+
+
+def test_a_wrong_method_gets_a_json_405_naming_the_allowed_ones(app):
+    status, headers, answer = call(app, "DELETE", "/enrolment/")
+    assert status == 405 and headers["allow"] == "POST" and "POST" in answer["detail"]
+
+
+def test_an_unexpected_error_gets_a_json_500_without_a_traceback(app, queue):
+    def broken_send(body, attributes=None):
+        raise RuntimeError("secret internals")
+
+    queue.send = broken_send
+    status, _, answer = post(app, ENROLMENT)
+    assert (status, answer) == (500, {"detail": "Internal server error."})
+
+
+def test_openapi_json_is_a_valid_openapi_3_document(app):
+    status, _, document = call(app, "GET", "/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3.")
+    validate_openapi(document)
+
+
+def test_openapi_json_describes_every_route_of_the_app(app):
+    document = call(app, "GET", "/openapi.json")[2]
+    routes = {(route.method.lower(), route.rule.replace("<message_id>", "{id}")) for route in app.routes}
+    described = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert routes - {("post", "/enrolment")} == described
+
+
+def test_healthcheck_is_503_without_a_database(app):
+    status, _, answer = call(app, "GET", "/healthcheck/")
+    assert (status, answer) == (503, {"status": "unavailable", "database": "unavailable", "queue": "ok"})
+
+
+def test_enrolment_status_without_a_database_is_503(app):
+    assert signed_get(app, "/enrolment/message-1/")[0] == 503
+
+
+@pytest.fixture
+def app_with_database(database, queue, tmp_path):
+    return web.make_app(settings(), queue, database=database, nonce_store=NonceStore(str(tmp_path / "n")))
+
+
+def test_healthcheck_is_200_when_database_and_queue_answer(app_with_database):
+    status, _, answer = call(app_with_database, "GET", "/healthcheck/")
+    assert (status, answer) == (200, {"status": "ok", "database": "ok", "queue": "ok"})
+
+
+def test_healthcheck_names_the_queue_when_it_does_not_answer(app_with_database, queue):
+    queue.down = True
+    status, _, answer = call(app_with_database, "GET", "/healthcheck/")
+    assert (status, answer) == (503, {"status": "unavailable", "database": "ok", "queue": "unavailable"})
+
+
+def test_enrolment_status_is_unknown_before_the_worker_saw_it(app_with_database):
+    status, _, answer = signed_get(app_with_database, "/enrolment/message-1/")
+    assert (status, answer) == (404, {"id": "message-1", "status": "unknown"})
+
+
+def test_enrolment_status_is_created_once_saved(app_with_database):
+    saved = models.Enrolment.create(data=ENROLMENT, sqs_message_id="message-1")
+    status, _, answer = signed_get(app_with_database, "/enrolment/message-1/")
+    assert (status, answer) == (200, {"id": "message-1", "status": "created", "enrolment_id": saved.id})
+
+
+def test_enrolment_status_is_rejected_with_the_reasons_once_set_aside(app_with_database):
+    models.Rejection.create(message_id="message-1", errors={"sso_id": ["Already a supplier."]})
+    status, _, answer = signed_get(app_with_database, "/enrolment/message-1/")
+    assert (status, answer) == (200, {"id": "message-1", "status": "rejected", "errors": {"sso_id": ["Already a supplier."]}})
+
+
+def test_enrolment_status_needs_a_signature(app_with_database):
+    assert call(app_with_database, "GET", "/enrolment/message-1/")[0] == 401
+
+
+def test_accepting_an_enrolment_never_touches_the_database(queue, tmp_path):
+    class NoDatabase:
+        def __getattr__(self, name):
+            pytest.fail(f"POST /enrolment/ used the database ({name})")
+
+    app = web.make_app(settings(), queue, database=NoDatabase(), nonce_store=NonceStore(str(tmp_path / "n")))
+    assert post(app, ENROLMENT)[0] == 202
+
+
+def test_the_database_queue_backend_puts_the_enrolment_in_the_database(database, tmp_path):
+    from directory_api.queues.database import DatabaseQueue
+
+    queue = DatabaseQueue(settings(), "enrolment")
+    app = web.make_app(settings(), queue, database=database, nonce_store=NonceStore(str(tmp_path / "n")))
+    status, _, answer = post(app, ENROLMENT)
+    assert status == 202
+    stored = models.QueueMessage.get_by_id(answer["id"])
+    assert (stored.queue, json.loads(stored.body)) == ("enrolment", ENROLMENT)
