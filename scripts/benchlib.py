@@ -145,6 +145,19 @@ def cpu_meter_for(**groups: list[int]) -> CpuMeter:
     return CpuMeter(groups)
 
 
+def pids_named(name: str) -> list[int]:
+    """Processes whose command name is `name` (e.g. the PostgreSQL backends the benchmark keeps busy)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def peak_rss_mib(pid: int) -> list[float]:
     """VmHWM (peak resident set) of pid and each of its descendants, in MiB."""
     peaks = []
@@ -249,15 +262,25 @@ def stub_message_ids(endpoint: str, queue: str) -> set[str]:
         return set(json.load(answer)["ids"])
 
 
+def pyz_is_current() -> bool:
+    """Whether dist/directory-api.pyz exists and is newer than every source file it packs."""
+    if not PYZ.exists():
+        return False
+    built = PYZ.stat().st_mtime
+    return all(source.stat().st_mtime <= built for source in (ROOT / "directory_api").rglob("*.py"))
+
+
 def app_command() -> list[str]:
-    """The directory-api command: the built pyz when there is one, else the checkout's entry point."""
-    if PYZ.exists():
+    """The directory-api command: the pyz when it is built from the current sources, else the checkout."""
+    if pyz_is_current():
         return [sys.executable, str(PYZ)]
     return [sys.executable, str(ROOT / "directory_api.py")]
 
 
 def app_kind() -> str:
-    return "pyz" if PYZ.exists() else "checkout"
+    if pyz_is_current():
+        return "pyz"
+    return "checkout (dist/directory-api.pyz is older than the sources)" if PYZ.exists() else "checkout"
 
 
 def is_built(command: str) -> bool:
