@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import os
+import pprint
 import shutil
 import sqlite3
 import tempfile
@@ -19,9 +20,27 @@ import weakref
 from urllib.parse import quote, urlsplit
 
 import mohawk
+import mohawk.base
+import mohawk.util
 from mohawk.exc import AlreadyProcessed, HawkFail, MissingAuthorization, TokenExpired
 
 log = logging.getLogger(__name__)
+
+
+class _PprintWhenDebugging:
+    """Stands in for `pprint` inside mohawk, which pretty-prints its debug messages even when
+    DEBUG is off: about 300 µs a request, most of a verification. Formats only when they are shown."""
+
+    _mohawk_log = logging.getLogger("mohawk")
+
+    @classmethod
+    def pformat(cls, value, *args, **kwargs) -> str:
+        if cls._mohawk_log.isEnabledFor(logging.DEBUG):
+            return pprint.pformat(value, *args, **kwargs)
+        return "(not formatted)"
+
+
+mohawk.base.pprint = mohawk.util.pprint = _PprintWhenDebugging
 
 HEADER_ENVIRON_KEY = "HTTP_X_SIGNATURE"
 ALGORITHM = "sha256"

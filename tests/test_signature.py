@@ -2,7 +2,9 @@
 
 import gc
 import hashlib
+import logging
 import os
+import pprint
 import threading
 import time
 from dataclasses import replace
@@ -227,3 +229,15 @@ def test_a_temporary_nonce_store_removes_its_directory_when_collected():
     del store
     gc.collect()
     assert not os.path.exists(directory)
+
+
+def test_mohawk_debug_messages_are_not_pretty_printed_when_debug_is_off(verifier, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="mohawk")
+    monkeypatch.setattr(pprint, "pformat", lambda *args, **kwargs: pytest.fail("pretty-printed with DEBUG off"))
+    verifier.verify(signed())
+
+
+def test_mohawk_debug_messages_are_still_complete_under_debug(verifier, caplog):
+    caplog.set_level(logging.DEBUG, logger="mohawk")
+    verifier.verify(signed())
+    assert "'nonce':" in caplog.text
