@@ -1,7 +1,361 @@
-"""Placeholder: `work` is built by issue #4."""
+"""The queue worker: receive a batch, save it in one transaction, set aside what can never be saved, delete.
 
-from directory_api.errors import UserError
+The loop reads as a list of states, after rq's worker: waiting for the
+database, opening the queues, receiving, handling, stopping. A signal only
+sets a flag; the main thread never blocks on the queue itself (a receive runs
+in a background thread and the main thread looks at the flag every tick), so
+SIGTERM ends even a 20 s long poll within two seconds.
+"""
+
+import itertools
+import json
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable, Sequence
+
+import peewee
+
+from directory_api import db, enrolment, migrations, saving
+from directory_api.enrolment import NON_FIELD_ERRORS
+from directory_api.queues import Message, Queue, QueueUnavailable, open_queue
+from directory_api.saving import Created, Duplicate, Invalid
+from directory_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1  # how often the main thread looks at the stop flag while it waits
+FIRST_BACKOFF = 0.5
+LONGEST_BACKOFF = 30.0
+# At a stop, how long a receive cut short gets to return, so its messages go back at once.
+RELEASE_GRACE = 0.5
+# `--once` long-polls a second, not 0: a short poll samples only some SQS servers and may miss messages.
+ONCE_WAIT = 1
+
+RECEIVED_TOO_OFTEN = "Received {count} times without being saved (SQS_MAX_RECEIVE_COUNT is {limit})."
+
+# The failures after which a message stays on its queue and comes back.
+TRANSIENT = (QueueUnavailable, peewee.PeeweeException)
 
 
-def work(*args, **kwargs):
-    raise UserError("`work` is not built yet (issue #4)")
+class StopNow(BaseException):
+    """A second signal: stop without finishing the batch in hand (it comes back after the visibility timeout)."""
+
+
+def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before try `attempt` (1, 2, ...): doubling from 0.5 s to 30 s, jittered to half-to-all of it."""
+    ceiling = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def read(message: Message, max_receive_count: int) -> object:
+    """The payload a message carries, or Invalid when it can never be saved."""
+    if message.receive_count > max_receive_count:
+        reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
+        return Invalid({NON_FIELD_ERRORS: [reason]})
+    try:
+        return enrolment.parse(message.body.encode("utf-8", "surrogatepass"))
+    except enrolment.BodyError as error:
+        return Invalid({NON_FIELD_ERRORS: [str(error)]})
+
+
+def set_aside_attributes(message: Message, errors) -> dict[str, str]:
+    """What the invalid queue learns of a message besides its body: why, and which message it was."""
+    return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": message.id}
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def forget_connection(database: peewee.Database) -> None:
+    """Drop this thread's connection after an error, so the next call opens a fresh one."""
+    try:
+        if not database.in_transaction():
+            database.close()
+    except peewee.PeeweeException:
+        pass  # closing a dead connection can fail too; it is gone either way
+
+
+class Shutdown:
+    """SIGTERM/SIGINT: the first asks the worker to stop after the batch in hand, a second stops it now."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.on_signal)
+
+    def on_signal(self, signum, frame) -> None:
+        # Only a flag (rq does the same): the main thread acts on it at its next tick.
+        if self.requested:
+            raise StopNow()
+        log.info("%s: stopping after the batch in hand (signal again to stop now)", signal.Signals(signum).name)
+        self.requested = True
+
+
+class Background:
+    """One blocking call run in a daemon thread, so the main thread can stop waiting for it."""
+
+    def __init__(self, call: Callable[[], list[Message]], on_abandoned: Callable[[list[Message]], None]):
+        self.done = threading.Event()
+        self.result: list[Message] = []
+        self.error: BaseException | None = None
+        self._call = call
+        self._on_abandoned = on_abandoned
+        self._abandoned = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="receive", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            result, error = self._call(), None
+        except Exception as exception:  # noqa: BLE001 - handed to the main thread
+            result, error = [], exception
+        with self._lock:
+            self.result, self.error = result, error
+            self.done.set()
+            abandoned = self._abandoned
+        if abandoned and result:
+            self._on_abandoned(result)
+
+    def abandon(self) -> None:
+        """Nobody will handle the result: give it to on_abandoned now, or when the call returns."""
+        with self._lock:
+            self._abandoned = True
+            result, self.result = (self.result, []) if self.done.is_set() else ([], [])
+        if result:
+            self._on_abandoned(result)
+
+
+class Keepalive:
+    """Extends the visibility of the messages in hand every half visibility timeout while handling runs long."""
+
+    def __init__(self, queue: Queue, messages: Sequence[Message], visibility_timeout: int):
+        self.queue, self.messages, self.visibility_timeout = queue, messages, visibility_timeout
+        self._done = threading.Event()
+
+    def __enter__(self) -> "Keepalive":
+        threading.Thread(target=self._run, name="keepalive", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.visibility_timeout / 2):
+            for message in self.messages:
+                try:
+                    self.queue.extend(message, self.visibility_timeout)
+                    log.info("message %s: handling runs long, visibility extended", message.id)
+                except QueueUnavailable as error:
+                    log.warning("message %s: visibility not extended: %s", message.id, error)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        database: peewee.Database,
+        enrolments: Queue,
+        invalid: Queue,
+        *,
+        shutdown: Shutdown | None = None,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.settings = settings
+        self.database = database
+        self.enrolments = enrolments
+        self.invalid = invalid
+        self.shutdown = shutdown or Shutdown()
+        self.rng = rng
+        self.failures = 0  # consecutive; sets the backoff
+
+    @property
+    def stopping(self) -> bool:
+        return self.shutdown.requested
+
+    def run(self, *, once: bool = False) -> None:
+        """Work until a signal (or, with once, until the queue is empty)."""
+        if not self.wait_for_database() or not self.open_queues():
+            return
+        wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
+        pending: Background | None = None
+        try:
+            while not self.stopping:
+                pending = pending or self.start_receive(wait_seconds)
+                if not self.wait_for(pending.done):
+                    break
+                messages, error, pending = pending.result, pending.error, None
+                if error is not None:
+                    self.failed(error, "receive", [])
+                    self.sleep(backoff(self.failures, self.rng))
+                    continue
+                if not messages:
+                    self.failures = 0
+                    if once:
+                        break
+                    continue
+                if len(messages) == self.settings.sqs_max_messages:
+                    # A full batch: the queue is busy, so the next receive overlaps this batch's save.
+                    pending = self.start_receive(wait_seconds)
+                if not self.handle(messages):
+                    if pending:
+                        pending.abandon()
+                        pending = None
+                    self.sleep(backoff(self.failures, self.rng))
+                    self.wait_for_database()
+        finally:
+            self.stop(pending)
+
+    def wait_for_database(self) -> bool:
+        """Return once the database answers with the current schema (False when told to stop first)."""
+        log.debug("worker: waiting for the database")
+        for attempt in itertools.count(1):
+            try:
+                migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
+                return True
+            except peewee.PeeweeException as error:
+                forget_connection(self.database)
+                delay = backoff(attempt, self.rng)
+                log.warning("database unreachable (%s); trying again in %.1f s", first_line(error), delay)
+                if not self.sleep(delay):
+                    return False
+        raise AssertionError("unreachable")
+
+    def open_queues(self) -> bool:
+        """Return once both queues exist, creating them when missing (False when told to stop first)."""
+        log.debug("worker: opening the queues")
+        for attempt in itertools.count(1):
+            try:
+                self.enrolments.ensure_exists()
+                self.invalid.ensure_exists()
+                return True
+            except QueueUnavailable as error:
+                delay = backoff(attempt, self.rng)
+                log.warning("%s; trying again in %.1f s", error, delay)
+                if not self.sleep(delay):
+                    return False
+        raise AssertionError("unreachable")
+
+    def start_receive(self, wait_seconds: float) -> Background:
+        max_messages = self.settings.sqs_max_messages
+        return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release)
+
+    def handle(self, messages: Sequence[Message]) -> bool:
+        """Save, set aside and delete one batch; False when a transient failure left messages on the queue."""
+        verdicts = {message.id: read(message, self.settings.sqs_max_receive_count) for message in messages}
+        with Keepalive(self.enrolments, messages, self.settings.sqs_visibility_timeout):
+            try:
+                outcomes = saving.save_batch(verdicts)
+            except TRANSIENT as error:
+                forget_connection(self.database)
+                self.failed(error, "save", messages)
+                return False
+            except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
+                log.exception("messages %s: not saved; they stay on the queue", ids(messages))
+                self.failures += 1
+                return False
+            log_outcomes(messages, outcomes)
+            kept = self.set_aside([m for m in messages if isinstance(outcomes[m.id], Invalid)], outcomes)
+            deleted = self.delete([m for m in messages if m not in kept])
+        if kept or not deleted:
+            return False
+        self.failures = 0
+        return True
+
+    def set_aside(self, rejected: Sequence[Message], outcomes) -> list[Message]:
+        """Send rejected messages to the invalid queue; return those it did not take."""
+        kept = []
+        for message in rejected:
+            try:
+                self.invalid.send(message.body, set_aside_attributes(message, outcomes[message.id].errors))
+            except QueueUnavailable as error:
+                self.failed(error, "set aside", [message])
+                kept.append(message)
+        return kept
+
+    def delete(self, messages: Sequence[Message]) -> bool:
+        """Delete handled messages; a failed one comes back and is then found saved (or rejected) before."""
+        try:
+            for message in self.enrolments.delete(messages):
+                log.warning("message %s: handled but not deleted; it will come back and be deleted then", message.id)
+        except QueueUnavailable as error:
+            self.failed(error, "delete", messages)
+            return False
+        return True
+
+    def release(self, messages: Sequence[Message]) -> None:
+        """Hand messages never started back to the queue at once."""
+        try:
+            self.enrolments.release(messages)
+            log.info("messages %s: handed back unhandled", ids(messages))
+        except QueueUnavailable as error:
+            log.warning("messages %s: not handed back (%s); they return after the visibility timeout",
+                        ids(messages), error)
+
+    def failed(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
+        self.failures += 1
+        which = f"messages {ids(messages)}: " if messages else ""
+        log.warning("%s%s failed, left on the queue: %s", which, action, first_line(error))
+
+    def stop(self, pending: Background | None) -> None:
+        log.debug("worker: stopping")
+        if pending is None:
+            return
+        self.enrolments.interrupt()
+        pending.done.wait(RELEASE_GRACE)
+        pending.abandon()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when told to stop; False when told to stop."""
+        self.wait_for(threading.Event(), seconds)
+        return not self.stopping
+
+    def wait_for(self, event: threading.Event, timeout: float | None = None) -> bool:
+        """Wait for `event` in ticks, so a signal is seen at once; True when it was set."""
+        waited = 0.0
+        while not self.stopping:
+            if event.wait(TICK):
+                return True
+            waited += TICK
+            if timeout is not None and waited >= timeout:
+                return False
+        return False
+
+
+def ids(messages: Sequence[Message]) -> str:
+    return ", ".join(message.id for message in messages)
+
+
+def log_outcomes(messages: Sequence[Message], outcomes) -> None:
+    for message in messages:
+        outcome = outcomes[message.id]
+        if isinstance(outcome, Created):
+            log.info("message %s: saved as enrolment %d", message.id, outcome.enrolment_id)
+        elif isinstance(outcome, Duplicate):
+            log.info("message %s: saved before; deleted", message.id)
+        else:
+            log.info("message %s: cannot be saved, set aside: %s", message.id, json.dumps(outcome.errors))
+
+
+def work(settings: Settings, *, once: bool = False) -> None:
+    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty)."""
+    shutdown = Shutdown()
+    shutdown.install()  # first, so a signal during start-up is a clean stop too
+    database = db.bind(settings.database_url)
+    worker = Worker(
+        settings,
+        database,
+        open_queue(settings, settings.enrolment_queue),
+        open_queue(settings, settings.invalid_queue),
+        shutdown=shutdown,
+    )
+    try:
+        worker.run(once=once)
+    except StopNow:
+        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
+    finally:
+        forget_connection(database)

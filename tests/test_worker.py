@@ -1,0 +1,260 @@
+import json
+import logging
+import threading
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from directory_api import db, saving, worker as worker_module
+from directory_api.models import Company, Enrolment, Rejection
+from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues.database import DatabaseQueue
+from directory_api.queues.sqs import SqsQueue
+from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
+from tests.factories import enrolment_body, enrolment_payload, worker_settings
+
+REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
+
+
+@pytest.fixture(autouse=True)
+def no_lingering_in_once(monkeypatch):
+    # The moto and database queues answer a poll at once: no need for --once's one-second wait.
+    monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
+
+
+@pytest.fixture
+def sqs(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        yield boto3.client("sqs", region_name="eu-west-1")
+
+
+@pytest.fixture(params=["sqs", "database"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def make_worker(backend, database, database_url, request):
+    """A Worker on the backend and database of the test, with settings from a few variables."""
+
+    def make(**environ) -> Worker:
+        settings = worker_settings(database_url, **{"QUEUE_BACKEND": backend, "SQS_WAIT_TIME": "0", **environ})
+        if backend == "sqs":
+            client = request.getfixturevalue("sqs")
+            queues = [SqsQueue(settings, name, client=client) for name in ("enrolment", "enrolment-invalid")]
+        else:
+            queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
+        for queue in queues:
+            queue.ensure_exists()
+        return Worker(settings, database, *queues, rng=lambda: 0.0)
+
+    return make
+
+
+def received(queue) -> list[Message]:
+    return queue.receive(10, 0)
+
+
+def test_a_valid_message_is_saved_and_deleted(make_worker):
+    worker = make_worker()
+    message_id = worker.enrolments.send(enrolment_body(company_number="SC123456"))
+    worker.run(once=True)
+    assert Enrolment.get(sqs_message_id=message_id).data["company_number"] == "SC123456"
+    assert received(worker.enrolments) == []
+
+
+def test_a_message_saved_before_is_deleted_without_a_second_row(make_worker):
+    worker = make_worker()
+    body = enrolment_body()
+    message_id = worker.enrolments.send(body)
+    saving.save(message_id, json.loads(body))
+    worker.run(once=True)
+    assert (Enrolment.select().count(), Company.select().count()) == (1, 1)
+    assert received(worker.enrolments) == []
+
+
+def test_an_invalid_message_goes_to_the_invalid_queue_with_its_errors_and_is_recorded(make_worker):
+    worker = make_worker()
+    body = enrolment_body(export_status="MAYBE")
+    message_id = worker.enrolments.send(body)
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert set_aside.body == body
+    assert set_aside.attributes["original_message_id"] == message_id
+    assert list(json.loads(set_aside.attributes["errors"])) == ["export_status"]
+    assert list(Rejection.get(message_id=message_id).errors) == ["export_status"]
+    assert received(worker.enrolments) == []
+
+
+def test_a_body_that_is_not_json_is_set_aside(make_worker):
+    worker = make_worker()
+    message_id = worker.enrolments.send("{not json")
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert "not JSON" in set_aside.attributes["errors"]
+    assert Rejection.get(message_id=message_id)
+
+
+def test_an_enrolment_for_a_company_already_registered_is_set_aside(make_worker):
+    worker = make_worker()
+    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    worker.enrolments.send(enrolment_body(company_number="01234567"))
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert "company_number" in json.loads(set_aside.attributes["errors"])
+
+
+def test_a_message_received_more_than_the_max_receive_count_is_set_aside_with_that_reason(make_worker):
+    worker = make_worker(SQS_MAX_RECEIVE_COUNT="1")
+    message_id = worker.enrolments.send(enrolment_body())
+    worker.enrolments.release(received(worker.enrolments))  # received once, not saved
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert "Received 2 times without being saved" in set_aside.attributes["errors"]
+    assert not Enrolment.select().where(Enrolment.sqs_message_id == message_id).exists()
+
+
+def test_one_bad_message_in_a_batch_does_not_keep_the_others_from_being_saved(make_worker):
+    worker = make_worker()
+    for body in (enrolment_body(), "[]", enrolment_body(), enrolment_body(sso_id=0)):
+        worker.enrolments.send(body)
+    worker.run(once=True)
+    assert Enrolment.select().count() == 2
+    assert len(received(worker.invalid)) == 2
+    assert received(worker.enrolments) == []
+
+
+def test_once_drains_more_than_one_batch(make_worker):
+    worker = make_worker()
+    for _ in range(25):
+        worker.enrolments.send(enrolment_body())
+    worker.run(once=True)
+    assert Enrolment.select().count() == 25
+
+
+def test_a_message_whose_set_aside_fails_stays_on_the_queue(make_worker, monkeypatch):
+    worker = make_worker()
+    worker.enrolments.send("{not json")
+    monkeypatch.setattr(worker.invalid, "send", lambda *args: (_ for _ in ()).throw(QueueUnavailable("down")))
+    messages = received(worker.enrolments)
+    assert worker.handle(messages) is False
+    worker.enrolments.release(messages)
+    assert len(received(worker.enrolments)) == 1
+
+
+def test_a_delete_that_partly_fails_is_logged_and_the_others_are_deleted(make_worker, monkeypatch, caplog):
+    worker = make_worker()
+    worker.enrolments.send(enrolment_body())
+    worker.enrolments.send(enrolment_body())
+    messages = received(worker.enrolments)
+    delete = worker.enrolments.delete
+    monkeypatch.setattr(worker.enrolments, "delete", lambda batch: delete(batch[1:]) or [batch[0]])
+    with caplog.at_level(logging.WARNING):
+        assert worker.handle(messages) is True
+    assert f"message {messages[0].id}: handled but not deleted" in caplog.text
+    worker.enrolments.release(messages)
+    [back] = received(worker.enrolments)
+    assert back.id == messages[0].id
+
+
+def test_a_message_that_comes_back_after_a_failed_delete_is_deleted_without_a_second_row(make_worker, monkeypatch):
+    worker = make_worker()
+    worker.enrolments.send(enrolment_body())
+    messages = received(worker.enrolments)
+    monkeypatch.setattr(worker.enrolments, "delete", lambda batch: list(batch))
+    worker.handle(messages)
+    monkeypatch.undo()
+    worker.enrolments.release(messages)
+    worker.run(once=True)
+    assert Enrolment.select().count() == 1
+    assert received(worker.enrolments) == []
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
+    worker = make_worker()
+    worker.enrolments.send(enrolment_body())
+    messages = received(worker.enrolments)
+    worker.database = db.bind(REFUSING_DATABASE)
+    assert worker.handle(messages) is False
+    worker.enrolments.release(messages)
+    assert len(received(worker.enrolments)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_running(make_worker, caplog):
+    worker = make_worker()
+    worker.enrolments.send(enrolment_body())
+    worker.database = db.bind(REFUSING_DATABASE)
+    thread = threading.Thread(target=worker.run)
+    with caplog.at_level(logging.WARNING):
+        thread.start()
+        time.sleep(1.5)
+        assert thread.is_alive()
+        worker.shutdown.requested = True
+        thread.join(2)
+    assert not thread.is_alive()
+    assert caplog.text.count("database unreachable") >= 2
+    [message] = received(worker.enrolments)
+    assert message.receive_count == 1
+
+
+def test_a_stop_during_a_long_poll_returns_within_two_seconds(make_worker):
+    worker = make_worker(SQS_WAIT_TIME="20")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    worker.shutdown.requested = True
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
+
+
+def test_messages_received_but_not_started_are_handed_back_at_stop(make_worker):
+    worker = make_worker()
+    worker.enrolments.send(enrolment_body())
+    pending = worker.start_receive(0)
+    pending.done.wait(5)
+    worker.stop(pending)
+    assert len(received(worker.enrolments)) == 1
+
+
+def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
+    handed_back = []
+    answer = threading.Event()
+    pending = Background(lambda: answer.wait(5) and ["message"], handed_back.extend)
+    pending.abandon()
+    answer.set()
+    pending.done.wait(5)
+    time.sleep(0.05)
+    assert handed_back == ["message"]
+
+
+def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
+    class Queue:
+        extended = []
+
+        def extend(self, message, seconds):
+            self.extended.append((message, seconds))
+
+    message = Message(id="m-1", body="{}", receipt="r-1")
+    with Keepalive(Queue(), [message], visibility_timeout=1):
+        time.sleep(1.2)
+    assert Queue.extended[:2] == [(message, 1), (message, 1)]
+
+
+def test_a_second_signal_stops_at_once():
+    shutdown = Shutdown()
+    shutdown.on_signal(15, None)
+    with pytest.raises(worker_module.StopNow):
+        shutdown.on_signal(15, None)
+
+
+def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
+    assert [backoff(n, lambda: 1.0) for n in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
+    assert backoff(3, lambda: 0.0) == 1
