@@ -17,28 +17,29 @@ pytestmark = pytest.mark.e2e
 COMMANDS = ("serve", "work", "env-write", "migrate", "dev", "check")
 
 
-def python_version(python: str) -> tuple[int, int] | None:
+def identify(python: str) -> tuple[str, tuple[int, int]] | None:
+    """The real executable behind `python` (shims and links resolved) and its version."""
     try:
         result = subprocess.run(
-            [python, "-I", "-c", "import sys; print(*sys.version_info[:2])"],
+            [python, "-I", "-c", "import os, sys; print(os.path.realpath(sys.executable), *sys.version_info[:2])"],
             capture_output=True, text=True, timeout=30, check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    major, minor = result.stdout.split()
-    return int(major), int(minor)
+    executable, major, minor = result.stdout.rsplit(maxsplit=2)
+    return executable, (int(major), int(minor))
 
 
 def bare_pythons() -> list[str]:
     """Every python3 >= 3.11 here that is not this test's virtualenv, the base interpreter first."""
     candidates = [getattr(sys, "_base_executable", sys.executable), "/usr/bin/python3"]
     candidates += [shutil.which(f"python3.{minor}") for minor in range(11, 16)]
+    candidates += sorted(str(path) for path in Path("~/.pyenv/versions").expanduser().glob("3.*/bin/python3"))
     found, seen = [], set()
     for python in filter(None, candidates):
-        real = os.path.realpath(python)
-        version = python_version(python)
-        if real not in seen and version and version >= (3, 11) and not real.startswith(sys.prefix):
-            seen.add(real)
+        identity = identify(python)
+        if identity and identity[1] >= (3, 11) and identity[0] not in seen:
+            seen.add(identity[0])
             found.append(python)
     return found
 
