@@ -242,6 +242,7 @@ class Worker:
 
     def start_receive(self, wait_seconds: float) -> Background:
         max_messages = self.settings.sqs_max_messages
+        log.debug("worker: receiving up to %d messages, waiting up to %s s", max_messages, wait_seconds)
         return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release)
 
     def handle(self, messages: Sequence[Message]) -> bool:
