@@ -1,7 +1,133 @@
-"""Placeholder: `check` is built by issue #5."""
+"""check: configuration, database and queues, as a report with what to do about each problem."""
 
-from directory_api.errors import UserError
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping
+from urllib.parse import unquote, urlsplit
+
+from directory_api.errors import SettingsError
+from directory_api.settings import NEEDS_ALL, Settings, mask_url
+
+OK, PROBLEM, SKIPPED = "ok", "PROBLEM", "skipped"
+
+FIX_SETTING = "set it in the environment or in the file given to --env-file"
+FIX_CONNECT = "check DATABASE_URL, that the database server is running and that it lets this user in"
+FIX_SQLITE_MISSING = "run `directory-api migrate` to create it, or correct DATABASE_URL"
+FIX_MIGRATE = "run `directory-api migrate`"
+FIX_NEWER = "run the newer directory-api that migrated it"
+FIX_SQS = (
+    "check SQS_ENDPOINT_URL, SQS_REGION_NAME and the AWS credentials; they must allow "
+    "sqs:GetQueueUrl, sqs:CreateQueue, sqs:SendMessage, sqs:ReceiveMessage, sqs:DeleteMessage "
+    "and sqs:ChangeMessageVisibility"
+)
+FIX_DATABASE_QUEUE = "fix the database first (QUEUE_BACKEND=database keeps the queues in it)"
+SKIPPED_FOR_CONFIGURATION = "not checked until the configuration is fixed"
+SKIPPED_FOR_DATABASE = "not checked until the database is fixed (QUEUE_BACKEND=database)"
+ALL_GOOD = "all good"
+PROBLEMS = "{count} problem(s): fix them and run `directory-api check` again"
 
 
-def check(*args, **kwargs):
-    raise UserError("`check` is not built yet (issue #5)")
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    part: str
+    state: str
+    detail: str
+    fix: str = ""
+
+
+def check(environ: Mapping[str, str], *, debug: bool, echo: Callable[[str], None] = print) -> bool:
+    """Print the report; True only when every part is usable."""
+    findings = list(findings_for(environ, debug=debug))
+    for line in report(findings):
+        echo(line)
+    return all(finding.state == OK for finding in findings)
+
+
+def report(findings: list[Finding]) -> list[str]:
+    """One line a finding (a problem's line says what to do), then a summary."""
+    lines = []
+    for finding in findings:
+        line = f"{finding.state:<8} {finding.part}: {finding.detail}"
+        lines.append(f"{line} -> {finding.fix}" if finding.fix else line)
+    problems = sum(finding.state == PROBLEM for finding in findings)
+    lines.append(PROBLEMS.format(count=problems) if problems else ALL_GOOD)
+    return lines
+
+
+def findings_for(environ: Mapping[str, str], *, debug: bool) -> Iterator[Finding]:
+    try:
+        settings = Settings.from_environ(environ, debug=debug, require=NEEDS_ALL)
+    except SettingsError as error:
+        for line in str(error).splitlines():
+            yield Finding("configuration", PROBLEM, line, FIX_SETTING)
+        yield Finding("database", SKIPPED, SKIPPED_FOR_CONFIGURATION)
+        yield Finding("queues", SKIPPED, SKIPPED_FOR_CONFIGURATION)
+        return
+    yield Finding("configuration", OK, f"valid (QUEUE_BACKEND={settings.queue_backend}{', --debug' if debug else ''})")
+
+    database = None
+    try:
+        database, database_findings = check_database(settings)
+        yield from database_findings
+        database_ok = all(finding.state == OK for finding in database_findings)
+        for name in (settings.enrolment_queue, settings.invalid_queue):
+            if settings.queue_backend == "database" and not database_ok:
+                yield Finding(f"queue {name}", SKIPPED, SKIPPED_FOR_DATABASE)
+            else:
+                yield check_queue(settings, name)
+    finally:
+        if database is not None:
+            database.close()
+
+
+def check_database(settings: Settings) -> tuple[object, list[Finding]]:
+    """The bound Database (None when not opened) and its findings: reachable, then schema current."""
+    from directory_api import db, migrations
+
+    shown = mask_url(settings.database_url)
+    missing = missing_sqlite_file(settings.database_url)
+    if missing:
+        # Connecting would create an empty file and hide the mistake.
+        return None, [Finding("database", PROBLEM, f"the SQLite file {missing} does not exist", FIX_SQLITE_MISSING)]
+    database = db.bind(settings.database_url)
+    try:
+        database.connect(reuse_if_open=True)
+        version = migrations.current_version(database)
+    except Exception as error:  # noqa: BLE001 - any driver error means "cannot reach it"
+        return database, [Finding("database", PROBLEM, f"cannot connect to {shown}: {first_line(error)}", FIX_CONNECT)]
+    findings = [Finding("database", OK, f"reachable ({shown})")]
+    if version < migrations.LATEST:
+        detail = f"at version {version}, this release needs {migrations.LATEST}"
+        findings.append(Finding("database schema", PROBLEM, detail, FIX_MIGRATE))
+    elif version > migrations.LATEST:
+        detail = f"at version {version}, newer than this release ({migrations.LATEST})"
+        findings.append(Finding("database schema", PROBLEM, detail, FIX_NEWER))
+    else:
+        findings.append(Finding("database schema", OK, f"current (version {version})"))
+    return database, findings
+
+
+def check_queue(settings: Settings, name: str) -> Finding:
+    """The queue exists (created when missing) and answers."""
+    from directory_api.queues import open_queue
+
+    where = "SQS" if settings.queue_backend == "sqs" else "the database"
+    try:
+        open_queue(settings, name).ensure_exists()
+    except Exception as error:  # noqa: BLE001 - QueueUnavailable, or a credentials error before any call
+        fix = FIX_SQS if settings.queue_backend == "sqs" else FIX_DATABASE_QUEUE
+        return Finding(f"queue {name}", PROBLEM, f"unusable on {where}: {first_line(error)}", fix)
+    return Finding(f"queue {name}", OK, f"exists on {where}")
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite DATABASE_URL whose file does not exist, else None."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    path = unquote(parts.path[1:])
+    return None if os.path.exists(path) else path
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,198 @@
+"""check: a readable report of configuration, database and queues; True only when all are usable."""
+
+import socket
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from directory_api import check as checking
+from directory_api import db, migrations
+from directory_api.check import Finding, check, report
+
+
+def run_check(environ, *, debug=False) -> tuple[bool, list[str]]:
+    lines = []
+    result = check(environ, debug=debug, echo=lines.append)
+    return result, lines
+
+
+def environ_for(database_url: str, **overrides) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "UI_SECRET": "not-a-real-secret",
+        "QUEUE_BACKEND": "database",
+        "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
+        **overrides,
+    }
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def migrated_url(database_url) -> str:
+    migrations.migrate(db.bind(database_url))
+    return database_url
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("sqs", region_name="eu-west-1")
+
+
+# A good configuration
+
+
+def test_all_good_on_the_database_backend(migrated_url):
+    good, lines = run_check(environ_for(migrated_url))
+
+    assert good
+    assert lines[-1] == checking.ALL_GOOD
+    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 5
+
+
+def test_all_good_on_sqs_creates_the_missing_queues(migrated_url, aws):
+    good, lines = run_check(environ_for(migrated_url, QUEUE_BACKEND="sqs"))
+
+    assert good, lines
+    assert "ok       queue enrolment: exists on SQS" in lines
+    assert aws.get_queue_url(QueueName="enrolment-invalid")["QueueUrl"]
+
+
+def test_debug_defaults_are_a_good_configuration(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    migrations.migrate(db.bind("sqlite:///directory-api-debug.sqlite3"))
+
+    good, lines = run_check({}, debug=True)
+
+    assert good, lines
+
+
+# Configuration
+
+
+def test_every_bad_setting_is_a_problem_line_saying_what_to_do():
+    good, lines = run_check({"PORT": "eighty", "QUEUE_BACKEND": "rabbit"})
+
+    problems = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert [line.split()[1] for line in problems] == ["configuration:"] * 6
+    assert all(line.endswith(f"-> {checking.FIX_SETTING}") for line in problems)
+    assert any("PORT" in line for line in problems)
+    assert any("UI_SECRET is not set" in line for line in problems)
+
+
+def test_a_bad_configuration_skips_database_and_queues():
+    _, lines = run_check({})
+
+    assert f"skipped  database: {checking.SKIPPED_FOR_CONFIGURATION}" in lines
+    assert lines[-1] == checking.PROBLEMS.format(count=4)
+
+
+# Database
+
+
+def test_a_missing_sqlite_file_is_a_problem_and_is_not_created(tmp_path):
+    path = tmp_path / "absent.sqlite3"
+
+    good, lines = run_check(environ_for(f"sqlite:///{path}"))
+
+    assert not good
+    assert f"PROBLEM  database: the SQLite file {path} does not exist -> {checking.FIX_SQLITE_MISSING}" in lines
+    assert not path.exists()
+
+
+def test_an_unreachable_database_says_to_check_the_url():
+    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{closed_port()}/directory_api"
+
+    good, lines = run_check(environ_for(url))
+
+    (problem,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert problem.startswith("PROBLEM  database: cannot connect to postgresql://directory:********@127.0.0.1")
+    assert problem.endswith(f"-> {checking.FIX_CONNECT}")
+
+
+def test_the_report_never_shows_the_database_password():
+    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{closed_port()}/directory_api"
+
+    _, lines = run_check(environ_for(url))
+
+    assert "not-a-real-secret" not in "\n".join(lines)
+
+
+def test_an_old_schema_says_to_run_migrate(database_url):
+    db.bind(database_url).connect()  # an empty database: schema version 0
+
+    good, lines = run_check(environ_for(database_url))
+
+    assert not good
+    assert (
+        f"PROBLEM  database schema: at version 0, this release needs {migrations.LATEST} -> {checking.FIX_MIGRATE}"
+        in lines
+    )
+
+
+def test_a_newer_schema_says_to_run_the_newer_release(migrated_url):
+    migrations.SchemaVersion.create(version=migrations.LATEST + 1)
+
+    good, lines = run_check(environ_for(migrated_url))
+
+    assert not good
+    assert any(line.startswith("PROBLEM  database schema:") and line.endswith(checking.FIX_NEWER) for line in lines)
+
+
+def test_database_queues_are_skipped_while_the_database_is_broken(tmp_path):
+    _, lines = run_check(environ_for(f"sqlite:///{tmp_path / 'absent.sqlite3'}"))
+
+    assert f"skipped  queue enrolment: {checking.SKIPPED_FOR_DATABASE}" in lines
+
+
+# Queues
+
+
+def test_an_unreachable_sqs_endpoint_says_what_to_check(migrated_url, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    environ = environ_for(migrated_url, QUEUE_BACKEND="sqs", SQS_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
+
+    good, lines = run_check(environ)
+
+    problems = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert [line.split()[1:3] for line in problems] == [["queue", "enrolment:"], ["queue", "enrolment-invalid:"]]
+    assert all(line.endswith(f"-> {checking.FIX_SQS}") for line in problems)
+
+
+def test_sqs_is_checked_even_when_the_database_is_broken(tmp_path, aws):
+    _, lines = run_check(environ_for(f"sqlite:///{tmp_path / 'absent.sqlite3'}", QUEUE_BACKEND="sqs"))
+
+    assert "ok       queue enrolment: exists on SQS" in lines
+
+
+# The report
+
+
+def test_a_problem_line_says_what_to_do():
+    lines = report([Finding("database", checking.PROBLEM, "cannot connect", "check DATABASE_URL")])
+
+    assert lines[0] == "PROBLEM  database: cannot connect -> check DATABASE_URL"
+
+
+def test_the_summary_counts_problems_not_skipped_parts():
+    lines = report(
+        [
+            Finding("configuration", checking.PROBLEM, "PORT: bad", "fix it"),
+            Finding("database", checking.SKIPPED, "not checked"),
+        ]
+    )
+
+    assert lines[-1] == checking.PROBLEMS.format(count=1)
