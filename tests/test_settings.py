@@ -1,0 +1,179 @@
+"""Settings: SPEC's variables, their defaults and --debug defaults, and a message naming each bad one."""
+
+import pytest
+
+from directory_api.errors import SettingsError
+from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, VARIABLES, Settings, mask_url
+
+REQUIRED = {
+    "DATABASE_URL": "postgres://directory@db:5432/directory_api",
+    "UI_SECRET": "not-a-real-secret",
+    "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
+    "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
+}
+
+
+def problems(environ: dict[str, str], **kwargs) -> list[str]:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environ(environ, **kwargs)
+    return str(raised.value).splitlines()
+
+
+def test_every_spec_setting_is_a_variable():
+    assert [variable.name for variable in VARIABLES] == [
+        "PORT", "DATABASE_URL", "UI_SECRET", "QUEUE_BACKEND", "SQS_ENROLMENT_QUEUE_NAME",
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME", "SQS_REGION_NAME", "SQS_ENDPOINT_URL", "SQS_WAIT_TIME",
+        "SQS_MAX_NUMBER_OF_MESSAGES", "SQS_VISIBILITY_TIMEOUT", "SQS_MAX_RECEIVE_COUNT", "SIGNATURE_LEGACY",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "default"),
+    [
+        ("port", 8000),
+        ("queue_backend", "sqs"),
+        ("sqs_region", "eu-west-1"),
+        ("sqs_endpoint_url", None),
+        ("sqs_wait_time", 20),
+        ("sqs_max_messages", 10),
+        ("sqs_visibility_timeout", 30),
+        ("sqs_max_receive_count", 5),
+        ("signature_legacy", False),
+    ],
+)
+def test_default(field, default):
+    assert getattr(Settings.from_environ(REQUIRED), field) == default
+
+
+@pytest.mark.parametrize(
+    ("field", "default"),
+    [
+        ("port", 8000),
+        ("database_url", "sqlite:///directory-api-debug.sqlite3"),
+        ("ui_secret", "debug"),
+        ("queue_backend", "database"),
+        ("enrolment_queue", "enrolment"),
+        ("invalid_queue", "enrolment-invalid"),
+        ("sqs_region", "eu-west-1"),
+        ("sqs_endpoint_url", None),
+        ("sqs_wait_time", 20),
+        ("sqs_max_messages", 10),
+        ("sqs_visibility_timeout", 30),
+        ("sqs_max_receive_count", 5),
+        ("signature_legacy", False),
+    ],
+)
+def test_debug_default(field, default):
+    assert getattr(Settings.from_environ({}, debug=True), field) == default
+
+
+def test_the_environment_wins_over_debug_defaults():
+    settings = Settings.from_environ({"QUEUE_BACKEND": "sqs", "PORT": "9000"}, debug=True)
+
+    assert (settings.queue_backend, settings.port) == ("sqs", 9000)
+
+
+def test_an_empty_variable_counts_as_unset():
+    assert Settings.from_environ({**REQUIRED, "PORT": ""}).port == 8000
+
+
+def test_every_missing_required_variable_is_named_one_per_line():
+    lines = problems({})
+
+    assert [line.split()[0] for line in lines] == list(REQUIRED)
+    assert all("is not set" in line for line in lines)
+
+
+def test_a_command_requires_only_what_it_needs():
+    settings = Settings.from_environ({"DATABASE_URL": REQUIRED["DATABASE_URL"]}, require=NEEDS_DATABASE)
+
+    assert settings.ui_secret is None
+
+
+def test_needs_all_is_every_variable_without_a_default():
+    assert set(NEEDS_ALL) == set(REQUIRED)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "eighty", "PORT: 'eighty' is not a whole number"),
+        ("PORT", "8000.5", "PORT: '8000.5' is not a whole number"),
+        ("PORT", "0", "PORT: 0 is out of range 1-65535"),
+        ("PORT", "65536", "PORT: 65536 is out of range 1-65535"),
+        ("SQS_WAIT_TIME", "21", "SQS_WAIT_TIME: 21 is out of range 0-20"),
+        ("SQS_WAIT_TIME", "-1", "SQS_WAIT_TIME: -1 is out of range 0-20"),
+        ("SQS_MAX_NUMBER_OF_MESSAGES", "0", "SQS_MAX_NUMBER_OF_MESSAGES: 0 is out of range 1-10"),
+        ("SQS_MAX_NUMBER_OF_MESSAGES", "11", "SQS_MAX_NUMBER_OF_MESSAGES: 11 is out of range 1-10"),
+        ("SQS_VISIBILITY_TIMEOUT", "0", "SQS_VISIBILITY_TIMEOUT: 0 is out of range 1-43200"),
+        ("SQS_MAX_RECEIVE_COUNT", "0", "SQS_MAX_RECEIVE_COUNT: 0 is out of range 1-1000"),
+        ("QUEUE_BACKEND", "rabbitmq", "QUEUE_BACKEND: 'rabbitmq' is not one of sqs, database"),
+        ("SIGNATURE_LEGACY", "maybe", "SIGNATURE_LEGACY: 'maybe' is not true or false"),
+        ("SQS_ENROLMENT_QUEUE_NAME", "has space", "SQS_ENROLMENT_QUEUE_NAME: 'has space' is not a queue name"),
+        ("SQS_INVALID_ENROLMENT_QUEUE_NAME", "x" * 81, "SQS_INVALID_ENROLMENT_QUEUE_NAME: 'xxx"),
+        ("SQS_REGION_NAME", "Ireland", "SQS_REGION_NAME: 'Ireland' is not an AWS region name"),
+        ("SQS_ENDPOINT_URL", "localhost:9324", "SQS_ENDPOINT_URL: 'localhost:9324' is not an http:// or https:// URL"),
+        ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: scheme mysql:// is not supported"),
+        ("DATABASE_URL", "directory_api", "DATABASE_URL: scheme (none) is not supported"),
+        ("DATABASE_URL", "postgres://db:5432/", "DATABASE_URL: the URL names no database"),
+        ("DATABASE_URL", "sqlite://", "DATABASE_URL: a SQLite URL is sqlite:///relative/path"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(name, value, message):
+    (line,) = problems({**REQUIRED, name: value})
+
+    assert line.startswith(message)
+
+
+def test_a_bad_database_url_message_never_shows_its_password():
+    (line,) = problems({**REQUIRED, "DATABASE_URL": "mysql://user:not-a-real-secret@db/x"})
+
+    assert "not-a-real-secret" not in line
+
+
+@pytest.mark.parametrize("word", ["1", "true", "TRUE", "yes", "on"])
+def test_true_words(word):
+    assert Settings.from_environ({**REQUIRED, "SIGNATURE_LEGACY": word}).signature_legacy is True
+
+
+@pytest.mark.parametrize("word", ["0", "false", "False", "no", "off"])
+def test_false_words(word):
+    assert Settings.from_environ({**REQUIRED, "SIGNATURE_LEGACY": word}).signature_legacy is False
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u:p@h:5432/db", "sqlite:///rel.db", "sqlite:////abs.db"])
+def test_accepted_database_urls(url):
+    assert Settings.from_environ({**REQUIRED, "DATABASE_URL": url}).database_url == url
+
+
+def test_every_bad_variable_is_reported_at_once():
+    lines = problems({**REQUIRED, "PORT": "x", "SQS_WAIT_TIME": "99"})
+
+    assert [line.split(":")[0] for line in lines] == ["PORT", "SQS_WAIT_TIME"]
+
+
+def test_describe_masks_the_ui_secret():
+    described = Settings.from_environ(REQUIRED).describe()
+
+    assert "not-a-real-secret" not in described
+    assert "UI_SECRET=********" in described
+
+
+def test_describe_masks_the_database_password_only():
+    environ = {**REQUIRED, "DATABASE_URL": "postgres://directory:not-a-real-secret@db:5432/directory_api"}
+
+    described = Settings.from_environ(environ).describe()
+
+    assert "DATABASE_URL=postgres://directory:********@db:5432/directory_api" in described
+    assert "not-a-real-secret" not in described
+
+
+def test_describe_says_where_each_value_came_from():
+    described = Settings.from_environ({"PORT": "9000"}, debug=True).describe()
+
+    assert "PORT=9000  [environment]" in described
+    assert "UI_SECRET=********  [debug default]" in described
+
+
+def test_mask_url_leaves_a_url_without_password_alone():
+    assert mask_url("postgres://directory@db/directory_api") == "postgres://directory@db/directory_api"
