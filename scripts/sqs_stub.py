@@ -379,9 +379,17 @@ class HttpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.busy = False  # a long poll is answering; the next request waits (no pipelining from urllib3)
         self.transport = None
+        self.poll: asyncio.Task | None = None
 
     def connection_made(self, transport):
         self.transport = transport
+
+    def connection_lost(self, exc):
+        # Unlike SQS, drop the long poll of a client that went away, so it takes no
+        # messages nobody will read: one benchmark run's stopped worker must not
+        # hide the next run's messages for a visibility timeout.
+        if self.poll is not None:
+            self.poll.cancel()
 
     def data_received(self, data):
         self.buffer += data
@@ -423,7 +431,7 @@ class HttpProtocol(asyncio.Protocol):
             request = json.loads(body or b"{}")
             if action == "ReceiveMessage":
                 self.busy = True
-                asyncio.ensure_future(self.long_poll(request))
+                self.poll = asyncio.ensure_future(self.long_poll(request))
                 return
             handler = getattr(self.sqs, action, None) if action[:1].isupper() else None
             if handler is None:
@@ -443,6 +451,7 @@ class HttpProtocol(asyncio.Protocol):
         except (KeyError, ValueError, TypeError) as error:
             answer = error_response(SqsError("InvalidParameterValue", "InvalidParameterValue", repr(error)))
         self.busy = False
+        self.poll = None
         self.reply(answer)
         self.process()
 

@@ -1,0 +1,305 @@
+"""Benchmark `work`: messages/s to drain valid enrolments into PostgreSQL, beside two hand-written drains.
+
+For each run a fresh PostgreSQL database is migrated, N valid enrolments
+(unique sso_id and company_number) are preloaded on the queue, the drain is
+started and timed until the enrolment table holds N rows, then stopped.
+Runs: `work` at 1 and 3 workers on SQS (the in-memory stub) and on the
+database queue (PostgreSQL); the one-at-a-time baseline (receive 1, save it in
+its own transaction, delete it) and the batch floor (receive 10, insert them
+with one statement, commit once, DeleteMessageBatch), both written here with
+boto3 + psycopg2. Each run is checked: N rows, N distinct message ids, exactly
+the ids sent, nothing left on the queue, nothing set aside.
+
+    .venv/bin/python scripts/bench_work.py            # 5,000 messages a run
+    .venv/bin/python scripts/bench_work.py --quick    # 300, to check it works
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import benchlib  # noqa: E402
+
+QUEUE = "bench-work"
+INVALID_QUEUE = "bench-work-invalid"
+COLUMNS = [
+    ("drain", "drain"), ("queue", "queue"), ("workers", "workers"), ("messages", "messages"),
+    ("rate", "msg/s"), ("seconds", "s"), ("worker_cpu_ms", "worker CPU ms/msg"),
+    ("postgres_cpu_ms", "postgres CPU ms/msg"), ("exactly_once", "exactly once"),
+    ("machine_busy_pct", "machine busy %"), ("other_work_pct", "other work %"),
+]
+
+
+def payload(number: int) -> str:
+    return json.dumps({
+        "sso_id": 5_000_000 + number,
+        "company_number": f"{(50_000_000 + number) % 10**8:08d}",
+        "company_name": f"Work Bench {number} Ltd",
+        "company_email": f"work{number}@example.com",
+        "export_status": "ONE_TWO_YEARS_AGO",
+        "date_of_creation": "2012-03-04",
+        "referrer": "bench",
+    })
+
+
+# -- the two hand-written drains (run as `bench_work.py --drain one|batch ...` child processes) ------------
+
+def drain_one_at_a_time(client, queue_url: str, connection) -> None:
+    """Receive 1, save it (enrolment, company, supplier) in its own transaction, delete it; until stopped."""
+    while True:
+        for message in client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1,
+                                              WaitTimeSeconds=1).get("Messages", []):
+            data = json.loads(message["Body"])
+            with connection, connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO company (number, name, export_status, date_of_creation, created, modified) "
+                    "VALUES (%s, %s, %s, %s, now(), now()) RETURNING id",
+                    (data["company_number"], data["company_name"], data["export_status"], data["date_of_creation"]))
+                company_id = cursor.fetchone()[0]
+                cursor.execute(
+                    "INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, "
+                    "modified) VALUES (%s, %s, '', %s, %s, now(), now())",
+                    (data["sso_id"], data["company_email"], data.get("referrer", ""), company_id))
+                cursor.execute("INSERT INTO enrolment (created, data, sqs_message_id) VALUES (now(), %s, %s)",
+                               (message["Body"], message["MessageId"]))
+            client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+# One statement writes all three tables for a batch (data-modifying CTEs).
+BATCH_INSERT = """
+WITH input (message_id, body, number, name, export_status, date_of_creation, sso_id, email, referrer) AS (VALUES %s),
+company_rows AS (
+    INSERT INTO company (number, name, export_status, date_of_creation, created, modified)
+    SELECT number, name, export_status, date_of_creation::date, now(), now() FROM input RETURNING id, number),
+supplier_rows AS (
+    INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, modified)
+    SELECT input.sso_id::bigint, input.email, '', input.referrer, company_rows.id, now(), now()
+    FROM input JOIN company_rows ON company_rows.number = input.number)
+INSERT INTO enrolment (created, data, sqs_message_id) SELECT now(), body::jsonb, message_id FROM input
+"""
+
+
+def drain_in_batches(client, queue_url: str, connection) -> None:
+    """Receive 10, insert them with one statement, commit once, delete them with one DeleteMessageBatch."""
+    from psycopg2.extras import execute_values
+
+    while True:
+        messages = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                          WaitTimeSeconds=1).get("Messages", [])
+        if not messages:
+            continue
+        rows = []
+        for message in messages:
+            data = json.loads(message["Body"])
+            rows.append((message["MessageId"], message["Body"], data["company_number"], data["company_name"],
+                         data["export_status"], data["date_of_creation"], data["sso_id"], data["company_email"],
+                         data.get("referrer", "")))
+        with connection, connection.cursor() as cursor:
+            execute_values(cursor, BATCH_INSERT, rows, page_size=len(rows))
+        answer = client.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
+        if answer.get("Failed"):
+            raise SystemExit(f"DeleteMessageBatch failed for {answer['Failed']}")
+
+
+def run_drain(kind: str, endpoint: str, database_url: str) -> None:
+    import psycopg2
+
+    client = benchlib.sqs_client(endpoint)
+    queue_url = client.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    connection = psycopg2.connect(database_url)
+    try:
+        (drain_one_at_a_time if kind == "one" else drain_in_batches)(client, queue_url, connection)
+    except KeyboardInterrupt:
+        pass
+
+
+# -- preloading and checking ---------------------------------------------------------------------------------
+
+def preload_sqs(endpoint: str, count: int) -> set[str]:
+    client = benchlib.sqs_client(endpoint)
+    for name in (QUEUE, INVALID_QUEUE):
+        client.create_queue(QueueName=name)
+    url = client.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    client.purge_queue(QueueUrl=url)
+    ids = set()
+    for start in range(0, count, 10):
+        entries = [{"Id": str(n), "MessageBody": payload(n)} for n in range(start, min(start + 10, count))]
+        ids |= {entry["MessageId"] for entry in client.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]}
+    return ids
+
+
+def preload_database(database_url: str, count: int) -> set[str]:
+    """Through the project's own database queue, as serve would have put them there."""
+    sys.path.insert(0, str(benchlib.ROOT))
+    from directory_api import db
+    from directory_api.queues.database import DatabaseQueue
+    from directory_api.settings import Settings
+
+    settings = Settings.from_environ({**work_env(None, database_url, "database")}, require=())
+    database = db.bind(database_url)
+    try:
+        queue = DatabaseQueue(settings, QUEUE)
+        ids = set()
+        for start in range(0, count, 500):
+            ids |= set(queue.send_batch([payload(n) for n in range(start, min(start + 500, count))]))
+        return ids
+    finally:
+        database.close()
+
+
+def scalar(database_url: str, statement: str, parameters=()):
+    import psycopg2
+
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, parameters)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def check(database_url: str, sent: set[str], remaining_on_queue: int) -> dict:
+    saved = [row[0] for row in scalar(database_url, "SELECT sqs_message_id FROM enrolment")]
+    rejected = scalar(database_url, "SELECT count(*) FROM rejection")[0][0]
+    companies = scalar(database_url, "SELECT count(*) FROM company")[0][0]
+    suppliers = scalar(database_url, "SELECT count(*) FROM supplier")[0][0]
+    exactly_once = (len(saved) == len(set(saved)) == len(sent) and set(saved) == sent
+                    and companies == suppliers == len(sent) and not rejected and remaining_on_queue == 0)
+    return {"saved_rows": len(saved), "distinct_ids": len(set(saved)), "same_ids_as_sent": set(saved) == sent,
+            "companies": companies, "suppliers": suppliers, "rejected": rejected,
+            "left_on_queue": remaining_on_queue, "exactly_once": exactly_once}
+
+
+def work_env(endpoint: str | None, database_url: str, backend: str) -> dict:
+    env = {**benchlib.FAKE_AWS, "DATABASE_URL": database_url, "QUEUE_BACKEND": backend,
+           "SQS_ENROLMENT_QUEUE_NAME": QUEUE, "SQS_INVALID_ENROLMENT_QUEUE_NAME": INVALID_QUEUE}
+    if endpoint:
+        env["SQS_ENDPOINT_URL"] = endpoint
+    return env
+
+
+def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, max_seconds: float, logs: Path,
+          stamp: str) -> dict:
+    """One timed drain of `count` messages into a fresh database; the row for the table."""
+    with benchlib.ThrowawayPostgres("work") as database_url:
+        benchlib.migrate(database_url)
+        sent = preload_sqs(endpoint, count) if queue == "sqs" else preload_database(database_url, count)
+        if name == "work":
+            command = [*benchlib.app_command(), "work"]
+        else:
+            command = [sys.executable, os.path.abspath(__file__), "--drain", name, "--endpoint", endpoint,
+                       "--database-url", database_url]
+        env = work_env(endpoint if queue == "sqs" else None, database_url, "sqs" if queue == "sqs" else "database")
+        postgres = benchlib.pids_named("postgres")
+        started = time.monotonic()
+        processes = [benchlib.start(command, env=env, log=logs / f"work-{stamp}-{name}-{queue}-{workers}.log")
+                     for _ in range(workers)]
+        meter = benchlib.CpuMeter({"worker": [p.pid for p in processes], "stub": [stub.pid] if queue == "sqs" else [],
+                                   "postgres": postgres})
+        first_row_at, done_at, saved = None, None, 0
+        rss: list[float] = []
+        try:
+            while time.monotonic() - started < max_seconds:
+                saved = scalar(database_url, "SELECT count(*) FROM enrolment")[0][0]
+                now = time.monotonic()
+                if saved and first_row_at is None:
+                    first_row_at = now
+                if saved >= count:
+                    done_at = now
+                    break
+                if any(process.poll() is not None for process in processes):
+                    break
+                meter.sample()
+                time.sleep(0.02)
+            cpu = meter.result()
+            rss = [peak for process in processes for peak in benchlib.peak_rss_mib(process.pid)]
+        finally:
+            codes = [benchlib.stop(process) for process in processes]
+        time.sleep(0.2)
+        if queue == "sqs":
+            left = len(benchlib.stub_message_ids(endpoint, QUEUE))
+        else:
+            left = scalar(database_url, "SELECT count(*) FROM queue_message WHERE queue = %s", (QUEUE,))[0][0]
+        checked = check(database_url, sent, left)
+    seconds = (done_at - first_row_at) if done_at and first_row_at else None
+    return {
+        "drain": name, "queue": queue, "workers": workers, "messages": count,
+        "rate": round(count / seconds, 1) if seconds else None,
+        "seconds": round(seconds, 2) if seconds else None,
+        "seconds_from_start": round(done_at - started, 2) if done_at else None,
+        "saved_before_timeout": saved,
+        "worker_cpu_ms": round(1000 * cpu["cpu_s_worker"] / count, 3),
+        "stub_cpu_ms": round(1000 * cpu["cpu_s_stub"] / count, 3),
+        "postgres_cpu_ms": round(1000 * cpu["cpu_s_postgres"] / count, 3),
+        "machine_busy_pct": cpu["machine_busy_pct"], "other_work_pct": cpu["other_work_pct"],
+        "peak_rss_mib": rss, "exit_codes": codes, "load_average": os.getloadavg(), **checked,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run that checks the script works")
+    parser.add_argument("--messages", type=int, default=5000, help="messages preloaded for each run")
+    parser.add_argument("--workers", default="1,3", help="comma-separated numbers of `work` processes")
+    parser.add_argument("--queues", default="sqs,database", help="sqs and/or database (PostgreSQL)")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="give up on a drain after this long")
+    parser.add_argument("--drain", choices=("one", "batch"), help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.drain:
+        run_drain(arguments.drain, arguments.endpoint, arguments.database_url)
+        return 0
+    if arguments.quick:
+        arguments.messages, arguments.max_seconds = 300, 60.0
+
+    info = benchlib.machine()
+    print(benchlib.describe_machine(info))
+    print(f"directory-api from: {benchlib.app_kind()}")
+    if not benchlib.postgres_available():
+        print(f"PostgreSQL at {benchlib.POSTGRES_ADMIN_URL} does not answer: nothing to measure")
+        return 1
+    runs = [("one", "sqs", 1), ("batch", "sqs", 1)]
+    if benchlib.is_built("work"):
+        runs += [("work", queue, int(workers)) for queue in arguments.queues.split(",")
+                 for workers in arguments.workers.split(",")]
+    else:
+        print("work is not built yet: measuring the baseline and the floor only")
+    logs = benchlib.RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stub, endpoint = benchlib.start_stub(log=logs / f"work-{stamp}-stub.log")
+    rows = []
+    try:
+        for name, queue, workers in runs:
+            rows.append(drain(name, queue, workers, arguments.messages, endpoint, stub, arguments.max_seconds,
+                              logs, stamp))
+            print(f"{name} on {queue} x{workers}: {rows[-1]['rate']} msg/s, exactly once: {rows[-1]['exactly_once']}")
+    finally:
+        benchlib.stop(stub)
+    add_ratios(rows)
+    print()
+    print(benchlib.table(rows, COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time")]))
+    path = benchlib.write_results("work", [{**row, "quick": arguments.quick} for row in rows], info)
+    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+    return 0 if all(row["exactly_once"] for row in rows) else 1
+
+
+def add_ratios(rows: list[dict]) -> None:
+    one = next((row["rate"] for row in rows if row["drain"] == "one"), None)
+    batch = next((row["rate"] for row in rows if row["drain"] == "batch"), None)
+    for row in rows:
+        row["vs_one"] = round(row["rate"] / one, 2) if one and row["rate"] else None
+        row["vs_batch_floor"] = round(row["rate"] / batch, 2) if batch and row["rate"] else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
