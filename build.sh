@@ -23,7 +23,7 @@ SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null ||
 export SOURCE_DATE_EPOCH
 # The psycopg2 C extension is built per Python minor version: pack one for each
 # version the pyz may meet, so any python3 >= 3.11 on this platform can run it.
-EXTRA_PYTHON_VERSIONS="${EXTRA_PYTHON_VERSIONS:-3.12 3.13 3.14}"
+EXTRA_PYTHON_VERSIONS="${EXTRA_PYTHON_VERSIONS-3.12 3.13 3.14}"  # set it empty for none
 OUTPUT=dist/directory-api.pyz
 
 work="$(mktemp -d)"

@@ -1,6 +1,9 @@
 """Settings: SPEC's variables, their defaults and --debug defaults, and a message naming each bad one."""
 
+from pathlib import Path
+
 import pytest
+from dotenv import dotenv_values
 
 from directory_api.errors import SettingsError
 from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, VARIABLES, Settings, mask_url
@@ -177,3 +180,12 @@ def test_describe_says_where_each_value_came_from():
 
 def test_mask_url_leaves_a_url_without_password_alone():
     assert mask_url("postgres://directory@db/directory_api") == "postgres://directory@db/directory_api"
+
+
+def test_the_example_env_file_is_a_complete_production_configuration():
+    example = dotenv_values(Path(__file__).parents[1] / "docs" / "directory-api.env.example")
+
+    settings = Settings.from_environ(example)
+
+    assert settings.queue_backend == "sqs"
+    assert set(example) == {variable.name for variable in VARIABLES if variable.name != "SQS_ENDPOINT_URL"}
