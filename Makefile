@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test build clean
+.PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,38 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+build: $(STAMP)
+	./build.sh
+
+# The 2016 service's target names, kept for the people used to them.
+debug: $(STAMP)
+	$(BIN)/python directory_api.py dev
+
+debug_webserver: $(STAMP)
+	$(BIN)/python directory_api.py serve --debug
+
+debug_enrolment_worker: $(STAMP)
+	$(BIN)/python directory_api.py work --debug
+
+debug_test: $(STAMP)
+	$(BIN)/python -m pytest -x -vv --showlocals $(PYTEST_ARGS)
+
+DOCKER_IMAGE ?= directory-api
+ENV_FILE ?= .env
+
+docker_build:
+	docker build -t $(DOCKER_IMAGE) .
+
+docker_run: docker_build
+	docker run --rm --env-file $(ENV_FILE) -p 8000:8000 $(DOCKER_IMAGE)
+
+docker_debug: docker_build
+	docker run --rm -p 8000:8000 $(DOCKER_IMAGE) dev --host 0.0.0.0
+
+docker_test: docker_build
+	docker run --rm $(DOCKER_IMAGE) --help
+	docker run --rm $(DOCKER_IMAGE) migrate --debug
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
