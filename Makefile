@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test build clean
+.PHONY: install run test build clean bench
 .PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -51,6 +51,21 @@ docker_debug: docker_build
 docker_test: docker_build
 	docker run --rm $(DOCKER_IMAGE) --help
 	docker run --rm $(DOCKER_IMAGE) migrate --debug
+
+# Benchmarks (scripts/bench_*.py): results appended to bench-results/, the latest
+# table and plot written to docs/bench.md and docs/bench.png. BENCH_ARGS=--quick for a short run.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@if [ ! -f dist/directory-api.pyz ] || [ -n "$$(find directory_api requirements.txt build.sh -newer dist/directory-api.pyz -print -quit)" ]; then ./build.sh; fi
+	$(BIN)/python scripts/bench_serve.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_work.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_startup.py $(BENCH_ARGS)
+	$(BIN)/python scripts/plot_bench.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
