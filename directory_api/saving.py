@@ -3,8 +3,11 @@
 Queues deliver at least once, so the enrolment row is inserted with
 ON CONFLICT (sqs_message_id) DO NOTHING: a message saved before inserts
 nothing, and then no company or supplier either. Each message of a batch is
-saved under its own savepoint, so one that cannot be saved never undoes the
-others. A message that can never be saved is recorded as a rejection.
+checked before anything is written (fields, then the company and sso id
+already registered), so one that cannot be saved never sinks the others,
+and the rest go in with one multi-row INSERT per table; when another worker
+got in first, they go in one by one, each under its own savepoint. A message
+that can never be saved is recorded as a rejection.
 """
 
 import dataclasses
@@ -56,31 +59,66 @@ def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
     if not entries:
         return {}
     with database.atomic():
+        # Registrations first, saved ids second: a message another worker saves
+        # between the two queries is then found saved, never "already registered".
+        registered = Registered.lookup(entry for entry in entries.values() if not isinstance(entry, Invalid))
         saved_before = _saved_message_ids(entries)
-        payloads = {
-            message_id: entry
-            for message_id, entry in entries.items()
-            if message_id not in saved_before and not isinstance(entry, Invalid)
-        }
-        registered = Registered.lookup(payloads.values())
         outcomes: dict[str, Outcome] = {}
+        valid: dict[str, dict] = {}
         for message_id, entry in entries.items():
             if message_id in saved_before:
-                outcome: Outcome = Duplicate()
+                outcomes[message_id] = Duplicate()
             elif isinstance(entry, Invalid):
-                outcome = entry
+                outcomes[message_id] = entry
+            elif errors := enrolment.validate(entry) or registered.conflicts(entry):
+                outcomes[message_id] = Invalid(errors)
             else:
-                outcome = _save_one(message_id, entry, registered)
-            if isinstance(outcome, Invalid):
-                _record_rejection(message_id, outcome.errors)
-            outcomes[message_id] = outcome
+                valid[message_id] = entry
+                registered.add(entry)  # a later message of the batch for the same company is a conflict
+        outcomes.update(_insert(valid))
+        _record_rejections({m: o.errors for m, o in outcomes.items() if isinstance(o, Invalid)})
+    return {message_id: outcomes[message_id] for message_id in entries}
+
+
+def _insert(valid: Mapping[str, dict]) -> dict[str, Outcome]:
+    """Insert validated payloads: all at once, or one by one when another worker got in first."""
+    if not valid:
+        return {}
+    try:
+        with database.atomic():  # a savepoint, so the fallback starts from a clean transaction
+            return _insert_all(valid)
+    except peewee.IntegrityError:
+        # A company or sso id registered by another worker since the lookups.
+        return {message_id: _insert_one(message_id, payload) for message_id, payload in valid.items()}
+
+
+def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
+    """Three multi-row INSERTs for the whole batch: enrolments, companies, suppliers."""
+    rows = (
+        Enrolment.insert_many([{"data": payload, "sqs_message_id": m} for m, payload in valid.items()])
+        .on_conflict(conflict_target=[Enrolment.sqs_message_id], action="NOTHING")
+        .returning(Enrolment.id, Enrolment.sqs_message_id)
+        .execute()
+    )
+    enrolment_ids = {row.sqs_message_id: row.id for row in rows}
+    # Not inserted: saved by another worker since the batch began.
+    outcomes: dict[str, Outcome] = {m: Duplicate() for m in valid if m not in enrolment_ids}
+    new = [valid[m] for m in valid if m in enrolment_ids]
+    if new:
+        companies = (
+            Company.insert_many([_company_fields(payload) for payload in new])
+            .returning(Company.id, Company.number)
+            .execute()
+        )
+        company_ids = {row.number: row.id for row in companies}
+        Supplier.insert_many(
+            [{"company": company_ids[p["company_number"]], **_supplier_fields(p)} for p in new]
+        ).execute()
+    outcomes.update({m: Created(enrolment_id) for m, enrolment_id in enrolment_ids.items()})
     return outcomes
 
 
-def _save_one(message_id: str, payload: object, registered: "Registered") -> Outcome:
-    errors = enrolment.validate(payload) or registered.conflicts(payload)
-    if errors:
-        return Invalid(errors)
+def _insert_one(message_id: str, payload: dict) -> Outcome:
     try:
         with database.atomic():  # a savepoint: a failure here undoes this message only
             rows = list(
@@ -90,16 +128,14 @@ def _save_one(message_id: str, payload: object, registered: "Registered") -> Out
                 .execute()
             )
             if not rows:
-                return Duplicate()  # saved by another worker since the batch began
+                return Duplicate()
             company_id = Company.insert(**_company_fields(payload)).execute()
             Supplier.insert(company=company_id, **_supplier_fields(payload)).execute()
     except peewee.IntegrityError:
-        # Registered since the batch began: by an earlier message of this batch or another worker.
         errors = Registered.lookup([payload]).conflicts(payload)
         if not errors:
             raise
         return Invalid(errors)
-    registered.add(payload)
     return Created(rows[0].id)
 
 
@@ -160,9 +196,11 @@ class Registered:
         self.sso_ids.add(payload["sso_id"])
 
 
-def _record_rejection(message_id: str, errors: Mapping[str, list[str]]) -> None:
+def _record_rejections(rejections: Mapping[str, Mapping[str, list[str]]]) -> None:
+    if not rejections:
+        return
     (
-        Rejection.insert(message_id=message_id, errors=dict(errors))
+        Rejection.insert_many([{"message_id": m, "errors": dict(errors)} for m, errors in rejections.items()])
         .on_conflict(conflict_target=[Rejection.message_id], action="NOTHING")
         .execute()
     )

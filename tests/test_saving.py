@@ -86,7 +86,33 @@ def test_a_batch_is_one_transaction(database, monkeypatch):
     def fail(*args):
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(saving, "_record_rejection", fail)
+    monkeypatch.setattr(saving, "_record_rejections", fail)
     with pytest.raises(RuntimeError):
         saving.save_batch({"good": enrolment_payload(), "bad": enrolment_payload(sso_id=0)})
     assert Enrolment.select().count() == 0
+
+
+def test_a_company_registered_by_another_worker_since_the_lookup_is_invalid_and_the_rest_saved(database, monkeypatch):
+    saving.save("other-worker", enrolment_payload(company_number="SC999999"))
+    lookup = saving.Registered.lookup
+    lookups = []
+
+    def too_early(payloads):
+        lookups.append(payloads)
+        return saving.Registered(set(), set()) if len(lookups) == 1 else lookup(payloads)
+
+    monkeypatch.setattr(saving.Registered, "lookup", too_early)
+    outcomes = saving.save_batch({"late": enrolment_payload(company_number="SC999999"), "fine": enrolment_payload()})
+    assert outcomes["late"] == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
+    assert isinstance(outcomes["fine"], Created)
+    assert Rejection.get(message_id="late")
+
+
+def test_a_message_saved_by_another_worker_since_the_batch_began_is_a_duplicate(database, monkeypatch):
+    payload = enrolment_payload()
+    saving.save("message-1", payload)
+    # Both looked up before the other worker committed.
+    monkeypatch.setattr(saving.Registered, "lookup", lambda payloads: saving.Registered(set(), set()))
+    monkeypatch.setattr(saving, "_saved_message_ids", lambda ids: set())
+    assert saving.save("message-1", payload) == Duplicate()
+    assert Company.select().count() == 1
