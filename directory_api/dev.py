@@ -1,7 +1,49 @@
-"""Placeholder: `dev` is built by issue #4."""
+"""`dev`: serve and work in one process on the embedded defaults, so a newcomer starts one command.
 
-from directory_api.errors import UserError
+The HTTP API runs in a thread, the worker in the main thread (signals are
+delivered there); both share one enrolment queue object, so on the database
+queue a POST wakes the waiting worker at once. One Ctrl-C stops both.
+"""
+
+import logging
+import threading
+
+from directory_api import server, web
+from directory_api.queues import open_queue
+from directory_api.settings import Settings
+from directory_api.signature import NonceStore
+from directory_api.worker import Shutdown, StopNow, Worker, forget_connection
+
+log = logging.getLogger(__name__)
+
+HTTP_THREADS = 4
+# The worker stops within 2 s; the API gets this long to finish requests in flight.
+DRAIN_SECONDS = 2.0
 
 
-def dev(*args, **kwargs):
-    raise UserError("`dev` is not built yet (issue #4)")
+def dev(settings: Settings, *, host: str, port: int) -> None:
+    """Serve and work until SIGINT/SIGTERM; blocks."""
+    shutdown = Shutdown()
+    shutdown.install()  # first, so a Ctrl-C during start-up is a clean stop too
+    database = server.open_database(settings)
+    enrolments = open_queue(settings, settings.enrolment_queue)
+    invalid = open_queue(settings, settings.invalid_queue)
+    app = web.make_app(settings, enrolments, database=database, nonce_store=NonceStore.temporary())
+    http = server.create_server(app, host=host, port=port, threads=HTTP_THREADS)
+    stopping = threading.Event()
+    serving = threading.Thread(
+        target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
+    )
+    serving.start()
+    address = http.socket.getsockname()
+    log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
+             address[0], address[1], settings.enrolment_queue, settings.queue_backend)
+    try:
+        Worker(settings, database, enrolments, invalid, shutdown=shutdown).run()
+    except StopNow:
+        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
+    finally:
+        stopping.set()
+        serving.join(DRAIN_SECONDS + 2)
+        forget_connection(database)
+    log.info("dev: stopped")

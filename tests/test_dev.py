@@ -1,0 +1,84 @@
+"""`dev` as a real process in an empty directory: the one command a newcomer runs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sigauth.helpers import RequestSigner
+
+from tests.factories import enrolment_body
+
+REPO = Path(__file__).resolve().parent.parent
+DEBUG_SECRET = "debug"  # UI_SECRET's --debug default
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def signed(method: str, url: str, body: str = "") -> dict:
+    headers = {"Content-Type": "application/json"}
+    signer = RequestSigner(secret=DEBUG_SECRET, sender_id="directory-ui")
+    headers.update(signer.get_signature_headers(url, body.encode(), method, headers["Content-Type"]))
+    return headers
+
+
+@pytest.fixture
+def dev(tmp_path):
+    """`python directory_api.py dev` in an empty directory, with no settings in its environment."""
+    port = free_port()
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("DATABASE_", "SQS_", "QUEUE_", "UI_", "PORT"))}
+    log = open(tmp_path / "dev.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "directory_api.py"), "dev", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log, stderr=log,
+    )
+    process.base_url = f"http://127.0.0.1:{port}"
+    process.log_path = tmp_path / "dev.log"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(process.base_url + "/", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert process.poll() is None, process.log_path.read_text()
+            time.sleep(0.1)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+    log.close()
+
+
+def test_dev_turns_a_signed_post_into_an_enrolment_reported_as_created(dev):
+    body = enrolment_body()
+    url = dev.base_url + "/enrolment/"
+    answer = requests.post(url, data=body.encode(), headers=signed("POST", url, body), timeout=5)
+    assert answer.status_code == 202, answer.text
+    status_url = f"{dev.base_url}/enrolment/{answer.json()['id']}/"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = requests.get(status_url, headers=signed("GET", status_url), timeout=5)
+        if status.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert status.json()["status"] == "created", dev.log_path.read_text()
+
+
+def test_one_ctrl_c_stops_serve_and_work_with_exit_0_within_3_seconds(dev):
+    started = time.monotonic()
+    dev.send_signal(signal.SIGINT)
+    assert dev.wait(10) == 0, dev.log_path.read_text()
+    assert time.monotonic() - started < 3
+    with pytest.raises(requests.ConnectionError):
+        requests.get(dev.base_url + "/", timeout=1)
