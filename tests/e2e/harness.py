@@ -459,31 +459,16 @@ def _close(sock: socket.socket) -> None:
 
 # -- fixtures (imported by the e2e test modules) ----------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def fail_or_skip(message: str) -> None:
-    """Missing parts fail in CI (nothing may be skipped there) and skip on a laptop."""
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
 
 @pytest.fixture(scope="session")
-def cli(request) -> list[str]:
-    """The argv prefix that runs the built artifact."""
-    try:
-        pyz = request.getfixturevalue("pyz")
-    except pytest.FixtureLookupError:
-        if IN_CI:
-            pytest.fail("tests/e2e/conftest.py has no `pyz` fixture", pytrace=False)
-        return [sys.executable, str(ROOT / "directory_api.py")]  # TEMPORARY until the pyz fixture lands
+def cli(pyz) -> list[str]:
+    """The argv prefix that runs the built artifact (tests/e2e/conftest.py builds it)."""
     return [sys.executable, str(pyz)]
 
 
 @pytest.fixture(scope="session")
 def base_env(tmp_path_factory) -> dict[str, str]:
-    """A bare environment: nothing of the developer's, shiv unpacking into a private root."""
+    """A bare environment, as conftest's pyz_env, but one SHIV_ROOT a session: the pyz unpacks once, not per process."""
     home = tmp_path_factory.mktemp("home")
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
