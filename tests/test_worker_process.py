@@ -129,8 +129,9 @@ def stop(process, within: float) -> float:
     return took
 
 
-def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(start_worker, enrolment_queue_url):
-    worker = start_worker(SQS_WAIT_TIME="20")
+@pytest.mark.parametrize("backend", ["sqs", "database"])
+def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(start_worker, enrolment_queue_url, backend):
+    worker = start_worker(SQS_WAIT_TIME="20", QUEUE_BACKEND=backend)
     wait_until(lambda: "waiting up to 20 s" in log_of(worker), 30, "the worker's first long poll")
     time.sleep(1)  # well into the poll
     assert stop(worker, within=2) < 2
@@ -163,3 +164,13 @@ def test_two_workers_on_one_queue_save_every_message_once(start_worker, sqs, enr
     assert all("saved as enrolment" in log_of(worker) for worker in workers), "one worker did all the work"
     assert {e.sqs_message_id for e in Enrolment.select()} == sent
     assert (Enrolment.select().count(), Rejection.select().count()) == (200, 0)
+
+
+def test_a_worker_whose_database_refuses_connections_keeps_waiting_and_stops_on_sigterm(start_worker, sqs,
+                                                                                       enrolment_queue_url):
+    sqs.send_message(QueueUrl=enrolment_queue_url, MessageBody=enrolment_body())
+    worker = start_worker(DATABASE_URL="postgres://postgres@127.0.0.1:1/x")
+    wait_until(lambda: log_of(worker).count("database unreachable") >= 3, 20, "three tries of the database")
+    assert stop(worker, within=2) < 2
+    [message] = sqs.receive_message(QueueUrl=enrolment_queue_url, MessageSystemAttributeNames=["All"])["Messages"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "1"  # never received by the worker
