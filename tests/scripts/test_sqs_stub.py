@@ -132,3 +132,18 @@ def test_purge_empties_the_queue(client, queue_url):
 def test_empty_batch_is_refused_as_sqs_refuses_it(client, queue_url):
     with pytest.raises(client.exceptions.EmptyBatchRequest):
         client.delete_message_batch(QueueUrl=queue_url, Entries=[])
+
+
+def test_long_poll_of_a_client_that_went_away_takes_no_messages(client, queue_url, endpoint):
+    import json
+    import socket
+
+    port = int(endpoint.rsplit(":", 1)[1])
+    body = json.dumps({"QueueUrl": queue_url, "WaitTimeSeconds": 10}).encode()
+    with socket.create_connection(("127.0.0.1", port)) as gone:
+        gone.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonSQS.ReceiveMessage\r\n"
+                     b"Content-Type: application/x-amz-json-1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
+    time.sleep(0.2)
+    client.send_message(QueueUrl=queue_url, MessageBody="for a live client")
+    assert client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"] == "for a live client"
