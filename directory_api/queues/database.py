@@ -1,9 +1,10 @@
 """The database backend (QUEUE_BACKEND=database): a queue table in the application's own database.
 
 A receive claims messages by moving their `visible_at` past the visibility
-timeout, in one transaction: SELECT ... FOR UPDATE SKIP LOCKED then UPDATE on
-PostgreSQL, so several workers share a queue without waiting on each other;
-on SQLite the transaction's BEGIN IMMEDIATE lets one writer claim at a time.
+timeout, in one statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+LOCKED) RETURNING on PostgreSQL, so several workers share a queue without
+waiting on each other; SQLite runs one writer at a time, so the same UPDATE
+without the lock clause is enough there.
 A claim's receipt is "<id>:<receive count>", so a worker whose claim expired
 cannot delete or release the message another worker has claimed since.
 """
@@ -128,23 +129,23 @@ class DatabaseQueue:
     def _claim(self, max_messages: int) -> list[Message]:
         now = self.clock()
         with self.unavailable_on_error("receive"):
-            with self.database.atomic():
-                query = (
-                    QueueMessage.select(QueueMessage.id)
-                    .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
-                    .order_by(QueueMessage.visible_at)
-                    .limit(max_messages)
-                )
-                if self._on_postgres():
-                    query = query.for_update(skip_locked=True)
-                ids = [row.id for row in query]
-                if not ids:
-                    return []
+            claimable = (
+                QueueMessage.select(QueueMessage.id)
+                .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
+                .order_by(QueueMessage.visible_at)
+                .limit(max_messages)
+            )
+            if self._on_postgres():
+                claimable = claimable.for_update(skip_locked=True)
+            rows = list(
                 QueueMessage.update(
                     visible_at=now + self.visibility_timeout,
                     receive_count=QueueMessage.receive_count + 1,
-                ).where(QueueMessage.id.in_(ids)).execute()
-                rows = list(QueueMessage.select().where(QueueMessage.id.in_(ids)).order_by(QueueMessage.visible_at))
+                )
+                .where(QueueMessage.id.in_(claimable))
+                .returning(QueueMessage)
+                .execute()
+            )
         return [
             Message(
                 id=row.id, body=row.body, receipt=receipt_of(row),
@@ -167,7 +168,9 @@ class DatabaseQueue:
             return []
         with self.unavailable_on_error("delete"):
             with self.database.atomic():
-                QueueMessage.delete().where(self._claimed(messages)).execute()
+                deleted = QueueMessage.delete().where(self._claimed(messages)).execute()
+                if deleted == len(messages):
+                    return []
                 # Still there: claimed again since (stale receipt), as SQS may refuse it too.
                 left = {
                     row.id
