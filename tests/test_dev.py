@@ -1,6 +1,5 @@
 """`dev` as a real process in an empty directory: the one command a newcomer runs."""
 
-import json
 import os
 import signal
 import socket

@@ -115,7 +115,7 @@ def test_an_empty_queue_waits_polling_at_growing_intervals(queue, monkeypatch):
     assert len(claims) <= 5  # 0.2, 0.4, 0.8, then 0.6 s of the last second
 
 
-def test_a_send_in_the_same_process_wakes_a_waiting_receive(queue, database_url):
+def test_a_send_in_the_same_process_wakes_a_waiting_receive(queue):
     threading.Timer(0.3, lambda: queue.send("body")).start()
     started = time.monotonic()
     assert [m.body for m in queue.receive(10, 10)] == ["body"]
@@ -152,7 +152,7 @@ def test_a_dropped_connection_is_reopened_on_the_next_call(postgres_url):
     database.close()
 
 
-def test_concurrent_receivers_never_share_a_message(queue, database_url, database):
+def test_concurrent_receivers_never_share_a_message(queue, database):
     queue.send_batch([f"body {n}" for n in range(40)])
     received, errors = [], []
 
