@@ -271,13 +271,21 @@ def pyz_is_current() -> bool:
 
 
 def app_command() -> list[str]:
-    """The directory-api command: the pyz when it is built from the current sources, else the checkout."""
+    """The directory-api command: the pyz when it is built from the current sources, else the checkout.
+
+    BENCH_APP (e.g. "python /tmp/other/directory_api.py") measures another build instead, such as a
+    prototype of a change, in the same harness.
+    """
+    if os.environ.get("BENCH_APP"):
+        return os.environ["BENCH_APP"].split()
     if pyz_is_current():
         return [sys.executable, str(PYZ)]
     return [sys.executable, str(ROOT / "directory_api.py")]
 
 
 def app_kind() -> str:
+    if os.environ.get("BENCH_APP"):
+        return f"BENCH_APP={os.environ['BENCH_APP']}"
     if pyz_is_current():
         return "pyz"
     return "checkout (dist/directory-api.pyz is older than the sources)" if PYZ.exists() else "checkout"
