@@ -97,11 +97,11 @@ class Shutdown:
 
 
 class Background:
-    """One blocking call run in a daemon thread, so the main thread can stop waiting for it."""
+    """One blocking call (a receive, a connection attempt) in a daemon thread, so the main thread can stop waiting."""
 
-    def __init__(self, call: Callable[[], list[Message]], on_abandoned: Callable[[list[Message]], None]):
+    def __init__(self, call: Callable[[], list], on_abandoned: Callable[[list], None] = lambda result: None):
         self.done = threading.Event()
-        self.result: list[Message] = []
+        self.result: list = []
         self.error: BaseException | None = None
         self._call = call
         self._on_abandoned = on_abandoned
@@ -214,30 +214,42 @@ class Worker:
         """Return once the database answers with the current schema (False when told to stop first)."""
         log.debug("worker: waiting for the database")
         for attempt in itertools.count(1):
-            try:
-                migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
+            check = Background(self.check_database)
+            if not self.wait_for(check.done):
+                return False  # told to stop while a connection attempt hung
+            if check.error is None:
                 return True
-            except peewee.PeeweeException as error:
-                forget_connection(self.database)
-                delay = backoff(attempt, self.rng)
-                log.warning("database unreachable (%s); trying again in %.1f s", first_line(error), delay)
-                if not self.sleep(delay):
-                    return False
+            if not isinstance(check.error, peewee.PeeweeException):
+                raise check.error  # SchemaError: the user must run migrate
+            delay = backoff(attempt, self.rng)
+            log.warning("database unreachable (%s); trying again in %.1f s", first_line(check.error), delay)
+            if not self.sleep(delay):
+                return False
         raise AssertionError("unreachable")
+
+    def check_database(self) -> list:
+        """Connect and check the schema; run in a background thread, whose connection it closes."""
+        try:
+            migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
+        finally:
+            forget_connection(self.database)
+        return []
 
     def open_queues(self) -> bool:
         """Return once both queues exist, creating them when missing (False when told to stop first)."""
         log.debug("worker: opening the queues")
         for attempt in itertools.count(1):
-            try:
-                self.enrolments.ensure_exists()
-                self.invalid.ensure_exists()
+            opening = Background(lambda: [self.enrolments.ensure_exists(), self.invalid.ensure_exists()])
+            if not self.wait_for(opening.done):
+                return False  # told to stop while a connection attempt hung
+            if opening.error is None:
                 return True
-            except QueueUnavailable as error:
-                delay = backoff(attempt, self.rng)
-                log.warning("%s; trying again in %.1f s", error, delay)
-                if not self.sleep(delay):
-                    return False
+            if not isinstance(opening.error, QueueUnavailable):
+                raise opening.error
+            delay = backoff(attempt, self.rng)
+            log.warning("%s; trying again in %.1f s", opening.error, delay)
+            if not self.sleep(delay):
+                return False
         raise AssertionError("unreachable")
 
     def start_receive(self, wait_seconds: float) -> Background:

@@ -8,6 +8,8 @@ import pytest
 from moto import mock_aws
 
 from directory_api import db, saving, worker as worker_module
+from directory_api.errors import SchemaError
+from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
@@ -201,6 +203,26 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
     assert caplog.text.count("database unreachable") >= 2
     [message] = received(worker.enrolments)
     assert message.receive_count == 1
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_stop_while_a_database_connection_attempt_hangs_returns_within_two_seconds(make_worker, monkeypatch):
+    worker = make_worker()
+    monkeypatch.setattr(worker, "check_database", lambda: time.sleep(10) or [])
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.3)
+    worker.shutdown.requested = True
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_schema_older_than_the_code_stops_the_worker_with_the_migrate_hint(make_worker):
+    worker = make_worker()
+    SchemaVersion.delete().execute()
+    with pytest.raises(SchemaError, match="directory-api migrate"):
+        worker.run()
 
 
 def test_a_stop_during_a_long_poll_returns_within_two_seconds(make_worker):
