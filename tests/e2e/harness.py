@@ -376,8 +376,11 @@ class TcpProxy:
     """Forwards a local port to `target`; `down()` refuses new connections and cuts open ones, `up()` restores.
 
     Put between the service and PostgreSQL or SQS, it makes that dependency vanish and come
-    back on the same address, as a restart or a network partition would.
+    back on the same address, as a restart or a network partition would. `delay` (seconds)
+    holds back every chunk sent towards the target, to widen a race window on purpose.
     """
+
+    delay = 0.0
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -432,13 +435,15 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.update((client, server))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, upstream), daemon=True).start()
         selector.close()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         try:
             while chunk := source.recv(65536):
+                if upstream and self.delay:
+                    time.sleep(self.delay)
                 sink.sendall(chunk)
         except OSError:
             pass
