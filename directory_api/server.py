@@ -25,6 +25,7 @@ from waitress.task import ErrorTask
 
 from directory_api import db, migrations, queues, web
 from directory_api.errors import UserError
+from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
 
@@ -180,7 +181,8 @@ def serve_process(settings: Settings, database: peewee.Database, sock: socket.so
         queue.ensure_exists()
     except queues.QueueUnavailable as error:
         log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
-    app = web.make_app(settings, queue, database=database, nonce_store=nonces)
+    # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
+    app = web.make_app(settings, GroupSender(queue), database=database, nonce_store=nonces)
     server = create_server(app, threads=threads, sock=sock)
     stopping = threading.Event()
     on_stop_signal(lambda: stopping.set())
