@@ -250,11 +250,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages preloaded for each run")
     parser.add_argument("--workers", default="1,3", help="comma-separated numbers of `work` processes")
     parser.add_argument("--queues", default="sqs,database", help="sqs and/or database (PostgreSQL)")
+    parser.add_argument("--repeats", type=int,
+                        help="rounds over every drain (default 2, 1 with --quick); the table shows each drain's best")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="give up on a drain after this long")
     parser.add_argument("--drain", choices=("one", "batch"), help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.repeats is None:
+        arguments.repeats = 1 if arguments.quick else 2
     if arguments.drain:
         run_drain(arguments.drain, arguments.endpoint, arguments.database_url)
         return 0
@@ -279,15 +283,17 @@ def main() -> int:
     stub, endpoint = benchlib.start_stub(log=logs / f"work-{stamp}-stub.log")
     rows = []
     try:
-        for name, queue, workers in runs:
+        for name, queue, workers in runs * arguments.repeats:
             rows.append(drain(name, queue, workers, arguments.messages, endpoint, stub, arguments.max_seconds,
                               logs, stamp))
             print(f"{name} on {queue} x{workers}: {rows[-1]['rate']} msg/s, exactly once: {rows[-1]['exactly_once']}")
     finally:
         benchlib.stop(stub)
+    rows = benchlib.best_of(rows, ("drain", "queue", "workers"))
     add_ratios(rows)
     print()
-    print(benchlib.table(rows, COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time")]))
+    print(benchlib.table(rows, COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time"),
+                                          ("rates", "msg/s of each round")]))
     path = benchlib.write_results("work", [{**row, "quick": arguments.quick} for row in rows], info)
     print(f"results appended to {path.relative_to(benchlib.ROOT)}")
     return 0 if all(row["exactly_once"] for row in rows) else 1

@@ -341,6 +341,27 @@ def migrate(database_url: str) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
+def best_of(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """One row per key: the repeat with the highest rate (other work on the machine only ever slows a run),
+    with every repeat's rate kept under "rates"; correctness fields must hold in every repeat."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[name] for name in key), []).append(row)
+    best = []
+    for group in groups.values():
+        chosen = dict(max(group, key=lambda row: row.get("rate") or 0))
+        chosen["rates"] = [row.get("rate") for row in group]
+        for check in ("missing_from_queue", "rejected", "left_on_queue"):
+            if check in chosen:
+                chosen[check] = max(row[check] for row in group)
+        if "exactly_once" in chosen:
+            chosen["exactly_once"] = all(row["exactly_once"] for row in group)
+        if "replays_refused" in chosen:
+            chosen["replays_refused"] = min(row["replays_refused"] for row in group)
+        best.append(chosen)
+    return best
+
+
 # -- results ---------------------------------------------------------------------------------------
 
 def write_results(benchmark: str, rows: list[dict], info: dict) -> Path:
