@@ -182,7 +182,7 @@ def main() -> int:
     if arguments.repeats is None:
         arguments.repeats = 1 if arguments.quick else 2
     if arguments.quick:
-        arguments.requests, arguments.max_seconds = 3000.0
+        arguments.requests, arguments.max_seconds = 300, 10.0
     connection_counts = [int(value) for value in arguments.connections.split(",")]
     levels = [(c, max(arguments.requests // 4, 50) if c == 1 else arguments.requests) for c in connection_counts]
     wanted = arguments.targets.split(",")
