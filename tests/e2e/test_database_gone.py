@@ -20,7 +20,6 @@ from tests.e2e.harness import (  # noqa: F401 - fixtures
     sqs,
     start_work,
     wait_all_saved,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
