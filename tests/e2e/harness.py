@@ -467,8 +467,11 @@ def _close(sock: socket.socket) -> None:
 
 @pytest.fixture(scope="session")
 def cli(pyz) -> list[str]:
-    """The argv prefix that runs the built artifact (tests/e2e/conftest.py builds it)."""
-    return [sys.executable, str(pyz)]
+    """The argv prefix that runs the built artifact (tests/e2e/conftest.py builds it).
+
+    The base interpreter, not this virtualenv's: the pyz must bring every package it imports.
+    """
+    return [getattr(sys, "_base_executable", sys.executable), str(pyz)]
 
 
 @pytest.fixture(scope="session")
@@ -486,8 +489,8 @@ def base_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture
-def processes(tmp_path, request):
-    """Every process a test starts, stopped at its end; their logs shown when it fails."""
+def processes(tmp_path):
+    """Every process a test starts, stopped at its end; their logs stay in tmp_path."""
     started = Processes(tmp_path)
     yield started
     started.stop_all()
