@@ -82,7 +82,7 @@ def test_sigterm_while_draining_exits_0_within_2_seconds_and_a_restart_saves_the
     sent = sqs.send_batch(queues[0], bodies(messages))
     # A long visibility timeout: what the restart finds quickly, the stopped worker handed back.
     env = service_env(
-        base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues, SQS_VISIBILITY_TIMEOUT=30
+        base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues, SQS_VISIBILITY_TIMEOUT=60
     )
     worker = start_work(processes, cli, env)
     wait_until(lambda: len(saved_message_ids(pg)) >= 20, 60, "the first 20 enrolments", interval=0.02)
@@ -92,7 +92,7 @@ def test_sigterm_while_draining_exits_0_within_2_seconds_and_a_restart_saves_the
     assert_clean_exit(worker, code, seconds)
     assert len(saved_message_ids(pg)) < messages, "the worker finished before SIGTERM: nothing was proved"
     start_work(processes, cli, env, name="work-restarted")
-    wait_all_saved(pg, sqs, queues[0], sent, timeout=20, processes=processes)
+    wait_all_saved(pg, sqs, queues[0], sent, timeout=45, processes=processes)
     assert_saved_exactly_once(pg, sent)
 
 
