@@ -5,6 +5,7 @@ host), the method, the raw body and the Content-Type ("text/plain" when there
 is none); `verify` checks exactly those against the request as received.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -114,6 +115,17 @@ class NonceStore:
         self._local = threading.local()
         self._next_prune = 0.0
         self._prune_lock = threading.Lock()
+        self._prepare_file()
+
+    def _prepare_file(self) -> None:
+        # Once, before any request: threads racing to switch a new file to WAL
+        # get SQLITE_BUSY at once, without waiting on the busy timeout.
+        with contextlib.closing(sqlite3.connect(self.path, timeout=5, isolation_level=None)) as connection:
+            # WAL lets processes read while one writes; it is a property of the file, kept from now on.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID"
+            )
 
     @classmethod
     def temporary(cls, **kwargs) -> "NonceStore":
@@ -129,12 +141,8 @@ class NonceStore:
         connection = getattr(self._local, "connection", None)
         if connection is None or self._local.pid != os.getpid():
             connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            # Nonces need not survive a crash, so no fsync; WAL lets processes read while one writes.
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Nonces need not survive a crash, so no fsync.
             connection.execute("PRAGMA synchronous=OFF")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID"
-            )
             self._local.connection = connection
             self._local.pid = os.getpid()
         return connection
