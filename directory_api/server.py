@@ -135,11 +135,13 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
         "serving on http://%s:%s (%d process%s x %d threads, queue backend %s)",
         address[0], address[1], processes, "" if processes == 1 else "es", threads, settings.queue_backend,
     )
+    # Made before any fork, so the file is prepared once; each process then opens its own connections.
+    nonces = NonceStore(nonce_path)
     try:
         if processes == 1:
-            serve_process(settings, database, sock, threads, NonceStore(nonce_path))
+            serve_process(settings, database, sock, threads, nonces)
         else:
-            code = run_children(processes, lambda: serve_process(settings, database, sock, threads, NonceStore(nonce_path)), sock)
+            code = run_children(processes, lambda: serve_process(settings, database, sock, threads, nonces), sock)
             if code:
                 raise UserError(f"a serve process exited with code {code} (see its log above); all stopped")
     finally:

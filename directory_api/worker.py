@@ -147,6 +147,8 @@ class Keepalive:
     def _run(self) -> None:
         while not self._done.wait(self.visibility_timeout / 2):
             for message in self.messages:
+                if self._done.is_set():
+                    return  # the batch is finished: its messages may be deleted already
                 try:
                     self.queue.extend(message, self.visibility_timeout)
                     log.info("message %s: handling runs long, visibility extended", message.id)
