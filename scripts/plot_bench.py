@@ -55,7 +55,7 @@ def plot(serve_rows: list[dict], work_rows: list[dict], path: Path) -> None:
     right.set_title("work")
     right.set_ylim(bottom=0)
     right.grid(alpha=0.3)
-    right.legend(fontsize="small")
+    right.legend(fontsize="small", loc="center right")
 
     machine = (serve_rows or work_rows)[0]["machine"]
     figure.suptitle(f"directory-api on {machine['cores']} cores ({machine['cpu_model']})", fontsize="medium")
