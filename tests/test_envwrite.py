@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 from directory_api import envwrite
 from directory_api.envwrite import env_write
@@ -194,30 +192,6 @@ def test_a_file_it_cannot_write_is_a_user_error_and_leaves_no_temporary_file(tmp
 )
 def test_reads_back_identically_with_python_dotenv(value):
     assert written(value) == {"VALUE": value}
-
-
-@given(
-    st.dictionaries(
-        keys=st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True),
-        values=st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40),
-        max_size=6,
-    )
-)
-@example({"A": "x${", "B": "${B}"})
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_anything_accepted_reads_back_as_exactly_the_variables_set(tmp_path, values):
-    # Property: whatever env-write accepts, python-dotenv reads back as exactly
-    # the non-empty values, and no value adds or changes another variable.
-    target = tmp_path / "property.env"
-    config = write_config(tmp_path / "property.json", optional=sorted(values), file_path=str(target))
-    environ = {f"{PREFIX}_{name}": value for name, value in values.items()}
-    expected = {name: value for name, value in values.items() if value != ""}
-    try:
-        env_write([config], environ, echo=lambda line: None)
-    except UserError:
-        assert any(envwrite.unsafe_character(value) for value in expected.values())
-        return
-    assert dotenv_values(target, interpolate=True) == expected
 
 
 # Values refused, naming the variable and the character

@@ -1,7 +1,7 @@
 """Properties of the two parsers of untrusted input: the enrolment validator and env-write's encoding."""
 
 import datetime
-import string
+import json
 import tempfile
 from pathlib import Path
 
@@ -145,40 +145,39 @@ env_values = st.lists(
 REFUSED = ("'", "\\", "${", "\n", "\r")
 
 
-def write(variables: dict[str, str]) -> tuple[dict[str, str | None] | None, Path]:
-    """Run env-write for `variables` as optional host variables; the file read back by python-dotenv, or None."""
-    directory = Path(tempfile.mkdtemp())
-    target = directory / "out.env"
-    config = directory / "env.json"
-    names_json = ", ".join(f'"{name}"' for name in variables)
-    config.write_text(
-        f'{{"host_env_var_prefix": "HOST", "file_path": "{target}", '
-        f'"env_vars": {{"required": [], "optional": [{names_json}]}}}}'
-    )
-    environ = {f"HOST_{name}": value for name, value in variables.items()}
-    try:
-        env_write([config], environ, echo=lambda line: None)
-    except UserError:
-        return None, target
-    return dotenv_values(target), target
+def write(variables: dict[str, str]) -> dict[str, str | None] | None:
+    """Run env-write for `variables` as optional host variables; the file read back by python-dotenv, or None if refused."""
+    with tempfile.TemporaryDirectory() as directory:
+        target = Path(directory) / "out.env"
+        config = Path(directory) / "env.json"
+        config.write_text(json.dumps({
+            "host_env_var_prefix": "HOST",
+            "file_path": str(target),
+            "env_vars": {"required": [], "optional": list(variables)},
+        }))
+        environ = {f"HOST_{name}": value for name, value in variables.items()}
+        try:
+            env_write([config], environ, echo=lambda line: None)
+        except UserError:
+            assert not target.exists(), "a refused value still wrote the file"
+            return None
+        return dotenv_values(target)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
 @given(st.dictionaries(names, env_values, max_size=6))
 def test_every_value_env_write_accepts_reads_back_identical_and_adds_no_variable(variables):
-    read_back, target = write(variables)
+    read_back = write(variables)
 
-    if read_back is None:
-        assert not target.exists(), "a refused value still wrote the file"
-        return
-    assert read_back == {name: value for name, value in variables.items() if value != ""}
+    if read_back is not None:
+        assert read_back == {name: value for name, value in variables.items() if value != ""}
 
 
 @settings(max_examples=200)
 @given(names, env_values)
 def test_env_write_refuses_only_values_no_spelling_carries(name, value):
     assume(value != "")
-    read_back, _ = write({name: value})
+    read_back = write({name: value})
 
     refused = read_back is None
     assert refused == any(character in value for character in REFUSED)
@@ -186,6 +185,4 @@ def test_env_write_refuses_only_values_no_spelling_carries(name, value):
 
 @pytest.mark.parametrize("value", ["a\nEVIL=1", "a' EVIL='1", "x\rEVIL=1", "${HOME}", "a\\'b"])
 def test_env_write_never_lets_a_value_add_a_variable(value):
-    read_back, target = write({"SAFE": value})
-
-    assert read_back is None and not target.exists()
+    assert write({"SAFE": value}) is None
