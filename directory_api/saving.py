@@ -2,12 +2,14 @@
 
 Queues deliver at least once, so the enrolment row is inserted with
 ON CONFLICT (sqs_message_id) DO NOTHING: a message saved before inserts
-nothing, and then no company or supplier either. Each message of a batch is
-checked before anything is written (fields, then the company and sso id
-already registered), so one that cannot be saved never sinks the others,
-and the rest go in with one multi-row INSERT per table; when another worker
-got in first, they go in one by one, each under its own savepoint. A message
-that can never be saved is recorded as a rejection.
+nothing, and then no company or supplier either. A batch of valid messages,
+the usual case, goes in with one multi-row INSERT per table and nothing
+else. When that meets a company or supplier already registered, or the batch
+holds a message that can never be saved, the careful path takes over: each
+message is checked against the database first, so one that cannot be saved
+never sinks the others, and when another worker got in first the rest go in
+one by one, each under its own savepoint. A message that can never be saved
+is recorded as a rejection.
 """
 
 import dataclasses
@@ -58,26 +60,46 @@ def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
     """
     if not entries:
         return {}
+    checked = {message_id: _check(entry) for message_id, entry in entries.items()}
+    if not any(isinstance(entry, Invalid) for entry in checked.values()):
+        try:
+            with database.atomic():
+                return _insert_all(checked)
+        except peewee.IntegrityError:
+            pass  # a company or supplier registered already: the careful path finds which
+    return _save_carefully(checked)
+
+
+def _check(entry: object) -> object:
+    """The payload when its fields are valid, else an Invalid with their errors."""
+    if isinstance(entry, Invalid):
+        return entry
+    errors = enrolment.validate(entry)
+    return Invalid(errors) if errors else entry
+
+
+def _save_carefully(checked: Mapping[str, object]) -> dict[str, Outcome]:
+    """Look up what is registered and saved already, then insert what can be and record the rejections."""
     with database.atomic():
         # Registrations first, saved ids second: a message another worker saves
         # between the two queries is then found saved, never "already registered".
-        registered = Registered.lookup(entry for entry in entries.values() if not isinstance(entry, Invalid))
-        saved_before = _saved_message_ids(entries)
+        registered = Registered.lookup(entry for entry in checked.values() if not isinstance(entry, Invalid))
+        saved_before = _saved_message_ids(checked)
         outcomes: dict[str, Outcome] = {}
         valid: dict[str, dict] = {}
-        for message_id, entry in entries.items():
+        for message_id, entry in checked.items():
             if message_id in saved_before:
                 outcomes[message_id] = Duplicate()
             elif isinstance(entry, Invalid):
                 outcomes[message_id] = entry
-            elif errors := enrolment.validate(entry) or registered.conflicts(entry):
+            elif errors := registered.conflicts(entry):
                 outcomes[message_id] = Invalid(errors)
             else:
                 valid[message_id] = entry
                 registered.add(entry)  # a later message of the batch for the same company is a conflict
         outcomes.update(_insert(valid))
         _record_rejections({m: o.errors for m, o in outcomes.items() if isinstance(o, Invalid)})
-    return {message_id: outcomes[message_id] for message_id in entries}
+    return {message_id: outcomes[message_id] for message_id in checked}
 
 
 def _insert(valid: Mapping[str, dict]) -> dict[str, Outcome]:

@@ -116,3 +116,25 @@ def test_a_message_saved_by_another_worker_since_the_batch_began_is_a_duplicate(
     monkeypatch.setattr(saving, "_saved_message_ids", lambda ids: set())
     assert saving.save("message-1", payload) == Duplicate()
     assert Company.select().count() == 1
+
+
+def test_a_batch_of_valid_new_messages_is_saved_without_looking_anything_up(database, monkeypatch):
+    def no_lookups(*args):
+        raise AssertionError("the usual case needs no lookups before its inserts")
+
+    monkeypatch.setattr(saving.Registered, "lookup", no_lookups)
+    monkeypatch.setattr(saving, "_saved_message_ids", no_lookups)
+    outcomes = saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert all(isinstance(outcome, Created) for outcome in outcomes.values())
+    assert (Enrolment.select().count(), Company.select().count(), Supplier.select().count()) == (10, 10, 10)
+
+
+def test_a_batch_meeting_a_registered_company_saves_the_others_and_rejects_that_one(database):
+    saving.save("first", enrolment_payload(company_number="SC000001"))
+    outcomes = saving.save_batch({
+        "again": enrolment_payload(company_number="SC000001"),
+        "new": enrolment_payload(company_number="SC000002"),
+    })
+    assert outcomes["again"] == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
+    assert isinstance(outcomes["new"], Created)
+    assert Rejection.get(message_id="again")
