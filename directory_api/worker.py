@@ -346,12 +346,16 @@ def ids(messages: Sequence[Message]) -> str:
 
 
 def log_outcomes(messages: Sequence[Message], outcomes) -> None:
+    """One INFO line a batch (a line a message would cost more than saving it); each message at DEBUG."""
+    kinds = [type(outcomes[message.id]) for message in messages]
+    log.info("batch of %d: %d saved, %d saved before, %d set aside", len(messages),
+             kinds.count(Created), kinds.count(Duplicate), kinds.count(Invalid))
     for message in messages:
         outcome = outcomes[message.id]
         if isinstance(outcome, Created):
-            log.info("message %s: saved as enrolment %d", message.id, outcome.enrolment_id)
+            log.debug("message %s: saved as enrolment %d", message.id, outcome.enrolment_id)
         elif isinstance(outcome, Duplicate):
-            log.info("message %s: saved before; deleted", message.id)
+            log.debug("message %s: saved before; deleted", message.id)
         else:
             log.info("message %s: cannot be saved, set aside: %s", message.id, json.dumps(outcome.errors))
 
