@@ -1,7 +1,7 @@
-import re
 """`work` as a real process (python directory_api.py work) against a moto server over HTTP."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
