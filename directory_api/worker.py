@@ -7,13 +7,17 @@ in a background thread and the main thread looks at the flag every tick), so
 SIGTERM ends even a 20 s long poll within two seconds.
 """
 
+import contextlib
+import functools
 import itertools
 import json
 import logging
+import queue
 import random
 import signal
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
@@ -96,10 +100,38 @@ class Shutdown:
         self.requested = True
 
 
-class Background:
-    """One blocking call (a receive, a connection attempt) in a daemon thread, so the main thread can stop waiting."""
+class Lane:
+    """A daemon thread that runs the calls put to it one after another, for the worker's life.
 
-    def __init__(self, call: Callable[[], list], on_abandoned: Callable[[list], None] = lambda result: None):
+    Receives and deletes each run on a lane of their own, so on the database
+    queue each keeps one connection rather than opening one a batch.
+    """
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def put(self, call: Callable[[], None]) -> None:
+        self._calls.put(call)
+
+    def _serve(self) -> None:
+        while True:
+            self._calls.get()()
+
+
+class Background:
+    """One blocking call (a receive, a delete, a connection attempt) off the main thread, so it can stop waiting.
+
+    The call runs on `lane` when one is given, else in a daemon thread of its own.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[], list],
+        on_abandoned: Callable[[list], None] = lambda result: None,
+        *,
+        lane: Lane | None = None,
+    ):
         self.done = threading.Event()
         self.result: list = []
         self.error: BaseException | None = None
@@ -107,7 +139,10 @@ class Background:
         self._on_abandoned = on_abandoned
         self._abandoned = False
         self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="receive", daemon=True).start()
+        if lane is None:
+            threading.Thread(target=self._run, name="background", daemon=True).start()
+        else:
+            lane.put(self._run)
 
     def _run(self) -> None:
         try:
@@ -131,29 +166,52 @@ class Background:
 
 
 class Keepalive:
-    """Extends the visibility of the messages in hand every half visibility timeout while handling runs long."""
+    """One thread for the worker's life that extends the visibility of the batch in hand while its handling runs long.
 
-    def __init__(self, queue: Queue, messages: Sequence[Message], visibility_timeout: int):
-        self.queue, self.messages, self.visibility_timeout = queue, messages, visibility_timeout
-        self._done = threading.Event()
+    A batch is extended once half the visibility timeout has passed since it
+    was received or last extended; the thread looks four times a timeout.
+    """
 
-    def __enter__(self) -> "Keepalive":
-        threading.Thread(target=self._run, name="keepalive", daemon=True).start()
-        return self
+    def __init__(self, queue: Queue, visibility_timeout: int, *, clock: Callable[[], float] = time.monotonic):
+        self.queue, self.visibility_timeout, self.clock = queue, visibility_timeout, clock
+        self._lock = threading.Lock()
+        self._in_hand: Sequence[Message] = ()
+        self._due = 0.0
+        self._thread: threading.Thread | None = None
 
-    def __exit__(self, *exc_info) -> None:
-        self._done.set()
+    @contextlib.contextmanager
+    def watch(self, messages: Sequence[Message]) -> Iterator[None]:
+        """Keep `messages` hidden for as long as the block runs."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keepalive", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._in_hand, self._due = messages, self.clock() + self.visibility_timeout / 2
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_hand = ()
 
     def _run(self) -> None:
-        while not self._done.wait(self.visibility_timeout / 2):
-            for message in self.messages:
-                if self._done.is_set():
-                    return  # the batch is finished: its messages may be deleted already
+        while True:
+            time.sleep(self.visibility_timeout / 4)
+            with self._lock:
+                in_hand, due = self._in_hand, self._due
+            if not in_hand or self.clock() < due:
+                continue
+            for message in in_hand:
+                with self._lock:
+                    if self._in_hand is not in_hand:
+                        break  # the batch is finished: its messages may be deleted already
                 try:
                     self.queue.extend(message, self.visibility_timeout)
                     log.info("message %s: handling runs long, visibility extended", message.id)
                 except QueueUnavailable as error:
                     log.warning("message %s: visibility not extended: %s", message.id, error)
+            with self._lock:
+                if self._in_hand is in_hand:
+                    self._due = self.clock() + self.visibility_timeout / 2
 
 
 class Worker:
@@ -174,6 +232,17 @@ class Worker:
         self.shutdown = shutdown or Shutdown()
         self.rng = rng
         self.failures = 0  # consecutive; sets the backoff
+        self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
+        # The delete of the last batch, in flight while the next batch is saved.
+        self.deleting: Background | None = None
+
+    @functools.cached_property
+    def receive_lane(self) -> Lane:
+        return Lane("receive")
+
+    @functools.cached_property
+    def delete_lane(self) -> Lane:
+        return Lane("delete")
 
     @property
     def stopping(self) -> bool:
@@ -203,7 +272,7 @@ class Worker:
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
-                if not self.handle(messages):
+                if not self.handle(messages, delete_in_background=True):
                     if pending:
                         pending.abandon()
                         pending = None
@@ -257,12 +326,16 @@ class Worker:
     def start_receive(self, wait_seconds: float) -> Background:
         max_messages = self.settings.sqs_max_messages
         log.debug("worker: receiving up to %d messages, waiting up to %s s", max_messages, wait_seconds)
-        return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release)
+        return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release, lane=self.receive_lane)
 
-    def handle(self, messages: Sequence[Message]) -> bool:
-        """Save, set aside and delete one batch; False when a transient failure left messages on the queue."""
+    def handle(self, messages: Sequence[Message], *, delete_in_background: bool = False) -> bool:
+        """Save, set aside and delete one batch; False when a transient failure left messages on the queue.
+
+        With delete_in_background, the delete runs while the caller receives
+        and saves the next batch; it counts at the next handle, or at the stop.
+        """
         verdicts = {message.id: read(message, self.settings.sqs_max_receive_count) for message in messages}
-        with Keepalive(self.enrolments, messages, self.settings.sqs_visibility_timeout):
+        with self.keepalive.watch(messages):
             try:
                 outcomes = saving.save_batch(verdicts)
             except TRANSIENT as error:
@@ -275,11 +348,24 @@ class Worker:
                 return False
             log_outcomes(messages, outcomes)
             kept = self.set_aside([m for m in messages if isinstance(outcomes[m.id], Invalid)], outcomes)
-            deleted = self.delete([m for m in messages if m not in kept])
-        if kept or not deleted:
+        handled = [m for m in messages if m not in kept]
+        last_deleted = self.finish_deleting()
+        if delete_in_background:
+            self.deleting = Background(lambda: [self.delete(handled)], lane=self.delete_lane)
+            deleted = True
+        else:
+            deleted = self.delete(handled)
+        if kept or not deleted or not last_deleted:
             return False
         self.failures = 0
         return True
+
+    def finish_deleting(self, timeout: float | None = None) -> bool:
+        """Wait for the delete in flight, if any; False when it failed or did not end in time."""
+        deleting, self.deleting = self.deleting, None
+        if deleting is None:
+            return True
+        return deleting.done.wait(timeout) and deleting.result == [True]
 
     def set_aside(self, rejected: Sequence[Message], outcomes) -> list[Message]:
         """Send rejected messages to the invalid queue; return those it did not take."""
@@ -318,6 +404,7 @@ class Worker:
 
     def stop(self, pending: Background | None) -> None:
         log.debug("worker: stopping")
+        self.finish_deleting(RELEASE_GRACE)  # one not done by then comes back and is found saved
         if pending is None:
             return
         self.enrolments.interrupt()

@@ -257,17 +257,28 @@ def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
     assert handed_back == ["message"]
 
 
+class ExtendingQueue:
+    def __init__(self):
+        self.extended = []
+
+    def extend(self, message, seconds):
+        self.extended.append((message, seconds))
+
+
 def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
-    class Queue:
-        extended = []
+    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
+    with Keepalive(queue, visibility_timeout=1).watch([message]):
+        time.sleep(1.3)
+    assert queue.extended[:2] == [(message, 1), (message, 1)]
 
-        def extend(self, message, seconds):
-            self.extended.append((message, seconds))
 
-    message = Message(id="m-1", body="{}", receipt="r-1")
-    with Keepalive(Queue(), [message], visibility_timeout=1):
-        time.sleep(1.2)
-    assert Queue.extended[:2] == [(message, 1), (message, 1)]
+def test_a_batch_handled_quickly_is_never_extended():
+    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
+    keepalive = Keepalive(queue, visibility_timeout=1)
+    with keepalive.watch([message]):
+        pass
+    time.sleep(1.3)
+    assert queue.extended == []
 
 
 def test_a_second_signal_stops_at_once():
