@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -42,7 +43,9 @@ Host = Annotated[str, typer.Option(help="Address to listen on.")]
 Port = Annotated[Optional[int], typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
 
 # Third-party loggers that drown our own lines at DEBUG.
-QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "peewee", "waitress.queue")
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "peewee")
+# waitress warns "Task queue depth is N" for nearly every request under load: a log write each.
+SILENCED_LOGGERS = ("waitress.queue",)
 
 
 @dataclasses.dataclass
@@ -109,6 +112,8 @@ def configure_logging(debug: bool) -> None:
     )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+    for name in SILENCED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def prepare_environment(ctx: typer.Context, debug: bool, env_file: Optional[Path]) -> bool:
