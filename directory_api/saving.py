@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 import peewee
 
 from directory_api import enrolment
-from directory_api.models import Company, Enrolment, Rejection, Supplier, database
+from directory_api.db import is_postgres
+from directory_api.models import Company, Enrolment, Rejection, Supplier, database, utcnow
 
 COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."
 ALREADY_A_SUPPLIER = "This user is already a supplier."
@@ -115,7 +116,61 @@ def _insert(valid: Mapping[str, dict]) -> dict[str, Outcome]:
 
 
 def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
-    """Three multi-row INSERTs for the whole batch: enrolments, companies, suppliers."""
+    """Insert the whole batch: enrolments, then companies and suppliers for the enrolments that were new."""
+    if is_postgres(database.obj):
+        enrolment_ids = _insert_all_postgres(valid)
+    else:
+        enrolment_ids = _insert_all_portable(valid)
+    # Not inserted: saved by another worker since the batch began.
+    outcomes: dict[str, Outcome] = {m: Duplicate() for m in valid if m not in enrolment_ids}
+    outcomes.update({m: Created(enrolment_id) for m, enrolment_id in enrolment_ids.items()})
+    return outcomes
+
+
+# One statement, one round trip: building three peewee multi-row INSERTs was
+# about a third of the worker's CPU (py-spy), and each was a round trip.
+POSTGRES_INSERT_ALL = """
+WITH input (message_id, data, number, name, export_status, date_of_creation, revenue,
+            sso_id, company_email, mobile_number, referrer) AS (VALUES {rows}),
+enrolments AS (
+    INSERT INTO enrolment (created, data, sqs_message_id)
+    SELECT %(now)s, data::jsonb, message_id FROM input
+    ON CONFLICT (sqs_message_id) DO NOTHING
+    RETURNING id, sqs_message_id),
+companies AS (
+    INSERT INTO company (number, name, export_status, date_of_creation, revenue, created, modified)
+    SELECT number, name, export_status, date_of_creation::date, revenue::numeric, %(now)s, %(now)s
+    FROM input JOIN enrolments ON enrolments.sqs_message_id = input.message_id
+    RETURNING id, number),
+suppliers AS (
+    INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, modified)
+    SELECT sso_id::bigint, company_email, mobile_number, referrer, companies.id, %(now)s, %(now)s
+    FROM input JOIN companies ON companies.number = input.number)
+SELECT id, sqs_message_id FROM enrolments
+"""
+POSTGRES_INPUT_COLUMNS = 11
+
+
+def _insert_all_postgres(valid: Mapping[str, dict]) -> dict[str, int]:
+    """The batch in one data-modifying statement; message id -> enrolment id of those that were new."""
+    values: dict[str, object] = {"now": utcnow()}
+    rows = []
+    for index, (message_id, payload) in enumerate(valid.items()):
+        company, supplier = _company_fields(payload), _supplier_fields(payload)
+        row = (
+            message_id, Enrolment.data.db_value(payload), company["number"], company["name"],
+            company["export_status"], company["date_of_creation"], company["revenue"], supplier["sso_id"],
+            supplier["company_email"], supplier["mobile_number"], supplier["referrer"],
+        )
+        names = [f"r{index}c{column}" for column in range(POSTGRES_INPUT_COLUMNS)]
+        values.update(zip(names, row))
+        rows.append("(" + ", ".join(f"%({name})s" for name in names) + ")")
+    cursor = database.execute_sql(POSTGRES_INSERT_ALL.format(rows=", ".join(rows)), values)
+    return {message_id: enrolment_id for enrolment_id, message_id in cursor.fetchall()}
+
+
+def _insert_all_portable(valid: Mapping[str, dict]) -> dict[str, int]:
+    """Three multi-row INSERTs (SQLite has no data-modifying WITH); message id -> enrolment id of the new ones."""
     rows = (
         Enrolment.insert_many([{"data": payload, "sqs_message_id": m} for m, payload in valid.items()])
         .on_conflict(conflict_target=[Enrolment.sqs_message_id], action="NOTHING")
@@ -123,8 +178,6 @@ def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
         .execute()
     )
     enrolment_ids = {row.sqs_message_id: row.id for row in rows}
-    # Not inserted: saved by another worker since the batch began.
-    outcomes: dict[str, Outcome] = {m: Duplicate() for m in valid if m not in enrolment_ids}
     new = [valid[m] for m in valid if m in enrolment_ids]
     if new:
         companies = (
@@ -136,8 +189,7 @@ def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
         Supplier.insert_many(
             [{"company": company_ids[p["company_number"]], **_supplier_fields(p)} for p in new]
         ).execute()
-    outcomes.update({m: Created(enrolment_id) for m, enrolment_id in enrolment_ids.items()})
-    return outcomes
+    return enrolment_ids
 
 
 def _insert_one(message_id: str, payload: dict) -> Outcome:

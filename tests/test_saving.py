@@ -1,3 +1,6 @@
+import datetime
+import decimal
+
 import pytest
 
 from directory_api import saving
@@ -138,3 +141,22 @@ def test_a_batch_meeting_a_registered_company_saves_the_others_and_rejects_that_
     assert outcomes["again"] == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
     assert isinstance(outcomes["new"], Created)
     assert Rejection.get(message_id="again")
+
+
+def test_every_field_of_a_batch_lands_in_its_column(database):
+    with_optional = enrolment_payload(company_number="SC123456", sso_id=2**40, extra={"kept": ["as", "sent"]})
+    without_optional = enrolment_payload(company_number="01234567")
+    for field in ("mobile_number", "referrer", "revenue"):
+        del without_optional[field]
+    outcomes = saving.save_batch({"full": with_optional, "bare": without_optional})
+
+    full = Supplier.get(sso_id=2**40)
+    assert (full.company_email, full.mobile_number, full.referrer) == (
+        with_optional["company_email"], "07700900000", "google")
+    assert (full.company.number, full.company.name, full.company.export_status) == (
+        "SC123456", with_optional["company_name"], "YES")
+    assert (full.company.date_of_creation, full.company.revenue) == (datetime.date(2001, 2, 3), decimal.Decimal("125000.50"))
+    assert Enrolment.get_by_id(outcomes["full"].enrolment_id).data == with_optional
+    bare = Supplier.get(sso_id=without_optional["sso_id"])
+    assert (bare.mobile_number, bare.referrer, bare.company.revenue) == ("", "", None)
+    assert Enrolment.get_by_id(outcomes["bare"].enrolment_id).created is not None
