@@ -6,6 +6,7 @@ the models, and every answer is JSON, errors included.
 
 import json
 import logging
+import re
 import sys
 
 import bottle
@@ -27,6 +28,9 @@ JSON_TYPE = "application/json"
 DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 
 HELLO = {"status_code": 200, "detail": "Hello world"}
+# What a queue message id can be (SQS and the database queue give UUIDs): no other
+# id was ever queued, so it needs no database, which could not even store a NUL.
+MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,255}")
 
 
 def json_response(status: int, payload: dict, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -183,6 +187,8 @@ def make_app(
     @app.get("/enrolment/<message_id>/")
     def enrolment_status(message_id: str):
         verified_body()
+        if not MESSAGE_ID.fullmatch(message_id):
+            return json_response(404, {"id": message_id, "status": "unknown"})
         if database is None:
             raise _database_unavailable()
         try:

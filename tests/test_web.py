@@ -334,6 +334,13 @@ def test_enrolment_status_is_rejected_with_the_reasons_once_set_aside(app_with_d
     assert (status, answer) == (200, {"id": "message-1", "status": "rejected", "errors": {"sso_id": ["Already a supplier."]}})
 
 
+@pytest.mark.parametrize("message_id", ["%00", "a%00b", "x" * 256, "%C3%A9"], ids=["NUL", "NUL inside", "too long", "not ASCII"])
+def test_enrolment_status_of_an_id_no_queue_gives_is_unknown(app_with_database, message_id):
+    # Regression: a NUL reached PostgreSQL, whose driver refuses it outright: a 500 (found by test_api_fuzz).
+    status, _, answer = signed_get(app_with_database, f"/enrolment/{message_id}/")
+    assert (status, answer["status"]) == (404, "unknown")
+
+
 def test_enrolment_status_needs_a_signature(app_with_database):
     assert call(app_with_database, "GET", "/enrolment/message-1/")[0] == 401
 

@@ -5,6 +5,19 @@ from pathlib import Path
 
 import pytest
 
+# The harness's fixtures (servers, processes, queues, databases), found by pytest through this conftest.
+from tests.e2e.harness import (  # noqa: F401
+    base_env,
+    cli,
+    live_api,
+    moto_endpoint,
+    pg,
+    processes,
+    proxy_to,
+    queues,
+    sqs,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"
 # What the pyz is made of: a change to any of them makes it stale.

@@ -8,12 +8,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     UI_SECRET,
-    base_env,
-    cli,
-    live_api,
-    moto_endpoint,
     payload,
     raw_exchange,
     request_bytes,

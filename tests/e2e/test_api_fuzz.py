@@ -14,11 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
-    base_env,
-    cli,
-    live_api,
-    moto_endpoint,
+from tests.e2e.harness import (
     signed_headers,
 )
 

@@ -4,19 +4,11 @@ import time
 
 import pytest
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     assert_saved_exactly_once,
-    base_env,
     bodies,
-    cli,
-    moto_endpoint,
-    pg,
-    processes,
-    proxy_to,
-    queues,
     saved_message_ids,
     service_env,
-    sqs,
     start_work,
     wait_all_saved,
     wait_until,

@@ -4,20 +4,12 @@ import time
 
 import pytest
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     assert_saved_exactly_once,
-    base_env,
     bodies,
-    cli,
-    moto_endpoint,
-    pg,
-    processes,
     proxied_url,
-    proxy_to,
-    queues,
     saved_message_ids,
     service_env,
-    sqs,
     start_work,
     wait_all_saved,
 )

@@ -5,12 +5,9 @@ import json
 import pytest
 import requests
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
-    base_env,
-    cli,
+from tests.e2e.harness import (
     free_port,
     payload,
-    processes,
     signed_headers,
     wait_for_root,
     wait_until,

@@ -5,20 +5,12 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     assert_saved_exactly_once,
-    base_env,
     bodies,
-    cli,
-    moto_endpoint,
     payload,
-    pg,
     post_enrolment,
-    processes,
-    proxy_to,
-    queues,
     service_env,
-    sqs,
     start_serve,
     start_work,
     wait_all_saved,

@@ -2,17 +2,10 @@
 
 import pytest
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     assert_saved_exactly_once,
-    base_env,
     bodies,
-    cli,
-    moto_endpoint,
-    pg,
-    processes,
-    queues,
     service_env,
-    sqs,
     start_work,
     wait_all_saved,
 )

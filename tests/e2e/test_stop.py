@@ -8,20 +8,13 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     assert_saved_exactly_once,
-    base_env,
     bodies,
-    cli,
-    moto_endpoint,
     payload,
-    pg,
     post_enrolment,
-    processes,
-    queues,
     saved_message_ids,
     service_env,
-    sqs,
     start_serve,
     start_work,
     wait_all_saved,
