@@ -31,9 +31,9 @@ def assert_clean_exit(process, code, seconds):
     assert seconds <= EXIT_WITHIN, f"took {seconds:.2f}s to exit after SIGTERM:\n{process.log()}"
 
 
-def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(
-    cli, base_env, pg, sqs, moto_endpoint, queues, processes
-):
+@pytest.fixture
+def worker_in_long_poll(cli, base_env, pg, sqs, moto_endpoint, queues, processes):
+    """A worker (20 s long polls, 3 s visibility) waiting in a long poll on an empty queue."""
     env = service_env(
         base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues,
         SQS_WAIT_TIME=20, SQS_VISIBILITY_TIMEOUT=3,
@@ -42,6 +42,11 @@ def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(
     # The worker creates its queue at start; a moment later it is waiting in the long poll.
     wait_until(lambda: sqs.exists(queues[0]), 30, "the worker to create its queue")
     time.sleep(2)
+    return worker, env
+
+
+def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(worker_in_long_poll):
+    worker, _ = worker_in_long_poll
 
     code, seconds = worker.signal_and_time(signal.SIGTERM)
 
@@ -49,15 +54,9 @@ def test_sigterm_during_a_20_second_long_poll_exits_0_within_2_seconds(
 
 
 def test_messages_a_cut_long_poll_took_are_saved_after_the_visibility_timeout(
-    cli, base_env, pg, sqs, moto_endpoint, queues, processes
+    worker_in_long_poll, cli, pg, sqs, queues, processes
 ):
-    env = service_env(
-        base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues,
-        SQS_WAIT_TIME=20, SQS_VISIBILITY_TIMEOUT=3,
-    )
-    worker = start_work(processes, cli, env)
-    wait_until(lambda: sqs.exists(queues[0]), 30, "the worker to create its queue")
-    time.sleep(2)
+    worker, env = worker_in_long_poll
     worker.signal_and_time(signal.SIGTERM)
     # The abandoned poll may still be open on the server and be handed these.
     sent = sqs.send_batch(queues[0], bodies(5))
