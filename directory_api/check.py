@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
-from directory_api.errors import SettingsError
+from directory_api.errors import SettingsError, first_line
 from directory_api.settings import NEEDS_ALL, Settings, mask_url
 
 OK, PROBLEM, SKIPPED = "ok", "PROBLEM", "skipped"
@@ -127,7 +127,3 @@ def missing_sqlite_file(url: str) -> str | None:
         return None
     path = unquote(parts.path[1:])
     return None if os.path.exists(path) else path
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from directory_api import __version__
-from directory_api.errors import UserError
+from directory_api.errors import UserError, first_line
 from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
 app = typer.Typer(
@@ -224,7 +224,7 @@ def migrate(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) 
     try:
         applied = migrations.migrate(database)
     except Exception as error:  # noqa: BLE001 - any driver error is the user's database problem
-        raise UserError(f"DATABASE_URL: cannot migrate: {str(error).strip().splitlines()[0]}") from None
+        raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
         database.close()
     if applied:

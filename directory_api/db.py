@@ -48,6 +48,15 @@ def is_postgres(database: peewee.Database) -> bool:
     return isinstance(database, peewee.PostgresqlDatabase)
 
 
+def drop_connection(database: peewee.Database) -> None:
+    """Close this thread's connection after an error (unless in a transaction), so the next call opens a fresh one."""
+    try:
+        if not database.in_transaction():
+            database.close()
+    except peewee.PeeweeException:
+        pass  # closing a dead connection can fail too; it is gone either way
+
+
 def bind(url: str) -> peewee.Database:
     """Create the Database for `url` and point the models at it."""
     database = database_for(url)

@@ -9,10 +9,11 @@ import logging
 import threading
 
 from directory_api import server, web
+from directory_api.db import drop_connection
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
-from directory_api.worker import Shutdown, StopNow, Worker, forget_connection
+from directory_api.worker import Shutdown, StopNow, Worker
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +46,5 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
     finally:
         stopping.set()
         serving.join(DRAIN_SECONDS + 2)
-        forget_connection(database)
+        drop_connection(database)
     log.info("dev: stopped")

@@ -13,3 +13,8 @@ class SettingsError(UserError):
 
 class SchemaError(UserError):
     """The database schema does not match this release; the message says what to run."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (drivers write several), or its type when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

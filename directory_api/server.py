@@ -24,7 +24,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
 from directory_api import db, migrations, queues, web
-from directory_api.errors import UserError
+from directory_api.errors import UserError, first_line
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
@@ -160,7 +160,7 @@ def open_database(settings: Settings) -> peewee.Database:
     try:
         database.connect()
     except peewee.OperationalError as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         if settings.queue_backend == "database":
             raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
         log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
@@ -168,7 +168,7 @@ def open_database(settings: Settings) -> peewee.Database:
     try:
         migrations.ensure_current(database, auto_migrate=settings.debug)
     except peewee.PeeweeException as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         raise UserError(f"DATABASE_URL: cannot check the schema: {reason}") from None
     finally:
         # Each process (and thread) opens its own connection when it first needs one.

@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 import peewee
 
 from directory_api import db, enrolment, migrations, saving
+from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
+from directory_api.errors import first_line
 from directory_api.queues import Message, Queue, QueueUnavailable, open_queue
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
@@ -67,19 +69,6 @@ def read(message: Message, max_receive_count: int) -> object:
 def set_aside_attributes(message: Message, errors) -> dict[str, str]:
     """What the invalid queue learns of a message besides its body: why, and which message it was."""
     return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": message.id}
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def forget_connection(database: peewee.Database) -> None:
-    """Drop this thread's connection after an error, so the next call opens a fresh one."""
-    try:
-        if not database.in_transaction():
-            database.close()
-    except peewee.PeeweeException:
-        pass  # closing a dead connection can fail too; it is gone either way
 
 
 class Shutdown:
@@ -303,7 +292,7 @@ class Worker:
         try:
             migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
         finally:
-            forget_connection(self.database)
+            drop_connection(self.database)
         return []
 
     def open_queues(self) -> bool:
@@ -339,7 +328,7 @@ class Worker:
             try:
                 outcomes = saving.save_batch(verdicts)
             except TRANSIENT as error:
-                forget_connection(self.database)
+                drop_connection(self.database)
                 self.failed(error, "save", messages)
                 return False
             except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
@@ -464,4 +453,4 @@ def work(settings: Settings, *, once: bool = False) -> None:
     except StopNow:
         log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
     finally:
-        forget_connection(database)
+        drop_connection(database)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 
-from directory_api.db import is_postgres
+from directory_api.db import drop_connection, is_postgres
+from directory_api.errors import first_line
 from directory_api.models import QueueMessage
 from directory_api.queues import Message, QueueUnavailable
 from directory_api.settings import Settings
@@ -71,19 +72,11 @@ class DatabaseQueue:
         try:
             yield
         except (peewee.OperationalError, peewee.InterfaceError, peewee.DatabaseError) as error:
-            self._drop_connection()
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise QueueUnavailable(f"database queue {self.name}: {action} failed: {first_line}") from error
+            drop_connection(self.database)
+            raise QueueUnavailable(f"database queue {self.name}: {action} failed: {first_line(error)}") from error
 
     def _on_postgres(self) -> bool:
         return is_postgres(getattr(self.database, "obj", self.database))
-
-    def _drop_connection(self) -> None:
-        try:
-            if not self.database.in_transaction():
-                self.database.close()
-        except peewee.PeeweeException:
-            pass  # closing a dead connection may fail too; either way it is gone
 
     def ensure_exists(self) -> None:
         """The queue table is part of the schema (migrate); check that it answers."""
