@@ -15,7 +15,6 @@ spreads over the processes, must all be refused with 401.
 
 import argparse
 import datetime
-import json
 import os
 import sqlite3
 import sys
@@ -41,16 +40,7 @@ COLUMNS = [
 
 def payload(number: int) -> bytes:
     """A valid enrolment, unique by sso_id and company_number."""
-    return json.dumps({
-        "sso_id": 1_000_000 + number,
-        "company_number": f"{number % 10**8:08d}",
-        "company_name": f"Bench Company {number} Ltd",
-        "company_email": f"bench{number}@example.com",
-        "export_status": "YES",
-        "date_of_creation": "2010-06-15",
-        "mobile_number": "07700900000",
-        "referrer": "bench",
-    }).encode()
+    return benchlib.enrolment(number, first_sso_id=1_000_000, first_company=0, mobile_number="07700900000").encode()
 
 
 def signed_requests(port: int, first: int, count: int) -> list[bytes]:

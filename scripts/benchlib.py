@@ -25,6 +25,20 @@ POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres
 
 # -- the machine ---------------------------------------------------------------------------------
 
+def enrolment(number: int, *, first_sso_id: int, first_company: int, **fields) -> str:
+    """A valid enrolment body as JSON, unique by sso_id and company number; `fields` add or override."""
+    return json.dumps({
+        "sso_id": first_sso_id + number,
+        "company_number": f"{(first_company + number) % 10**8:08d}",
+        "company_name": f"Bench Company {number} Ltd",
+        "company_email": f"bench{number}@example.com",
+        "export_status": "YES",
+        "date_of_creation": "2010-06-15",
+        "referrer": "bench",
+        **fields,
+    })
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
