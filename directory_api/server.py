@@ -9,11 +9,9 @@ inherited socket; the parent forwards signals and waits.
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 
@@ -127,16 +125,15 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
     """Run the HTTP API until SIGTERM or SIGINT; blocks."""
     database = open_database(settings)
     sock = bind_socket(host, port)
-    # One nonce file for every process of this serve, so a replay to a sibling process is caught too.
-    nonce_directory = tempfile.mkdtemp(prefix="directory-api-nonces-")
-    nonce_path = os.path.join(nonce_directory, "nonces.sqlite3")
     address = sock.getsockname()
     log.info(
         "serving on http://%s:%s (%d process%s x %d threads, queue backend %s)",
         address[0], address[1], processes, "" if processes == 1 else "es", threads, settings.queue_backend,
     )
-    # Made before any fork, so the file is prepared once; each process then opens its own connections.
-    nonces = NonceStore(nonce_path)
+    # One nonce file for every process of this serve, so a replay to a sibling process is caught too;
+    # made before any fork, so the file is prepared once and each process opens its own connections.
+    # Its directory goes with the store (children end with os._exit, which runs no finalizer).
+    nonces = NonceStore.temporary()
     try:
         if processes == 1:
             serve_process(settings, database, sock, threads, nonces)
@@ -146,7 +143,6 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
                 raise UserError(f"a serve process exited with code {code} (see its log above); all stopped")
     finally:
         sock.close()
-        shutil.rmtree(nonce_directory, ignore_errors=True)
     log.info("stopped")
 
 
