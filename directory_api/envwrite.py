@@ -16,6 +16,7 @@ where older compose releases read no multi-line value at all. A value holding
 one of those is refused rather than written in a spelling one reader misreads.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -44,6 +45,8 @@ UNSAFE = (
 
 CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
 CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
+CONFIG_TOO_DEEP = "{config}: nested too deeply to be an env-write config"
+CONFIG_DUPLICATE_KEY = "{config}: key {key!r} is given twice; give it once"
 CONFIG_NOT_OBJECT = "{config}: {key} must be a JSON object"
 CONFIG_MISSING_KEY = "{config}: missing key {key!r}"
 CONFIG_UNKNOWN_KEY = "{config}: unknown key {key!r} (expected {expected})"
@@ -54,6 +57,7 @@ CONFIG_BAD_NAME = (
 CONFIG_LISTED_TWICE = "{config}: env_vars: {name} is listed twice"
 CONFIG_NO_DIRECTORY = "{config}: file_path {target}: the directory {directory} does not exist"
 CONFIG_TARGET_IS_DIRECTORY = "{config}: file_path {target} is a directory"
+CONFIG_TARGET_IS_CONFIG = "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
 CONFIG_SAME_TARGET = "{config}: file_path {target} is also written by {other}; give each config its own file"
 MISSING_VARIABLE = "{host_name} is not set (required by {config})"
 UNSAFE_VALUE = (
@@ -86,6 +90,7 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
             configs.append(load_config(path))
         except UserError as error:
             problems.append(str(error))
+    problems += target_is_config_problems(configs, config_paths)
     problems += same_target_problems(configs)
     files = {}
     for config in configs:
@@ -94,10 +99,7 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
         files[config.target] = variables
     if problems:
         raise UserError("\n".join(problems + [NOTHING_WRITTEN]))
-    try:
-        write_all({target: render(variables) for target, variables in files.items()})
-    except OSError as error:
-        raise UserError(WRITE_FAILED.format(target=error.filename, reason=error.strerror)) from None
+    write_all({target: render(variables) for target, variables in files.items()})
     for target, variables in files.items():
         echo(WROTE.format(target=target, count=len(variables)))
 
@@ -110,10 +112,30 @@ def load_config(path: Path) -> Config:
         reason = getattr(error, "strerror", None) or error
         raise UserError(CONFIG_UNREADABLE.format(config=path, reason=reason)) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as error:
         raise UserError(CONFIG_NOT_JSON.format(config=path, reason=error)) from None
+    except RecursionError:
+        raise UserError(CONFIG_TOO_DEEP.format(config=path)) from None
+    except _DuplicateKey as duplicate:
+        raise UserError(CONFIG_DUPLICATE_KEY.format(config=path, key=duplicate.key)) from None
     return parse_config(path, data)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json keeps the last of two equal keys: a second "required": [] would silently drop the first list.
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
 
 
 def parse_config(path: Path, data: object) -> Config:
@@ -161,6 +183,16 @@ def _names(path: Path, key: str, names: object) -> tuple[str, ...]:
         if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
             raise UserError(CONFIG_BAD_NAME.format(config=path, key=key, name=name))
     return tuple(names)
+
+
+def target_is_config_problems(configs: list[Config], config_paths: list[Path]) -> list[str]:
+    """A config's file_path naming a config of this run would overwrite that config with the secrets."""
+    config_files = {os.path.realpath(path): path for path in config_paths}
+    return [
+        CONFIG_TARGET_IS_CONFIG.format(config=config.path, target=config.target, other=config_files[key])
+        for config in configs
+        if (key := os.path.realpath(config.target)) in config_files
+    ]
 
 
 def same_target_problems(configs: list[Config]) -> list[str]:
@@ -218,18 +250,29 @@ def render(variables: Mapping[str, str]) -> str:
 
 
 def write_all(contents: Mapping[Path, str]) -> None:
-    """Write every file to a temp file first, then rename them all into place."""
+    """Write every file to a temp file first, then rename them all into place; UserError names the target."""
     staged: list[tuple[str, Path]] = []
     try:
         for target, text in contents.items():
-            staged.append((_write_temp(target, text), target))
+            with _naming(target):
+                staged.append((_write_temp(target, text), target))
         for temp, target in staged:
-            os.replace(temp, target)
-            _sync_directory(target)
+            with _naming(target):
+                os.replace(temp, target)
+                _sync_directory(target)
     finally:
         for temp, _ in staged:
             if os.path.exists(temp):
                 os.unlink(temp)
+
+
+@contextlib.contextmanager
+def _naming(target: Path):
+    # An OSError names the temp file (or nothing); the user knows only the file_path they asked for.
+    try:
+        yield
+    except OSError as error:
+        raise UserError(WRITE_FAILED.format(target=target, reason=error.strerror or error)) from None
 
 
 def _write_temp(target: Path, text: str) -> str:

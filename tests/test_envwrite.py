@@ -161,7 +161,7 @@ def test_a_file_it_cannot_write_is_a_user_error_and_leaves_no_temporary_file(tmp
     with pytest.raises(UserError) as raised:
         env_write([config], {"DIRECTORY_API_PORT": "8000"})
 
-    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=".env", reason="Permission denied")
+    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["env.json"]
 
 
@@ -464,3 +464,58 @@ def test_the_repository_env_json_requires_what_production_cannot_default():
         "SQS_ENROLMENT_QUEUE_NAME",
         "SQS_INVALID_ENROLMENT_QUEUE_NAME",
     }
+
+
+# Defects found by hand (issue 10): each refused with one line, nothing written
+
+
+def test_a_config_nested_100000_deep_is_refused_not_a_traceback():
+    Path("env.json").write_text("[" * 100_000 + "]" * 100_000)
+
+    assert refused([Path("env.json")], {}) == [envwrite.CONFIG_TOO_DEEP.format(config="env.json")]
+
+
+def test_a_duplicate_key_is_refused_not_last_wins():
+    # A second "required": [] used to drop the first list's UI_SECRET without a word.
+    Path("env.json").write_text(
+        '{"host_env_var_prefix": "DIRECTORY_API", "file_path": ".env",'
+        ' "env_vars": {"required": ["UI_SECRET"], "optional": ["PORT"], "required": []}}'
+    )
+
+    assert refused([Path("env.json")], {"DIRECTORY_API_PORT": "8000"}) == [
+        envwrite.CONFIG_DUPLICATE_KEY.format(config="env.json", key="required")
+    ]
+    assert not Path(".env").exists()
+
+
+def test_a_config_whose_file_path_is_itself_is_refused_not_overwritten():
+    config = write_config("env.json", required=["UI_SECRET"], file_path="env.json")
+    before = config.read_text()
+
+    assert refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret"}) == [
+        envwrite.CONFIG_TARGET_IS_CONFIG.format(config=config, target=Path("env.json"), other=config)
+    ]
+    assert config.read_text() == before
+
+
+def test_a_config_whose_file_path_is_another_config_of_the_run_is_refused():
+    first = write_config("a.json", optional=["PORT"], file_path="b.json")
+    second = write_config("b.json", optional=["PORT"], file_path="b.env")
+
+    assert refused([first, second], {"DIRECTORY_API_PORT": "8000"}) == [
+        envwrite.CONFIG_TARGET_IS_CONFIG.format(config=first, target=Path("b.json"), other=second)
+    ]
+
+
+def test_an_unwritable_directory_names_the_target_not_the_temp_file(tmp_path, monkeypatch):
+    # As root the tests cannot make a directory unwritable; this raises what mkstemp raises there.
+    def denied(dir, prefix, suffix):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, f"{prefix}abc123{suffix}"))
+
+    monkeypatch.setattr(envwrite.tempfile, "mkstemp", denied)
+    config = write_config("env.json", required=["PORT"])
+
+    with pytest.raises(UserError) as raised:
+        env_write([config], {"DIRECTORY_API_PORT": "8000"})
+
+    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")
