@@ -1,4 +1,4 @@
-"""env-write: .env files from prefixed host variables, checked whole before anything is written.
+r"""env-write: .env files from prefixed host variables, checked whole before anything is written.
 
 A config file (the 2016 format):
 
@@ -6,14 +6,32 @@ A config file (the 2016 format):
      "file_path": ".env",
      "env_vars": {"required": ["DATABASE_URL"], "optional": ["PORT"]}}
 
-Each VAR is read from the host variable PREFIX_VAR and written as VAR='value'.
-The files are read by python-dotenv, docker compose and systemd's
-EnvironmentFile. Inside single quotes all three take every character
-literally, except that python-dotenv unescapes a backslash before \\ or ' and
-expands ${NAME}; compose skips a quote after a backslash and ends the value at
-the next '; systemd ends it at any '; and python-dotenv reads a CR as a newline,
-where older compose releases read no multi-line value at all. A value holding
-one of those is refused rather than written in a spelling one reader misreads.
+Each VAR is read from the host variable PREFIX_VAR and written as VAR='value',
+or as VAR="value" with every " and \ escaped (\" and \\) when single quotes
+cannot carry it. The files are read by python-dotenv, docker compose and
+systemd's EnvironmentFile=; what each does with a character, as their sources
+say (python-dotenv 1.2.4: dotenv/parser.py, dotenv/main.py, dotenv/variables.py;
+compose-go e70e961, July 2026: dotenv/parser.go, dotenv/godotenv.go; systemd
+0002453: src/basic/env-file.c, src/basic/env-util.c):
+
+| in the value | python-dotenv | compose-go | systemd | so |
+|---|---|---|---|---|
+| ' in '...' | \' is an escaped quote; a bare ' ends the value | \' is an escaped quote; a bare ' ends it | any ' ends it (no escapes in '...') | double quotes |
+| \ in '...' | \\ and \' are unescaped, other \x kept | \' unescaped, other \x kept; a trailing \ escapes the closing ' | literal | double quotes |
+| ' in "..." | literal | literal | literal | carried |
+| " in "..." | \" gives " | \" gives " | \" gives " | written \" |
+| \ in "..." | \\ gives \ (also \n, \t, \' ... are escapes) | \\ gives \ (also \n, \t, \$, \0NNN ...) | \\ gives \ (\", \`, \$ too; other \x kept) | written \\ |
+| $ in '...' | ${NAME} and ${NAME:-x} expanded, whatever the quotes | literal | literal | '...' without ${ |
+| $ in "..." | ${...} expanded | $NAME, ${NAME} expanded; \$ and $$ give $ | literal; \$ gives $ | no spelling agrees: ${ refused; $ with ' or \ refused |
+| newline | literal inside either quotes | literal inside quotes | literal inside quotes (env-util.c allows it; releases before it dropped any value with a control character but tab) | refused: older compose and systemd drop it |
+| CR | the file is opened in text mode: a CR reads as a newline; "\r" gives CR | literal; "\r" gives CR | literal; "\r" stays \r | refused: no spelling agrees |
+| NUL | literal | literal; "\0" gives NUL | the file is a C string: ends there | refused |
+| #, ;, spaces, = | literal inside quotes | literal inside quotes | literal inside quotes | carried |
+
+compose-go before 166f12c (July 2023) also misread a value ending in \
+before the closing quote. A value no spelling carries through all three is
+refused, naming the character, rather than written in a spelling one reader
+misreads.
 """
 
 import contextlib
@@ -33,15 +51,14 @@ VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 CONFIG_KEYS = ("host_env_var_prefix", "file_path", "env_vars")
 ENV_VARS_KEYS = ("required", "optional")
 
-# A value holding any of these cannot be written so that all three readers agree.
-UNSAFE = (
-    ("'", "a single quote"),
-    ("\\", "a backslash"),
-    ("${", "'${'"),
+# Characters no spelling carries to all three readers (see the table above).
+NO_SPELLING = (
     ("\n", "a newline"),
     ("\r", "a carriage return"),
     ("\0", "a NUL character"),
 )
+# Single quotes carry anything else but these; double quotes anything else but a $.
+NOT_IN_SINGLE_QUOTES = (("'", "a single quote"), ("\\", "a backslash"), ("${", "'${'"))
 
 CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
 CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
@@ -228,10 +245,15 @@ def collect(config: Config, environ: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def unsafe_character(value: str) -> str | None:
-    """The readable name of the first character that makes `value` unsafe to write, else None."""
-    for text, character in UNSAFE:
+    """The readable name of what makes `value` impossible to write for all three readers, else None."""
+    for text, character in NO_SPELLING:
         if text in value:
             return character
+    if "$" not in value:
+        return None
+    for text, character in NOT_IN_SINGLE_QUOTES:
+        if text in value:
+            return character if text == "${" else f"a '$' together with {character}"
     return None
 
 
@@ -245,8 +267,15 @@ def encodes_as_utf8(value: str) -> bool:
 
 
 def render(variables: Mapping[str, str]) -> str:
-    """The file text: one VAR='value' line each, values already known to be safe."""
-    return "".join(f"{name}='{value}'\n" for name, value in variables.items())
+    """The file text: one VAR=quoted line each, values already known to be writable."""
+    return "".join(f"{name}={quoted(value)}\n" for name, value in variables.items())
+
+
+def quoted(value: str) -> str:
+    """`value` in the one spelling all three readers take back unchanged: single quotes, else double."""
+    if not any(text in value for text, _ in NOT_IN_SINGLE_QUOTES):
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def write_all(contents: Mapping[Path, str]) -> None:

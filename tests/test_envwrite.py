@@ -188,10 +188,25 @@ def test_a_file_it_cannot_write_is_a_user_error_and_leaves_no_temporary_file(tmp
         pytest.param(" ", id="a single space"),
         pytest.param("%i %n", id="systemd specifiers"),
         pytest.param("x" * 10_000, id="long"),
+        pytest.param("it's", id="a single quote"),
+        pytest.param("C:\\path", id="a backslash"),
+        pytest.param("ends with \\", id="a trailing backslash"),
+        pytest.param("\\", id="a lone backslash"),
+        pytest.param('\\"', id="a backslash before a double quote"),
+        pytest.param("\\n \\t \\' \\u00e9 \\x41 \\0101", id="escape sequences of the readers, literally"),
+        pytest.param("q'\"`#;= \\", id="every quote and backslash at once"),
     ],
 )
 def test_reads_back_identically_with_python_dotenv(value):
     assert written(value) == {"VALUE": value}
+
+
+def test_a_value_single_quotes_cannot_carry_is_double_quoted_with_quote_and_backslash_escaped():
+    config = write_config("env.json", required=["UI_SECRET"])
+
+    env_write([config], {"DIRECTORY_API_UI_SECRET": 'it\'s "a" C:\\'}, echo=lambda line: None)
+
+    assert Path(".env").read_text() == 'UI_SECRET="it\'s \\"a\\" C:\\\\"\n'
 
 
 # Values refused, naming the variable and the character
@@ -200,10 +215,9 @@ def test_reads_back_identically_with_python_dotenv(value):
 @pytest.mark.parametrize(
     ("value", "character"),
     [
-        ("it's", "a single quote"),
-        ("C:\\path", "a backslash"),
-        ("ends with \\", "a backslash"),
         ("${HOME}", "'${'"),
+        ("it's $5", "a '$' together with a single quote"),
+        ("C:\\$path", "a '$' together with a backslash"),
         ("line one\nline two", "a newline"),
         ("x\nOTHER=injected", "a newline"),
         ("windows\r", "a carriage return"),
@@ -222,7 +236,7 @@ def test_refuses_a_value_no_spelling_carries_through_all_readers(value, characte
 def test_a_refused_message_never_shows_the_value():
     config = write_config("env.json", required=["UI_SECRET"])
 
-    problems = refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret'"})
+    problems = refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret'$"})
 
     assert "not-a-real-secret" not in "\n".join(problems)
 
@@ -239,7 +253,7 @@ def test_refuses_a_value_that_is_not_utf8():
 def test_an_unsafe_optional_value_also_stops_every_file():
     config = write_config("env.json", optional=["UI_SECRET"])
 
-    refused([config], {"DIRECTORY_API_UI_SECRET": "it's"})
+    refused([config], {"DIRECTORY_API_UI_SECRET": "it's $5"})
 
     assert not Path(".env").exists()
 
