@@ -8,9 +8,8 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY requirements.txt requirements-dev.txt ./
-RUN pip install --no-cache-dir --disable-pip-version-check "$(grep '^shiv==' requirements-dev.txt)"
-COPY build.sh ./
+# build.sh makes its own build environment from requirements-build.txt.
+COPY requirements.txt requirements-build.txt build.sh ./
 COPY directory_api ./directory_api
 # Only python3.11 runs in the image: no extension modules for other versions.
 ARG SOURCE_DATE_EPOCH=1577836800
