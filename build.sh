@@ -105,8 +105,15 @@ for path in "${OMITTED[@]}"; do
 done
 
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - directory_api | tar -xf - -C "$site"
-# Console scripts carry this machine's python path; the pyz has its own entry point.
+# Console scripts carry the build environment's python path; the pyz has its own entry point.
 rm -rf "$site/bin"
+# RECORD lists them too, with hashes of that path: gone with them, so the bytes do not depend on where this runs.
+"$tools/bin/python" - "$site" <<'PY'
+import pathlib, sys
+for record in pathlib.Path(sys.argv[1]).glob("*.dist-info/RECORD"):
+    lines = record.read_bytes().splitlines(keepends=True)
+    record.write_bytes(b"".join(line for line in lines if not line.startswith(b"../")))
+PY
 chmod -R u=rwX,go=rX "$site"
 
 "$tools/bin/python" -m shiv --reproducible \

@@ -46,6 +46,10 @@ def clone(destination: Path) -> Path:
     return destination
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run_build(checkout: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["./build.sh"], cwd=checkout, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
@@ -72,8 +76,7 @@ def test_a_fresh_clone_builds_with_nothing_but_the_system_python3(fresh_build, t
 def test_the_build_prints_the_sha256_of_the_pyz(fresh_build):
     checkout, result = fresh_build
 
-    digest = hashlib.sha256((checkout / "dist" / "directory-api.pyz").read_bytes()).hexdigest()
-    assert result.stdout.splitlines()[-1] == f"sha256 {digest}"
+    assert result.stdout.splitlines()[-1] == f"sha256 {sha256(checkout / 'dist' / 'directory-api.pyz')}"
 
 
 def test_two_clones_of_one_commit_build_the_same_bytes(fresh_build, tmp_path):
@@ -83,7 +86,7 @@ def test_two_clones_of_one_commit_build_the_same_bytes(fresh_build, tmp_path):
     result = run_build(second, user_env(tmp_path))
 
     assert result.returncode == 0, result.stderr
-    assert (second / "dist/directory-api.pyz").read_bytes() == (first / "dist/directory-api.pyz").read_bytes()
+    assert sha256(second / "dist/directory-api.pyz") == sha256(first / "dist/directory-api.pyz")
 
 
 def test_a_python_without_venv_is_named_as_what_is_missing(fresh_build, tmp_path):
