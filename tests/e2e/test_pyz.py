@@ -1,6 +1,5 @@
 """The artifact: dist/directory-api.pyz runs on a bare python3 >= 3.11 (how it builds: test_build.py)."""
 
-import os
 import shutil
 import subprocess
 import sys

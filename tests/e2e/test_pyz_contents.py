@@ -107,9 +107,9 @@ def test_the_help_without_rich_is_the_checkouts_help(pyz, pyz_env, command):
 
 def test_a_usage_error_without_rich_is_the_checkouts(pyz, pyz_env):
     checkout = subprocess.run([sys.executable, "directory_api.py", "serve", "--bogus"], cwd=ROOT, env=pyz_env,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
     from_pyz = subprocess.run([BARE_PYTHON, "-I", str(pyz), "serve", "--bogus"], env=pyz_env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
 
     assert from_pyz.returncode == checkout.returncode == 2
     assert from_pyz.stderr.replace("directory-api.pyz", "directory_api.py") == checkout.stderr
