@@ -99,11 +99,12 @@ def _path_with_query(environ: dict) -> str:
 
 
 class NonceStore:
-    """Nonces seen within the clock skew, in a SQLite file every process of a `serve` shares.
+    """Signed requests seen within the clock skew, in a SQLite file every process of a `serve` shares.
 
-    A nonce is remembered under (sender, nonce, timestamp): a replay repeats
-    all three, since the timestamp is signed, while two honest requests
-    rarely share a 36-bit nonce within one second. An entry is kept only
+    A request is remembered by its MAC (with its timestamp, for expiry): the
+    MAC covers everything signed (timestamp, nonce, method, path, body hash),
+    so a replay repeats it whatever it changes outside, the Hawk id included,
+    while two different requests never share one. An entry is kept only
     until its timestamp is too old to pass the skew check anyway.
     """
 
@@ -147,8 +148,8 @@ class NonceStore:
             self._local.pid = os.getpid()
         return connection
 
-    def seen(self, sender_id: str, nonce: str, timestamp: str) -> bool:
-        """Record the nonce; True when it was recorded before (a replay). Stale timestamps are not kept."""
+    def seen(self, mac: str, timestamp: str) -> bool:
+        """Record the request's MAC; True when it was recorded before (a replay). Stale timestamps are not kept."""
         now = self._clock()
         try:
             ts = int(timestamp)
@@ -158,7 +159,7 @@ class NonceStore:
             return False  # mohawk refuses it as expired next; nothing worth remembering
         connection = self._connection()
         self._prune(connection, now)
-        key = f"{sender_id}\n{nonce}\n{ts}"
+        key = f"{mac}\n{ts}"
         try:
             connection.execute("INSERT INTO nonce (key, expires) VALUES (?, ?)", (key, ts + SKEW_SECONDS + 1))
         except sqlite3.IntegrityError:
@@ -194,6 +195,9 @@ class Verifier:
 
     def _verify_hawk(self, request: SignedRequest) -> None:
         try:
+            # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
+            # the replay key is the MAC itself, which mohawk has checked before it asks.
+            mac = mohawk.util.parse_authorization_header(request.header).get("mac", "")
             mohawk.Receiver(
                 self._credentials,
                 request.header,
@@ -201,7 +205,7 @@ class Verifier:
                 request.method,
                 content=request.body,
                 content_type=request.content_type,
-                seen_nonce=self.nonces.seen,
+                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(mac, timestamp),
                 timestamp_skew_in_seconds=SKEW_SECONDS,
             )
         except TokenExpired as error:
