@@ -6,10 +6,15 @@ import logging
 import os
 import pprint
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import mohawk
 import pytest
@@ -20,13 +25,17 @@ from directory_api.signature import (
     MISSING,
     REPLAYED,
     STALE,
+    TEMPORARY_PREFIX,
     NonceStore,
     SignatureError,
     SignedRequest,
     Verifier,
     legacy_signature,
+    remove_abandoned_stores,
     signed_request,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "not-a-real-secret"
 BODY = b'{"sso_id": 1}'
@@ -280,3 +289,40 @@ def test_threads_first_using_a_new_nonce_store_at_once_never_fail(tmp_path):
             thread.join(10)
 
         assert not errors, f"trial {trial}: {errors[0]}"
+
+
+KILLED_STORE = """
+import os, signal
+from directory_api.signature import NonceStore
+store = NonceStore.temporary()
+print(os.path.dirname(store.path), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_nonce_directory_of_a_killed_process_is_removed_when_the_next_store_is_made(tmp_path, monkeypatch):
+    # Regression: after a SIGKILL the directory stayed in the temporary directory forever.
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_STORE], env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    left = result.stdout.strip()
+    assert result.returncode == -signal.SIGKILL and os.path.isdir(left), result.stderr
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    store = NonceStore.temporary()
+    assert not os.path.exists(left)
+    assert os.path.isdir(os.path.dirname(store.path))
+
+
+def test_the_nonce_directory_of_a_live_store_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = NonceStore.temporary()
+    assert remove_abandoned_stores(str(tmp_path)) == []
+    assert os.path.isdir(os.path.dirname(live.path))
+
+
+def test_a_nonce_directory_without_an_owner_lock_is_kept(tmp_path):
+    older = tmp_path / f"{TEMPORARY_PREFIX}older"
+    older.mkdir()
+    assert remove_abandoned_stores(str(tmp_path)) == []
+    assert older.is_dir()
