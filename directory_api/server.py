@@ -23,7 +23,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from directory_api import db, migrations, queues, web
 from directory_api.errors import UserError, first_line
@@ -59,6 +59,10 @@ REQUEST_SECONDS = 60
 KEEPALIVE_SECONDS = 75
 # How often the deadlines above are enforced.
 CLEANUP_SECONDS = 1
+# A keep-alive connection is closed after answering this many requests: the client opens a new one,
+# which the least busy process of a `serve --processes N` is the likeliest to accept, so a small
+# pool of long-lived connections cannot keep all its traffic on one process.
+REQUESTS_PER_CONNECTION = 100
 
 
 class JsonErrorTask(ErrorTask):
@@ -100,9 +104,24 @@ class StrictRequestParser(HTTPRequestParser):
         return now - self.started > (REQUEST_SECONDS if self.headers_finished else HEADER_SECONDS)
 
 
+class RecyclingTask(WSGITask):
+    """waitress's task for the app, closing the connection after its REQUESTS_PER_CONNECTION-th answer."""
+
+    def build_response_header(self):
+        if self.channel.answered >= REQUESTS_PER_CONNECTION:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
 class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
+    task_class = RecyclingTask
     parser_class = StrictRequestParser
+    answered = 0
+
+    def service(self):
+        self.answered += 1
+        super().service()
 
     def send_continue(self):
         # waitress sends "100 Continue" even for a request it has already refused (a declared body

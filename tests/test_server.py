@@ -454,3 +454,28 @@ def test_the_open_file_limit_is_raised_towards_what_serve_needs():
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (5000 if hard == resource.RLIM_INFINITY else min(5000, hard), hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, read from a kept connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process):
+    # So a small pool of long-lived connections cannot keep all its traffic on one of serve's processes.
+    port = in_process()
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        answers = []
+        for _ in range(server.REQUESTS_PER_CONNECTION):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers.append(read_response(sock))
+        assert sock.recv(1) == b""  # closed after the last answer
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+    assert [b"Connection: close" in answer for answer in answers] == [False] * (len(answers) - 1) + [True]
