@@ -57,6 +57,8 @@ REQUEST_SECONDS = 60
 # timeout (60 s on AWS ALB), so that it is the balancer that closes first and never reuses a connection
 # this end is closing.
 KEEPALIVE_SECONDS = 75
+# Connections accepted at most in one turn of the event loop.
+ACCEPTS_PER_TURN = 256
 # How often the deadlines above are enforced.
 CLEANUP_SECONDS = 1
 # A keep-alive connection is closed after answering this many requests: the client opens a new one,
@@ -154,13 +156,26 @@ class GuardedServer(TcpWSGIServer):
         return self.accepting
 
     def handle_accept(self):
-        if len(self.active_channels) >= self.adj.connection_limit:
-            self._make_room()
-        super().handle_accept()
-        if len(self.active_channels) > self.adj.connection_limit:
-            # Every connection is being answered: this one would only push the process past its file limit.
-            newest = max(self.active_channels.values(), key=lambda channel: channel.creation_time)
-            newest.handle_close()
+        # waitress accepts one connection a turn of the loop, and a turn costs more the more connections
+        # are open: at a few thousand, a burst of new ones would wait in the backlog for seconds.
+        for _ in range(ACCEPTS_PER_TURN):
+            if len(self.active_channels) >= self.adj.connection_limit:
+                self._make_room()
+            try:
+                accepted = self.accept()
+                if accepted is None:
+                    return  # none waiting
+                sock, address = accepted
+                self.set_socket_options(sock)  # TCP_NODELAY
+            except OSError as error:
+                # As waitress: a client gone before its options could be set must not stop the server.
+                log.warning("could not accept a connection: %s", error)
+                return
+            if len(self.active_channels) >= self.adj.connection_limit:
+                # Every connection is being answered: one more would only push the process past its file limit.
+                sock.close()
+                continue
+            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=self._map)
 
     def _make_room(self) -> None:
         quiet = [channel for channel in self.active_channels.values() if not channel.answering()]

@@ -17,6 +17,7 @@ import boto3
 import pytest
 import requests
 from sigauth.helpers import RequestSigner
+from waitress import wasyncore
 
 from directory_api import server
 
@@ -479,3 +480,18 @@ def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process
         assert sock.recv(1) == b""  # closed after the last answer
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
     assert [b"Connection: close" in answer for answer in answers] == [False] * (len(answers) - 1) + [True]
+
+
+def test_one_turn_of_the_loop_accepts_every_connection_waiting():
+    # Regression: waitress accepts one a turn, and a turn costs more the more connections are open:
+    # at 4,000 open, a burst of new ones waited in the backlog for up to 10 s.
+    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
+    waiting = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(50)]
+    try:
+        http.handle_accept()
+        assert len(http.active_channels) == 50
+    finally:
+        for sock in waiting:
+            sock.close()
+        wasyncore.close_all(http._map)
+        http.task_dispatcher.shutdown()
