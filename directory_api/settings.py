@@ -84,8 +84,7 @@ def split_database_url(raw: str) -> DatabaseUrl:
         if authority or not path.lstrip("/"):
             raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
         return DatabaseUrl(scheme, None, None, None, None, unquote(path[1:]))
-    userinfo, at, host_part = rest.rpartition("@")
-    user, colon, password = userinfo.partition(":")
+    user, password, host_part = _userinfo_and_rest(rest)
     authority, path = _authority_and_path(host_part)
     host, port = _host_and_port(authority)
     if not path.lstrip("/"):
@@ -93,7 +92,7 @@ def split_database_url(raw: str) -> DatabaseUrl:
     return DatabaseUrl(
         scheme,
         user=unquote(user) or None,
-        password=(unquote(password) or None) if colon else None,
+        password=(unquote(password) or None) if password is not None else None,
         host=host,
         port=port,
         name=unquote(path[1:]),
@@ -103,6 +102,13 @@ def split_database_url(raw: str) -> DatabaseUrl:
 def _scheme_and_rest(raw: str) -> tuple[str, str]:
     match = URL_SCHEME.match(raw)
     return (match[1].lower(), raw[match.end():]) if match else ("", raw)
+
+
+def _userinfo_and_rest(rest: str) -> tuple[str, str | None, str]:
+    """User, password (None without a colon) and what follows the last "@", all as written."""
+    userinfo, _, host_part = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return user, password if colon else None, host_part
 
 
 def _authority_and_path(rest: str) -> tuple[str, str]:
@@ -279,8 +285,7 @@ def _mask(variable: Variable, value: object) -> str:
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ********, read as split_database_url reads it."""
     scheme, rest = _scheme_and_rest(url)
-    userinfo, at, host_part = rest.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if scheme == "sqlite" or not colon:
+    user, password, host_part = _userinfo_and_rest(rest)
+    if scheme == "sqlite" or password is None:
         return url
     return f"{url[:len(url) - len(rest)]}{user}:********@{host_part}"

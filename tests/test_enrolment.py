@@ -4,7 +4,14 @@ import datetime
 
 import pytest
 
-from directory_api.enrolment import MAX_DEPTH, NON_FIELD_ERRORS, BodyError, parse, too_deep, validate
+from directory_api.enrolment import (
+    MAX_DEPTH,
+    NON_FIELD_ERRORS,
+    BodyError,
+    parse,
+    too_deep,
+    validate,
+)
 
 TODAY = datetime.date(2026, 6, 15)
 
@@ -231,7 +238,7 @@ def test_a_character_sqs_cannot_carry_is_refused_naming_it(character):
 
 @pytest.mark.parametrize("character", [" ", "\x7f", "\ud7ff", "\ue000", "\ufffd", "\U0001f600", "\U0010ffff"])
 def test_every_character_sqs_carries_is_accepted(character):
-    assert parse(f'{{"a": "{character}"}}'.encode("utf-8")) == {"a": character}
+    assert parse(f'{{"a": "{character}"}}'.encode()) == {"a": character}
 
 
 def test_tab_newline_and_carriage_return_are_accepted_between_tokens():

@@ -29,7 +29,7 @@ def message_size(body: str, attributes: Mapping[str, str] | None = None) -> int:
 
 
 class _Entry:
-    __slots__ = ("body", "size", "done", "message_id", "error")
+    __slots__ = ("body", "done", "error", "message_id", "size")
 
     def __init__(self, body: str):
         self.body = body

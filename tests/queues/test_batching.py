@@ -5,7 +5,12 @@ import threading
 import pytest
 
 from directory_api.queues import QueueUnavailable
-from directory_api.queues.batching import BATCH_BYTES_LIMIT, BATCH_LIMIT, GroupSender, message_size
+from directory_api.queues.batching import (
+    BATCH_BYTES_LIMIT,
+    BATCH_LIMIT,
+    GroupSender,
+    message_size,
+)
 
 
 class RecordingQueue:
