@@ -7,6 +7,7 @@ judged by the same rules when it is saved.
 import dataclasses
 import datetime
 import json
+import math
 import re
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # It sees the raw body, so a JSON escape such as \u0001 is fine; the character itself is not.
 NOT_FOR_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 MAX_DEPTH = 100  # SPEC: JSON nested deeper than this is refused
+# Python refuses to read a longer integer (sys.get_int_max_str_digits), with a ValueError that is not a JSONDecodeError.
+MAX_INTEGER_DIGITS = 4300
 # A JSON string (an unterminated one runs to the end, so no text is scanned twice) or a bracket.
 STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)|[\[\]{}]')
 
@@ -60,7 +63,7 @@ def parse(body: bytes) -> object:
     if too_deep(text):
         raise BodyError(f"The body is not JSON this service accepts: it is nested deeper than {MAX_DEPTH} levels.")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_integer, parse_float=_finite)
     except json.JSONDecodeError as error:
         raise BodyError(f"The body is not JSON: {error.msg} (line {error.lineno} column {error.colno}).") from None
     except RecursionError:  # cannot happen after too_deep; kept so no body can ever be a 500
@@ -84,6 +87,20 @@ def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
         elif bracket in "]}":
             depth -= 1
     return False
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BodyError(f"The body is not JSON this service accepts: a number has more than {MAX_INTEGER_DIGITS} digits.")
+    return int(digits)
+
+
+def _finite(literal: str) -> float:
+    # 1e400 reads as infinity, which neither JSON nor PostgreSQL's jsonb can hold: the worker could never save it.
+    number = float(literal)
+    if not math.isfinite(number):
+        raise BodyError(f"The body is not JSON this service accepts: the number {literal[:20]} is too large.")
+    return number
 
 
 def _refuse_constant(name: str) -> None:

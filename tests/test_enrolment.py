@@ -248,3 +248,13 @@ def test_tab_newline_and_carriage_return_are_accepted_between_tokens():
 def test_a_json_escape_of_a_character_sqs_cannot_carry_is_accepted():
     # SQS sees the raw body, where the escape is six ASCII characters.
     assert parse(b'{"a": "\\u0001"}') == {"a": "\x01"}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" * 4301, "-" + "1" * 4301])
+def test_a_number_python_cannot_read_or_jsonb_cannot_hold_is_refused(number):
+    with pytest.raises(BodyError, match="The body is not JSON this service accepts: .*number"):
+        parse(f'{{"extra": {number}}}'.encode())
+
+
+def test_numbers_within_bounds_are_read():
+    assert parse(('{"a": 1e300, "b": -' + "9" * 4300 + "}").encode())["a"] == 1e300

@@ -212,6 +212,16 @@ def test_an_enrolment_nested_deeper_than_100_levels_is_a_400_not_a_500(app, queu
     assert queue.sent == []
 
 
+@pytest.mark.parametrize("number", ["1e400", "1" * 5000])
+def test_an_enrolment_holding_a_number_that_cannot_be_stored_is_a_400_not_a_500(app, queue, number):
+    body = (json.dumps(ENROLMENT)[:-1] + f', "extra": {number}}}').encode()
+
+    status, _, answer = post(app, body)
+
+    assert status == 400 and "number" in answer["detail"]
+    assert queue.sent == []
+
+
 @pytest.mark.parametrize("character", ["\x01", "\x1b", "\ufffe"])
 def test_an_enrolment_holding_a_character_sqs_cannot_carry_is_a_400_naming_it(app, queue, character):
     body = (json.dumps(ENROLMENT)[:-1] + f', "referrer": "Acme{character}"}}').encode()

@@ -151,6 +151,22 @@ def test_a_message_nested_too_deeply_is_set_aside_alone_and_its_batch_mates_are_
     assert received(worker.enrolments) == []
 
 
+@pytest.mark.parametrize("number", ["1e400", "1" * 5000])
+def test_a_message_holding_a_number_that_cannot_be_stored_is_set_aside_alone(make_worker, number):
+    worker = make_worker()
+    bad_id = worker.enrolments.send(enrolment_body()[:-1] + f', "extra": {number}}}')
+    for _ in range(3):
+        worker.enrolments.send(enrolment_body())
+
+    worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    assert "number" in set_aside.attributes["errors"]
+    assert Rejection.get(message_id=bad_id)
+    assert Enrolment.select().count() == 3
+    assert received(worker.enrolments) == []
+
+
 @pytest.mark.parametrize("backend", ["database"])
 def test_a_message_holding_a_character_sqs_cannot_carry_is_set_aside_alone(make_worker):
     # Only the database queue can hold one (written there by another tool); SQS never delivers it.
