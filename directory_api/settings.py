@@ -121,7 +121,7 @@ def _authority_and_path(rest: str) -> tuple[str, str]:
 def _host_and_port(authority: str) -> tuple[str | None, int | None]:
     match = URL_HOST_PORT.fullmatch(authority)
     if not match:
-        raise ValueError("the host part is not host or host:port (percent-encode a : @ / in the password)")
+        raise ValueError("the part after the last @ is not host, host:port or [IPv6 address]:port")
     host = unquote(match["host"].strip("[]")) or None
     if not match["port"]:
         return host, None

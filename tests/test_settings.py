@@ -219,6 +219,12 @@ def test_a_bad_database_port_is_one_line_naming_database_url_not_a_traceback(por
     assert line == "DATABASE_URL: the port is not a number from 1 to 65535"
 
 
+def test_an_ipv6_host_needs_brackets():
+    assert split_database_url("postgres://u@[::1]:5432/db").host == "::1"
+    (line,) = problems({**REQUIRED, "DATABASE_URL": "postgres://u@::1:5432/db"})
+    assert line == "DATABASE_URL: the part after the last @ is not host, host:port or [IPv6 address]:port"
+
+
 def test_a_slash_in_a_password_without_host_never_shows_the_password():
     (line,) = problems({**REQUIRED, "DATABASE_URL": "postgres://directory:pass/word"})
 
