@@ -4,8 +4,14 @@ A stop (SIGTERM, SIGINT) closes the listening socket, lets the requests in
 flight finish (at most DRAIN_SECONDS) and exits 0. With --processes N the
 parent binds the socket and forks N children, each a whole server on the
 inherited socket; the parent forwards signals and waits.
+
+Each process is waitress hardened against hostile clients (GuardedServer and
+the classes it uses): it always accepts, making room by closing the quietest
+connections past CONNECTION_LIMIT, cuts off requests that arrive too slowly,
+and closes connections whose framing is ambiguous.
 """
 
+import errno
 import heapq
 import json
 import logging
@@ -45,7 +51,8 @@ BACKLOG = 1024
 # (waitress itself stops accepting at its limit, 100 by default). Every connection costs a little
 # work on each turn of the event loop, hence a bound at all.
 CONNECTION_LIMIT = 4096
-# Closed at once when the limit is reached, so that a flood of new connections costs one sweep per batch.
+# At the limit, this fraction of it is closed in one sweep: a flood of new connections then costs
+# one sweep over the open ones per batch, not one per connection.
 EVICT_FRACTION = 16
 # File descriptors a process keeps for the database, the queue, the nonce file and logs.
 FD_RESERVE = 64
@@ -170,6 +177,8 @@ class GuardedServer(TcpWSGIServer):
             except OSError as error:
                 # As waitress: a client gone before its options could be set must not stop the server.
                 log.warning("could not accept a connection: %s", error)
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    self._make_room()  # out of files after all: the next turn accepts into the room made
                 return
             if len(self.active_channels) >= self.adj.connection_limit:
                 # Every connection is being answered: one more would only push the process past its file limit.

@@ -1,5 +1,6 @@
 """server: real `python directory_api.py serve` processes on real ports, SQS from a moto server over HTTP."""
 
+import errno
 import json
 import os
 import re
@@ -294,7 +295,7 @@ def exchange(port: int, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]
         try:
             while chunk := sock.recv(65536):
                 received += chunk
-        except socket.timeout:
+        except TimeoutError:
             return received, False
         except ConnectionResetError:
             pass
@@ -492,6 +493,25 @@ def test_one_turn_of_the_loop_accepts_every_connection_waiting():
         assert len(http.active_channels) == 50
     finally:
         for sock in waiting:
+            sock.close()
+        wasyncore.close_all(http._map)
+        http.task_dispatcher.shutdown()
+
+
+def out_of_files():
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monkeypatch):
+    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
+    quiet = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(3)]
+    try:
+        http.handle_accept()
+        monkeypatch.setattr(http, "accept", out_of_files)
+        http.handle_accept()
+        assert len(http.active_channels) == 0
+    finally:
+        for sock in quiet:
             sock.close()
         wasyncore.close_all(http._map)
         http.task_dispatcher.shutdown()

@@ -106,7 +106,7 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
         deadline = time.monotonic() + ATTACK_SECONDS
         while time.monotonic() < deadline:
             n += 1
-            posted, seconds = timed(lambda: post_enrolment(base_url, payload(n), timeout=ANSWERED_WITHIN * 5))
+            posted, seconds = timed(lambda n=n: post_enrolment(base_url, payload(n), timeout=ANSWERED_WITHIN * 5))
             assert posted.status_code == 202, posted.text
             hello, hello_seconds = timed(lambda: requests.get(f"{base_url}/", timeout=ANSWERED_WITHIN * 5))
             assert hello.status_code == 200
@@ -129,7 +129,7 @@ def received_until_closed(port: int, data: bytes, timeout: float = 5.0) -> tuple
         try:
             while chunk := sock.recv(65536):
                 received += chunk
-        except socket.timeout:
+        except TimeoutError:
             return received, False
         except ConnectionResetError:
             pass
