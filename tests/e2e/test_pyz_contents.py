@@ -5,10 +5,13 @@ chain calls, no boto3 resource models, and typer without rich. The probe
 (pyz_probe.py) runs inside the pyz with only those packages.
 """
 
+import hashlib
+import http.server
 import json
 import re
 import subprocess
 import sys
+import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -161,3 +164,56 @@ def test_credentials_from_an_assumed_role_profile(pyz, aws_env, tmp_path):
 
     assert result["credentials"] == "assume-role"
     assert result["access_key"].startswith("ASIA")
+
+
+class SsoPortal(http.server.BaseHTTPRequestHandler):
+    """The SSO portal's GetRoleCredentials (moto has none): a role's credentials for the cached token."""
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        known = self.headers.get("x-amz-sso_bearer_token") == "not-a-real-sso-token"
+        body = json.dumps({"roleCredentials": {
+            "accessKeyId": "ASIAFAKESSOFAKESSO00", "secretAccessKey": "not-a-real-secret",
+            "sessionToken": "not-a-real-session-token", "expiration": 4102444800000,
+        }} if known and self.path.startswith("/federation/credentials?") else {"message": "unknown"}).encode()
+        self.send_response(200 if known else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def sso_portal():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SsoPortal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_credentials_from_an_sso_profile(pyz, aws_env, sso_portal, tmp_path):
+    start_url = "https://example.invalid/start"
+    config = tmp_path / "aws-config"
+    config.write_text(
+        "[profile directory-api]\n"
+        f"sso_start_url = {start_url}\n"
+        f"sso_region = {REGION}\n"
+        "sso_account_id = 123456789012\n"
+        "sso_role_name = directory-api\n"
+    )
+    # What `aws sso login` leaves behind, under the name botocore looks for.
+    cache = Path(aws_env["HOME"]) / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True)
+    (cache / f"{hashlib.sha1(start_url.encode()).hexdigest()}.json").write_text(json.dumps({
+        "startUrl": start_url, "region": REGION, "accessToken": "not-a-real-sso-token",
+        "expiresAt": "2099-01-01T00:00:00Z",
+    }))
+    env = {**aws_env, "AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "directory-api", "AWS_ENDPOINT_URL_SSO": sso_portal}
+
+    result = probe(pyz, env)
+
+    assert result["credentials"] == "sso"
+    assert result["access_key"] == "ASIAFAKESSOFAKESSO00"
