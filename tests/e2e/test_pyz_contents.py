@@ -169,7 +169,7 @@ def test_credentials_from_an_assumed_role_profile(pyz, aws_env, tmp_path):
 class SsoPortal(http.server.BaseHTTPRequestHandler):
     """The SSO portal's GetRoleCredentials (moto has none): a role's credentials for the cached token."""
 
-    def do_GET(self):  # noqa: N802 - the name http.server calls
+    def do_GET(self):
         known = self.headers.get("x-amz-sso_bearer_token") == "not-a-real-sso-token"
         body = json.dumps({"roleCredentials": {
             "accessKeyId": "ASIAFAKESSOFAKESSO00", "secretAccessKey": "not-a-real-secret",
