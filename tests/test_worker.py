@@ -16,6 +16,7 @@ from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.queues.test_sqs import answering, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -291,3 +292,25 @@ def test_a_second_signal_stops_at_once():
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
     assert [backoff(n, lambda: 1.0) for n in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
     assert backoff(3, lambda: 0.0) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_receive_that_returns_one_message_twice_sets_it_aside_once(make_worker, monkeypatch):
+    worker = make_worker()
+    worker.enrolments.send("{not json")
+    answering(worker.enrolments, monkeypatch, twice)
+    worker.run(once=True)
+    assert len(received(worker.invalid)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_without_approximate_receive_count_the_max_receive_rule_still_applies(make_worker, monkeypatch):
+    worker = make_worker(SQS_MAX_RECEIVE_COUNT="1")
+    message_id = worker.enrolments.send(enrolment_body())
+    answering(worker.enrolments, monkeypatch, without_receive_count)
+    worker.enrolments.release(received(worker.enrolments))  # received once, not saved
+    worker.run(once=True)
+    monkeypatch.undo()
+    [set_aside] = received(worker.invalid)
+    assert "Received 2 times without being saved" in set_aside.attributes["errors"]
+    assert not Enrolment.select().where(Enrolment.sqs_message_id == message_id).exists()

@@ -6,7 +6,7 @@ import pytest
 from moto import mock_aws
 
 from directory_api.queues import QueueUnavailable
-from directory_api.queues.sqs import SqsQueue, client_for
+from directory_api.queues.sqs import ReceiveCounts, SqsQueue, client_for
 from tests.factories import worker_settings
 
 
@@ -136,3 +136,53 @@ def test_an_endpoint_that_refuses_connections_is_queue_unavailable_within_second
 def test_every_queue_of_a_process_shares_one_client(aws_credentials, settings):
     assert SqsQueue(settings, "enrolment").client is SqsQueue(settings, "enrolment-invalid").client
     assert client_for(settings) is SqsQueue(settings, "enrolment").client
+
+
+def answering(queue, monkeypatch, change):
+    """Make the queue's ReceiveMessage answer what `change` makes of moto's answer."""
+    receive = queue.client.receive_message
+    monkeypatch.setattr(queue.client, "receive_message", lambda **kwargs: change(receive(**kwargs)))
+
+
+def twice(response):
+    return {**response, "Messages": response.get("Messages", []) * 2}
+
+
+def without_receive_count(response):
+    messages = response.get("Messages", [])
+    return {**response, "Messages": [{k: v for k, v in m.items() if k != "Attributes"} for m in messages]}
+
+
+def test_a_receive_that_returns_one_message_twice_gives_it_once_with_the_last_receipt(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, lambda response: {**response, "Messages": [
+        response["Messages"][0], {**response["Messages"][0], "ReceiptHandle": "later"}]})
+    [message] = queue.receive(10, 0)
+    assert message.receipt == "later"
+
+
+def test_without_approximate_receive_count_the_queue_counts_receives_itself(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, lambda response: without_receive_count(twice(response)))
+    counts = []
+    for _ in range(3):
+        [message] = queue.receive(10, 0)
+        counts.append(message.receive_count)
+        queue.release([message])
+    assert counts == [1, 2, 3]
+
+
+def test_a_deleted_message_is_no_longer_counted(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, without_receive_count)
+    queue.delete(queue.receive(10, 0))
+    assert len(queue.receive_counts._counts) == 0
+
+
+def test_own_receive_counts_keep_at_most_their_limit_forgetting_the_longest_unseen():
+    counts = ReceiveCounts(limit=2)
+    counts.received("a")
+    counts.received("b")
+    counts.received("a")
+    counts.received("c")  # "b" was received longest ago
+    assert (counts.received("a"), counts.received("b")) == (3, 1)
