@@ -57,6 +57,8 @@ def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
 
 def read(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
+    if message.unreadable:
+        return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
     if message.receive_count > max_receive_count:
         reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
         return Invalid({NON_FIELD_ERRORS: [reason]})

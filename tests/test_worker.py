@@ -16,6 +16,7 @@ from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.queues.test_database import insert_raw_row, write_lock_is_free
 from tests.queues.test_sqs import answering, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
@@ -292,6 +293,30 @@ def test_a_second_signal_stops_at_once():
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
     assert [backoff(n, lambda: 1.0) for n in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
     assert backoff(3, lambda: 0.0) == 1
+
+
+@pytest.mark.parametrize("backend", ["database"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_sqlite_queue_row_whose_body_is_not_utf8_is_set_aside_and_blocks_no_other_message(
+    make_worker, database_url
+):
+    worker = make_worker()
+    for _ in range(25):
+        worker.enrolments.send(enrolment_body())
+    insert_raw_row(database_url, "written-elsewhere", b'{"company_name": "caf\xe9"}')
+    thread = threading.Thread(target=worker.run, kwargs={"once": True})
+    thread.start()
+    thread.join(30)
+    worker.shutdown.requested = True
+    thread.join(2)
+    assert not thread.is_alive()
+    assert Enrolment.select().count() == 25
+    [set_aside] = received(worker.invalid)
+    assert set_aside.body == '{"company_name": "caf\\xe9"}'
+    assert "not UTF-8" in set_aside.attributes["errors"]
+    assert "not UTF-8" in Rejection.get(message_id="written-elsewhere").errors["non_field_errors"][0]
+    assert received(worker.enrolments) == []
+    assert write_lock_is_free(database_url)
 
 
 @pytest.mark.parametrize("backend", ["sqs"])

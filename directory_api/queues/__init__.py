@@ -9,13 +9,19 @@ from directory_api.settings import Settings
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """A received message; `receipt` is what delete/release/extend need to name it."""
+    """A received message; `receipt` is what delete/release/extend need to name it.
+
+    `unreadable` says why the queue could not read the message as it was
+    written (then `body` is a copy that any queue can carry); the worker sets
+    such a message aside with that reason.
+    """
 
     id: str
     body: str
     receipt: str
     receive_count: int = 1
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    unreadable: str = ""
 
 
 class QueueUnavailable(Exception):
