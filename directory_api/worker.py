@@ -25,7 +25,7 @@ from directory_api import db, enrolment, migrations, saving
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
-from directory_api.queues import Message, Queue, QueueUnavailable, open_queue
+from directory_api.queues import Message, Queue, QueueUnavailable, open_queue, poll_intervals
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
 
@@ -126,6 +126,7 @@ class Background:
         self.done = threading.Event()
         self.result: list = []
         self.error: BaseException | None = None
+        self.duration = 0.0  # seconds the call took
         self._call = call
         self._on_abandoned = on_abandoned
         self._abandoned = False
@@ -136,12 +137,13 @@ class Background:
             lane.put(self._run)
 
     def _run(self) -> None:
+        started = time.monotonic()
         try:
             result, error = self._call(), None
         except Exception as exception:  # noqa: BLE001 - handed to the main thread
             result, error = [], exception
         with self._lock:
-            self.result, self.error = result, error
+            self.result, self.error, self.duration = result, error, time.monotonic() - started
             self.done.set()
             abandoned = self._abandoned
         if abandoned and result:
@@ -245,12 +247,13 @@ class Worker:
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         pending: Background | None = None
+        idle = poll_intervals()  # pauses between empty receives, afresh once messages come
         try:
             while not self.stopping:
                 pending = pending or self.start_receive(wait_seconds)
                 if not self.wait_for(pending.done):
                     break
-                messages, error, pending = pending.result, pending.error, None
+                messages, error, took, pending = pending.result, pending.error, pending.duration, None
                 if error is not None:
                     self.failed(error, "receive", [])
                     self.sleep(backoff(self.failures, self.rng))
@@ -259,7 +262,10 @@ class Worker:
                     self.failures = 0
                     if once:
                         break
+                    # A short SQS_WAIT_TIME (0 included) answers an empty queue at once: pause rather than spin.
+                    self.sleep(next(idle) - took)
                     continue
+                idle = poll_intervals()
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
@@ -403,8 +409,9 @@ class Worker:
         pending.abandon()
 
     def sleep(self, seconds: float) -> bool:
-        """Wait `seconds`, or less when told to stop; False when told to stop."""
-        self.wait_for(threading.Event(), seconds)
+        """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
+        if seconds > 0:
+            self.wait_for(threading.Event(), seconds)
         return not self.stopping
 
     def wait_for(self, event: threading.Event, timeout: float | None = None) -> bool:

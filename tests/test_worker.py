@@ -295,6 +295,60 @@ def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
     assert backoff(3, lambda: 0.0) == 1
 
 
+def calls_to_receive(worker, before=lambda count: None) -> list:
+    """Record each receive of the worker's enrolment queue; `before(count)` runs ahead of the count-th."""
+    calls = []
+    receive = worker.enrolments.receive
+
+    def counted(*args):
+        calls.append(time.monotonic())
+        before(len(calls))
+        return receive(*args)
+
+    worker.enrolments.receive = counted
+    return calls
+
+
+def test_an_idle_worker_with_sqs_wait_time_0_backs_off_rather_than_spin(make_worker):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    calls = calls_to_receive(worker)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(2.5)
+    worker.shutdown.requested = True
+    thread.join(2)
+    assert not thread.is_alive()
+    assert 3 <= len(calls) <= 6  # at 0, 0.2, 0.6, 1.4 and 2.4 s: 0.2 s doubling to 1 s
+
+
+def test_the_idle_pause_doubles_from_0_2_s_to_1_s_and_starts_afresh_once_messages_come(make_worker, monkeypatch):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    pauses = []
+    monkeypatch.setattr(worker, "sleep", lambda seconds: pauses.append(round(seconds, 1)) or True)
+
+    def before(count):
+        if count == 6:
+            worker.enrolments.send(enrolment_body())
+        if count == 8:
+            worker.shutdown.requested = True
+
+    calls_to_receive(worker, before)
+    worker.run()
+    assert pauses == [0.2, 0.4, 0.8, 1.0, 1.0, 0.2, 0.4]
+
+
+def test_a_stop_while_idle_with_sqs_wait_time_0_returns_within_two_seconds(make_worker):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(2)  # well into the 1 s pauses
+    started = time.monotonic()
+    worker.shutdown.requested = True
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
+
+
 @pytest.mark.parametrize("backend", ["database"])
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_sqlite_queue_row_whose_body_is_not_utf8_is_set_aside_and_blocks_no_other_message(

@@ -179,6 +179,16 @@ def test_a_worker_whose_database_refuses_connections_keeps_waiting_and_stops_on_
     assert message["Attributes"]["ApproximateReceiveCount"] == "1"  # never received by the worker
 
 
+@pytest.mark.parametrize("backend", ["sqs", "database"])
+def test_an_idle_worker_with_sqs_wait_time_0_backs_off_rather_than_spin(start_worker, enrolment_queue_url, backend):
+    worker = start_worker(SQS_WAIT_TIME="0", QUEUE_BACKEND=backend)
+    wait_until(lambda: "waiting up to 0 s" in log_of(worker), 30, "the worker's first receive")
+    time.sleep(4)
+    receives = log_of(worker).count("waiting up to 0 s")
+    stop(worker, within=2)
+    assert receives <= 8  # at 0, 0.2, 0.6, 1.4, 2.4, 3.4 s: pauses of 0.2 s doubling to 1 s
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_sqlite_queue_row_that_is_not_utf8_is_set_aside_the_good_ones_saved_and_sigterm_honoured(
     start_worker, database_url, queue_names

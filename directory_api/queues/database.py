@@ -21,12 +21,8 @@ import peewee
 from directory_api.db import drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, QueueUnavailable, poll_intervals
 from directory_api.settings import Settings
-
-# An empty queue is polled at growing intervals, not in a tight loop.
-FIRST_POLL_INTERVAL = 0.2
-LONGEST_POLL_INTERVAL = 1.0
 
 NOT_UTF8 = ("The queue row's body is not UTF-8 (byte {start}); it was not written by this service. "
             "The set-aside copy shows the bytes that are not UTF-8 as \\xNN escapes.")
@@ -41,14 +37,6 @@ _wakeups_lock = threading.Lock()
 def wakeup_for(name: str) -> threading.Event:
     with _wakeups_lock:
         return _wakeups.setdefault(name, threading.Event())
-
-
-def poll_intervals() -> Iterator[float]:
-    """0.2 s, 0.4 s, 0.8 s, then 1 s for good."""
-    interval = FIRST_POLL_INTERVAL
-    while True:
-        yield interval
-        interval = min(interval * 2, LONGEST_POLL_INTERVAL)
 
 
 def receipt_of(message_id: str, receive_count: int) -> str:
