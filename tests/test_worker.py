@@ -7,11 +7,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from directory_api import db, saving, worker as worker_module
+from directory_api import db, enrolment, saving, worker as worker_module
 from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
 from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
@@ -293,6 +293,88 @@ def test_a_second_signal_stops_at_once():
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
     assert [backoff(n, lambda: 1.0) for n in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
     assert backoff(3, lambda: 0.0) == 1
+
+
+def limit_invalid_queue(worker, monkeypatch, limit: int) -> None:
+    """Make the invalid queue refuse, as SQS does, a message whose body and attributes pass `limit` bytes."""
+    send = worker.invalid.send
+
+    def limited(body, attributes=None):
+        if message_size(body, attributes or {}) > limit:
+            raise MessageRefused(f"over {limit} bytes")
+        return send(body, attributes)
+
+    monkeypatch.setattr(worker.invalid, "send", limited)
+    monkeypatch.setattr(worker.invalid, "message_size_limit", lambda: limit)
+
+
+def invalid_body_of(size: int) -> str:
+    """An enrolment with several invalid fields, padded to `size` bytes."""
+    payload = enrolment_payload(export_status="MAYBE", sso_id=0, company_number="bad", date_of_creation="soon")
+    padding = size - len(json.dumps({**payload, "notes": ""}))
+    return json.dumps({**payload, "notes": "x" * padding})
+
+
+def test_a_rejected_message_too_large_with_its_reasons_for_the_invalid_queue_is_set_aside_with_them_trimmed(
+    make_worker, monkeypatch
+):
+    worker = make_worker()
+    limit, room_for_reasons = 4096, 200
+    identity = {"original_message_id": "x" * 36, "errors": ""}
+    body = invalid_body_of(limit - message_size("", identity) - room_for_reasons)
+    reasons = enrolment.validate(json.loads(body))
+    assert len(json.dumps(reasons)) > room_for_reasons
+    limit_invalid_queue(worker, monkeypatch, limit)
+    message_id = worker.enrolments.send(body)
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert (set_aside.body, set_aside.attributes["original_message_id"]) == (body, message_id)
+    [trimmed] = json.loads(set_aside.attributes["errors"])["non_field_errors"]
+    assert trimmed.startswith(worker_module.TRIMMED) and trimmed.endswith("…")
+    assert Rejection.get(message_id=message_id).errors == reasons
+    assert received(worker.enrolments) == []
+
+
+def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_deleted_and_logged(
+    make_worker, monkeypatch, caplog
+):
+    worker = make_worker()
+    limit_invalid_queue(worker, monkeypatch, 4096)
+    body = invalid_body_of(4100)
+    message_id = worker.enrolments.send(body)
+    messages = received(worker.enrolments)
+    with caplog.at_level(logging.ERROR):
+        assert worker.handle(messages) is True
+    assert f"message {message_id}: the invalid queue refuses it" in caplog.text
+    assert set(Rejection.get(message_id=message_id).errors) == {
+        "sso_id", "company_number", "export_status", "date_of_creation"}
+    worker.enrolments.release(messages)
+    assert received(worker.enrolments) == [] and received(worker.invalid) == []
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, sqs):
+    worker = make_worker()
+    sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
+    message_id = worker.enrolments.send(invalid_body_of(1500))
+    messages = received(worker.enrolments)
+    assert worker.handle(messages) is True
+    worker.enrolments.release(messages)
+    assert received(worker.enrolments) == []
+    assert Rejection.get(message_id=message_id)
+
+
+def test_set_aside_attributes_keep_every_reason_when_the_queue_has_no_size_limit():
+    message = Message(id="m-1", body="x" * 1_000_000, receipt="r-1")
+    reasons = {"sso_id": ["A reason."] * 1000}
+    assert json.loads(worker_module.set_aside_attributes(message, reasons, None)["errors"]) == reasons
+
+
+def test_set_aside_attributes_leave_the_reasons_off_when_not_even_the_marker_fits():
+    message = Message(id="m-1", body="x" * 1000, receipt="r-1")
+    limit = message_size(message.body, {"original_message_id": "m-1", "errors": ""}) + 20
+    assert worker_module.set_aside_attributes(message, {"sso_id": ["A reason."]}, limit) == {
+        "original_message_id": "m-1"}
 
 
 def calls_to_receive(worker, before=lambda count: None) -> list:

@@ -33,12 +33,27 @@ class QueueUnavailable(Exception):
     """The queue cannot be reached or refused the call now; the caller may try again later."""
 
 
+class MessageRefused(QueueUnavailable):
+    """The queue refuses this message itself (too large, a character it cannot carry): sending it again fails again.
+
+    A QueueUnavailable, so a caller that does not tell the two apart still keeps the message and answers "try later".
+    """
+
+
 def poll_intervals() -> Iterator[float]:
     """0.2 s, 0.4 s, 0.8 s, then 1 s for good."""
     interval = FIRST_POLL_INTERVAL
     while True:
         yield interval
         interval = min(interval * 2, LONGEST_POLL_INTERVAL)
+
+
+def message_size(body: str, attributes: Mapping[str, str]) -> int:
+    """A message's bytes as SQS counts them against a queue's limit: body, and each attribute's name, type and value."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    for name, value in attributes.items():
+        size += len(name.encode()) + len("String") + len(value.encode("utf-8", "surrogatepass"))
+    return size
 
 
 class Queue(Protocol):
@@ -64,6 +79,9 @@ class Queue(Protocol):
 
     def extend(self, message: Message, seconds: int) -> None:
         """Keep a message hidden `seconds` longer while its handling runs long."""
+
+    def message_size_limit(self) -> int | None:
+        """The most bytes a message may have (see message_size), or None when the backend has no such limit."""
 
     def interrupt(self) -> None:
         """Cut short a receive waiting in another thread, where the backend can (SQS cannot)."""

@@ -205,6 +205,10 @@ class DatabaseQueue:
         with self.unavailable_on_error("extend visibility"):
             QueueMessage.update(visible_at=self.clock() + seconds).where(self._claimed([message])).execute()
 
+    def message_size_limit(self) -> None:
+        """A text column: no limit of the queue's own."""
+        return None
+
     def interrupt(self) -> None:
         self._interrupts += 1
         self.wakeup.set()

@@ -10,7 +10,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, MessageRefused, QueueUnavailable
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,14 @@ CLIENT_CONFIG = botocore.config.Config(
     retries={"mode": "standard", "total_max_attempts": 2},
     max_pool_connections=32,
 )
+
+# What a queue's MaximumMessageSize was before 2025, and still is on many
+# queues created then; assumed when the attribute cannot be read.
+OLD_MESSAGE_SIZE_LIMIT = 262_144
+
+# The codes with which SQS refuses a message itself: too long, or a character
+# outside the XML set it carries. Another try fails the same way.
+REFUSED_MESSAGE_CODES = ("InvalidParameterValue", "InvalidMessageContents")
 
 # The most message ids whose receives a queue counts itself (see ReceiveCounts).
 COUNTED_IDS = 10_000
@@ -58,6 +66,9 @@ def unavailable_on_error(action: str, queue_name: str) -> Iterator[None]:
         yield
     except botocore.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
+        if action == "send" and code in REFUSED_MESSAGE_CODES:
+            reason = error.response.get("Error", {}).get("Message", "")
+            raise MessageRefused(f"SQS queue {queue_name}: {action} refused: {code}: {reason}") from error
         raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {code}") from error
     except botocore.exceptions.BotoCoreError as error:
         raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {error}") from error
@@ -129,6 +140,7 @@ class SqsQueue:
         self.visibility_timeout = settings.sqs_visibility_timeout
         self.client = client or client_for(settings)
         self._url: str | None = None
+        self._size_limit: int | None = None
         self.receive_counts = ReceiveCounts()
 
     @property
@@ -210,6 +222,21 @@ class SqsQueue:
             self.client.change_message_visibility(
                 QueueUrl=self.url, ReceiptHandle=message.receipt, VisibilityTimeout=seconds
             )
+
+    def message_size_limit(self) -> int:
+        """The queue's MaximumMessageSize, read once; the old 256 KiB default when it cannot be read."""
+        if self._size_limit is None:
+            try:
+                with unavailable_on_error("read attributes", self.name):
+                    attributes = self.client.get_queue_attributes(
+                        QueueUrl=self.url, AttributeNames=["MaximumMessageSize"]
+                    )["Attributes"]
+                self._size_limit = int(attributes["MaximumMessageSize"])
+            except (QueueUnavailable, KeyError, ValueError) as error:
+                log.warning("SQS queue %s: MaximumMessageSize unknown (%s); assuming %d bytes",
+                            self.name, error, OLD_MESSAGE_SIZE_LIMIT)
+                self._size_limit = OLD_MESSAGE_SIZE_LIMIT
+        return self._size_limit
 
     def interrupt(self) -> None:
         """A long poll cannot be cut short on SQS: its messages come back after the visibility timeout."""

@@ -218,3 +218,7 @@ def test_a_row_whose_attributes_are_not_a_json_object_is_received_as_unreadable(
     [message] = queue.receive(10, 0)
     assert (message.body, message.attributes) == ("{}", {})
     assert "attributes are not a UTF-8 JSON object" in message.unreadable
+
+
+def test_the_database_queue_has_no_message_size_limit(queue):
+    assert queue.message_size_limit() is None

@@ -5,8 +5,8 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
-from directory_api.queues import QueueUnavailable
-from directory_api.queues.sqs import ReceiveCounts, SqsQueue, client_for
+from directory_api.queues import MessageRefused, QueueUnavailable
+from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for
 from tests.factories import worker_settings
 
 
@@ -186,3 +186,22 @@ def test_own_receive_counts_keep_at_most_their_limit_forgetting_the_longest_unse
     counts.received("a")
     counts.received("c")  # "b" was received longest ago
     assert (counts.received("a"), counts.received("b")) == (3, 1)
+
+
+def test_a_message_over_the_queues_size_limit_is_refused_not_unavailable(queue, sqs):
+    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "1024"})
+    with pytest.raises(MessageRefused, match="InvalidParameterValue"):
+        queue.send("x" * 2000)
+
+
+def test_the_size_limit_is_the_queues_maximum_message_size(queue, sqs):
+    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "2048"})
+    assert queue.message_size_limit() == 2048
+
+
+def test_the_size_limit_is_the_old_256_kib_when_the_queue_does_not_say(queue, monkeypatch):
+    def denied(**kwargs):
+        raise botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "GetQueueAttributes")
+
+    monkeypatch.setattr(queue.client, "get_queue_attributes", denied)
+    assert queue.message_size_limit() == OLD_MESSAGE_SIZE_LIMIT == 262_144
