@@ -10,6 +10,7 @@ from directory_api.settings import Settings
 # An empty queue is polled at growing intervals, not in a tight loop.
 FIRST_POLL_INTERVAL = 0.2
 LONGEST_POLL_INTERVAL = 1.0
+ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +49,11 @@ def poll_intervals() -> Iterator[float]:
         interval = min(interval * 2, LONGEST_POLL_INTERVAL)
 
 
-def message_size(body: str, attributes: Mapping[str, str]) -> int:
-    """A message's bytes as SQS counts them against a queue's limit: body, and each attribute's name, type and value."""
+def message_size(body: str, attributes: Mapping[str, str] | None = None) -> int:
+    """The bytes SQS counts for a message: the body, and each attribute's name, data type and value, in UTF-8."""
     size = len(body.encode("utf-8", "surrogatepass"))
-    for name, value in attributes.items():
-        size += len(name.encode()) + len("String") + len(value.encode("utf-8", "surrogatepass"))
+    for name, value in (attributes or {}).items():
+        size += len(name.encode("utf-8")) + len(ATTRIBUTE_TYPE) + len(value.encode("utf-8", "surrogatepass"))
     return size
 
 
