@@ -222,3 +222,25 @@ def test_a_row_whose_attributes_are_not_a_json_object_is_received_as_unreadable(
 
 def test_the_database_queue_has_no_message_size_limit(queue):
     assert queue.message_size_limit() is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_claim_whose_fetch_fails_is_queue_unavailable_and_releases_the_write_lock(queue, database_url, monkeypatch):
+    queue.send("body")
+    database = queue.database.obj  # behind the models' proxy
+    execute = database.execute
+
+    class FailingFetch:
+        def __init__(self, cursor):
+            self.cursor = cursor
+
+        def fetchall(self):
+            raise sqlite3.OperationalError("the fetch failed")
+
+        def close(self):
+            self.cursor.close()
+
+    monkeypatch.setattr(database, "execute", lambda query: FailingFetch(execute(query)))
+    with pytest.raises(QueueUnavailable, match="the fetch failed"):
+        queue.receive(10, 0)
+    assert write_lock_is_free(database_url)
