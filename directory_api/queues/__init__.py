@@ -10,6 +10,7 @@ from directory_api.settings import Settings
 # An empty queue is polled at growing intervals, not in a tight loop.
 FIRST_POLL_INTERVAL = 0.2
 LONGEST_POLL_INTERVAL = 1.0
+
 ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
 
 
