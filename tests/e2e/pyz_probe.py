@@ -23,6 +23,7 @@ queue.client.meta.events.register("before-call.sqs", lambda model, **kwargs: cal
 queue.ensure_exists()  # missing: GetQueueUrl, then CreateQueue
 again = sqs.SqsQueue(settings, sys.argv[1], client=queue.client)
 again.ensure_exists()  # there now: GetQueueUrl alone
+size_limit = queue.message_size_limit()  # GetQueueAttributes
 sent = queue.send('{"n": 0}', {"original_message_id": "probe"})
 sent_batch = queue.send_batch([json.dumps({"n": n}) for n in range(1, 13)])  # two batches of at most 10
 received = []
@@ -42,6 +43,7 @@ left = queue.receive(10, 1)
 credentials = queue.client._request_signer._credentials  # what the client signs with: no public accessor
 print(json.dumps({
     "operations": sorted({botocore.xform_name(name) for name in called}),
+    "size_limit": size_limit,
     "sent": bool(sent) and all(sent_batch) and len(sent_batch) == 12,
     "attributes": first.attributes,
     "received": len(received),
