@@ -7,7 +7,6 @@ import peewee
 import pytest
 
 from directory_api import db, migrations
-from tests.conftest import _empty_postgres
 from tests.database_locks import writes_locked
 
 
@@ -48,16 +47,6 @@ def test_bind_points_the_models_at_the_database(tmp_path):
 # Every call bounded in time (SPEC): a hung or locked database is an error, never a thread held for good.
 
 
-@pytest.fixture
-def postgres(postgres_url) -> peewee.Database:
-    """The models bound to the session's PostgreSQL database, migrated."""
-    _empty_postgres(postgres_url)
-    bound = db.bind(postgres_url)
-    migrations.migrate(bound)
-    yield bound
-    bound.close()
-
-
 def timed(call) -> tuple[BaseException | None, float]:
     started = time.monotonic()
     try:
@@ -92,10 +81,10 @@ def test_migrate_alone_runs_without_a_statement_timeout(postgres_url):
 
 
 @pytest.mark.postgres
-def test_a_statement_cancelled_from_another_thread_fails_and_its_transaction_rolls_back(postgres):
+def test_a_statement_cancelled_from_another_thread_fails_and_its_transaction_rolls_back(postgres_database):
     from directory_api.models import Rejection
 
-    database = postgres
+    database = postgres_database
     outcome = {}
 
     def save():
@@ -145,7 +134,7 @@ def test_a_full_disk_is_a_write_problem_for_sqlite(tmp_path, monkeypatch):
 
 
 @pytest.mark.postgres
-def test_a_read_only_postgres_transaction_is_a_write_problem(postgres_url, postgres):
+def test_a_read_only_postgres_transaction_is_a_write_problem(postgres_url, postgres_database):
     database = db.database_for(postgres_url)
     database.execute_sql("SET default_transaction_read_only = on")
     assert db.write_problem(database) == "cannot execute INSERT in a read-only transaction"
