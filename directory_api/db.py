@@ -8,12 +8,12 @@ then an error the caller treats as transient, never a thread held for good.
 
 import shutil
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import peewee
 
 from directory_api import models
 from directory_api.errors import first_line
+from directory_api.settings import split_database_url
 
 # Seconds any one statement may take, lock waits included (serve and work).
 TIMEOUT = 10.0
@@ -80,19 +80,11 @@ def database_for(url: str, *, timeout: float | None = TIMEOUT) -> peewee.Databas
     (for `migrate`, whose steps may rightly run long). SQLite's wait for the
     write lock is always bounded.
     """
-    parts = urlsplit(url)
+    parts = split_database_url(url)
     if parts.scheme == "sqlite":
-        return _sqlite(unquote(parts.path[1:]), timeout or TIMEOUT)
-    return _postgres(
-        unquote(parts.path[1:]),
-        {
-            "user": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "host": parts.hostname,
-            "port": parts.port,
-        },
-        timeout,
-    )
+        return _sqlite(parts.name, timeout or TIMEOUT)
+    login = {"user": parts.user, "password": parts.password, "host": parts.host, "port": parts.port}
+    return _postgres(parts.name, login, timeout)
 
 
 def _sqlite(path: str, timeout: float, thread_safe: bool = True) -> peewee.SqliteDatabase:

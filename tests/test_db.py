@@ -138,3 +138,11 @@ def test_a_read_only_postgres_transaction_is_a_write_problem(postgres_url, postg
     database = db.database_for(postgres_url)
     database.execute_sql("SET default_transaction_read_only = on")
     assert db.write_problem(database) == "cannot execute INSERT in a read-only transaction"
+
+
+def test_a_slash_in_the_postgres_password_reaches_the_driver_whole():
+    database = db.database_for("postgres://directory:pa/ss@db.example/directory")
+
+    assert database.connect_params["password"] == "pa/ss"
+    assert database.connect_params["host"] == "db.example"
+    assert database.database == "directory"
