@@ -87,7 +87,7 @@ def test_a_health_check_flood_opens_no_database_session_per_check(cli, base_env,
         for _ in range(200):
             assert session.get(f"{base_url}/healthcheck/", timeout=5).status_code == 200
     time.sleep(1.5)
-    assert sessions_opened(pg) - before <= 3  # the kept connection, and this test's own queries
+    assert sessions_opened(pg) - before <= 5  # the kept connection and this test's own queries; before: one a check
 
 
 def wait_for_receiving(worker, sqs, queues) -> None:
