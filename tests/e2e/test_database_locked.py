@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import requests
 
-from tests.database_locks import postgres_table_locked
+from tests.database_locks import postgres_table_locked, sqlite_write_locked
 from tests.e2e.harness import (
     assert_saved_exactly_once,
     bodies,
@@ -157,3 +157,28 @@ def test_a_table_locked_for_longer_than_the_receive_limit_turns_no_good_message_
     wait_all_saved(pg, sqs, queues[0], sent, timeout=60, processes=processes)
     assert_saved_exactly_once(pg, sent)
     assert sqs.total(queues[1]) == 0, "good messages were set aside as poison while the table was locked"
+
+
+def test_sigterm_while_a_batch_waits_for_sqlites_write_lock_exits_0_within_2_s_and_hands_the_batch_back(
+    cli, base_env, sqs, moto_endpoint, queues, processes, tmp_path
+):
+    # SQLite's equivalent: another connection holds the write lock (BEGIN EXCLUSIVE); the save waits on the busy timeout.
+    from directory_api import db, migrations
+
+    path = tmp_path / "data.sqlite3"
+    database = db.bind(f"sqlite:///{path}")
+    migrations.migrate(database)
+    database.close()
+    env = service_env(base_env, database_url=f"sqlite:///{path}", sqs_endpoint=moto_endpoint, queues=queues,
+                      SQS_VISIBILITY_TIMEOUT=60)
+    worker = start_work(processes, cli, env)
+    wait_for_receiving(worker, sqs, queues)
+    with sqlite_write_locked(str(path)):
+        sent = sqs.send_batch(queues[0], bodies(5))
+        wait_until(lambda: sqs.counts(queues[0]) == (0, len(sent)), 15, "the worker to receive the batch")
+        time.sleep(0.5)  # its save now waits for the write lock
+
+        code, seconds = worker.signal_and_time(signal.SIGTERM)
+
+        assert_clean_exit(worker, code, seconds)
+        wait_until(lambda: sqs.counts(queues[0]) == (len(sent), 0), 5, "the batch back on the queue")
