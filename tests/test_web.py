@@ -7,7 +7,7 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 from sigauth.helpers import RequestSigner
 
-from directory_api import db, migrations, models, web
+from directory_api import db, migrations, models, openapi, web
 from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore, legacy_signature
@@ -411,6 +411,7 @@ def test_healthcheck_says_a_read_only_database_cannot_be_written(tmp_path, queue
     app = web.make_app(settings(), queue, database=db.database_for(url), nonce_store=NonceStore(str(tmp_path / "n")))
     status, _, answer = call(app, "GET", "/healthcheck/")
     assert (status, answer) == (503, {"status": "unavailable", "database": "not writable", "queue": "ok"})
+    assert "not writable" in openapi.document()["components"]["schemas"]["Health"]["properties"]["database"]["enum"]
 
 
 def test_healthchecks_share_one_kept_database_connection(app_with_database, database, monkeypatch):
