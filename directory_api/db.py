@@ -97,6 +97,8 @@ def _sqlite(path: str, timeout: float, thread_safe: bool = True) -> peewee.Sqlit
         lock_type="IMMEDIATE",
         timeout=timeout,
         thread_safe=thread_safe,
+        # One connection for every thread (one_connection) is used by one thread at a time: its callers lock.
+        check_same_thread=thread_safe,
     )
 
 

@@ -92,6 +92,28 @@ def test_probes_from_many_threads_share_one_kept_connection(database, monkeypatc
     assert len(connects) == 1
 
 
+def test_the_kept_connection_serves_request_threads_that_live_on(database):
+    # waitress's threads live as long as the server: a connection made in one is used from the others.
+    probe = Health(database, FakeQueue(), cache_seconds=0)
+    first_done, answers = threading.Event(), []
+
+    def first():
+        answers.append(probe.parts())
+        first_done.set()
+        time.sleep(0.5)  # alive while the other probes, so the two threads are told apart
+
+    def second():
+        first_done.wait(5)
+        answers.append(probe.parts())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert answers == [{"database": "ok", "queue": "ok"}] * 2
+
+
 def test_a_flood_of_health_checks_probes_once_a_cache_period(database, monkeypatch):
     clock, queue = Clock(), FakeQueue()
     probes = []
