@@ -59,7 +59,7 @@ LONGEST_RETRY = 60.0
 # While the worker drains a backlog the sender takes at most this share of a CPU
 # (it shares the GIL with the worker), then catches up once the backlog is gone.
 BUSY_SHARE = 0.05
-BUSY_HOLD = 2.0  # seconds a full batch counts as "busy"
+BUSY_HOLD = 1.0  # seconds a full batch counts as "busy"
 IDLE_POLLS = (0.2, 0.4, 0.8, 1.0)  # an empty outbox is looked at less and less often, then every second
 TOKEN = re.compile(r"[0-9a-f]{1,32}")
 
