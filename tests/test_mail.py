@@ -71,6 +71,17 @@ def test_saving_an_enrolment_records_its_confirmation_email_in_the_same_batch(da
     assert len({e.token for e in emails}) == 3
 
 
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_on_postgres_a_batch_and_its_emails_are_one_statement(database, monkeypatch):
+    statements = []
+    execute_sql = database.execute_sql
+    monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: (
+        statements.append(sql), execute_sql(sql, *args, **kwargs))[1])
+    saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert len([sql for sql in statements if "INSERT" in sql]) == 1
+    assert Email.select().count() == 10
+
+
 def test_a_message_saved_before_records_no_second_email(database):
     payload = enrolment_payload()
     saving.save("message-1", payload)
