@@ -17,8 +17,6 @@ in the body only, escaped in the HTML.
 """
 
 import dataclasses
-import email.policy
-import email.utils
 import functools
 import html
 import logging
@@ -32,6 +30,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, parseaddr
 
 import peewee
 
@@ -182,7 +182,7 @@ class _CachedHeaderRegistry(HeaderRegistry):
         return self._classes[key]
 
 
-POLICY = email.policy.SMTP.clone(header_factory=_CachedHeaderRegistry())
+POLICY = SMTP_POLICY.clone(header_factory=_CachedHeaderRegistry())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +201,7 @@ class MailSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MailSettings":
-        name, address = email.utils.parseaddr(settings.confirmation_sender or "noreply@localhost")
+        name, address = parseaddr(settings.confirmation_sender or "noreply@localhost")
         return cls(
             host=settings.email_host, port=settings.email_port, user=settings.email_host_user,
             password=settings.email_host_password, use_tls=settings.email_use_tls, sender_name=name,
@@ -248,7 +248,7 @@ def compose(email: Email, config: MailSettings) -> EmailMessage:
 
 
 def email_date() -> str:
-    return email.utils.formatdate(usegmt=True)
+    return formatdate(usegmt=True)
 
 
 # -- sending --------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ class Sink:
         self.mode = mode
         self.messages: list[dict] = []
         self.count = 0
-        self._out = open(out, "a", encoding="utf-8") if out else None
+        self._out = open(out, "a", encoding="utf-8") if out else None  # noqa: SIM115 - open for the server's life
         self._lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
