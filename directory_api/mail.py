@@ -370,6 +370,7 @@ class Sender:
         self.rng = rng
         self.failures = 0  # consecutive connection or database failures; sets the pause before the next pass
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends a pause early: set by stop() and finish()
         self._until_idle = False
         self._busy_until = 0.0
         self.done = threading.Event()
@@ -387,11 +388,13 @@ class Sender:
     def finish(self) -> threading.Event:
         """Send what is due now, then stop (work --once); the event is set when done."""
         self._until_idle = True
+        self._wake.set()  # a pause after a failure ends now: one more try, then it stops
         return self.done
 
     def stop(self) -> None:
         """Stop soon: the e-mail in hand is cut and handed back (sent again later, with the same Message-ID)."""
         self._stopping.set()
+        self._wake.set()
         if self.transport is not None:
             self.transport.interrupt()
 
@@ -415,7 +418,7 @@ class Sender:
                     break
                 else:
                     self._close_idle()
-                    self._stopping.wait(next(polls, IDLE_POLLS[-1]))
+                    self._pause(next(polls, IDLE_POLLS[-1]))
         finally:
             self._close_idle()
             drop_connection(self.database)
@@ -435,11 +438,13 @@ class Sender:
         else:
             log.exception("e-mail sender: unexpected error")
             what = "unexpected error"
+        if self._until_idle and not isinstance(error, peewee.PeeweeException):
+            log.warning("e-mails: %s; those waiting are sent by the next `work`", what)
+            self._stopping.set()  # --once
+            return
         delay = self._backoff(self.failures)
         log.warning("e-mails: %s; trying again in %.1f s", what, delay)
-        if self._until_idle and not isinstance(error, peewee.PeeweeException):
-            self._stopping.set()  # --once: the e-mails wait for the next `work`
-        self._stopping.wait(delay)
+        self._pause(delay)
 
     def _backoff(self, attempt: int) -> float:
         kwargs = {"rng": self.rng} if self.rng else {}
@@ -510,4 +515,8 @@ class Sender:
     def _keep_to_share(self, cpu_seconds: float) -> None:
         # While the worker drains a backlog, wait long enough that this thread's CPU stays within BUSY_SHARE.
         if time.monotonic() < self._busy_until:
-            self._stopping.wait(cpu_seconds * (1 / BUSY_SHARE - 1))
+            self._pause(cpu_seconds * (1 / BUSY_SHARE - 1))
+
+    def _pause(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()

@@ -340,7 +340,7 @@ def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(
 def test_a_busy_queue_keeps_the_sender_to_a_small_share_of_a_cpu(make_sender, monkeypatch):
     sender = make_sender()
     waits = []
-    monkeypatch.setattr(sender._stopping, "wait", lambda seconds=None: waits.append(seconds))
+    monkeypatch.setattr(sender, "_pause", waits.append)
     sender._keep_to_share(0.002)
     sender.queue_busy()
     sender._keep_to_share(0.002)
@@ -388,3 +388,20 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     running.join(5)
     assert not running.is_alive() and time.monotonic() - started < 2
     assert Email.get().state == WAITING
+
+
+def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make_sender, database):
+    sender = make_sender(SmtpServer().port)  # nothing listens there
+    saved(2)
+    sender.failures = 6  # the next pause would be 32-64 s
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not Email.select().where(Email.last_error != "").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert sender.finish().wait(5) and time.monotonic() - started < 5
+    finally:
+        sender.stop()
+        sender.join(2)
+    assert states() == [WAITING, WAITING]
