@@ -292,10 +292,11 @@ class SmtpTransport:
         self._lock = threading.Lock()
 
     def send(self, message: EmailMessage, recipient: str) -> None:
-        smtp = self._smtp or self._connect()
+        smtp = self._smtp or self.connect()
         smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
 
-    def _connect(self) -> smtplib.SMTP:
+    def connect(self) -> smtplib.SMTP:
+        """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
         # A connect that hangs ends at the timeout; interrupt() can cut everything after it.
         smtp = smtplib.SMTP(self.config.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
         with self._lock:
@@ -339,7 +340,7 @@ def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -
     config = MailSettings.from_settings(settings)
     transport = SmtpTransport(config, tls_context)
     try:
-        transport._connect()
+        transport.connect()
     finally:
         transport.close()
     steps = ["STARTTLS" if config.use_tls else "no TLS", f"login as {config.user}" if config.user else "no login"]
