@@ -290,6 +290,7 @@ class SmtpTransport:
         self.tls_context = tls_context
         self._smtp: smtplib.SMTP | None = None
         self._lock = threading.Lock()
+        self._interrupted = False
 
     def send(self, message: EmailMessage, recipient: str) -> None:
         smtp = self._smtp or self.connect()
@@ -301,7 +302,10 @@ class SmtpTransport:
         smtp = smtplib.SMTP(self.config.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
         with self._lock:
             self._smtp = smtp
+            interrupted = self._interrupted
         try:
+            if interrupted:  # interrupt() came while connecting, when there was nothing to cut yet
+                raise ConnectionAbortedError("the SMTP conversation was cut short by a stop")
             smtp.ehlo()
             if self.config.use_tls:
                 smtp.starttls(context=self.tls_context or ssl.create_default_context())
@@ -327,6 +331,7 @@ class SmtpTransport:
         """Cut the conversation in progress (a stop): the blocked call fails at once."""
         with self._lock:
             smtp = self._smtp
+            self._interrupted = True
         sock = getattr(smtp, "sock", None)
         if sock is not None:
             try:

@@ -405,3 +405,10 @@ def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make
         sender.stop()
         sender.join(2)
     assert states() == [WAITING, WAITING]
+
+
+def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(database_url, smtp):
+    transport = mail.SmtpTransport(mail.MailSettings.from_settings(mail_settings(database_url, smtp.port)))
+    transport.interrupt()  # nothing to cut yet
+    with pytest.raises(ConnectionAbortedError):
+        transport.connect()
