@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from directory_api.errors import SettingsError
+from directory_api.logs import LOG_FORMATS, LOG_LEVELS
 
 REQUIRED = object()  # a default meaning "the variable must be set"
 
@@ -83,6 +84,12 @@ def _endpoint_url(raw: str) -> str:
     return raw
 
 
+def _log_level(raw: str) -> str:
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError(f"{raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()
+
+
 def _secret(raw: str) -> str:
     return raw
 
@@ -113,6 +120,9 @@ VARIABLES = (
     Variable("SQS_VISIBILITY_TIMEOUT", "sqs_visibility_timeout", _integer(1, 43200), 30, 30),
     Variable("SQS_MAX_RECEIVE_COUNT", "sqs_max_receive_count", _integer(1, 1000), 5, 5),
     Variable("SIGNATURE_LEGACY", "signature_legacy", _boolean, False, False),
+    Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
+    Variable("LOG_LEVEL", "log_level", _log_level, None, None),
+    Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
@@ -138,6 +148,9 @@ class Settings:
     sqs_visibility_timeout: int
     sqs_max_receive_count: int
     signature_legacy: bool
+    log_format: str = "text"
+    log_level: str | None = None
+    metrics_port: int | None = None
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -172,12 +185,16 @@ class Settings:
 
     def describe(self) -> str:
         """The settings as VAR=value lines, secrets masked, for --debug and check."""
-        lines = []
-        for variable in VARIABLES:
-            value = getattr(self, variable.field)
-            shown = "(unset)" if value is None else _mask(variable, value)
-            lines.append(f"  {variable.name}={shown}  [{self.sources.get(variable.name, 'default')}]")
-        return "\n".join(lines)
+        return "\n".join(
+            f"  {name}={shown}  [{self.sources.get(name, 'default')}]" for name, shown in self.shown().items()
+        )
+
+    def shown(self) -> dict[str, str]:
+        """VAR -> value as --debug shows it: secrets masked, "(unset)" for None."""
+        return {
+            variable.name: "(unset)" if (value := getattr(self, variable.field)) is None else _mask(variable, value)
+            for variable in VARIABLES
+        }
 
 
 def _required_hint(name: str) -> str:

@@ -27,6 +27,7 @@ def test_every_spec_setting_is_a_variable():
         "PORT", "DATABASE_URL", "UI_SECRET", "QUEUE_BACKEND", "SQS_ENROLMENT_QUEUE_NAME",
         "SQS_INVALID_ENROLMENT_QUEUE_NAME", "SQS_REGION_NAME", "SQS_ENDPOINT_URL", "SQS_WAIT_TIME",
         "SQS_MAX_NUMBER_OF_MESSAGES", "SQS_VISIBILITY_TIMEOUT", "SQS_MAX_RECEIVE_COUNT", "SIGNATURE_LEGACY",
+        "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT",
     ]
 
 
@@ -188,4 +189,5 @@ def test_the_example_env_file_is_a_complete_production_configuration():
     settings = Settings.from_environ(example)
 
     assert settings.queue_backend == "sqs"
-    assert set(example) == {variable.name for variable in VARIABLES if variable.name != "SQS_ENDPOINT_URL"}
+    unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT"}
+    assert set(example) == {variable.name for variable in VARIABLES if variable.name not in unset_by_default}
