@@ -149,6 +149,7 @@ def serve(
         else:
             # One metrics directory for the children, made before they fork: /metrics sums them all.
             with metrics.shared_between_processes() as directory:
+                log.debug("metrics of the %d processes are summed in %s", processes, directory)
                 code = run_children(
                     processes,
                     lambda: serve_process(
