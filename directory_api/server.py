@@ -49,10 +49,12 @@ class JsonErrorTask(ErrorTask):
         body = json.dumps({"detail": message}).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", web.JSON_TYPE))
-        request_id = logs.request_id_for(self.request.headers.get("X_REQUEST_ID"))
+        # A request refused while its head was parsed may have no headers, method or path yet.
+        request = self.request
+        request_id = logs.request_id_for(getattr(request, "headers", {}).get("X_REQUEST_ID"))
         self.response_headers.append((logs.REQUEST_ID_HEADER, request_id))
-        access.log_access(self.request.command or "-", self.request.path or "-", error.code,
-                          time.time() - self.start_time, request_id)
+        access.log_access(getattr(request, "command", None) or "-", getattr(request, "path", None) or "-",
+                          error.code, time.time() - self.start_time, request_id)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
