@@ -98,6 +98,7 @@ def configure(*, debug: bool, log_format: str = "text", level: str | None = None
         logging.getLogger(name).setLevel(logging.NOTSET if level else logging.INFO if debug else logging.WARNING)
     for name in SILENCED_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level else logging.ERROR)
+    logging.captureWarnings(log_format == "json")  # a warning is a line of the log too
     if log_format == "json":
         # A crash's traceback is a line of the log too, not lines of raw text between JSON objects.
         sys.excepthook = _log_uncaught
