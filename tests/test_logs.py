@@ -35,6 +35,7 @@ def restore_logging(monkeypatch):
     for name, old in levels.items():
         logging.getLogger(name).setLevel(old)
     sys.excepthook = hooks
+    logging.captureWarnings(False)
 
 
 def configured_lines(monkeypatch, write, **options) -> list[str]:
