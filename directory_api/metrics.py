@@ -21,7 +21,7 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 WORKER_OUTCOMES = ("saved", "duplicate", "set_aside", "retried")
-EMAIL_OUTCOMES = ("sent", "failed", "retried")
+EMAIL_OUTCOMES = ("sent", "failed", "retried", "logged")  # logged: recorded and logged, no EMAIL_HOST
 # Any other method (a client may send anything) is counted as "other", so labels stay few.
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
@@ -150,7 +150,8 @@ class EmailMetrics:
         from prometheus_client import Counter
 
         counter = Counter(
-            "directory_api_emails", "Confirmation e-mails: sent, failed for good, or to be retried.",
+            "directory_api_emails",
+            "Confirmation e-mails: sent, failed for good, to be retried, or logged (no EMAIL_HOST).",
             ("outcome",), registry=registry.collectors,
         )
         self._outcomes = {outcome: counter.labels(outcome) for outcome in EMAIL_OUTCOMES}
