@@ -8,12 +8,17 @@ has made the directory and switched prometheus_client to it, before the fork.
 """
 
 import contextlib
+import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 
+from directory_api import tempdirs
+
+log = logging.getLogger(__name__)
+
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+# serve's multiprocess directories are named so, in the temporary directory (see tempdirs).
+TEMPORARY_PREFIX = "directory-api-metrics-"
 
 # A request is answered in milliseconds; a slow one (a database that hangs) in seconds.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,11 +36,15 @@ def shared_between_processes() -> Iterator[str]:
     """A private multiprocess directory for the processes forked inside the block; removed at its end.
 
     Metrics made inside the block (in the parent or, after the fork, in a
-    child) write their values to files there, which `Registry(directory)` sums.
+    child) write their values to files there, which `Registry(directory)`
+    sums. The directory of a serve killed outright is removed by the next.
     """
     from prometheus_client import values
 
-    directory = tempfile.mkdtemp(prefix="directory-api-metrics-")
+    removed = tempdirs.remove_abandoned(TEMPORARY_PREFIX)
+    if removed:
+        log.info("removed %d metrics director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
+    directory, owner = tempdirs.make(TEMPORARY_PREFIX)
     previous = os.environ.get(MULTIPROCESS_DIRECTORY)
     os.environ[MULTIPROCESS_DIRECTORY] = directory
     # prometheus_client reads the variable once, at its import; tell it again, whenever that was.
@@ -48,7 +57,7 @@ def shared_between_processes() -> Iterator[str]:
         else:
             os.environ[MULTIPROCESS_DIRECTORY] = previous
         values.ValueClass = values.get_value_class()
-        shutil.rmtree(directory, ignore_errors=True)
+        tempdirs.remove(directory, owner)
 
 
 def mark_process_dead(directory: str | None, pid: int) -> None:

@@ -1,6 +1,10 @@
 """metrics: what serve and work count, summed over the processes of one serve, read with prometheus_client's parser."""
 
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,6 +15,8 @@ from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from directory_api.worker import Worker
 from tests.factories import enrolment_body, worker_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def samples(registry: Registry) -> dict:
@@ -120,3 +126,45 @@ def test_a_batch_that_meets_a_database_outage_is_counted_as_retried(make_worker,
     worker.handle(messages)
 
     assert outcomes(counted.registry)["retried"] == 3
+
+
+KEEP_A_DIRECTORY = """
+import time
+from directory_api import metrics
+with metrics.shared_between_processes() as directory:
+    print(directory, flush=True)
+    time.sleep(60)
+"""
+
+
+def hold_a_directory(tmp_path) -> tuple[subprocess.Popen, str]:
+    """A process inside shared_between_processes(), with the temporary directory `tmp_path`; and its directory."""
+    process = subprocess.Popen([sys.executable, "-c", KEEP_A_DIRECTORY], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    return process, process.stdout.readline().strip()
+
+
+@pytest.fixture
+def temporary_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_a_metrics_directory_left_by_a_killed_serve_is_removed_by_the_next(temporary_directory):
+    killed, left = hold_a_directory(temporary_directory)
+    killed.kill()
+    killed.wait(10)
+    assert os.path.isdir(left)
+
+    with metrics.shared_between_processes():
+        assert not os.path.exists(left)
+
+
+def test_the_metrics_directory_of_a_running_serve_is_kept(temporary_directory):
+    running, directory = hold_a_directory(temporary_directory)
+    try:
+        with metrics.shared_between_processes():
+            assert os.path.isdir(directory)
+    finally:
+        running.kill()
+        running.wait(10)
