@@ -9,6 +9,9 @@ import pytest
 
 from directory_api import db, migrations
 
+# Fixtures every kind of test may use (tests/support.py) and the e2e harness's (tests/e2e/harness.py).
+pytest_plugins = ("tests.support", "tests.e2e.harness")
+
 # The server the PostgreSQL tests use; each test session makes its own throwaway database there.
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -1,22 +1,12 @@
-"""The built artifact for the e2e tests: `pyz` (built once a session when stale) and `pyz_env`."""
+"""The built artifact for the e2e tests: `pyz` (built once a session when stale) and `pyz_env`.
+
+The harness's fixtures (servers, processes, queues, databases) come as a plugin: see tests/conftest.py.
+"""
 
 import subprocess
 from pathlib import Path
 
 import pytest
-
-# The harness's fixtures (servers, processes, queues, databases), found by pytest through this conftest.
-from tests.e2e.harness import (  # noqa: F401
-    base_env,
-    cli,
-    live_api,
-    moto_endpoint,
-    pg,
-    processes,
-    proxy_to,
-    queues,
-    sqs,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"

@@ -1,0 +1,444 @@
+"""What unit, process and e2e tests share: free ports, bounded waits, subprocesses, moto, signing, a manual clock.
+
+Loaded as a pytest plugin by tests/conftest.py, so its fixtures (`processes`,
+`moto_endpoint`, `aws_sqs`) reach every test without an import. Every wait is
+bounded; a helper that gives up raises AssertionError with what it saw, so a
+broken promise fails the test instead of hanging CI.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from mohawk import Sender
+from moto import mock_aws
+from sigauth.helpers import RequestSigner
+
+REPO = Path(__file__).resolve().parent.parent
+# The service run from this checkout's source, as `python directory_api.py ...`.
+SOURCE_CLI = (sys.executable, str(REPO / "directory_api.py"))
+
+UI_SECRET = "not-a-real-secret"
+REGION = "eu-west-1"
+# moto accepts any credentials; these only keep boto3 from looking for real ones.
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+# -- ports and waits --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on now (nor, most likely, a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy, and return that; fail naming `what` after `timeout` s.
+
+    A predicate that raises counts as not yet (a service still starting answers with errors);
+    the last error is in the failure.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as error:  # noqa: BLE001 - kept and reported if the wait gives up
+            last = error
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+class ManualClock:
+    """A monotonic clock and a sleep that move only when the test says: `advance` instead of real sleeps.
+
+    A thread given `clock` and `clock.sleep` runs one step each time the test
+    advances past its wake-up time; `advance` returns once every sleeper woken
+    has gone back to sleep (or `settle` seconds passed), so what it did is done.
+    """
+
+    def __init__(self, start: float = 1000.0, settle: float = 5.0):
+        self.now = start
+        self.settle = settle
+        self._changed = threading.Condition()
+        self._asleep = 0
+        self._wakes: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._changed:
+            wake = self.now + seconds
+            self._wakes.append(wake)
+            self._asleep += 1
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.now >= wake)
+            self._wakes.remove(wake)
+            self._asleep -= 1
+            self._changed.notify_all()
+
+    def wait_for_sleepers(self, count: int = 1) -> None:
+        """Block until `count` threads sleep on this clock."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._asleep >= count, self.settle), "no thread sleeps on the clock"
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, one sleeper's wake-up at a time, letting each step run."""
+        target = self.now + seconds
+        with self._changed:
+            while True:
+                due = [wake for wake in self._wakes if wake <= target]
+                if not due:
+                    break
+                asleep = self._asleep
+                self.now = min(due)
+                self._changed.notify_all()
+                # The woken thread runs its step and sleeps again: the count drops, then comes back.
+                self._changed.wait_for(lambda: self._asleep < asleep, self.settle)
+                assert self._changed.wait_for(lambda: self._asleep >= asleep, self.settle), "a sleeper did not return"
+            self.now = target
+
+
+# -- subprocesses -----------------------------------------------------------------------------
+
+
+class Process:
+    """A subprocess whose output goes to a log file, so a failing test can show it."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv, env=dict(env), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def full_log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal_and_time(self, signum: int, timeout: float = 10.0) -> tuple[int | None, float]:
+        """Send `signum`; return (exit code or None if still running after `timeout`, seconds it took)."""
+        started = time.monotonic()
+        self.popen.send_signal(signum)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would."""
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait(10)
+
+    def stop(self) -> None:
+        """Clean up at the end of a test: SIGTERM, then SIGKILL if it will not go."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+
+
+class Processes:
+    """Starts processes for one test and stops every one of them at its end."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.started: list[Process] = []
+
+    def start(self, argv, env, name: str, cwd: Path | None = None) -> Process:
+        process = Process(argv, env, self.log_dir / f"{name}-{len(self.started)}.log", cwd=cwd)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name} (rc={p.popen.poll()}):\n{p.log()}" for p in self.started)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Every process a test starts, stopped at its end; their logs stay in tmp_path."""
+    started = Processes(tmp_path)
+    yield started
+    started.stop_all()
+
+
+def wait_for_root(process: Process, base_url: str, timeout: float = 30) -> None:
+    """Wait until GET `base_url`/ answers 200, failing with the log if the process exits first."""
+
+    def answers():
+        assert process.alive(), f"{process.argv} exited:\n{process.log()}"
+        return requests.get(f"{base_url}/", timeout=1).status_code == 200
+
+    wait_until(answers, timeout, f"GET {base_url}/")
+
+
+def start_serve(processes: Processes, cli: Sequence[str], env: Mapping[str, str], *args: str,
+                name: str = "serve", ready: bool = True) -> tuple[Process, str]:
+    """`serve` on a free port; returns (process, base URL), once GET / answers 200 unless `ready` is False."""
+    port = free_port()
+    process = processes.start([*cli, "serve", "--host", "127.0.0.1", "--port", str(port), *args], env, name)
+    base_url = f"http://127.0.0.1:{port}"
+    if ready:
+        wait_for_root(process, base_url)
+    return process, base_url
+
+
+def start_work(processes: Processes, cli: Sequence[str], env: Mapping[str, str], *args: str,
+               name: str = "work") -> Process:
+    return processes.start([*cli, "work", *args], env, name)
+
+
+class Serve:
+    """`python directory_api.py serve` from this checkout on a free port, its output in a log file."""
+
+    def __init__(self, processes: Processes, env: Mapping[str, str], *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = processes.start(
+            [*SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            {"PATH": os.environ["PATH"], "UI_SECRET": UI_SECRET, **env}, "serve", cwd=REPO,
+        )
+        self.process = self._process.popen
+
+    def log(self) -> str:
+        return self._process.full_log()
+
+    def wait_ready(self) -> "Serve":
+        wait_for_root(self._process, self.url)
+        return self
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self._process.kill()
+
+
+@pytest.fixture
+def serving(processes):
+    """Start `serve` from source with settings and arguments; every one is stopped at the end of the test."""
+
+    def start(env: Mapping[str, str], *args: str, ready: bool = True) -> Serve:
+        serve = Serve(processes, env, *args)
+        return serve.wait_ready() if ready else serve
+
+    return start
+
+
+def received_until_closed(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send `data`; return what came back and whether the server closed the connection within `timeout`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:
+            pass
+    return received, True
+
+
+def statuses(received: bytes) -> list[int]:
+    """The status codes of every HTTP response in `received`, in order."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
+
+
+# -- moto as SQS: in this process, or as a server over HTTP ----------------------------------------
+
+
+@pytest.fixture
+def aws_sqs(monkeypatch):
+    """An SQS client on moto inside this process (fake credentials in the environment)."""
+    for name, value in {**FAKE_AWS, "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("sqs", region_name=REGION)
+
+
+def moto_argv(port: int) -> list[str]:
+    moto_server = Path(sys.executable).with_name("moto_server")
+    if moto_server.exists():
+        return [str(moto_server), "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def start_moto(processes: Processes) -> str:
+    """A moto server on a free port; returns its endpoint URL once it answers."""
+    port = free_port()
+    process = processes.start(moto_argv(port), {**os.environ, **FAKE_AWS}, "moto")
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def answers():
+        assert process.alive(), f"moto_server exited:\n{process.log()}"
+        return requests.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500
+
+    wait_until(answers, 30, "moto_server to answer")
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> str:
+    """One moto server for the session; tests keep apart by queue names."""
+    started = Processes(tmp_path_factory.mktemp("moto"))
+    endpoint = start_moto(started)
+    yield endpoint
+    started.stop_all()
+
+
+def sqs_client(endpoint: str):
+    """A boto3 SQS client straight to the moto server at `endpoint`."""
+    return boto3.client(
+        "sqs", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+class Sqs:
+    """A client to moto over HTTP, to preload and inspect queues behind the service's back."""
+
+    def __init__(self, endpoint: str):
+        self.client = sqs_client(endpoint)
+
+    def url(self, name: str) -> str:
+        return self.client.create_queue(QueueName=name)["QueueUrl"]
+
+    def send_batch(self, name: str, bodies: Iterable[str]) -> list[str]:
+        """Send with SendMessageBatch, ten a call (moto manages ~110 calls/s); return the message ids in order."""
+        url = self.url(name)
+        bodies = list(bodies)
+        ids: list[str] = []
+        for start in range(0, len(bodies), 10):
+            chunk = bodies[start : start + 10]
+            answer = self.client.send_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": body} for n, body in enumerate(chunk)]
+            )
+            assert not answer.get("Failed"), answer["Failed"]
+            by_entry = {entry["Id"]: entry["MessageId"] for entry in answer["Successful"]}
+            ids.extend(by_entry[str(n)] for n in range(len(chunk)))
+        return ids
+
+    def counts(self, name: str) -> tuple[int, int]:
+        """(visible, in flight) messages of a queue; (0, 0) when it does not exist."""
+        try:
+            url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except self.client.exceptions.QueueDoesNotExist:
+            return 0, 0
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def total(self, name: str) -> int:
+        return sum(self.counts(name))
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.client.get_queue_url(QueueName=name)
+        except self.client.exceptions.QueueDoesNotExist:
+            return False
+        return True
+
+
+def queue_names() -> tuple[str, str]:
+    """Fresh enrolment and invalid queue names, so tests sharing a moto server never see each other."""
+    suffix = uuid.uuid4().hex[:10]
+    return f"enrolment-{suffix}", f"enrolment-invalid-{suffix}"
+
+
+def sqs_env(endpoint: str, queues: tuple[str, str], database_url: str, **settings: object) -> dict[str, str]:
+    """The settings of a serve or work process on the moto server at `endpoint`; `settings` override by name."""
+    env = {
+        **FAKE_AWS,
+        "DATABASE_URL": database_url,
+        "UI_SECRET": UI_SECRET,
+        "QUEUE_BACKEND": "sqs",
+        "SQS_ENDPOINT_URL": endpoint,
+        "SQS_REGION_NAME": REGION,
+        "SQS_ENROLMENT_QUEUE_NAME": queues[0],
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME": queues[1],
+    }
+    env.update({name: str(value) for name, value in settings.items()})
+    return env
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+
+def signed_headers(url: str, body: bytes = b"", method: str = "POST", content_type: str | None = "application/json",
+                   secret: str = UI_SECRET) -> dict[str, str]:
+    """Headers of a request signed as directory-ui signs it, with sigauth."""
+    headers = RequestSigner(secret=secret, sender_id="directory-ui").get_signature_headers(
+        url, body, method, content_type
+    )
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+def stale_headers(path: str, body: bytes, seconds_old: int, content_type: str = "application/json") -> dict[str, str]:
+    """A correct Hawk signature made `seconds_old` seconds ago."""
+    sender = Sender(
+        {"id": "directory-ui", "key": UI_SECRET, "algorithm": "sha256"},
+        path,
+        "POST",
+        content=body,
+        content_type=content_type,
+        _timestamp=int(time.time()) - seconds_old,
+    )
+    return {"X-Signature": sender.request_header, "Content-Type": content_type}
+
+
+def signed_post(base_url: str, body: bytes, path: str = "/enrolment/", secret: str = UI_SECRET, timeout: float = 10,
+                **kwargs) -> requests.Response:
+    """POST `body` to `base_url``path`, signed; keyword arguments go to requests (headers are added to)."""
+    url = f"{base_url}{path}"
+    headers = {**signed_headers(url, body, secret=secret), **kwargs.pop("headers", {})}
+    return requests.post(url, data=body, headers=headers, timeout=timeout, **kwargs)
+
+
+def signed_get(base_url: str, path: str, secret: str = UI_SECRET, timeout: float = 10) -> requests.Response:
+    url = f"{base_url}{path}"
+    return requests.get(url, headers=signed_headers(url, b"", "GET", None, secret=secret), timeout=timeout)
