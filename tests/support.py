@@ -388,6 +388,17 @@ def queue_names() -> tuple[str, str]:
     return f"enrolment-{suffix}", f"enrolment-invalid-{suffix}"
 
 
+@pytest.fixture
+def sqs(moto_endpoint) -> Sqs:
+    return Sqs(moto_endpoint)
+
+
+@pytest.fixture
+def queues() -> tuple[str, str]:
+    """Names of an enrolment and an invalid queue of the test's own."""
+    return queue_names()
+
+
 def sqs_env(endpoint: str, queues: tuple[str, str], database_url: str, **settings: object) -> dict[str, str]:
     """The settings of a serve or work process on the moto server at `endpoint`; `settings` override by name."""
     env = {

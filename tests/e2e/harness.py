@@ -42,7 +42,7 @@ def service_env(
     **settings: object,
 ) -> dict[str, str]:
     """The environment of a serve or work process on SQS (moto) and PostgreSQL; settings override by name."""
-    return {**base, **sqs_env(sqs_endpoint, queues, database_url, SQS_WAIT_TIME=1, SQS_VISIBILITY_TIMEOUT=3, **settings)}
+    return {**base, **sqs_env(sqs_endpoint, queues, database_url, **{"SQS_WAIT_TIME": 1, "SQS_VISIBILITY_TIMEOUT": 3, **settings})}
 
 
 # -- enrolments -------------------------------------------------------------------------------
@@ -226,16 +226,6 @@ def base_env(tmp_path_factory) -> dict[str, str]:
         "AWS_CONFIG_FILE": str(home / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
     }
-
-
-@pytest.fixture
-def sqs(moto_endpoint) -> Sqs:
-    return Sqs(moto_endpoint)
-
-
-@pytest.fixture
-def queues() -> tuple[str, str]:
-    return queue_names()
 
 
 def fresh_schema(url: str) -> str:
