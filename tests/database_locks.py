@@ -45,3 +45,12 @@ def writes_locked(url: str) -> Iterator[None]:
     else:
         with postgres_table_locked(url):
             yield
+
+
+def lock_waits(url: str) -> int:
+    """Sessions of the PostgreSQL database at `url` waiting for a lock now."""
+    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]

@@ -290,10 +290,15 @@ def statuses(received: bytes) -> list[int]:
 
 
 @pytest.fixture
-def aws_sqs(monkeypatch):
-    """An SQS client on moto inside this process (fake credentials in the environment)."""
+def aws_credentials(monkeypatch):
+    """Fake AWS credentials and region in the environment, so boto3 never looks for real ones."""
     for name, value in {**FAKE_AWS, "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws_sqs(aws_credentials):
+    """An SQS client on moto inside this process."""
     with mock_aws():
         yield boto3.client("sqs", region_name=REGION)
 

@@ -3,9 +3,7 @@ import logging
 import threading
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from directory_api import db, enrolment, saving, worker as worker_module
 from directory_api.errors import SchemaError
@@ -28,14 +26,6 @@ def no_lingering_in_once(monkeypatch):
     monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
 
 
-@pytest.fixture
-def sqs(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        yield boto3.client("sqs", region_name="eu-west-1")
-
-
 @pytest.fixture(params=["sqs", "database"])
 def backend(request):
     return request.param
@@ -48,7 +38,7 @@ def make_worker(backend, database, database_url, request):
     def make(**environ) -> Worker:
         settings = worker_settings(database_url, **{"QUEUE_BACKEND": backend, "SQS_WAIT_TIME": "0", **environ})
         if backend == "sqs":
-            client = request.getfixturevalue("sqs")
+            client = request.getfixturevalue("aws_sqs")
             queues = [SqsQueue(settings, name, client=client) for name in ("enrolment", "enrolment-invalid")]
         else:
             queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
@@ -405,9 +395,9 @@ def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_d
 
 
 @pytest.mark.parametrize("backend", ["sqs"])
-def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, sqs):
+def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, aws_sqs):
     worker = make_worker()
-    sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
+    aws_sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
     message_id = worker.enrolments.send(invalid_body_of(1500))
     messages = received(worker.enrolments)
     assert worker.handle(messages) is True

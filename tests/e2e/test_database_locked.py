@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import requests
 
-from tests.database_locks import postgres_table_locked, sqlite_write_locked
+from tests.database_locks import lock_waits, postgres_table_locked, sqlite_write_locked
 from tests.e2e.harness import assert_saved_exactly_once, get_signed, post_enrolment, service_env, wait_all_saved
 from tests.factories import enrolment_bodies, enrolment_payload
 from tests.support import start_serve, start_work, wait_until
@@ -28,11 +28,6 @@ def query(url: str, sql: str):
     with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
         cursor.execute(sql)
         return cursor.fetchone()[0]
-
-
-def lock_waits(url: str) -> int:
-    return query(url, "SELECT count(*) FROM pg_stat_activity "
-                      "WHERE datname = current_database() AND wait_event_type = 'Lock'")
 
 
 def sessions_opened(url: str) -> int:
