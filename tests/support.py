@@ -66,6 +66,25 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         time.sleep(interval)
 
 
+def errors_in_threads(target: Callable[[], object], count: int, timeout: float = 30) -> list[Exception]:
+    """Run `target` in `count` threads at once and wait up to `timeout` s for them; return what they raised."""
+    errors: list[Exception] = []
+
+    def run():
+        try:
+            target()
+        except Exception as error:  # noqa: BLE001 - returned for the test to judge
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), f"a thread still runs after {timeout} s"
+    return errors
+
+
 class ManualClock:
     """A monotonic clock and a sleep that move only when the test says: `advance` instead of real sleeps.
 

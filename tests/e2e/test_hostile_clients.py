@@ -14,7 +14,7 @@ import requests
 
 from tests.e2e.harness import post_enrolment, request_bytes, service_env
 from tests.factories import enrolment_payload
-from tests.support import free_port, signed_headers, start_serve, wait_for_root
+from tests.support import received_until_closed, signed_headers, start_serve, statuses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -85,13 +85,9 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
 ):
     # Regression: waitress accepted 100 connections a process, and every dribbled byte reset its idle
     # timeout: 205 idle sockets made signed POSTs time out, 250 dribbling ones kept serve down for minutes.
-    port = free_port()
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
-    serve = processes.start(
-        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--processes", "2"], env, "serve"
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(serve, base_url)
+    serve, base_url = start_serve(processes, cli, env, "--processes", "2")
+    port = int(base_url.rsplit(":", 1)[1])
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(IDLE)]
     dribblers = Dribblers(port, DRIBBLING, DRIBBLE_EVERY)
     try:
@@ -112,25 +108,6 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
         dribblers.close()
         for sock in idle:
             sock.close()
-
-
-def received_until_closed(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Send `data`; return what came back and whether the server closed the connection within `timeout`."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:
-            pass
-    return received, True
-
-
-def statuses(received: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
 
 
 def test_content_length_with_transfer_encoding_is_answered_on_a_connection_then_closed(live_api):

@@ -11,6 +11,7 @@ from directory_api.models import QueueMessage
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from tests.factories import worker_settings
+from tests.support import errors_in_threads
 
 
 class Clock:
@@ -155,22 +156,16 @@ def test_a_dropped_connection_is_reopened_on_the_next_call(postgres_url):
 
 def test_concurrent_receivers_never_share_a_message(queue, database):
     queue.send_batch([f"body {n}" for n in range(40)])
-    received, errors = [], []
+    received = []
 
     def drain():
         try:
             while batch := queue.receive(3, 0):
                 received.extend(m.id for m in batch)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
         finally:
             database.close()
 
-    threads = [threading.Thread(target=drain) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    errors = errors_in_threads(drain, 4)
     assert errors == []
     assert len(received) == len(set(received)) == 40
 
