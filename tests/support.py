@@ -6,6 +6,7 @@ bounded; a helper that gives up raises AssertionError with what it saw, so a
 broken promise fails the test instead of hanging CI.
 """
 
+import io
 import os
 import re
 import signal
@@ -24,6 +25,8 @@ import requests
 from mohawk import Sender
 from moto import mock_aws
 from sigauth.helpers import RequestSigner
+
+from directory_api.queues import QueueUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
 # The service run from this checkout's source, as `python directory_api.py ...`.
@@ -134,6 +137,64 @@ class ManualClock:
                 self._changed.wait_for(lambda: self._asleep < asleep, self.settle)
                 assert self._changed.wait_for(lambda: self._asleep >= asleep, self.settle), "a sleeper did not return"
             self.now = target
+
+
+# -- the WSGI app in this process ---------------------------------------------------------------
+
+
+class FakeQueue:
+    """A Queue double: remembers what was sent; `down` makes it refuse like an unreachable backend."""
+
+    name = "enrolment"
+
+    def __init__(self):
+        self.sent: list[str] = []
+        self.down = False
+
+    def ensure_exists(self) -> None:
+        if self.down:
+            raise QueueUnavailable("fake queue is down")
+
+    def send(self, body: str, attributes=None) -> str:
+        self.ensure_exists()
+        self.sent.append(body)
+        return f"message-{len(self.sent)}"
+
+
+def wsgi_call(app, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None,
+              query: str = "", **environ) -> tuple[int, dict[str, str], bytes]:
+    """Run one request through a WSGI app; return (status code, lower-cased headers, raw body)."""
+    env = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "REQUEST_URI": path + (f"?{query}" if query else ""),
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    env.update(environ)
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = {name.lower(): value for name, value in response_headers}
+
+    iterable = app(env, start_response)
+    try:
+        raw = b"".join(iterable)
+    finally:
+        if hasattr(iterable, "close"):
+            iterable.close()
+    return answer["status"], answer["headers"], raw
 
 
 # -- subprocesses -----------------------------------------------------------------------------

@@ -1,18 +1,17 @@
 """web: every row and error of SPEC.md's HTTP API, through the WSGI app with raw environs."""
 
-import io
 import json
 
 import pytest
 from openapi_spec_validator import validate as validate_openapi
-from sigauth.helpers import RequestSigner
 
 from directory_api import db, migrations, models, openapi, web
-from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore, legacy_signature
+from tests import support
+from tests.support import FakeQueue, wsgi_call
 
-SECRET = "not-a-real-secret"
+SECRET = support.UI_SECRET
 ENROLMENT = {
     "sso_id": 7,
     "company_number": "SC123456",
@@ -21,25 +20,6 @@ ENROLMENT = {
     "export_status": "NOT_YET",
     "date_of_creation": "2012-04-02",
 }
-
-
-class FakeQueue:
-    """A Queue double: remembers what was sent; `down` makes it refuse like an unreachable backend."""
-
-    name = "enrolment"
-
-    def __init__(self):
-        self.sent: list[str] = []
-        self.down = False
-
-    def ensure_exists(self) -> None:
-        if self.down:
-            raise QueueUnavailable("fake queue is down")
-
-    def send(self, body: str, attributes=None) -> str:
-        self.ensure_exists()
-        self.sent.append(body)
-        return f"message-{len(self.sent)}"
 
 
 class ExplodingInput:
@@ -72,43 +52,13 @@ def app(queue, tmp_path):
 
 def call(app, method, path, body=b"", headers=None, query="", **environ):
     """Run one request through the WSGI app; return (status code, lower-cased headers, JSON body)."""
-    request_uri = path + (f"?{query}" if query else "")
-    env = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "REQUEST_URI": request_uri,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": io.StringIO(),
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
-    env.update(environ)
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer["status"] = int(status.split()[0])
-        answer["headers"] = {name.lower(): value for name, value in response_headers}
-
-    raw = b"".join(app(env, start_response))
-    assert answer["headers"]["content-type"] == "application/json"
-    return answer["status"], answer["headers"], json.loads(raw)
+    status, answer_headers, raw = wsgi_call(app, method, path, body, headers, query, **environ)
+    assert answer_headers["content-type"] == "application/json"
+    return status, answer_headers, json.loads(raw)
 
 
 def signed_headers(method, path, body=b"", content_type="application/json", secret=SECRET):
-    headers = RequestSigner(secret=secret, sender_id="directory-ui").get_signature_headers(
-        f"http://testserver{path}", body, method, content_type
-    )
-    if content_type:
-        headers["Content-Type"] = content_type
-    return headers
+    return support.signed_headers(f"http://testserver{path}", body, method, content_type, secret)
 
 
 def post(app, body, path="/enrolment/", **kwargs):

@@ -11,22 +11,12 @@ from directory_api.models import QueueMessage
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from tests.factories import worker_settings
-from tests.support import errors_in_threads
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
+from tests.support import ManualClock, errors_in_threads
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return ManualClock(start=1_000_000.0)
 
 
 @pytest.fixture
