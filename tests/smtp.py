@@ -4,14 +4,11 @@ import datetime
 import email
 import email.policy
 import ipaddress
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import smtp_sink
 
-import smtp_sink  # noqa: E402
-
-from tests.support import free_port  # noqa: E402
+from tests.support import free_port
 
 
 class SmtpServer:

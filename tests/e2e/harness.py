@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
-import pytest
 import psycopg2
+import pytest
 import requests
+from throwaway_postgres import emptied
 
 from tests.support import (
     Process,
@@ -232,8 +233,7 @@ def fresh_schema(url: str) -> str:
     """Empty the database at `url` and migrate it to this checkout's schema."""
     from directory_api import db, migrations
 
-    database = db.bind(url)
-    database.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    database = db.bind(emptied(url))
     migrations.migrate(database)
     database.close()
     return url
