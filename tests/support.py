@@ -24,6 +24,7 @@ import pytest
 import requests
 from mohawk import Sender
 from moto import mock_aws
+from prometheus_client.parser import text_string_to_metric_families
 from sigauth.helpers import RequestSigner
 
 from directory_api.queues import QueueUnavailable
@@ -195,6 +196,15 @@ def wsgi_call(app, method: str, path: str, body: bytes = b"", headers: Mapping[s
         if hasattr(iterable, "close"):
             iterable.close()
     return answer["status"], answer["headers"], raw
+
+
+def metric_samples(exposition: str) -> dict[tuple[str, tuple], float]:
+    """(name, labels as a sorted tuple) -> value, from a Prometheus exposition parsed by prometheus_client's parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
 
 
 # -- subprocesses -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from directory_api import access, logs, web
 from directory_api.metrics import HttpMetrics, Registry
 from directory_api.signature import NonceStore
-from tests.support import FakeQueue
+from tests.support import FakeQueue, metric_samples
 from tests.support import wsgi_call as call
 from tests.test_web import ENROLMENT, settings, signed_headers
 
@@ -52,13 +52,7 @@ def enrol(app, request_id=None):
 
 
 def samples(registry) -> dict:
-    """(name, labels as sorted tuple) -> value, from /metrics parsed by prometheus_client's own parser."""
-    text = registry.exposition().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return metric_samples(registry.exposition().decode())
 
 
 def test_the_clients_request_id_is_echoed(app):

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.factories import enrolment_body
-from tests.support import SOURCE_CLI, free_port, signed_headers, wait_until
+from tests.support import SOURCE_CLI, free_port, metric_samples, signed_headers, wait_until
 
 DEBUG_SECRET = "debug"  # UI_SECRET's --debug default
 
@@ -72,3 +72,18 @@ def test_a_signed_request_to_dev_logs_no_third_party_debug_line(dev):
     assert third_party.stdout == "", third_party.stdout
     assert int(ours.stdout) > 0, "dev logs this service at DEBUG"
     assert " INFO directory_api.access POST /enrolment/ 202 " in dev.full_log()
+
+
+def test_dev_serves_the_metrics_of_its_requests_and_of_its_worker_on_its_one_port(dev):
+    body = enrolment_body()
+    url = dev.base_url + "/enrolment/"
+    assert requests.post(url, data=body.encode(), headers=signed("POST", url, body), timeout=5).status_code == 202
+
+    def emailed():
+        found = metric_samples(requests.get(dev.base_url + "/metrics", timeout=5).text)
+        return found[("directory_api_emails_total", (("outcome", "logged"),))] == 1 and found
+
+    found = wait_until(emailed, 10, "the e-mail logged")
+    assert found[("directory_api_http_requests_total", (("method", "POST"), ("route", "/enrolment/"), ("status", "202")))] == 1
+    assert found[("directory_api_worker_messages_total", (("outcome", "saved"),))] == 1
+    assert found[("directory_api_emails_total", (("outcome", "logged"),))] == 1

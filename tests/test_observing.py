@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from directory_api import logs
 from tests.factories import enrolment_body
-from tests.support import SOURCE_CLI, free_port, signed_post, start_work, wait_until
+from tests.support import SOURCE_CLI, free_port, metric_samples, signed_post, start_work, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,12 +48,7 @@ def json_lines(text: str) -> list[dict]:
 
 
 def scrape(url: str) -> dict:
-    text = requests.get(url, timeout=5).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return metric_samples(requests.get(url, timeout=5).text)
 
 
 def requests_total(found: dict, route: str, method: str, status: str) -> float:
@@ -175,7 +169,7 @@ def _signed_post_with_request_id(url: str, request_id: str) -> requests.Response
     return signed_post(url, enrolment_body().encode(), headers={"X-Request-ID": request_id})
 
 
-def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_aside_message(
+def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_with_a_set_aside_message(
         serving, database_env, processes):
     serve = serving(database_env)  # migrates the database (--debug) and queues what the worker drains
     for _ in range(3):
@@ -190,7 +184,8 @@ def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_as
 
         def drained():
             found = scrape(url)
-            return found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1 and found
+            done = found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1
+            return done and found[("directory_api_emails_total", (("outcome", "logged"),))] == 3 and found
 
         found = wait_until(drained, 20, "the worker's metrics after the drain")
     finally:
@@ -200,6 +195,8 @@ def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_as
     counts = {outcome: found[("directory_api_worker_messages_total", (("outcome", outcome),))]
               for outcome in ("saved", "duplicate", "set_aside", "retried")}
     assert counts == {"saved": 3, "duplicate": 0, "set_aside": 1, "retried": 0}
+    assert {outcome: found[("directory_api_emails_total", (("outcome", outcome),))]
+            for outcome in ("sent", "failed", "retried", "logged")} == {"sent": 0, "failed": 0, "retried": 0, "logged": 3}
     assert found[("directory_api_worker_batch_duration_seconds_count", ())] >= 1
     json_lines(worker.full_log())
 
