@@ -54,3 +54,16 @@ def lock_waits(url: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return cursor.fetchone()[0]
+
+
+def write_lock_is_free(database_url: str) -> bool:
+    """Whether SQLite's write lock can be taken now (within half a second)."""
+    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0.5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()

@@ -4,9 +4,21 @@ import itertools
 import json
 
 from directory_api.settings import Settings
+from tests.support import UI_SECRET
 
 # Unnumbered payloads count from here, clear of the small numbers tests pass on purpose.
 _numbers = itertools.count(1_000_000)
+
+
+# One fixed enrolment, for tests that spell out what is sent or stored.
+ENROLMENT = {
+    "sso_id": 7,
+    "company_number": "SC123456",
+    "company_name": "Acme Exports Ltd",
+    "company_email": "enquiries@acme.example.com",
+    "export_status": "NOT_YET",
+    "date_of_creation": "2012-04-02",
+}
 
 
 def enrolment_payload(n: int | None = None, **overrides) -> dict:
@@ -32,6 +44,11 @@ def enrolment_body(n: int | None = None, **overrides) -> str:
     return json.dumps(enrolment_payload(n, **overrides))
 
 
+def deeply_nested_body(levels: int, n: int | None = None) -> str:
+    """A valid enrolment (the n-th, or the next unused) with an extra field of arrays `levels` deep."""
+    return enrolment_body(n)[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
+
+
 def enrolment_bodies(count: int, start: int = 0) -> list[str]:
     """The bodies of enrolments start .. start + count - 1."""
     return [enrolment_body(n) for n in range(start, start + count)]
@@ -45,3 +62,8 @@ def worker_settings(database_url: str, **environ) -> Settings:
         "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
     }
     return Settings.from_environ({**base, **environ}, require=())
+
+
+def web_settings(**environ) -> Settings:
+    """Settings as `serve --debug` builds them, signed with tests/support.py's UI_SECRET."""
+    return Settings.from_environ({"UI_SECRET": UI_SECRET, **environ}, debug=True)

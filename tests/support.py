@@ -7,10 +7,12 @@ broken promise fails the test instead of hanging CI.
 """
 
 import io
+import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ from mohawk import Sender
 from moto import mock_aws
 from prometheus_client.parser import text_string_to_metric_families
 from sigauth.helpers import RequestSigner
+from typer.testing import CliRunner
 
 from directory_api.queues import QueueUnavailable
 
@@ -205,6 +208,59 @@ def metric_samples(exposition: str) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
     }
+
+
+def app_call(app, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None,
+             query: str = "", **environ) -> tuple[int, dict[str, str], object]:
+    """Run one request through the WSGI app; return (status code, lower-cased headers, JSON body)."""
+    status, answer_headers, raw = wsgi_call(app, method, path, body, headers, query, **environ)
+    assert answer_headers["content-type"] == "application/json"
+    return status, answer_headers, json.loads(raw)
+
+
+def app_signed_headers(method: str, path: str, body: bytes = b"", content_type: str | None = "application/json",
+                       secret: str = UI_SECRET) -> dict[str, str]:
+    """Headers signing a request to `path` of the app in this process (its host is testserver)."""
+    return signed_headers(f"http://testserver{path}", body, method, content_type, secret)
+
+
+def app_post(app, body, path: str = "/enrolment/", **environ):
+    """A signed POST of `body` (bytes, or an object sent as JSON) through the WSGI app, as app_call answers."""
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return app_call(app, "POST", path, body, app_signed_headers("POST", path, body), **environ)
+
+
+def app_signed_get(app, path: str):
+    return app_call(app, "GET", path, b"", app_signed_headers("GET", path, content_type=None))
+
+
+# -- behind the service's back -----------------------------------------------------------------------
+
+
+def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: bytes = b"{}",
+                   queue: str = "enrolment") -> None:
+    """A queue row as another tool might write it, bytes and all, outside peewee."""
+    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    with connection:
+        connection.execute(
+            "INSERT INTO queue_message (id, queue, body, attributes, visible_at, receive_count, created)"
+            " VALUES (?, ?, CAST(? AS TEXT), CAST(? AS TEXT), 0, 0, '2026-01-01 00:00:00')",
+            (message_id, queue, body, attributes),
+        )
+    connection.close()
+
+
+# -- the CLI in this process -----------------------------------------------------------------------
+
+
+def invoke_cli(*args: str, **env: str):
+    """Run `directory-api ARGS` in this process with only `env` set of the variables it reads; a crash fails the test."""
+    from directory_api.cli import app
+    from directory_api.settings import VARIABLES
+
+    # Every variable the CLI reads, unset, so the developer's own environment cannot leak in.
+    unset = {variable.name: None for variable in VARIABLES} | {f"DIRECTORY_API_{v.name}": None for v in VARIABLES}
+    return CliRunner().invoke(app, list(args), env={**unset, **env}, catch_exceptions=False)
 
 
 # -- subprocesses -----------------------------------------------------------------------------
@@ -391,6 +447,23 @@ def aws_sqs(aws_credentials):
     """An SQS client on moto inside this process."""
     with mock_aws():
         yield boto3.client("sqs", region_name=REGION)
+
+
+def answering(queue, monkeypatch, change):
+    """Make the queue's ReceiveMessage answer what `change` makes of moto's answer."""
+    receive = queue.client.receive_message
+    monkeypatch.setattr(queue.client, "receive_message", lambda **kwargs: change(receive(**kwargs)))
+
+
+def twice(response):
+    """A ReceiveMessage answer with each message in it twice."""
+    return {**response, "Messages": response.get("Messages", []) * 2}
+
+
+def without_receive_count(response):
+    """A ReceiveMessage answer without its messages' attributes (ApproximateReceiveCount among them)."""
+    messages = response.get("Messages", [])
+    return {**response, "Messages": [{k: v for k, v in m.items() if k != "Attributes"} for m in messages]}
 
 
 def moto_argv(port: int) -> list[str]:

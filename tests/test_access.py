@@ -10,9 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from directory_api import access, logs, web
 from directory_api.metrics import HttpMetrics, Registry
 from directory_api.signature import NonceStore
+from tests.factories import ENROLMENT, web_settings as settings
 from tests.support import FakeQueue, metric_samples
+from tests.support import app_signed_headers as signed_headers
 from tests.support import wsgi_call as call
-from tests.test_web import ENROLMENT, settings, signed_headers
 
 HOSTILE_REQUEST_IDS = ["has spaces", "new\nline", "x" * 10_240, "semi;colon", "tab\there"]
 

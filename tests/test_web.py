@@ -6,20 +6,14 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 
 from directory_api import db, migrations, models, openapi, web
-from directory_api.settings import Settings
 from directory_api.signature import NonceStore, legacy_signature
 from tests import support
-from tests.support import FakeQueue, wsgi_call
+from tests.factories import ENROLMENT, web_settings as settings
+from tests.support import FakeQueue
+from tests.support import app_call as call, app_post as post, app_signed_get as signed_get
+from tests.support import app_signed_headers as signed_headers
 
 SECRET = support.UI_SECRET
-ENROLMENT = {
-    "sso_id": 7,
-    "company_number": "SC123456",
-    "company_name": "Acme Exports Ltd",
-    "company_email": "enquiries@acme.example.com",
-    "export_status": "NOT_YET",
-    "date_of_creation": "2012-04-02",
-}
 
 
 class ExplodingInput:
@@ -36,10 +30,6 @@ class ExplodingInput:
         return b"x" * size
 
 
-def settings(**environ) -> Settings:
-    return Settings.from_environ({"UI_SECRET": SECRET, **environ}, debug=True)
-
-
 @pytest.fixture
 def queue():
     return FakeQueue()
@@ -48,26 +38,6 @@ def queue():
 @pytest.fixture
 def app(queue, tmp_path):
     return web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "nonces.sqlite3")))
-
-
-def call(app, method, path, body=b"", headers=None, query="", **environ):
-    """Run one request through the WSGI app; return (status code, lower-cased headers, JSON body)."""
-    status, answer_headers, raw = wsgi_call(app, method, path, body, headers, query, **environ)
-    assert answer_headers["content-type"] == "application/json"
-    return status, answer_headers, json.loads(raw)
-
-
-def signed_headers(method, path, body=b"", content_type="application/json", secret=SECRET):
-    return support.signed_headers(f"http://testserver{path}", body, method, content_type, secret)
-
-
-def post(app, body, path="/enrolment/", **kwargs):
-    body = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return call(app, "POST", path, body, signed_headers("POST", path, body), **kwargs)
-
-
-def signed_get(app, path):
-    return call(app, "GET", path, b"", signed_headers("GET", path, content_type=None))
 
 
 def test_root_says_hello_without_a_signature(app):

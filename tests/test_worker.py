@@ -13,9 +13,9 @@ from directory_api.queues import Message, MessageRefused, QueueUnavailable, mess
 from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
-from tests.factories import enrolment_body, enrolment_payload, worker_settings
-from tests.queues.test_database import insert_raw_row, write_lock_is_free
-from tests.queues.test_sqs import answering, twice, without_receive_count
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
+from tests.database_locks import write_lock_is_free
+from tests.support import answering, insert_raw_row, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -120,10 +120,6 @@ def test_one_bad_message_in_a_batch_does_not_keep_the_others_from_being_saved(ma
     assert Enrolment.select().count() == 2
     assert len(received(worker.invalid)) == 2
     assert received(worker.enrolments) == []
-
-
-def deeply_nested_body(levels: int) -> str:
-    return enrolment_body()[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
 
 
 @pytest.mark.parametrize("levels", [500, 970])

@@ -10,8 +10,7 @@ import pytest
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues.database import DatabaseQueue
 from tests.factories import enrolment_body, worker_settings
-from tests.queues.test_database import insert_raw_row
-from tests.support import SOURCE_CLI, Process, sqs_env, start_work, wait_until
+from tests.support import SOURCE_CLI, Process, insert_raw_row, sqs_env, start_work, wait_until
 
 
 @pytest.fixture

@@ -7,18 +7,13 @@ import pytest
 import requests
 
 from tests.e2e.harness import service_env, wait_all_saved
-from tests.factories import enrolment_bodies, enrolment_payload
+from tests.factories import deeply_nested_body, enrolment_bodies, enrolment_payload
 from tests.support import signed_headers, start_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 PATH = "/enrolment/"
 TOO_DEEP = "The body is not JSON this service accepts: it is nested deeper than 100 levels."
-
-
-def deeply_nested(n: int, levels: int) -> str:
-    """The n-th valid enrolment with an extra field of arrays `levels` deep."""
-    return json.dumps(enrolment_payload(n))[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
 
 
 def post(live_api, body: bytes) -> requests.Response:
@@ -30,7 +25,7 @@ def post(live_api, body: bytes) -> requests.Response:
 def test_an_enrolment_nested_hundreds_deep_is_a_400_and_logs_no_traceback(live_api, levels):
     queued, logged = live_api.queued(), len(live_api.process.log())
 
-    response = post(live_api, deeply_nested(levels, levels).encode())
+    response = post(live_api, deeply_nested_body(levels, n=levels).encode())
 
     assert (response.status_code, response.json()) == (400, {"detail": TOO_DEEP})
     assert live_api.queued() == queued
@@ -74,7 +69,7 @@ def test_a_message_nested_too_deeply_is_set_aside_alone_and_its_nine_batch_mates
     cli, base_env, pg, sqs, moto_endpoint, queues, processes
 ):
     """It crashed its batch: the nine, a valid enrolment among them, went to the invalid queue as received too often."""
-    deep, *valid = sqs.send_batch(queues[0], [deeply_nested(0, 500), *enrolment_bodies(9, start=1)])
+    deep, *valid = sqs.send_batch(queues[0], [deeply_nested_body(500, n=0), *enrolment_bodies(9, start=1)])
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
     start_work(processes, cli, env)
 

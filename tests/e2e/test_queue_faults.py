@@ -11,8 +11,7 @@ import pytest
 
 from tests.e2e.harness import service_env, table_count
 from tests.factories import enrolment_payload
-from tests.support import start_work, wait_until
-from tests.queues.test_database import insert_raw_row
+from tests.support import insert_raw_row, start_work, wait_until
 
 pytestmark = pytest.mark.e2e
 

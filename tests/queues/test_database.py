@@ -11,7 +11,8 @@ from directory_api.models import QueueMessage
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from tests.factories import worker_settings
-from tests.support import ManualClock, errors_in_threads
+from tests.database_locks import write_lock_is_free
+from tests.support import ManualClock, errors_in_threads, insert_raw_row
 
 
 @pytest.fixture
@@ -158,31 +159,6 @@ def test_concurrent_receivers_never_share_a_message(queue, database):
     errors = errors_in_threads(drain, 4)
     assert errors == []
     assert len(received) == len(set(received)) == 40
-
-
-def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: bytes = b"{}",
-                   queue: str = "enrolment") -> None:
-    """A queue row as another tool might write it, bytes and all, outside peewee."""
-    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-    with connection:
-        connection.execute(
-            "INSERT INTO queue_message (id, queue, body, attributes, visible_at, receive_count, created)"
-            " VALUES (?, ?, CAST(? AS TEXT), CAST(? AS TEXT), 0, 0, '2026-01-01 00:00:00')",
-            (message_id, queue, body, attributes),
-        )
-    connection.close()
-
-
-def write_lock_is_free(database_url: str) -> bool:
-    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0.5)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.rollback()
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

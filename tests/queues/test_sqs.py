@@ -6,6 +6,7 @@ import pytest
 from directory_api.queues import MessageRefused, QueueUnavailable
 from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for
 from tests.factories import worker_settings
+from tests.support import answering, twice, without_receive_count
 
 
 @pytest.fixture
@@ -119,21 +120,6 @@ def test_an_endpoint_that_refuses_connections_is_queue_unavailable_within_second
 def test_every_queue_of_a_process_shares_one_client(aws_credentials, settings):
     assert SqsQueue(settings, "enrolment").client is SqsQueue(settings, "enrolment-invalid").client
     assert client_for(settings) is SqsQueue(settings, "enrolment").client
-
-
-def answering(queue, monkeypatch, change):
-    """Make the queue's ReceiveMessage answer what `change` makes of moto's answer."""
-    receive = queue.client.receive_message
-    monkeypatch.setattr(queue.client, "receive_message", lambda **kwargs: change(receive(**kwargs)))
-
-
-def twice(response):
-    return {**response, "Messages": response.get("Messages", []) * 2}
-
-
-def without_receive_count(response):
-    messages = response.get("Messages", [])
-    return {**response, "Messages": [{k: v for k, v in m.items() if k != "Attributes"} for m in messages]}
 
 
 def test_a_receive_that_returns_one_message_twice_gives_it_once_with_the_last_receipt(queue, monkeypatch):
