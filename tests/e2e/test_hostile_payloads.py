@@ -8,7 +8,7 @@ import requests
 
 from tests.e2e.harness import service_env, wait_all_saved
 from tests.factories import deeply_nested_body, enrolment_bodies, enrolment_payload
-from tests.support import signed_headers, start_work
+from tests.support import signed_post, start_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -17,8 +17,7 @@ TOO_DEEP = "The body is not JSON this service accepts: it is nested deeper than 
 
 
 def post(live_api, body: bytes) -> requests.Response:
-    url = f"{live_api.base_url}{PATH}"
-    return requests.post(url, data=body, headers=signed_headers(url, body), timeout=30)
+    return signed_post(live_api.base_url, body, PATH, timeout=30)
 
 
 @pytest.mark.parametrize("levels", [400, 970])
