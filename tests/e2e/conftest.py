@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import bare_env
+
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"
 # What the pyz is made of: a change to any of them makes it stale.
@@ -43,12 +45,7 @@ def pyz() -> Path:
 
 @pytest.fixture
 def pyz_env(tmp_path) -> dict[str, str]:
-    """An environment that shares nothing with the developer's: own HOME and SHIV_ROOT, no PYTHONPATH."""
+    """A bare environment of the test's own."""
     home = tmp_path / "home"
     home.mkdir()
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "SHIV_ROOT": str(tmp_path / "shiv"),
-    }
+    return bare_env(home, tmp_path / "shiv")

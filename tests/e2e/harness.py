@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -215,15 +216,22 @@ def cli(pyz) -> list[str]:
     return [getattr(sys, "_base_executable", sys.executable), str(pyz)]
 
 
+def bare_env(home: Path, shiv_root: Path) -> dict[str, str]:
+    """An environment that shares nothing with the developer's: own HOME and SHIV_ROOT, no PYTHONPATH."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "SHIV_ROOT": str(shiv_root),
+    }
+
+
 @pytest.fixture(scope="session")
 def base_env(tmp_path_factory) -> dict[str, str]:
     """A bare environment, as conftest's pyz_env, but one SHIV_ROOT a session: the pyz unpacks once, not per process."""
     home = tmp_path_factory.mktemp("home")
     return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "SHIV_ROOT": str(tmp_path_factory.mktemp("shiv")),
+        **bare_env(home, tmp_path_factory.mktemp("shiv")),
         "AWS_CONFIG_FILE": str(home / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
     }
