@@ -74,7 +74,7 @@ def test_work_sends_each_new_supplier_a_confirmation_with_a_text_and_an_html_par
     assert set(by_recipient) == {enrolment_payload(n)["company_email"] for n in range(3)}
     message = by_recipient[enrolment_payload(0)["company_email"]]
     bodies_of = parts(message)
-    assert "You recently registered a trade profile for your company, Test Company 0 Ltd" in bodies_of["text/plain"]
+    assert f"You recently registered a trade profile for your company, {enrolment_payload(0)['company_name']}" in bodies_of["text/plain"]
     assert f'href="{CONFIRMATION_URL}"' in bodies_of["text/html"]
     assert message["Message-ID"] in {f"<{row[3]}@example.com>" for row in emails(pg)}
 
