@@ -10,47 +10,16 @@ from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
-from directory_api.queues.database import DatabaseQueue
-from directory_api.queues.sqs import SqsQueue
-from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
-from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
+from directory_api.worker import Background, Keepalive, Shutdown, backoff
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
 from tests.database_locks import write_lock_is_free
-from tests.support import answering, insert_raw_row, twice, without_receive_count
+from tests.support import answering, insert_raw_row, received, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
 
-@pytest.fixture(autouse=True)
-def no_lingering_in_once(monkeypatch):
-    # The moto and database queues answer a poll at once: no need for --once's one-second wait.
-    monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
-
-
-@pytest.fixture(params=["sqs", "database"])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def make_worker(backend, database, database_url, request):
-    """A Worker on the backend and database of the test, with settings from a few variables."""
-
-    def make(**environ) -> Worker:
-        settings = worker_settings(database_url, **{"QUEUE_BACKEND": backend, "SQS_WAIT_TIME": "0", **environ})
-        if backend == "sqs":
-            client = request.getfixturevalue("aws_sqs")
-            queues = [SqsQueue(settings, name, client=client) for name in ("enrolment", "enrolment-invalid")]
-        else:
-            queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
-        for queue in queues:
-            queue.ensure_exists()
-        return Worker(settings, database, *queues, rng=lambda: 0.0)
-
-    return make
-
-
-def received(queue) -> list[Message]:
-    return queue.receive(10, 0)
+# The moto and database queues answer a poll at once: no need for --once's one-second wait.
+pytestmark = pytest.mark.usefixtures("no_lingering_in_once")
 
 
 def test_a_valid_message_is_saved_and_deleted(make_worker):
