@@ -96,8 +96,8 @@ class ManualClock:
     """A monotonic clock and a sleep that move only when the test says: `advance` instead of real sleeps.
 
     A thread given `clock` and `clock.sleep` runs one step each time the test
-    advances past its wake-up time; `advance` returns once every sleeper woken
-    has gone back to sleep (or `settle` seconds passed), so what it did is done.
+    advances past its wake-up time; `advance` returns once each thread it woke
+    sleeps again, so what the step did is done. Plain `clock.now = ...` moves it too.
     """
 
     def __init__(self, start: float = 1000.0, settle: float = 5.0):
@@ -105,6 +105,7 @@ class ManualClock:
         self.settle = settle
         self._changed = threading.Condition()
         self._asleep = 0
+        self._woken = 0
         self._wakes: list[float] = []
 
     def __call__(self) -> float:
@@ -119,6 +120,7 @@ class ManualClock:
             self._changed.wait_for(lambda: self.now >= wake)
             self._wakes.remove(wake)
             self._asleep -= 1
+            self._woken += 1
             self._changed.notify_all()
 
     def wait_for_sleepers(self, count: int = 1) -> None:
@@ -130,16 +132,13 @@ class ManualClock:
         """Move time forward by `seconds`, one sleeper's wake-up at a time, letting each step run."""
         target = self.now + seconds
         with self._changed:
-            while True:
-                due = [wake for wake in self._wakes if wake <= target]
-                if not due:
-                    break
-                asleep = self._asleep
+            while due := [wake for wake in self._wakes if wake <= target]:
+                asleep, woken = self._asleep, self._woken
                 self.now = min(due)
                 self._changed.notify_all()
-                # The woken thread runs its step and sleeps again: the count drops, then comes back.
-                self._changed.wait_for(lambda: self._asleep < asleep, self.settle)
-                assert self._changed.wait_for(lambda: self._asleep >= asleep, self.settle), "a sleeper did not return"
+                # The woken thread runs its step and sleeps again.
+                assert self._changed.wait_for(lambda: self._woken > woken and self._asleep >= asleep, self.settle), \
+                    "a thread woken by the clock did not sleep on it again"
             self.now = target
 
 

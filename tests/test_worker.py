@@ -13,7 +13,7 @@ from directory_api.queues import Message, MessageRefused, QueueUnavailable, mess
 from directory_api.worker import Background, Keepalive, Shutdown, backoff
 from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
 from tests.database_locks import write_lock_is_free
-from tests.support import answering, insert_raw_row, received, twice, without_receive_count
+from tests.support import ManualClock, answering, insert_raw_row, received, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -274,19 +274,21 @@ class ExtendingQueue:
         self.extended.append((message, seconds))
 
 
-def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    with Keepalive(queue, visibility_timeout=1).watch([message]):
-        time.sleep(1.3)
-    assert queue.extended[:2] == [(message, 1), (message, 1)]
+def test_the_visibility_of_messages_whose_handling_runs_long_is_extended_each_half_timeout():
+    queue, message, clock = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1"), ManualClock()
+    with Keepalive(queue, visibility_timeout=1, clock=clock, sleep=clock.sleep).watch([message]):
+        clock.wait_for_sleepers()
+        clock.advance(1.3)
+    assert queue.extended == [(message, 1), (message, 1)]  # at 0.5 s and 1.0 s
 
 
 def test_a_batch_handled_quickly_is_never_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    keepalive = Keepalive(queue, visibility_timeout=1)
+    queue, message, clock = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1"), ManualClock()
+    keepalive = Keepalive(queue, visibility_timeout=1, clock=clock, sleep=clock.sleep)
     with keepalive.watch([message]):
         pass
-    time.sleep(1.3)
+    clock.wait_for_sleepers()
+    clock.advance(1.3)
     assert queue.extended == []
 
 
