@@ -20,12 +20,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# build.sh makes its own build environment: no .venv needed.
 # ruff and mypy, configured in pyproject.toml; .ci/run runs this before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check directory_api tests scripts directory_api.py
 	$(BIN)/mypy
 
+# build.sh makes its own build environment: no .venv needed.
 build:
 	./build.sh
 
