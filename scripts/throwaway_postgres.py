@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL database on a local server, for the tests and the benchmarks: made on entry, dropped on exit."""
+"""A throwaway PostgreSQL database on a local server, for tests and benchmarks: made on entry, dropped on exit."""
 
 import contextlib
 import uuid

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import psycopg2
 
+from tests.support import pg_rows
+
 
 @contextlib.contextmanager
 def postgres_table_locked(url: str, table: str = "enrolment") -> Iterator[None]:
@@ -49,11 +51,8 @@ def writes_locked(url: str) -> Iterator[None]:
 
 def lock_waits(url: str) -> int:
     """Sessions of the PostgreSQL database at `url` waiting for a lock now."""
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return pg_rows(url, query)[0][0]
 
 
 def write_lock_is_free(database_url: str) -> bool:

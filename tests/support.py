@@ -6,6 +6,7 @@ bounded; a helper that gives up raises AssertionError with what it saw, so a
 broken promise fails the test instead of hanging CI.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import boto3
+import psycopg2
 import pytest
 import requests
 from mohawk import Sender
@@ -63,7 +65,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
     while True:
         try:
             last = predicate()
-        except Exception as error:  # noqa: BLE001 - kept and reported if the wait gives up
+        except Exception as error:
             last = error
         else:
             if last:
@@ -80,7 +82,7 @@ def errors_in_threads(target: Callable[[], object], count: int, timeout: float =
     def run():
         try:
             target()
-        except Exception as error:  # noqa: BLE001 - returned for the test to judge
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=run) for _ in range(count)]
@@ -137,8 +139,8 @@ class ManualClock:
                 self.now = min(due)
                 self._changed.notify_all()
                 # The woken thread runs its step and sleeps again.
-                assert self._changed.wait_for(lambda: self._woken > woken and self._asleep >= asleep, self.settle), \
-                    "a thread woken by the clock did not sleep on it again"
+                stepped = lambda woken=woken, asleep=asleep: self._woken > woken and self._asleep >= asleep  # noqa: E731
+                assert self._changed.wait_for(stepped, self.settle), "a thread woken by the clock did not sleep again"
             self.now = target
 
 
@@ -280,6 +282,13 @@ def received(queue) -> list:
 # -- behind the service's back -----------------------------------------------------------------------
 
 
+def pg_rows(url: str, sql: str) -> list[tuple]:
+    """The rows `sql` gives on the PostgreSQL database at `url`, on a connection of its own."""
+    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
 def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: bytes = b"{}",
                    queue: str = "enrolment") -> None:
     """A queue row as another tool might write it, bytes and all, outside peewee."""
@@ -297,7 +306,7 @@ def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: 
 
 
 def invoke_cli(*args: str, **env: str):
-    """Run `directory-api ARGS` in this process with only `env` set of the variables it reads; a crash fails the test."""
+    """Run `directory-api ARGS` in this process, of the variables it reads only `env` set; a crash fails the test."""
     from directory_api.cli import app
     from directory_api.settings import VARIABLES
 
@@ -315,7 +324,7 @@ class Process:
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None):
         self.argv = list(argv)
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the process writes to it until stop() closes it
         self.popen = subprocess.Popen(
             self.argv, env=dict(env), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )

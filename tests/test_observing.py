@@ -147,7 +147,8 @@ def work(processes, env: dict, *args: str):
     return start_work(processes, SOURCE_CLI, {"PATH": os.environ["PATH"], **env}, "--debug", *args)
 
 
-def test_a_request_id_goes_from_the_client_through_the_access_line_to_the_workers_line(serving, database_env, processes):
+def test_a_request_id_goes_from_the_client_through_the_access_line_to_the_workers_line(
+        serving, database_env, processes):
     serve = serving(database_env)
     answer = _signed_post_with_request_id(serve.url, "client-req.42")
     assert answer.status_code == 202 and answer.headers["X-Request-ID"] == "client-req.42"

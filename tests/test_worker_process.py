@@ -67,7 +67,8 @@ def test_two_workers_on_one_queue_save_every_message_once(start_worker, sqs, que
                "all 200 enrolments")
     for worker in workers:
         stop(worker, within=2)
-    assert all(re.search(r"batch of \d+: [1-9]\d* saved", worker.full_log()) for worker in workers), "one worker did all the work"
+    assert all(re.search(r"batch of \d+: [1-9]\d* saved", worker.full_log()) for worker in workers), \
+        "one worker did all the work"
     assert {e.sqs_message_id for e in Enrolment.select()} == sent
     assert (Enrolment.select().count(), Rejection.select().count()) == (200, 0)
 
@@ -78,7 +79,8 @@ def test_a_worker_whose_database_refuses_connections_keeps_waiting_and_stops_on_
     worker = start_worker(DATABASE_URL="postgres://postgres@127.0.0.1:1/x")
     wait_until(lambda: worker.full_log().count("database unreachable") >= 3, 20, "three tries of the database")
     assert stop(worker, within=2) < 2
-    [message] = sqs.client.receive_message(QueueUrl=enrolment_queue_url, MessageSystemAttributeNames=["All"])["Messages"]
+    answer = sqs.client.receive_message(QueueUrl=enrolment_queue_url, MessageSystemAttributeNames=["All"])
+    [message] = answer["Messages"]
     assert message["Attributes"]["ApproximateReceiveCount"] == "1"  # never received by the worker
 
 

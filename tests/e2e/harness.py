@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 from throwaway_postgres import emptied
@@ -25,6 +24,7 @@ from tests.support import (
     Processes,
     Sqs,
     free_port,
+    pg_rows,
     queue_names,
     signed_headers,
     sqs_env,
@@ -44,7 +44,8 @@ def service_env(
     **settings: object,
 ) -> dict[str, str]:
     """The environment of a serve or work process on SQS (moto) and PostgreSQL; settings override by name."""
-    return {**base, **sqs_env(sqs_endpoint, queues, database_url, **{"SQS_WAIT_TIME": 1, "SQS_VISIBILITY_TIMEOUT": 3, **settings})}
+    settings = {"SQS_WAIT_TIME": 1, "SQS_VISIBILITY_TIMEOUT": 3, **settings}
+    return {**base, **sqs_env(sqs_endpoint, queues, database_url, **settings)}
 
 
 # -- enrolments -------------------------------------------------------------------------------
@@ -52,17 +53,11 @@ def service_env(
 
 def saved_message_ids(database_url: str) -> list[str]:
     """Every enrolment row's queue message id, straight from PostgreSQL (duplicates kept)."""
-    with contextlib.closing(psycopg2.connect(database_url, connect_timeout=5)) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT sqs_message_id FROM enrolment")
-            return [row[0] for row in cursor.fetchall()]
+    return [row[0] for row in pg_rows(database_url, "SELECT sqs_message_id FROM enrolment")]
 
 
 def table_count(database_url: str, table: str) -> int:
-    with contextlib.closing(psycopg2.connect(database_url, connect_timeout=5)) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute(f'SELECT count(*) FROM "{table}"')
-            return cursor.fetchone()[0]
+    return pg_rows(database_url, f'SELECT count(*) FROM "{table}"')[0][0]
 
 
 def wait_all_saved(
@@ -354,7 +349,7 @@ def raw_exchange(port: int, chunks: Iterable[bytes], *, pause: float = 0.0, half
                     response.headers["content-length"]
                 ):
                     break
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
     return parse_response(received)
 

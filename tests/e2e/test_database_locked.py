@@ -5,19 +5,17 @@ operator's forgotten transaction or a long migration would: every statement
 on the table waits for it.
 """
 
-import contextlib
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2
 import pytest
 import requests
 
 from tests.database_locks import lock_waits, postgres_table_locked, sqlite_write_locked
 from tests.e2e.harness import assert_saved_exactly_once, get_signed, post_enrolment, service_env, wait_all_saved
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.support import start_serve, start_work, wait_until
+from tests.support import pg_rows, start_serve, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -25,9 +23,7 @@ EXIT_WITHIN = 2.0
 
 
 def query(url: str, sql: str):
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
+    return pg_rows(url, sql)[0][0]
 
 
 def sessions_opened(url: str) -> int:

@@ -95,7 +95,8 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
         deadline = time.monotonic() + ATTACK_SECONDS
         while time.monotonic() < deadline:
             n += 1
-            posted, seconds = timed(lambda n=n: post_enrolment(base_url, enrolment_payload(n), timeout=ANSWERED_WITHIN * 5))
+            enrolment = enrolment_payload(n)
+            posted, seconds = timed(lambda enrolment=enrolment: post_enrolment(base_url, enrolment, timeout=ANSWERED_WITHIN * 5))
             assert posted.status_code == 202, posted.text
             hello, hello_seconds = timed(lambda: requests.get(f"{base_url}/", timeout=ANSWERED_WITHIN * 5))
             assert hello.status_code == 200

@@ -1,6 +1,5 @@
 """The confirmation e-mail from the built pyz: `work` against a real SMTP server (scripts/smtp_sink.py) in its own process."""
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -8,13 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tests.e2e.harness import service_env
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.support import free_port, start_work, wait_until
 from tests.smtp import parse, parts, self_signed_certificate
+from tests.support import free_port, pg_rows, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -54,10 +52,7 @@ def mail_env(base_env, pg, moto_endpoint, queues, port, **settings):
 
 def emails(database_url: str) -> list[tuple]:
     """(state, attempts, last_error, token, recipient) of every e-mail row, oldest first."""
-    with contextlib.closing(psycopg2.connect(database_url, connect_timeout=5)) as connection, \
-            connection.cursor() as cursor:
-        cursor.execute("SELECT state, attempts, last_error, token, recipient FROM email ORDER BY id")
-        return cursor.fetchall()
+    return pg_rows(database_url, "SELECT state, attempts, last_error, token, recipient FROM email ORDER BY id")
 
 
 def states(database_url: str) -> list[str]:
@@ -74,7 +69,8 @@ def test_work_sends_each_new_supplier_a_confirmation_with_a_text_and_an_html_par
     assert set(by_recipient) == {enrolment_payload(n)["company_email"] for n in range(3)}
     message = by_recipient[enrolment_payload(0)["company_email"]]
     bodies_of = parts(message)
-    assert f"You recently registered a trade profile for your company, {enrolment_payload(0)['company_name']}" in bodies_of["text/plain"]
+    company = enrolment_payload(0)["company_name"]
+    assert f"You recently registered a trade profile for your company, {company}" in bodies_of["text/plain"]
     assert f'href="{CONFIRMATION_URL}"' in bodies_of["text/html"]
     assert message["Message-ID"] in {f"<{row[3]}@example.com>" for row in emails(pg)}
 
