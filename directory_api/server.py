@@ -24,18 +24,25 @@ import threading
 import time
 
 import peewee
-from waitress import wasyncore
-from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
-from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
+from directory_api.vendored_internals import (
+    Adjustments,
+    ErrorTask,
+    HTTPChannel,
+    HTTPRequestParser,
+    ParsingError,
+    TcpWSGIServer,
+    ThreadedTaskDispatcher,
+    WSGITask,
+    socket_map,
+    tcp_server,
+    wasyncore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +197,7 @@ class GuardedServer(TcpWSGIServer):
                 # Every connection is being answered: one more would only push the process past its file limit.
                 sock.close()
                 continue
-            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=self._map)
+            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=socket_map(self))
 
     def _make_room(self) -> None:
         quiet = [channel for channel in self.active_channels.values() if not channel.answering()]
@@ -249,16 +256,7 @@ def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int =
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
-    # As waitress.create_server builds it for one socket, with this class.
-    return GuardedServer(
-        app,
-        {},
-        _sock=sock,
-        dispatcher=dispatcher,
-        adj=adjustments,
-        bind_socket=False,
-        sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
-    )
+    return tcp_server(GuardedServer, app, {}, sock, dispatcher, adjustments)
 
 
 def connection_limit(open_files: int, threads: int) -> int:
@@ -285,15 +283,16 @@ def raise_open_file_limit(needed: int) -> None:
 
 def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
     """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
+    channels = socket_map(server)
     while not stopping.is_set():
-        wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
+        wasyncore.loop(timeout=LOOP_SECONDS, map=channels, use_poll=True, count=1)
     # The listening socket goes, the trigger stays: it wakes the loop when a response is ready.
     wasyncore.dispatcher.close(server)
-    unfinished = _drain(server._map, time.monotonic() + drain_seconds)
+    unfinished = _drain(channels, time.monotonic() + drain_seconds)
     if unfinished:
         log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-    wasyncore.close_all(server._map)
+    wasyncore.close_all(channels)
 
 
 def _drain(channels: dict, deadline: float) -> int:

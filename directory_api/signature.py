@@ -19,11 +19,9 @@ import weakref
 from urllib.parse import quote, urlsplit
 
 import mohawk
-import mohawk.base
-import mohawk.util
 from mohawk.exc import AlreadyProcessed, HawkFail, MissingAuthorization, TokenExpired
 
-from directory_api import tempdirs
+from directory_api import tempdirs, vendored_internals
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ class _PprintWhenDebugging:
         return "(not formatted)"
 
 
-mohawk.base.pprint = mohawk.util.pprint = _PprintWhenDebugging
+vendored_internals.replace_pprint(_PprintWhenDebugging)
 
 HEADER_ENVIRON_KEY = "HTTP_X_SIGNATURE"
 ALGORITHM = "sha256"
@@ -212,7 +210,7 @@ class Verifier:
         try:
             # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
             # the replay key is the MAC itself, which mohawk has checked before it asks.
-            mac = mohawk.util.parse_authorization_header(request.header).get("mac", "")
+            mac = vendored_internals.authorization_attributes(request.header).get("mac", "")
             mohawk.Receiver(
                 self._credentials,
                 request.header,

@@ -102,6 +102,11 @@ def replace_strings_match(replacement) -> None:
     mohawk.base.strings_match = mohawk.util.strings_match = replacement
 
 
+def authorization_attributes(header: str) -> dict[str, str]:
+    """The attributes of a Hawk Authorization header (id, ts, nonce, hash, mac, ...), parsed as mohawk does."""
+    return mohawk.util.parse_authorization_header(header)
+
+
 def header_attributes(attributes: str):
     """Matches of each key="value" attribute of a Hawk header's text after "Hawk ", as mohawk parses it."""
     return mohawk.util.HAWK_HEADER_RE.finditer(attributes)

@@ -15,6 +15,7 @@ import requests
 from waitress import wasyncore
 
 from directory_api import server
+from directory_api.vendored_internals import socket_map
 from tests import support
 from tests.factories import enrolment_payload
 from tests.support import free_port, received_until_closed, signed_headers, sqs_client, statuses
@@ -356,7 +357,7 @@ def test_one_turn_of_the_loop_accepts_every_connection_waiting():
     finally:
         for sock in waiting:
             sock.close()
-        wasyncore.close_all(http._map)
+        wasyncore.close_all(socket_map(http))
         http.task_dispatcher.shutdown()
 
 
@@ -375,5 +376,5 @@ def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monke
     finally:
         for sock in quiet:
             sock.close()
-        wasyncore.close_all(http._map)
+        wasyncore.close_all(socket_map(http))
         http.task_dispatcher.shutdown()
