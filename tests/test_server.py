@@ -1,5 +1,6 @@
 """server: real `python directory_api.py serve` processes on real ports, SQS from a moto server over HTTP."""
 
+import contextlib
 import errno
 import json
 import re
@@ -153,6 +154,28 @@ class InProcess:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(10)
+
+
+@contextlib.contextmanager
+def turned_by_hand(app=hello_app):
+    """create_server(app) with one thread and no loop running: the test calls its handlers itself."""
+    http = server.create_server(app, host="127.0.0.1", port=0, threads=1)
+    try:
+        yield http
+    finally:
+        wasyncore.close_all(socket_map(http))
+        http.task_dispatcher.shutdown()
+
+
+@contextlib.contextmanager
+def connected(http, count: int):
+    """`count` client connections to `http`, waiting in its backlog until it accepts them; closed at the end."""
+    clients = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(count)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest.fixture
@@ -349,16 +372,9 @@ def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process
 def test_one_turn_of_the_loop_accepts_every_connection_waiting():
     # Regression: waitress accepts one a turn, and a turn costs more the more connections are open:
     # at 4,000 open, a burst of new ones waited in the backlog for up to 10 s.
-    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
-    waiting = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(50)]
-    try:
+    with turned_by_hand() as http, connected(http, 50):
         http.handle_accept()
         assert len(http.active_channels) == 50
-    finally:
-        for sock in waiting:
-            sock.close()
-        wasyncore.close_all(socket_map(http))
-        http.task_dispatcher.shutdown()
 
 
 def out_of_files():
@@ -366,15 +382,8 @@ def out_of_files():
 
 
 def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monkeypatch):
-    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
-    quiet = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(3)]
-    try:
+    with turned_by_hand() as http, connected(http, 3):
         http.handle_accept()
         monkeypatch.setattr(http, "accept", out_of_files)
         http.handle_accept()
         assert len(http.active_channels) == 0
-    finally:
-        for sock in quiet:
-            sock.close()
-        wasyncore.close_all(socket_map(http))
-        http.task_dispatcher.shutdown()
