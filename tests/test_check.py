@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from throwaway_postgres import emptied
 
 from directory_api import check as checking
 from directory_api import db, migrations
@@ -206,10 +207,7 @@ def test_a_full_disk_under_sqlite_is_a_problem_not_all_good(tmp_path, monkeypatc
 
 @pytest.mark.postgres
 def test_a_read_only_postgres_is_a_problem_not_all_good(postgres_url):
-    from tests.conftest import _empty_postgres
-
-    _empty_postgres(postgres_url)
-    migrations.migrate(db.bind(postgres_url))
+    migrations.migrate(db.bind(emptied(postgres_url)))
     database_name = postgres_url.rsplit("/", 1)[1]
     admin = db.database_for(postgres_url.rsplit("/", 1)[0] + "/postgres")
     admin.execute_sql(f'ALTER DATABASE "{database_name}" SET default_transaction_read_only = on')
