@@ -66,9 +66,27 @@ def read(message: Message, max_receive_count: int) -> object:
         return Invalid({NON_FIELD_ERRORS: [str(error)]})
 
 
+def saved_as(message: Message) -> str:
+    """The id a message is saved, deduplicated and reported under: a re-driven one keeps its original id."""
+    return message.attributes.get("original_message_id") or message.id
+
+
 def set_aside_attributes(message: Message, errors) -> dict[str, str]:
     """What the invalid queue learns of a message besides its body: why, and which message it was."""
-    return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": message.id}
+    return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": saved_as(message)}
+
+
+def save_messages(messages: Sequence[Message], max_receive_count: int) -> dict[str, saving.Outcome]:
+    """Save a batch under each message's saved_as id; the outcome of each message, by its own id.
+
+    Two messages of one batch under one id (a re-drive repeated after a crash,
+    say) are saved once: the first gets the outcome, the others are Duplicate.
+    """
+    first: dict[str, Message] = {}
+    for message in messages:
+        first.setdefault(saved_as(message), message)
+    outcomes = saving.save_batch({key: read(message, max_receive_count) for key, message in first.items()})
+    return {m.id: outcomes[saved_as(m)] if first[saved_as(m)] is m else Duplicate() for m in messages}
 
 
 class Shutdown:
@@ -323,10 +341,9 @@ class Worker:
         With delete_in_background, the delete runs while the caller receives
         and saves the next batch; it counts at the next handle, or at the stop.
         """
-        verdicts = {message.id: read(message, self.settings.sqs_max_receive_count) for message in messages}
         with self.keepalive.watch(messages):
             try:
-                outcomes = saving.save_batch(verdicts)
+                outcomes = save_messages(messages, self.settings.sqs_max_receive_count)
             except TRANSIENT as error:
                 drop_connection(self.database)
                 self.failed(error, "save", messages)
