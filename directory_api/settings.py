@@ -113,6 +113,7 @@ VARIABLES = (
     Variable("SQS_VISIBILITY_TIMEOUT", "sqs_visibility_timeout", _integer(1, 43200), 30, 30),
     Variable("SQS_MAX_RECEIVE_COUNT", "sqs_max_receive_count", _integer(1, 1000), 5, 5),
     Variable("SIGNATURE_LEGACY", "signature_legacy", _boolean, False, False),
+    Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
@@ -138,6 +139,7 @@ class Settings:
     sqs_visibility_timeout: int
     sqs_max_receive_count: int
     signature_legacy: bool
+    ops_password: str | None  # None: the ops console is off
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 

@@ -25,7 +25,7 @@ from directory_api import db, enrolment, migrations, saving
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
-from directory_api.queues import Message, Queue, QueueUnavailable, open_queue
+from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, Queue, QueueUnavailable, open_queue, original_id
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
 
@@ -66,27 +66,22 @@ def read(message: Message, max_receive_count: int) -> object:
         return Invalid({NON_FIELD_ERRORS: [str(error)]})
 
 
-def saved_as(message: Message) -> str:
-    """The id a message is saved, deduplicated and reported under: a re-driven one keeps its original id."""
-    return message.attributes.get("original_message_id") or message.id
-
-
 def set_aside_attributes(message: Message, errors) -> dict[str, str]:
     """What the invalid queue learns of a message besides its body: why, and which message it was."""
-    return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": saved_as(message)}
+    return {"errors": json.dumps(errors, ensure_ascii=False), ORIGINAL_MESSAGE_ID: original_id(message)}
 
 
 def save_messages(messages: Sequence[Message], max_receive_count: int) -> dict[str, saving.Outcome]:
-    """Save a batch under each message's saved_as id; the outcome of each message, by its own id.
+    """Save a batch under each message's original_id; the outcome of each message, by its own id.
 
     Two messages of one batch under one id (a re-drive repeated after a crash,
     say) are saved once: the first gets the outcome, the others are Duplicate.
     """
     first: dict[str, Message] = {}
     for message in messages:
-        first.setdefault(saved_as(message), message)
+        first.setdefault(original_id(message), message)
     outcomes = saving.save_batch({key: read(message, max_receive_count) for key, message in first.items()})
-    return {m.id: outcomes[saved_as(m)] if first[saved_as(m)] is m else Duplicate() for m in messages}
+    return {m.id: outcomes[original_id(m)] if first[original_id(m)] is m else Duplicate() for m in messages}
 
 
 class Shutdown:

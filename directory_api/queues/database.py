@@ -20,7 +20,7 @@ import peewee
 from directory_api.db import drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Depth, Message, QueueUnavailable
 from directory_api.settings import Settings
 
 # An empty queue is polled at growing intervals, not in a tight loop.
@@ -188,3 +188,12 @@ class DatabaseQueue:
     def interrupt(self) -> None:
         self._interrupts += 1
         self.wakeup.set()
+
+    def depth(self) -> Depth:
+        now = self.clock()
+        with self.unavailable_on_error("count"):
+            # Two counts on the (queue, visible_at) index.
+            mine = QueueMessage.select().where(QueueMessage.queue == self.name)
+            waiting = mine.where(QueueMessage.visible_at <= now).count()
+            in_flight = mine.where(QueueMessage.visible_at > now).count()
+        return Depth(waiting, in_flight)
