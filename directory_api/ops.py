@@ -423,6 +423,11 @@ def recently_redriven(limit: int = 20) -> list[tuple[Rejection, str, int | None]
 REDRIVE_WAIT_SECONDS = 1
 
 
+def redrive_wait(settings) -> float:
+    """How long a receive of the invalid queue waits: the database queue answers exactly at once, SQS may not."""
+    return 0 if settings.queue_backend == "database" else REDRIVE_WAIT_SECONDS
+
+
 @dataclasses.dataclass
 class Redriven:
     moved: list[str] = dataclasses.field(default_factory=list)  # original ids, one a message moved (or listed)
@@ -552,7 +557,7 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
 
     try:
         result = redrive(invalid, enrolments, ids or None, dry_run=dry_run, on_message=show,
-                         mark=mark_redriven(database))
+                         mark=mark_redriven(database), wait_seconds=redrive_wait(settings))
     except QueueUnavailable as error:
         raise Unanswered(f"{error} (nothing after the last line above was moved)") from None
     finally:

@@ -12,7 +12,7 @@ import sys
 import bottle
 import peewee
 
-from directory_api import enrolment, models, openapi
+from directory_api import console, enrolment, models, openapi
 from directory_api.queues import Queue, QueueUnavailable
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore, SignatureError, Verifier, signed_request
@@ -198,6 +198,7 @@ def make_app(
             log.warning("enrolment status unavailable: the database does not answer: %s", error)
             raise _database_unavailable() from None
 
+    console.mount(app, settings, database)  # /ops/, when OPS_PASSWORD is set
     return app
 
 
