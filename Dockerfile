@@ -1,6 +1,6 @@
 # directory-api: the pyz on python:3.11-slim, as a non-root user.
 #   docker build -t directory-api .
-#   docker run --env-file .env -p 8000:8000 directory-api            # serve
+#   docker run --env-file .env -p 8000:8000 directory-api            # serve, one process per CPU of the quota
 #   docker run --env-file .env --no-healthcheck directory-api work   # the worker, same image
 #
 # The pyz is built in a first stage on the image's own platform: psycopg2-binary
@@ -32,4 +32,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python3", "-I", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["python3", "-I", "/app/directory-api.pyz"]
-CMD ["serve"]
+# auto: one process per CPU of the container's quota (cgroup cpu.max), not per host core.
+CMD ["serve", "--processes", "auto"]

@@ -3,10 +3,9 @@
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
-from urllib.parse import unquote, urlsplit
 
 from directory_api.errors import SettingsError, first_line
-from directory_api.settings import NEEDS_ALL, Settings, mask_url
+from directory_api.settings import NEEDS_ALL, Settings, mask_url, split_database_url
 
 OK, PROBLEM, SKIPPED = "ok", "PROBLEM", "skipped"
 
@@ -122,8 +121,7 @@ def check_queue(settings: Settings, name: str) -> Finding:
 
 def missing_sqlite_file(url: str) -> str | None:
     """The path of a SQLite DATABASE_URL whose file does not exist, else None."""
-    parts = urlsplit(url)
+    parts = split_database_url(url)
     if parts.scheme != "sqlite":
         return None
-    path = unquote(parts.path[1:])
-    return None if os.path.exists(path) else path
+    return None if os.path.exists(parts.name) else parts.name

@@ -139,7 +139,9 @@ def prepare(ctx: typer.Context, debug: bool, env_file: Optional[Path], require) 
 
 def parse_processes(value: str) -> int:
     if value == "auto":
-        return os.cpu_count() or 1
+        from directory_api.cpus import available_cpus
+
+        return available_cpus()
     try:
         number = int(value)
     except ValueError:
@@ -157,7 +159,11 @@ def serve(
     port: Port = None,
     threads: Annotated[int, typer.Option(help="Request threads per process.", min=1, max=256)] = 8,
     processes: Annotated[
-        str, typer.Option(help="Processes sharing one listening socket; 'auto' is one per core.")
+        str,
+        typer.Option(
+            help="Processes sharing one listening socket; 'auto' is one per CPU this process may use "
+            "(its CPU affinity, capped by its cgroup's CPU quota)."
+        ),
     ] = "1",
     debug: Debug = False,
     env_file: EnvFile = None,

@@ -1,10 +1,9 @@
 """The peewee Database named by DATABASE_URL, and binding the models to it."""
 
-from urllib.parse import unquote, urlsplit
-
 import peewee
 
 from directory_api import models
+from directory_api.settings import split_database_url
 
 # serve and work share one SQLite file: WAL lets readers run beside the one
 # writer, and the busy timeout makes a writer wait instead of failing at once.
@@ -21,10 +20,10 @@ POSTGRES_CONNECT_TIMEOUT = 5
 
 def database_for(url: str) -> peewee.Database:
     """A Database for a validated DATABASE_URL; nothing is connected yet."""
-    parts = urlsplit(url)
+    parts = split_database_url(url)
     if parts.scheme == "sqlite":
         return peewee.SqliteDatabase(
-            unquote(parts.path[1:]),
+            parts.name,
             pragmas=SQLITE_PRAGMAS,
             field_types=SQLITE_FIELD_TYPES,
             # Every transaction takes the write lock at BEGIN, so two writers
@@ -33,10 +32,10 @@ def database_for(url: str) -> peewee.Database:
             timeout=SQLITE_PRAGMAS["busy_timeout"] / 1000,
         )
     return peewee.PostgresqlDatabase(
-        unquote(parts.path[1:]),
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        host=parts.hostname,
+        parts.name,
+        user=parts.user,
+        password=parts.password,
+        host=parts.host,
         port=parts.port,
         field_types=POSTGRES_FIELD_TYPES,
         connect_timeout=POSTGRES_CONNECT_TIMEOUT,

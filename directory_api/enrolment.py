@@ -7,6 +7,7 @@ judged by the same rules when it is saved.
 import dataclasses
 import datetime
 import json
+import math
 import re
 from collections.abc import Callable
 
@@ -26,6 +27,14 @@ EMAIL_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 EMAIL_TOP_LEVEL = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
 # PostgreSQL text and jsonb cannot hold NUL; an unpaired surrogate cannot be encoded as UTF-8.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What SQS refuses in a message body (anything outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF).
+# It sees the raw body, so a JSON escape such as \u0001 is fine; the character itself is not.
+NOT_FOR_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+MAX_DEPTH = 100  # SPEC: JSON nested deeper than this is refused
+# Python refuses to read a longer integer (sys.get_int_max_str_digits), with a ValueError that is not a JSONDecodeError.
+MAX_INTEGER_DIGITS = 4300
+# A JSON string (an unterminated one runs to the end, so no text is scanned twice) or a bracket.
+STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)|[\[\]{}]')
 
 REQUIRED = "This field is required."
 NOT_STRING = "Must be a string."
@@ -46,12 +55,52 @@ def parse(body: bytes) -> object:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise BodyError(f"The body is not UTF-8 (byte {error.start}).") from None
+    if unfit := NOT_FOR_SQS.search(text):
+        raise BodyError(
+            f"The body holds a character a queue message cannot carry: U+{ord(unfit[0]):04X} "
+            f"(character {unfit.start()}); write it as a JSON escape such as \\u{ord(unfit[0]):04x}."
+        )
+    if too_deep(text):
+        raise BodyError(f"The body is not JSON this service accepts: it is nested deeper than {MAX_DEPTH} levels.")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_integer, parse_float=_finite)
     except json.JSONDecodeError as error:
         raise BodyError(f"The body is not JSON: {error.msg} (line {error.lineno} column {error.colno}).") from None
-    except RecursionError:
-        raise BodyError("The body is not JSON this service accepts: it is nested too deeply.") from None
+    except RecursionError:  # cannot happen after too_deep; kept so no body can ever be a 500
+        raise BodyError(f"The body is not JSON this service accepts: it is nested deeper than {MAX_DEPTH} levels.") from None
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON text opens more than `limit` arrays or objects inside one another, before it is parsed.
+
+    One pass, no recursion: brackets inside strings do not count, and it stops at the first level too many.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the usual enrolment: too few brackets to be too deep, counted at C speed
+    depth = 0
+    for token in STRING_OR_BRACKET.finditer(text):
+        bracket = token[0]
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in "]}":
+            depth -= 1
+    return False
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BodyError(f"The body is not JSON this service accepts: a number has more than {MAX_INTEGER_DIGITS} digits.")
+    return int(digits)
+
+
+def _finite(literal: str) -> float:
+    # 1e400 reads as infinity, which neither JSON nor PostgreSQL's jsonb can hold: the worker could never save it.
+    number = float(literal)
+    if not math.isfinite(number):
+        raise BodyError(f"The body is not JSON this service accepts: the number {literal[:20]} is too large.")
+    return number
 
 
 def _refuse_constant(name: str) -> None:

@@ -105,7 +105,7 @@ def document() -> dict:
                     "responses": {
                         "202": _json("Queued", "Queued; the id names the enrolment from now on."),
                         "400": {
-                            "description": "Not UTF-8 or not JSON ({detail}), or fields invalid ({field: [...]}).",
+                            "description": "Not UTF-8, not JSON, nested deeper than 100 levels or holding a character SQS cannot carry ({detail}), or fields invalid ({field: [...]}).",
                             "content": {
                                 "application/json": {
                                     "schema": {

@@ -4,11 +4,19 @@ A stop (SIGTERM, SIGINT) closes the listening socket, lets the requests in
 flight finish (at most DRAIN_SECONDS) and exits 0. With --processes N the
 parent binds the socket and forks N children, each a whole server on the
 inherited socket; the parent forwards signals and waits.
+
+Each process is waitress hardened against hostile clients (GuardedServer and
+the classes it uses): it always accepts, making room by closing the quietest
+connections past CONNECTION_LIMIT, cuts off requests that arrive too slowly,
+and closes connections whose framing is ambiguous.
 """
 
+import errno
+import heapq
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -16,10 +24,12 @@ import threading
 import time
 
 import peewee
-import waitress
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask
+from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from directory_api import db, migrations, queues, web
 from directory_api.errors import UserError, first_line
@@ -35,6 +45,33 @@ DRAIN_SECONDS = 8.0
 LOOP_SECONDS = 0.25
 DRAIN_LOOP_SECONDS = 0.02
 BACKLOG = 1024
+
+# Connections one process holds at most. Past it the longest-quiet connections that are not being
+# answered are closed to make room, so idle or dribbling clients can never lock a real request out
+# (waitress itself stops accepting at its limit, 100 by default). Every connection costs a little
+# work on each turn of the event loop, hence a bound at all.
+CONNECTION_LIMIT = 4096
+# At the limit, this fraction of it is closed in one sweep: a flood of new connections then costs
+# one sweep over the open ones per batch, not one per connection.
+EVICT_FRACTION = 16
+# File descriptors a process keeps for the database, the queue, the nonce file and logs.
+FD_RESERVE = 64
+# A request's headers must arrive within HEADER_SECONDS of its first byte, and all of it within
+# REQUEST_SECONDS (256 KiB in 60 s is 4.4 KB/s): a client sending a byte now and then is cut off.
+HEADER_SECONDS = 10
+REQUEST_SECONDS = 60
+# An idle keep-alive connection is closed after this long: longer than a load balancer's own idle
+# timeout (60 s on AWS ALB), so that it is the balancer that closes first and never reuses a connection
+# this end is closing.
+KEEPALIVE_SECONDS = 75
+# Connections accepted at most in one turn of the event loop.
+ACCEPTS_PER_TURN = 256
+# How often the deadlines above are enforced.
+CLEANUP_SECONDS = 1
+# A keep-alive connection is closed after answering this many requests: the client opens a new one,
+# which the least busy process of a `serve --processes N` is the likeliest to accept, so a small
+# pool of long-lived connections cannot keep all its traffic on one process.
+REQUESTS_PER_CONNECTION = 100
 
 
 class JsonErrorTask(ErrorTask):
@@ -54,8 +91,121 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+class StrictRequestParser(HTTPRequestParser):
+    """waitress's parser, refusing ambiguous framing (RFC 9112 6.1) and remembering when the request began."""
+
+    def __init__(self, adj):
+        super().__init__(adj)
+        self.started = time.monotonic()
+
+    def parse_header(self, header_plus):
+        super().parse_header(header_plus)
+        # waitress reads an HTTP/1.1 body by Transfer-Encoding (and drops that header) even when a
+        # Content-Length says otherwise, and keeps the connection: a proxy that went by the length
+        # would have a second request smuggled in. HTTP/1.0 knows no Transfer-Encoding at all.
+        # The 400 closes the connection (JsonErrorTask) and drops whatever came after on it.
+        transfer_encoded = self.chunked or "TRANSFER_ENCODING" in self.headers
+        if transfer_encoded and ("CONTENT_LENGTH" in self.headers or self.version == "1.0"):
+            raise ParsingError("the request's length is ambiguous (Transfer-Encoding with Content-Length or on HTTP/1.0)")
+
+    def overdue(self, now: float) -> bool:
+        """True when the request has taken longer to arrive than a real client ever takes."""
+        return now - self.started > (REQUEST_SECONDS if self.headers_finished else HEADER_SECONDS)
+
+
+class RecyclingTask(WSGITask):
+    """waitress's task for the app, closing the connection after its REQUESTS_PER_CONNECTION-th answer."""
+
+    def build_response_header(self):
+        if self.channel.answered >= REQUESTS_PER_CONNECTION:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
 class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
+    task_class = RecyclingTask
+    parser_class = StrictRequestParser
+    answered = 0
+
+    def service(self):
+        self.answered += 1
+        super().service()
+
+    def send_continue(self):
+        # waitress sends "100 Continue" even for a request it has already refused (a declared body
+        # over the limit), and then reads the body it refused: answer at once instead, reading no further.
+        if self.request.completed:
+            self.request.expect_continue = False
+            return
+        super().send_continue()
+
+    def answering(self) -> bool:
+        """True while a request of this connection is being answered, or its answer is still being sent."""
+        return bool(self.requests or self.total_outbufs_len)
+
+
+class GuardedServer(TcpWSGIServer):
+    """waitress's TCP server that always accepts: at the connection limit it makes room instead of waiting.
+
+    Also enforces the header and request deadlines, which waitress lacks (its idle timeout is reset by
+    every byte received).
+    """
+
+    channel_class = JsonErrorChannel
+    overflowing = False
+
+    def readable(self):
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        return self.accepting
+
+    def handle_accept(self):
+        # waitress accepts one connection a turn of the loop, and a turn costs more the more connections
+        # are open: at a few thousand, a burst of new ones would wait in the backlog for seconds.
+        for _ in range(ACCEPTS_PER_TURN):
+            if len(self.active_channels) >= self.adj.connection_limit:
+                self._make_room()
+            try:
+                accepted = self.accept()
+                if accepted is None:
+                    return  # none waiting
+                sock, address = accepted
+                self.set_socket_options(sock)  # TCP_NODELAY
+            except OSError as error:
+                # As waitress: a client gone before its options could be set must not stop the server.
+                log.warning("could not accept a connection: %s", error)
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    self._make_room()  # out of files after all: the next turn accepts into the room made
+                return
+            if len(self.active_channels) >= self.adj.connection_limit:
+                # Every connection is being answered: one more would only push the process past its file limit.
+                sock.close()
+                continue
+            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=self._map)
+
+    def _make_room(self) -> None:
+        quiet = [channel for channel in self.active_channels.values() if not channel.answering()]
+        count = max(1, self.adj.connection_limit // EVICT_FRACTION)
+        if not self.overflowing:
+            log.warning(
+                "%d connections open, the limit of this process: closing the %d quietest (of %d not being answered)",
+                len(self.active_channels), min(count, len(quiet)), len(quiet),
+            )
+            self.overflowing = True
+        for channel in heapq.nsmallest(count, quiet, key=lambda channel: channel.last_activity):
+            channel.handle_close()
+
+    def maintenance(self, now):
+        super().maintenance(now)  # closes connections idle past channel_timeout
+        if len(self.active_channels) < self.adj.connection_limit // 2:
+            self.overflowing = False
+        monotonic_now = time.monotonic()
+        for channel in self.active_channels.values():
+            if channel.request is not None and not channel.answering() and channel.request.overdue(monotonic_now):
+                channel.will_close = True
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -78,18 +228,53 @@ def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int =
 
     Run it with run(server, stopping) for a graceful stop, or server.run() / server.close().
     """
-    server = waitress.create_server(
-        app,
-        sockets=[sock or bind_socket(host, port)],
+    sock = sock or bind_socket(host, port)
+    adjustments = Adjustments(
+        sockets=[sock],
         threads=threads,
         ident="directory-api",
         # waitress refuses a longer declared body before reading it; the app checks the rest.
         max_request_body_size=web.MAX_BODY_BYTES + 1,
-        asyncore_use_poll=True,
+        asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
         backlog=BACKLOG,
+        connection_limit=connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0], threads),
+        channel_timeout=KEEPALIVE_SECONDS,
+        cleanup_interval=CLEANUP_SECONDS,
     )
-    server.channel_class = JsonErrorChannel
-    return server
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
+    # As waitress.create_server builds it for one socket, with this class.
+    return GuardedServer(
+        app,
+        {},
+        _sock=sock,
+        dispatcher=dispatcher,
+        adj=adjustments,
+        bind_socket=False,
+        sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+    )
+
+
+def connection_limit(open_files: int, threads: int) -> int:
+    """CONNECTION_LIMIT, or fewer when the process may not open that many files."""
+    if open_files == resource.RLIM_INFINITY:
+        return CONNECTION_LIMIT
+    return max(1, min(CONNECTION_LIMIT, open_files - FD_RESERVE - 4 * threads))
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Raise this process's soft RLIMIT_NOFILE towards `needed`, as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "the open file limit (ulimit -n) is %d: each serve process holds at most %d connections instead of %d",
+            target, connection_limit(target, 0), CONNECTION_LIMIT,
+        )
 
 
 def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
@@ -112,10 +297,12 @@ def _drain(channels: dict, deadline: float) -> int:
         for channel in list(channels.values()):
             if not isinstance(channel, HTTPChannel):
                 continue
-            if channel.requests or channel.total_outbufs_len or channel.request is not None:
+            if channel.requests or channel.total_outbufs_len or (channel.request and channel.request.headers_finished):
                 busy += 1
             else:
-                channel.handle_close()  # an idle keep-alive connection: nothing in flight to finish
+                # An idle keep-alive connection, or one whose request has not even sent its headers
+                # (a client dribbling bytes would otherwise hold the stop to its deadline).
+                channel.handle_close()
         if not busy or time.monotonic() >= deadline:
             return busy
         wasyncore.loop(timeout=DRAIN_LOOP_SECONDS, map=channels, use_poll=True, count=1)
@@ -123,6 +310,7 @@ def _drain(channels: dict, deadline: float) -> int:
 
 def serve(settings: Settings, *, host: str, port: int, threads: int, processes: int = 1) -> None:
     """Run the HTTP API until SIGTERM or SIGINT; blocks."""
+    raise_open_file_limit(CONNECTION_LIMIT + FD_RESERVE + 4 * threads)
     database = open_database(settings)
     sock = bind_socket(host, port)
     address = sock.getsockname()

@@ -3,7 +3,7 @@
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from directory_api.errors import SettingsError
 
@@ -15,6 +15,7 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+MIN_SECRET_LENGTH = 16
 
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
@@ -48,19 +49,90 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def _database_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in DATABASE_SCHEMES:
-        # The scheme alone: the rest of a URL may hold a password.
+@dataclasses.dataclass(frozen=True)
+class DatabaseUrl:
+    """The parts of a DATABASE_URL, percent-decoded."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    name: str  # the database name, or the SQLite file's path
+
+
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+URL_AUTHORITY = re.compile(r"[^/?#]*")
+URL_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[^:]*))?")
+
+
+def split_database_url(raw: str) -> DatabaseUrl:
+    """The parts of a DATABASE_URL; ValueError saying what is wrong without quoting the URL (it may hold a password).
+
+    The user part ends at the last "@", so a password may hold "/", "?", "#"
+    or "@" unescaped (urlsplit would cut it at the first of them and read the
+    rest as host, port and path).
+    """
+    scheme, rest = _scheme_and_rest(raw)
+    if scheme not in DATABASE_SCHEMES:
         raise ValueError(
-            f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not supported; "
+            f"scheme {scheme + '://' if scheme else '(none)'} is not supported; "
             "use postgres://user@host/name, postgresql://… or sqlite:///path"
         )
-    if parts.scheme == "sqlite":
-        if parts.netloc or not parts.path.lstrip("/"):
+    if scheme == "sqlite":
+        authority, path = _authority_and_path(rest)
+        if authority or not path.lstrip("/"):
             raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
-    elif not parts.path.lstrip("/"):
+        return DatabaseUrl(scheme, None, None, None, None, unquote(path[1:]))
+    user, password, host_part = _userinfo_and_rest(rest)
+    authority, path = _authority_and_path(host_part)
+    host, port = _host_and_port(authority)
+    if not path.lstrip("/"):
         raise ValueError("the URL names no database (postgres://user@host:5432/NAME)")
+    return DatabaseUrl(
+        scheme,
+        user=unquote(user) or None,
+        password=(unquote(password) or None) if password is not None else None,
+        host=host,
+        port=port,
+        name=unquote(path[1:]),
+    )
+
+
+def _scheme_and_rest(raw: str) -> tuple[str, str]:
+    match = URL_SCHEME.match(raw)
+    return (match[1].lower(), raw[match.end():]) if match else ("", raw)
+
+
+def _userinfo_and_rest(rest: str) -> tuple[str, str | None, str]:
+    """User, password (None without a colon) and what follows the last "@", all as written."""
+    userinfo, _, host_part = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return user, password if colon else None, host_part
+
+
+def _authority_and_path(rest: str) -> tuple[str, str]:
+    """host:port, and the path without query or fragment."""
+    authority = URL_AUTHORITY.match(rest)[0]
+    path = re.split("[?#]", rest[len(authority):], maxsplit=1)[0]
+    return authority, path
+
+
+def _host_and_port(authority: str) -> tuple[str | None, int | None]:
+    match = URL_HOST_PORT.fullmatch(authority)
+    if not match:
+        raise ValueError("the part after the last @ is not host, host:port or [IPv6 address]:port")
+    host = unquote(match["host"].strip("[]")) or None
+    if not match["port"]:
+        return host, None
+    # The port is not quoted: a URL whose password was cut short shows a piece of it here.
+    if not match["port"].isascii() or not match["port"].isdigit() or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("the port is not a number from 1 to 65535")
+    return host, int(match["port"])
+
+
+def _database_url(raw: str) -> str:
+    split_database_url(raw)
     return raw
 
 
@@ -87,6 +159,16 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _long_secret(value: str) -> None:
+    # The value is never quoted: it is a secret, even when a bad one.
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"too short (length {len(value)}): at least {MIN_SECRET_LENGTH} characters outside --debug, "
+            "as a short secret is guessed in a few requests "
+            "(make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Variable:
     name: str
@@ -95,13 +177,15 @@ class Variable:
     default: object
     debug_default: object
     secret: bool = False
+    # A further rule for a value given outside --debug (raises ValueError).
+    outside_debug: Callable[[object], None] | None = None
 
 
 VARIABLES = (
     Variable("PORT", "port", _integer(1, 65535), 8000, 8000),
     Variable("DATABASE_URL", "database_url", _database_url, REQUIRED,
              "sqlite:///directory-api-debug.sqlite3", secret=True),
-    Variable("UI_SECRET", "ui_secret", _secret, REQUIRED, "debug", secret=True),
+    Variable("UI_SECRET", "ui_secret", _secret, REQUIRED, "debug", secret=True, outside_debug=_long_secret),
     Variable("QUEUE_BACKEND", "queue_backend", _choice(*QUEUE_BACKENDS), "sqs", "database"),
     Variable("SQS_ENROLMENT_QUEUE_NAME", "enrolment_queue", _queue_name, REQUIRED, "enrolment"),
     Variable("SQS_INVALID_ENROLMENT_QUEUE_NAME", "invalid_queue", _queue_name, REQUIRED,
@@ -157,6 +241,8 @@ class Settings:
             if raw != "":
                 try:
                     values[variable.field] = variable.parse(raw)
+                    if variable.outside_debug and not debug:
+                        variable.outside_debug(values[variable.field])
                     sources[variable.name] = "environment"
                 except ValueError as error:
                     problems.append(f"{variable.name}: {error}")
@@ -199,10 +285,9 @@ def _mask(variable: Variable, value: object) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ********."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password replaced by ********, read as split_database_url reads it."""
+    scheme, rest = _scheme_and_rest(url)
+    user, password, host_part = _userinfo_and_rest(rest)
+    if scheme == "sqlite" or password is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:********@{netloc}"))
+    return f"{url[:len(url) - len(rest)]}{user}:********@{host_part}"

@@ -7,6 +7,7 @@ is none); `verify` checks exactly those against the request as received.
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -52,6 +53,12 @@ MISSING = "Authentication credentials were not provided: sign the request (X-Sig
 INCORRECT = "Incorrect authentication credentials."
 STALE = "The signature has expired: its timestamp is more than 60 seconds from the server's clock."
 REPLAYED = "The signature has been used before: sign every request afresh."
+
+# Temporary nonce stores live in directories named so, in the temporary directory.
+TEMPORARY_PREFIX = "directory-api-nonces-"
+# Locked (flock) by the process that made a temporary store, and so by every process forked from it,
+# until the last of them ends, however it ends: the kernel releases it, unlike a pid file.
+OWNER_LOCK = "owner.lock"
 
 
 class SignatureError(Exception):
@@ -99,11 +106,12 @@ def _path_with_query(environ: dict) -> str:
 
 
 class NonceStore:
-    """Nonces seen within the clock skew, in a SQLite file every process of a `serve` shares.
+    """Signed requests seen within the clock skew, in a SQLite file every process of a `serve` shares.
 
-    A nonce is remembered under (sender, nonce, timestamp): a replay repeats
-    all three, since the timestamp is signed, while two honest requests
-    rarely share a 36-bit nonce within one second. An entry is kept only
+    A request is remembered by its MAC (with its timestamp, for expiry): the
+    MAC covers everything signed (timestamp, nonce, method, path, body hash),
+    so a replay repeats it whatever it changes outside, the Hawk id included,
+    while two different requests never share one. An entry is kept only
     until its timestamp is too old to pass the skew check anyway.
     """
 
@@ -129,10 +137,18 @@ class NonceStore:
 
     @classmethod
     def temporary(cls, **kwargs) -> "NonceStore":
-        """A store in a new private directory, removed when the store is garbage collected or at exit."""
-        directory = tempfile.mkdtemp(prefix="directory-api-nonces-")
+        """A store in a new private directory, removed when the store is garbage collected or at exit.
+
+        A process killed outright (SIGKILL) cannot remove its directory, so the directories of stores
+        whose processes are all gone are removed first.
+        """
+        removed = remove_abandoned_stores()
+        if removed:
+            log.info("removed %d nonce director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
+        directory = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX)
+        owner = _hold_owner_lock(directory)
         store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
-        weakref.finalize(store, shutil.rmtree, directory, ignore_errors=True)
+        weakref.finalize(store, _remove_directory, directory, owner)
         return store
 
     def _connection(self) -> sqlite3.Connection:
@@ -147,8 +163,8 @@ class NonceStore:
             self._local.pid = os.getpid()
         return connection
 
-    def seen(self, sender_id: str, nonce: str, timestamp: str) -> bool:
-        """Record the nonce; True when it was recorded before (a replay). Stale timestamps are not kept."""
+    def seen(self, mac: str, timestamp: str) -> bool:
+        """Record the request's MAC; True when it was recorded before (a replay). Stale timestamps are not kept."""
         now = self._clock()
         try:
             ts = int(timestamp)
@@ -158,7 +174,7 @@ class NonceStore:
             return False  # mohawk refuses it as expired next; nothing worth remembering
         connection = self._connection()
         self._prune(connection, now)
-        key = f"{sender_id}\n{nonce}\n{ts}"
+        key = f"{mac}\n{ts}"
         try:
             connection.execute("INSERT INTO nonce (key, expires) VALUES (?, ?)", (key, ts + SKEW_SECONDS + 1))
         except sqlite3.IntegrityError:
@@ -173,6 +189,46 @@ class NonceStore:
             connection.execute("DELETE FROM nonce WHERE expires < ?", (int(now),))
         finally:
             self._prune_lock.release()
+
+
+def _hold_owner_lock(directory: str) -> int:
+    """Lock the directory's owner file for as long as this process (and its children) keep the returned fd."""
+    # Locked under another name, then renamed: a cleaner never sees the lock file unlocked.
+    unlocked = os.path.join(directory, f"{OWNER_LOCK}.new")
+    fd = os.open(unlocked, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(unlocked, os.path.join(directory, OWNER_LOCK))
+    return fd
+
+
+def _remove_directory(directory: str, owner: int) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    os.close(owner)
+
+
+def remove_abandoned_stores(parent: str | None = None) -> list[str]:
+    """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone."""
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = [entry for entry in os.scandir(parent) if entry.name.startswith(TEMPORARY_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            fd = os.open(os.path.join(entry.path, OWNER_LOCK), os.O_RDWR)
+        except OSError:
+            continue  # no lock: another user's, or made by a version without one (which cannot be told from one in use)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # in use
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +250,9 @@ class Verifier:
 
     def _verify_hawk(self, request: SignedRequest) -> None:
         try:
+            # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
+            # the replay key is the MAC itself, which mohawk has checked before it asks.
+            mac = mohawk.util.parse_authorization_header(request.header).get("mac", "")
             mohawk.Receiver(
                 self._credentials,
                 request.header,
@@ -201,7 +260,7 @@ class Verifier:
                 request.method,
                 content=request.body,
                 content_type=request.content_type,
-                seen_nonce=self.nonces.seen,
+                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(mac, timestamp),
                 timestamp_skew_in_seconds=SKEW_SECONDS,
             )
         except TokenExpired as error:

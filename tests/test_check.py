@@ -90,6 +90,14 @@ def test_every_bad_setting_is_a_problem_line_saying_what_to_do():
     assert any("UI_SECRET is not set" in line for line in problems)
 
 
+def test_a_short_ui_secret_is_a_problem_line():
+    good, lines = run_check(environ_for("sqlite:///absent.sqlite3", UI_SECRET="a"))
+
+    (problem,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert problem.startswith("PROBLEM  configuration: UI_SECRET: too short (length 1): at least 16 characters")
+
+
 def test_a_bad_configuration_skips_database_and_queues():
     _, lines = run_check({})
 

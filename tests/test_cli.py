@@ -78,6 +78,38 @@ def test_bad_settings_through_a_real_process_print_no_traceback(tmp_path):
     assert all(line.startswith("error: ") for line in result.stderr.splitlines())
 
 
+def test_a_slash_in_the_database_password_is_masked_by_debug_and_never_a_traceback(tmp_path):
+    url = "postgres://directory:not-a-real/secret@127.0.0.1:1/directory_api"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DATABASE_URL": url}
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "directory_api.py"), "migrate", "--debug"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert "DATABASE_URL=postgres://directory:********@127.0.0.1:1/directory_api" in result.stderr
+    assert "not-a-real" not in result.stderr and "secret@" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("port", ["abc", "70000"])
+def test_a_bad_database_port_is_one_error_line_with_exit_2(port):
+    result = invoke("migrate", DATABASE_URL=f"postgres://directory:not-a-real-secret@db:{port}/x")
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: DATABASE_URL: the port is not a number from 1 to 65535\n"
+
+
+def test_serve_refuses_a_short_ui_secret_with_exit_2():
+    result = invoke(
+        "serve", DATABASE_URL="sqlite:///x.sqlite3", UI_SECRET="a", SQS_ENROLMENT_QUEUE_NAME="enrolment",
+        SQS_INVALID_ENROLMENT_QUEUE_NAME="enrolment-invalid",
+    )
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: UI_SECRET: too short (length 1)")
+
+
 # env-write through the CLI
 
 
@@ -143,7 +175,7 @@ def test_check_exits_0_when_all_is_good(tmp_path):
     migrations.migrate(db.bind(url))
 
     result = invoke(
-        "check", DATABASE_URL=url, UI_SECRET="debug", QUEUE_BACKEND="database",
+        "check", DATABASE_URL=url, UI_SECRET="not-a-real-secret", QUEUE_BACKEND="database",
         SQS_ENROLMENT_QUEUE_NAME="enrolment", SQS_INVALID_ENROLMENT_QUEUE_NAME="enrolment-invalid",
     )
 

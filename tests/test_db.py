@@ -37,3 +37,11 @@ def test_bind_points_the_models_at_the_database(tmp_path):
 
     database = db.bind(f"sqlite:///{tmp_path}/x.sqlite3")
     assert Enrolment._meta.database.obj is database
+
+
+def test_a_slash_in_the_postgres_password_reaches_the_driver_whole():
+    database = db.database_for("postgres://directory:pa/ss@db.example/directory")
+
+    assert database.connect_params["password"] == "pa/ss"
+    assert database.connect_params["host"] == "db.example"
+    assert database.database == "directory"

@@ -4,7 +4,14 @@ import datetime
 
 import pytest
 
-from directory_api.enrolment import NON_FIELD_ERRORS, BodyError, parse, validate
+from directory_api.enrolment import (
+    MAX_DEPTH,
+    NON_FIELD_ERRORS,
+    BodyError,
+    parse,
+    too_deep,
+    validate,
+)
 
 TODAY = datetime.date(2026, 6, 15)
 
@@ -179,9 +186,75 @@ def test_parse_returns_the_json_document():
         (b"{", "not JSON"),
         (b"", "not JSON"),
         (b'{"a": NaN}', "not JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 100 levels"),
     ],
 )
 def test_parse_refuses_what_is_not_utf8_json(body, reason):
     with pytest.raises(BodyError, match=reason):
         parse(body)
+
+
+# Deep nesting and characters SQS cannot carry (issue 10, items 4 and 5)
+
+
+def nested(levels: int) -> bytes:
+    """An enrolment-like object whose `extra` field holds arrays `levels` deep in all."""
+    return b'{"extra": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+
+def test_json_nested_100_levels_is_parsed():
+    assert parse(nested(MAX_DEPTH))["extra"]
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 400, 970, 100_000])
+def test_json_nested_deeper_than_100_levels_is_refused_before_it_is_built(levels):
+    with pytest.raises(BodyError, match="nested deeper than 100 levels"):
+        parse(nested(levels))
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    text = '{"a": "' + "[{" * 200 + '", "b": "\\\"[[[[", "c": ["]]]]"]}'
+
+    assert not too_deep(text)
+    assert parse(text.encode())["c"] == ["]]]]"]
+
+
+def test_an_unterminated_string_is_not_deep():
+    assert not too_deep('["' + "[" * 500)
+
+
+def test_nesting_counts_arrays_and_objects_alike():
+    assert too_deep('{"a": ' * 51 + "[" * 50)
+    assert not too_deep('{"a": ' * 50 + "[" * 50)
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x08", "\x1f", "\ufffe", "\uffff"])
+def test_a_character_sqs_cannot_carry_is_refused_naming_it(character):
+    body = f'{{"company_name": "Acme{character}"}}'.encode()
+
+    with pytest.raises(BodyError, match=f"cannot carry: U\\+{ord(character):04X} \\(character 22\\)"):
+        parse(body)
+
+
+@pytest.mark.parametrize("character", [" ", "\x7f", "\ud7ff", "\ue000", "\ufffd", "\U0001f600", "\U0010ffff"])
+def test_every_character_sqs_carries_is_accepted(character):
+    assert parse(f'{{"a": "{character}"}}'.encode()) == {"a": character}
+
+
+def test_tab_newline_and_carriage_return_are_accepted_between_tokens():
+    assert parse(b'{\t"a":\r\n1}') == {"a": 1}
+
+
+def test_a_json_escape_of_a_character_sqs_cannot_carry_is_accepted():
+    # SQS sees the raw body, where the escape is six ASCII characters.
+    assert parse(b'{"a": "\\u0001"}') == {"a": "\x01"}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" * 4301, "-" + "1" * 4301])
+def test_a_number_python_cannot_read_or_jsonb_cannot_hold_is_refused(number):
+    with pytest.raises(BodyError, match="The body is not JSON this service accepts: .*number"):
+        parse(f'{{"extra": {number}}}'.encode())
+
+
+def test_numbers_within_bounds_are_read():
+    assert parse(('{"a": 1e300, "b": -' + "9" * 4300 + "}").encode())["a"] == 1e300

@@ -1,12 +1,16 @@
 """server: real `python directory_api.py serve` processes on real ports, SQS from a moto server over HTTP."""
 
+import errno
 import json
 import os
+import re
+import resource
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +18,9 @@ import boto3
 import pytest
 import requests
 from sigauth.helpers import RequestSigner
+from waitress import wasyncore
+
+from directory_api import server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "not-a-real-secret"
@@ -237,3 +244,274 @@ def test_processes_share_one_port_and_refuse_a_replay_to_any_of_them(serving, mo
     ]
     assert sorted(statuses) == [202] + [401] * 5
     assert serve.stop() == 0
+
+
+# -- hostile connections, against a server in this process --------------------------------------
+
+
+def hello_app(environ, start_response):
+    """A WSGI app that reads the body and answers 200 JSON."""
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+    return [b"{}"]
+
+
+class InProcess:
+    """create_server(app) running in a thread of this process, as serve runs it."""
+
+    def __init__(self, app=None, drain_seconds: float = 1):
+        self.http = server.create_server(app or hello_app, host="127.0.0.1", port=0, threads=2)
+        self.port = self.http.socket.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=server.run, args=(self.http, self.stopping), kwargs={"drain_seconds": drain_seconds}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def in_process():
+    """Start an InProcess server (keyword arguments as InProcess) and return its port; stopped after the test."""
+    started: list[InProcess] = []
+
+    def start(**kwargs) -> int:
+        started.append(InProcess(**kwargs))
+        return started[-1].port
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def exchange(port: int, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
+    """Send `data`; return (everything received, whether the server closed the connection within `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:
+            pass
+    return received, True
+
+
+def statuses(received: bytes) -> list[int]:
+    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(in_process):
+    # Regression: it was answered and the connection kept, so a pipelined second request was served.
+    port = in_process()
+    smuggling = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    received, closed = exchange(port, smuggling)
+    assert statuses(received) == [400] and closed, received
+    assert b"Transfer-Encoding" in received  # the JSON detail says why
+
+
+def test_transfer_encoding_on_http_1_0_is_refused_and_the_connection_closed(in_process):
+    port = in_process()
+    request = b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    received, closed = exchange(port, request + b"GET / HTTP/1.0\r\n\r\n")
+    assert statuses(received) == [400] and closed, received
+
+
+def test_a_chunked_request_alone_is_still_served_on_a_kept_connection(in_process):
+    port = in_process()
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    received, closed = exchange(port, request + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)
+    assert statuses(received) == [200, 200] and not closed, received
+
+
+def test_expect_100_continue_over_the_limit_gets_413_without_100_continue(in_process):
+    # Regression: waitress sent "100 Continue" for a body it had refused, then read it before the 413.
+    port = in_process()
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n"
+    received, closed = exchange(port, head)
+    assert statuses(received) == [413] and closed, received
+
+
+def test_expect_100_continue_within_the_limit_still_gets_100_continue_then_the_answer(in_process):
+    port = in_process()
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"{}")
+        assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+
+
+def test_more_idle_connections_than_waitress_allows_do_not_keep_a_request_out(in_process):
+    # Regression: waitress stops accepting at 100 connections, so 100 idle sockets locked every client out.
+    port = in_process()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
+    try:
+        received, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
+        assert statuses(received) == [200]
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_at_the_connection_limit_the_quietest_connections_make_room(in_process, monkeypatch):
+    monkeypatch.setattr(server, "CONNECTION_LIMIT", 20)
+    port = in_process()
+    idle = []
+    try:
+        for _ in range(60):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.005)  # accepted in order, so the oldest are the quietest
+        received, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
+        assert statuses(received) == [200]
+        closed = [closed_by_server(sock) for sock in idle]
+        assert sum(closed) >= 40 and not any(closed[-10:]), closed
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_request_being_answered_is_never_closed_to_make_room(in_process, monkeypatch):
+    monkeypatch.setattr(server, "CONNECTION_LIMIT", 4)
+    release = threading.Event()
+
+    def slow_app(environ, start_response):
+        release.wait(5)
+        return hello_app(environ, start_response)
+
+    port = in_process(app=slow_app)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as busy:
+        busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]
+        time.sleep(0.2)
+        release.set()
+        assert busy.recv(1000).startswith(b"HTTP/1.1 200")
+        for sock in crowd:
+            sock.close()
+
+
+def seconds_until_closed(sock: socket.socket, byte_every: float, give_up: float) -> float:
+    """Send one byte every `byte_every` seconds until the server closes the connection; return how long it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < give_up:
+        if closed_by_server(sock):
+            break
+        sock.setblocking(True)
+        try:
+            sock.sendall(b"X")
+        except OSError:
+            break
+        time.sleep(byte_every)
+    return time.monotonic() - started
+
+
+def test_a_client_dribbling_its_headers_is_cut_off_after_the_header_deadline(in_process, monkeypatch):
+    # Regression: every byte reset waitress's idle timeout, so a byte every few seconds held a connection forever.
+    monkeypatch.setattr(server, "HEADER_SECONDS", 0.5)
+    port = in_process()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        assert seconds_until_closed(sock, byte_every=0.1, give_up=5) < 3
+
+
+def test_a_stop_does_not_wait_for_a_client_still_dribbling_its_headers():
+    running = InProcess(drain_seconds=5)
+    with socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHos")
+        time.sleep(0.2)
+        started = time.monotonic()
+        running.stop()
+    assert time.monotonic() - started < 1
+
+
+def test_the_connection_limit_fits_under_the_open_file_limit():
+    assert server.connection_limit(1024, threads=8) == 1024 - server.FD_RESERVE - 32
+    assert server.connection_limit(10**6, threads=8) == server.CONNECTION_LIMIT
+    assert server.connection_limit(resource.RLIM_INFINITY, threads=8) == server.CONNECTION_LIMIT
+
+
+def test_the_open_file_limit_is_raised_towards_what_serve_needs():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server.raise_open_file_limit(5000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (5000 if hard == resource.RLIM_INFINITY else min(5000, hard), hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, read from a kept connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process):
+    # So a small pool of long-lived connections cannot keep all its traffic on one of serve's processes.
+    port = in_process()
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        answers = []
+        for _ in range(server.REQUESTS_PER_CONNECTION):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers.append(read_response(sock))
+        assert sock.recv(1) == b""  # closed after the last answer
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+    assert [b"Connection: close" in answer for answer in answers] == [False] * (len(answers) - 1) + [True]
+
+
+def test_one_turn_of_the_loop_accepts_every_connection_waiting():
+    # Regression: waitress accepts one a turn, and a turn costs more the more connections are open:
+    # at 4,000 open, a burst of new ones waited in the backlog for up to 10 s.
+    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
+    waiting = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(50)]
+    try:
+        http.handle_accept()
+        assert len(http.active_channels) == 50
+    finally:
+        for sock in waiting:
+            sock.close()
+        wasyncore.close_all(http._map)
+        http.task_dispatcher.shutdown()
+
+
+def out_of_files():
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monkeypatch):
+    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
+    quiet = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(3)]
+    try:
+        http.handle_accept()
+        monkeypatch.setattr(http, "accept", out_of_files)
+        http.handle_accept()
+        assert len(http.active_channels) == 0
+    finally:
+        for sock in quiet:
+            sock.close()
+        wasyncore.close_all(http._map)
+        http.task_dispatcher.shutdown()

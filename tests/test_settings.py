@@ -6,7 +6,15 @@ import pytest
 from dotenv import dotenv_values
 
 from directory_api.errors import SettingsError
-from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, VARIABLES, Settings, mask_url
+from directory_api.settings import (
+    MIN_SECRET_LENGTH,
+    NEEDS_ALL,
+    NEEDS_DATABASE,
+    VARIABLES,
+    Settings,
+    mask_url,
+    split_database_url,
+)
 
 REQUIRED = {
     "DATABASE_URL": "postgres://directory@db:5432/directory_api",
@@ -181,6 +189,70 @@ def test_describe_says_where_each_value_came_from():
 
 def test_mask_url_leaves_a_url_without_password_alone():
     assert mask_url("postgres://directory@db/directory_api") == "postgres://directory@db/directory_api"
+
+
+# A password holding characters a URL reserves, and ports that are not ports (issue 10, item 8)
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss", "pa#ss", "p@ss", "pa:ss"])
+def test_a_reserved_character_in_the_database_password_is_part_of_the_password(password):
+    parts = split_database_url(f"postgres://directory:{password}@db.example:6543/directory_api")
+
+    assert (parts.user, parts.password, parts.host, parts.port, parts.name) == (
+        "directory", password, "db.example", 6543, "directory_api"
+    )
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss", "pa#ss", "p@ss"])
+def test_a_slash_in_the_database_password_is_masked_whole_under_debug(password):
+    url = f"postgres://directory:not-a-real-secret-{password}@db:5432/directory_api"
+
+    described = Settings.from_environ({"DATABASE_URL": url}, debug=True).describe()
+
+    assert "DATABASE_URL=postgres://directory:********@db:5432/directory_api" in described
+    assert "not-a-real-secret" not in described and "ss@" not in described
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "0", "-1", "5432x", "٥٤٣٢"])
+def test_a_bad_database_port_is_one_line_naming_database_url_not_a_traceback(port):
+    (line,) = problems({**REQUIRED, "DATABASE_URL": f"postgres://directory:not-a-real-secret@db:{port}/x"})
+
+    assert line == "DATABASE_URL: the port is not a number from 1 to 65535"
+
+
+def test_an_ipv6_host_needs_brackets():
+    assert split_database_url("postgres://u@[::1]:5432/db").host == "::1"
+    (line,) = problems({**REQUIRED, "DATABASE_URL": "postgres://u@::1:5432/db"})
+    assert line == "DATABASE_URL: the part after the last @ is not host, host:port or [IPv6 address]:port"
+
+
+def test_a_slash_in_a_password_without_host_never_shows_the_password():
+    (line,) = problems({**REQUIRED, "DATABASE_URL": "postgres://directory:pass/word"})
+
+    assert line.startswith("DATABASE_URL: ") and "pass" not in line
+
+
+def test_mask_url_masks_every_password_it_can_find():
+    assert mask_url("postgresql://:p/w@h/db") == "postgresql://:********@h/db"
+    assert mask_url("sqlite:///a@b/c.db") == "sqlite:///a@b/c.db"
+
+
+# UI_SECRET (issue 10, item 9)
+
+
+def test_a_ui_secret_shorter_than_16_characters_is_refused_outside_debug():
+    (line,) = problems({**REQUIRED, "UI_SECRET": "a" * (MIN_SECRET_LENGTH - 1)})
+
+    assert line.startswith("UI_SECRET: too short (length 15): at least 16 characters outside --debug")
+    assert "aaa" not in line
+
+
+def test_a_ui_secret_of_16_characters_is_accepted():
+    assert Settings.from_environ({**REQUIRED, "UI_SECRET": "x" * 16}).ui_secret == "x" * 16
+
+
+def test_a_short_ui_secret_is_allowed_under_debug():
+    assert Settings.from_environ({"UI_SECRET": "debug"}, debug=True).ui_secret == "debug"
 
 
 def test_the_example_env_file_is_a_complete_production_configuration():

@@ -5,10 +5,16 @@ import hashlib
 import logging
 import os
 import pprint
+import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import mohawk
 import pytest
@@ -19,13 +25,17 @@ from directory_api.signature import (
     MISSING,
     REPLAYED,
     STALE,
+    TEMPORARY_PREFIX,
     NonceStore,
     SignatureError,
     SignedRequest,
     Verifier,
     legacy_signature,
+    remove_abandoned_stores,
     signed_request,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "not-a-real-secret"
 BODY = b'{"sso_id": 1}'
@@ -136,6 +146,16 @@ def test_a_replayed_signature_is_refused(verifier):
     assert refusal(verifier, request) == REPLAYED
 
 
+def test_a_replay_with_another_hawk_id_is_refused(verifier):
+    # Regression: the Hawk id, which no MAC covers, was part of the nonce key: one signature queued 4 enrolments.
+    request = signed()
+    verifier.verify(request)
+    for other_id in ("directory-sso", "x", ""):
+        copy = replace(request, header=re.sub(r'id="[^"]*"', f'id="{other_id}"', request.header, count=1))
+        assert copy.header != request.header
+        assert refusal(verifier, copy) == REPLAYED
+
+
 def test_a_replay_to_another_process_sharing_the_nonce_file_is_refused(nonces):
     request = signed()
     Verifier(secret=SECRET, nonces=nonces).verify(request)
@@ -182,39 +202,39 @@ def test_a_request_without_a_content_type_is_checked_as_text_plain(environ):
     assert request.content_type == "text/plain"
 
 
-def test_the_nonce_store_sees_a_nonce_twice(nonces):
+def test_the_nonce_store_sees_a_mac_twice(nonces):
     now = str(int(time.time()))
-    assert nonces.seen("ui", "abc123", now) is False
-    assert nonces.seen("ui", "abc123", now) is True
+    assert nonces.seen("mac-1", now) is False
+    assert nonces.seen("mac-1", now) is True
 
 
-def test_the_same_nonce_from_another_sender_or_second_is_not_a_replay(nonces):
+def test_another_mac_or_second_is_not_a_replay(nonces):
     now = int(time.time())
-    nonces.seen("ui", "abc123", str(now))
-    assert nonces.seen("other", "abc123", str(now)) is False
-    assert nonces.seen("ui", "abc123", str(now + 1)) is False
+    nonces.seen("mac-1", str(now))
+    assert nonces.seen("mac-2", str(now)) is False
+    assert nonces.seen("mac-1", str(now + 1)) is False
 
 
 def test_the_nonce_store_forgets_nonces_once_their_timestamp_is_stale(tmp_path):
     clock = [1_000_000.0]
     store = NonceStore(str(tmp_path / "n.sqlite3"), clock=lambda: clock[0])
-    store.seen("ui", "abc123", "1000000")
+    store.seen("mac-1", "1000000")
     clock[0] += 62
-    store.seen("ui", "other", "1000062")  # any call prunes, at most once a second
+    store.seen("mac-2", "1000062")  # any call prunes, at most once a second
     rows = store._connection().execute("SELECT key FROM nonce").fetchall()
-    assert [key.split("\n")[1] for (key,) in rows] == ["other"]
+    assert [key.split("\n")[0] for (key,) in rows] == ["mac-2"]
 
 
 def test_the_nonce_store_keeps_nothing_for_a_stale_timestamp(nonces):
     stale = str(int(time.time()) - 120)
-    assert nonces.seen("ui", "abc123", stale) is False
+    assert nonces.seen("mac-1", stale) is False
     assert nonces._connection().execute("SELECT count(*) FROM nonce").fetchone() == (0,)
 
 
 def test_the_nonce_store_admits_a_nonce_once_across_threads(nonces):
     now = str(int(time.time()))
     results = []
-    threads = [threading.Thread(target=lambda: results.append(nonces.seen("ui", "race", now))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: results.append(nonces.seen("mac-race", now))) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -224,7 +244,7 @@ def test_the_nonce_store_admits_a_nonce_once_across_threads(nonces):
 
 def test_a_temporary_nonce_store_removes_its_directory_when_collected():
     store = NonceStore.temporary()
-    store.seen("ui", "abc", str(int(time.time())))
+    store.seen("mac-1", str(int(time.time())))
     directory = os.path.dirname(store.path)
     store._local.connection.close()
     del store
@@ -258,7 +278,7 @@ def test_threads_first_using_a_new_nonce_store_at_once_never_fail(tmp_path):
         def first_request(number: int) -> None:
             start.wait()
             try:
-                store.seen("directory-ui", f"nonce-{number}", str(int(time.time())))
+                store.seen(f"mac-{number}", str(int(time.time())))
             except sqlite3.OperationalError as error:
                 errors.append(error)
 
@@ -269,3 +289,40 @@ def test_threads_first_using_a_new_nonce_store_at_once_never_fail(tmp_path):
             thread.join(10)
 
         assert not errors, f"trial {trial}: {errors[0]}"
+
+
+KILLED_STORE = """
+import os, signal
+from directory_api.signature import NonceStore
+store = NonceStore.temporary()
+print(os.path.dirname(store.path), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_nonce_directory_of_a_killed_process_is_removed_when_the_next_store_is_made(tmp_path, monkeypatch):
+    # Regression: after a SIGKILL the directory stayed in the temporary directory forever.
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_STORE], env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=30, cwd=ROOT, check=False,
+    )
+    left = result.stdout.strip()
+    assert result.returncode == -signal.SIGKILL and os.path.isdir(left), result.stderr
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    store = NonceStore.temporary()
+    assert not os.path.exists(left)
+    assert os.path.isdir(os.path.dirname(store.path))
+
+
+def test_the_nonce_directory_of_a_live_store_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = NonceStore.temporary()
+    assert remove_abandoned_stores(str(tmp_path)) == []
+    assert os.path.isdir(os.path.dirname(live.path))
+
+
+def test_a_nonce_directory_without_an_owner_lock_is_kept(tmp_path):
+    older = tmp_path / f"{TEMPORARY_PREFIX}older"
+    older.mkdir()
+    assert remove_abandoned_stores(str(tmp_path)) == []
+    assert older.is_dir()

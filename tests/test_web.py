@@ -202,6 +202,44 @@ def test_a_body_that_is_not_utf8_json_is_refused_with_400(app, queue, body, reas
     assert queue.sent == []
 
 
+@pytest.mark.parametrize("levels", [101, 400, 970])
+def test_an_enrolment_nested_deeper_than_100_levels_is_a_400_not_a_500(app, queue, levels):
+    body = json.dumps(ENROLMENT)[:-1].encode() + b', "extra": ' + b"[" * levels + b"]" * levels + b"}"
+
+    status, _, answer = post(app, body)
+
+    assert (status, answer) == (400, {"detail": "The body is not JSON this service accepts: it is nested deeper than 100 levels."})
+    assert queue.sent == []
+
+
+@pytest.mark.parametrize("number", ["1e400", "1" * 5000])
+def test_an_enrolment_holding_a_number_that_cannot_be_stored_is_a_400_not_a_500(app, queue, number):
+    body = (json.dumps(ENROLMENT)[:-1] + f', "extra": {number}}}').encode()
+
+    status, _, answer = post(app, body)
+
+    assert status == 400 and "number" in answer["detail"]
+    assert queue.sent == []
+
+
+@pytest.mark.parametrize("character", ["\x01", "\x1b", "\ufffe"])
+def test_an_enrolment_holding_a_character_sqs_cannot_carry_is_a_400_naming_it(app, queue, character):
+    body = (json.dumps(ENROLMENT)[:-1] + f', "referrer": "Acme{character}"}}').encode()
+
+    status, _, answer = post(app, body)
+
+    assert status == 400 and f"cannot carry: U+{ord(character):04X}" in answer["detail"]
+    assert queue.sent == []
+
+
+def test_an_enrolment_holding_such_a_character_as_a_json_escape_is_queued_unchanged(app, queue):
+    body = json.dumps({**ENROLMENT, "company_name": "Acme\x01"}).encode()
+
+    assert b"\\u0001" in body
+    assert post(app, body)[0] == 202
+    assert queue.sent == [body.decode()]
+
+
 def test_a_body_that_is_not_an_object_is_refused_with_400(app, queue):
     status, _, answer = post(app, b'["sso_id", 7]')
     assert (status, answer) == (400, {"non_field_errors": ["The body must be a JSON object, not an array."]})

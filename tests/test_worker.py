@@ -130,6 +130,58 @@ def test_one_bad_message_in_a_batch_does_not_keep_the_others_from_being_saved(ma
     assert received(worker.enrolments) == []
 
 
+def deeply_nested_body(levels: int) -> str:
+    return enrolment_body()[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
+
+
+@pytest.mark.parametrize("levels", [500, 970])
+def test_a_message_nested_too_deeply_is_set_aside_alone_and_its_batch_mates_are_saved(make_worker, levels):
+    worker = make_worker()
+    deep_id = worker.enrolments.send(deeply_nested_body(levels))
+    for _ in range(9):
+        worker.enrolments.send(enrolment_body())
+
+    worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    reason = "The body is not JSON this service accepts: it is nested deeper than 100 levels."
+    assert json.loads(set_aside.attributes["errors"]) == {"non_field_errors": [reason]}
+    assert Rejection.get(message_id=deep_id).errors == {"non_field_errors": [reason]}
+    assert Enrolment.select().count() == 9
+    assert received(worker.enrolments) == []
+
+
+@pytest.mark.parametrize("number", ["1e400", "1" * 5000])
+def test_a_message_holding_a_number_that_cannot_be_stored_is_set_aside_alone(make_worker, number):
+    worker = make_worker()
+    bad_id = worker.enrolments.send(enrolment_body()[:-1] + f', "extra": {number}}}')
+    for _ in range(3):
+        worker.enrolments.send(enrolment_body())
+
+    worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    assert "number" in set_aside.attributes["errors"]
+    assert Rejection.get(message_id=bad_id)
+    assert Enrolment.select().count() == 3
+    assert received(worker.enrolments) == []
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_a_message_holding_a_character_sqs_cannot_carry_is_set_aside_alone(make_worker):
+    # Only the database queue can hold one (written there by another tool); SQS never delivers it.
+    worker = make_worker()
+    bad_id = worker.enrolments.send(enrolment_body()[:-1] + ', "extra": "\x01"}')
+    worker.enrolments.send(enrolment_body())
+
+    worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    assert "cannot carry: U+0001" in set_aside.attributes["errors"]
+    assert Rejection.get(message_id=bad_id)
+    assert Enrolment.select().count() == 1
+
+
 def test_once_drains_more_than_one_batch(make_worker):
     worker = make_worker()
     for _ in range(25):

@@ -2,8 +2,9 @@
 
 Like a database's group commit, it adds no wait of its own: the first sender
 sends at once, and whoever arrives while that call is on the wire is sent
-together with the others in the next call, up to ten a batch. Under one
-client nothing changes; under many, one round trip serves up to ten requests.
+together with the others in the next call, up to ten a batch and up to
+BATCH_BYTES_LIMIT in all. Under one client nothing changes; under many, one
+round trip serves up to ten requests.
 """
 
 import threading
@@ -12,13 +13,27 @@ from collections.abc import Mapping
 from directory_api.queues import Queue, QueueUnavailable
 
 BATCH_LIMIT = 10  # entries per SendMessageBatch
+# SQS refuses a whole SendMessageBatch (BatchRequestTooLong) whose messages add up to more than
+# 1 MiB, and more than 256 KiB before 2025 (still the limit of some SQS-compatible servers).
+# 256 KiB holds on both; enrolments are a few hundred bytes, so real batches never split on it.
+BATCH_BYTES_LIMIT = 256 * 1024
+ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
+
+
+def message_size(body: str, attributes: Mapping[str, str] | None = None) -> int:
+    """The bytes SQS counts for a message: the body, and each attribute's name, data type and value, in UTF-8."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    for name, value in (attributes or {}).items():
+        size += len(name.encode("utf-8")) + len(ATTRIBUTE_TYPE) + len(value.encode("utf-8", "surrogatepass"))
+    return size
 
 
 class _Entry:
-    __slots__ = ("body", "done", "message_id", "error")
+    __slots__ = ("body", "done", "error", "message_id", "size")
 
     def __init__(self, body: str):
         self.body = body
+        self.size = message_size(body)
         self.done = False
         self.message_id: str | None = None
         self.error: Exception | None = None
@@ -54,7 +69,8 @@ class GroupSender:
 
     def _send_next_batch(self) -> None:
         """Send the oldest pending entries, with the lock released while the call is on the wire."""
-        batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+        count = _fitting(self._pending)
+        batch, self._pending = self._pending[:count], self._pending[count:]
         self._sending = True
         self._changed.release()
         try:
@@ -65,6 +81,17 @@ class GroupSender:
         for entry, (message_id, error) in zip(batch, results):
             entry.message_id, entry.error, entry.done = message_id, error, True
         self._changed.notify_all()
+
+
+def _fitting(pending: list[_Entry]) -> int:
+    """How many of the oldest entries one batch takes: at most BATCH_LIMIT and BATCH_BYTES_LIMIT, at least one."""
+    count, size = 0, 0
+    for entry in pending[:BATCH_LIMIT]:
+        size += entry.size
+        if count and size > BATCH_BYTES_LIMIT:
+            break
+        count += 1
+    return count
 
 
 def _send(queue: Queue, batch: list[_Entry]) -> list[tuple[str | None, Exception | None]]:

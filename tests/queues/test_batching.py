@@ -5,7 +5,12 @@ import threading
 import pytest
 
 from directory_api.queues import QueueUnavailable
-from directory_api.queues.batching import BATCH_LIMIT, GroupSender
+from directory_api.queues.batching import (
+    BATCH_BYTES_LIMIT,
+    BATCH_LIMIT,
+    GroupSender,
+    message_size,
+)
 
 
 class RecordingQueue:
@@ -13,19 +18,22 @@ class RecordingQueue:
 
     name = "enrolment"
 
-    def __init__(self, refuse=(), down=False):
+    def __init__(self, refuse=(), down=False, inner=None):
         self.batches: list[list[str]] = []
         self.sent_single: list[tuple[str, dict]] = []
         self.first_call_started = threading.Event()
         self.release_first_call = threading.Event()
         self.refuse = set(refuse)
         self.down = down
+        self.inner = inner  # a real queue that then takes each batch
 
     def send_batch(self, bodies):
         if not self.batches:
             self.first_call_started.set()
             self.release_first_call.wait(5)
         self.batches.append(list(bodies))
+        if self.inner is not None:
+            return self.inner.send_batch(bodies)
         if self.down:
             raise QueueUnavailable("fake queue is down")
         return [None if body in self.refuse else f"id-{body}" for body in bodies]
@@ -82,6 +90,56 @@ def test_a_batch_holds_at_most_ten_entries():
     outcomes = send_concurrently(GroupSender(queue), bodies, queue)
     assert outcomes == {body: f"id-{body}" for body in bodies}
     assert [len(batch) for batch in queue.batches] == [1, BATCH_LIMIT, 3]
+
+
+def test_a_batch_holds_at_most_256_kib_in_all():
+    queue = RecordingQueue()
+    bodies = [str(n) * 100 * 1024 for n in range(6)]
+
+    outcomes = send_concurrently(GroupSender(queue), bodies, queue)
+
+    assert outcomes == {body: f"id-{body}" for body in bodies}
+    assert [len(batch) for batch in queue.batches] == [1, 2, 2, 1]
+    assert all(sum(map(message_size, batch)) <= BATCH_BYTES_LIMIT for batch in queue.batches)
+
+
+def test_a_body_larger_than_the_byte_limit_goes_alone():
+    queue = RecordingQueue()
+    bodies = ["a", "b" * (BATCH_BYTES_LIMIT + 1), "c"]
+
+    send_concurrently(GroupSender(queue), bodies, queue)
+
+    assert queue.batches == [["a"], [bodies[1]], ["c"]]
+
+
+def test_message_size_counts_utf8_bytes_of_body_and_of_each_attribute_name_type_and_value():
+    assert message_size("é€😀") == 2 + 3 + 4
+    assert message_size("body", {"errors": "{}", "original_message_id": "é"}) == 4 + (6 + 6 + 2) + (19 + 6 + 2)
+
+
+def test_concurrent_large_enrolments_over_1_mib_in_all_are_each_queued_on_sqs(monkeypatch, tmp_path):
+    """Issue 10 item 5: six enrolments of 250 KiB at once were one SendMessageBatch over SQS's 1 MiB: all 503."""
+    import boto3
+    from moto import mock_aws
+
+    from directory_api.queues.sqs import SqsQueue
+    from tests.factories import worker_settings
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    bodies = [f'{{"n": {n}, "padding": "{"x" * 250 * 1024}"}}' for n in range(6)]
+    with mock_aws():
+        sqs = SqsQueue(worker_settings(f"sqlite:///{tmp_path}/x.sqlite3"), "enrolment",
+                       client=boto3.client("sqs", region_name="eu-west-1"))
+        queue = RecordingQueue(inner=sqs)
+
+        outcomes = send_concurrently(GroupSender(queue), bodies, queue)
+
+        received = []
+        while batch := sqs.receive(10, 0):
+            received.extend(batch)
+    assert not [outcome for outcome in outcomes.values() if isinstance(outcome, Exception)]
+    assert sorted(message.body for message in received) == sorted(bodies)
 
 
 def test_an_entry_the_queue_refused_fails_only_its_own_request():
