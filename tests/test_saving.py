@@ -4,6 +4,7 @@ import decimal
 import pytest
 
 from directory_api import saving
+from directory_api.db import is_postgres
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
 from tests.factories import enrolment_payload
@@ -185,3 +186,15 @@ def test_a_payload_differing_in_one_field_from_the_saved_one_is_not_a_retry(data
     outcome = saving.save("second", {**payload, "referrer": "another"})
     assert isinstance(outcome, Invalid)
     assert not EnrolmentRetry.select().exists()
+
+
+@pytest.mark.postgres
+def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retries_detected(database, monkeypatch):
+    if not is_postgres(database):
+        pytest.skip("the one-statement batch is PostgreSQL's")
+    statements = []
+    execute_sql = database.execute_sql
+    monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: statements.append(sql) or
+                        execute_sql(sql, *args, **kwargs))
+    saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert len([sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 1
