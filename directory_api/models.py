@@ -102,7 +102,7 @@ ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, EnrolmentRe
 
 
 def enrolment_company_number() -> peewee.Node:
-    """The company number inside Enrolment.data, spelt as the index on it is (migration step 2), so it is used."""
+    """The company number inside Enrolment.data, spelt as the index on it is (migrations._operating_it), so it is used."""
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         return peewee.NodeList((Enrolment.data, peewee.SQL("->> 'company_number'")))
     return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))  # a literal: a parameter misses the index

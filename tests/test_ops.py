@@ -50,11 +50,29 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
     received = worker.enrolments.receive(1, 0)
     result = ops.status(worker.database, worker.enrolments, worker.invalid)
     assert result.complete
+    assert set(result.figures.pop("emails")) == {"waiting", "sent", "failed", "logged"}
     assert result.figures == {
         "queues": {"enrolment": {"waiting": 1, "in_flight": len(received)}, "invalid": {"waiting": 1, "in_flight": 0}},
         "database": {"enrolments": 2, "enrolments_last_24h": 1, "companies": 2, "suppliers": 2, "rejections": 1},
-        "emails": {"waiting": None, "sent": None, "failed": None, "logged": None},
     }
+
+
+def test_the_email_figures_are_null_while_there_is_no_outbox(database):
+    database.execute_sql(f"DROP TABLE IF EXISTS {ops.EMAIL_TABLE}")
+    assert ops.email_figures(database) == {"waiting": None, "sent": None, "failed": None, "logged": None}
+    assert ops.enrolment_email(1) == {"state": None, "detail": None}
+
+
+def test_the_email_figures_count_the_outbox_by_state(database):
+    if database.table_exists(ops.EMAIL_TABLE):
+        pytest.skip("the real outbox is here: its own tests record e-mails")
+    database.execute_sql(f"CREATE TABLE {ops.EMAIL_TABLE} (id INTEGER PRIMARY KEY, enrolment_id INTEGER, "
+                         "state VARCHAR(10), last_error TEXT, sent TIMESTAMP)")
+    for n, state in enumerate(["waiting", "sent", "sent", "failed"]):
+        database.execute_sql(f"INSERT INTO {ops.EMAIL_TABLE} VALUES ({n}, {n}, '{state}', "
+                             f"'{'550 no such user' if state == 'failed' else ''}', NULL)")
+    assert ops.email_figures(database) == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
+    assert ops.enrolment_email(3) == {"state": "failed", "detail": "550 no such user"}
 
 
 def test_status_counts_a_redriven_rejection_no_more(worker):
