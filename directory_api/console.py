@@ -51,6 +51,7 @@ CSRF_CLOCK_SKEW_SECONDS = 300
 CSRF_FIELD = "csrf_token"
 
 FORBIDDEN_ORIGIN = "Refused: this form must be sent from a page of the console itself (Origin or Referer)."
+DATABASE_UNAVAILABLE = "The database does not answer now; try again shortly (the overview shows what does)."
 FORBIDDEN_TOKEN = "Refused: the form's security token is missing, wrong or expired; reload the page and try again."
 SEARCH_FIELD_LABELS = (("any", "anything"), ("company_number", "company number"), ("company_name", "company name"),
                        ("sso_id", "sso id"), ("email", "e-mail"))
@@ -172,6 +173,7 @@ class Console:
         app.route("/rejections/redrive-all", "POST", self.guarded(self.redrive_all))
         app.route("/export.csv", "GET", self.export)
         app.add_hook("after_request", self._close)
+        app.install(_database_unavailable_is_503)
         return app
 
     def _close(self) -> None:
@@ -182,7 +184,7 @@ class Console:
         bottle.response.content_type = HTML_TYPE
         if error.status_code >= 500:
             log.error("ops console: %s %s failed", bottle.request.method, bottle.request.path, exc_info=error.exception)
-        message = error.body if isinstance(error.body, str) and error.status_code == 403 else {
+        message = error.body if isinstance(error.body, str) and error.status_code in (400, 403, 503) else {
             404: "There is no such page.", 405: "This page does not take that method.",
         }.get(error.status_code, "Something went wrong; the service log has the details.")
         return page("error", title=bottle.HTTP_CODES.get(error.status_code, "Error"), message=message)
@@ -302,6 +304,20 @@ class Console:
         finally:
             if not self.database.is_closed():
                 self.database.close()
+
+
+def _database_unavailable_is_503(callback):
+    """A bottle plugin: a page whose database does not answer says so (503), not "something went wrong"."""
+
+    @functools.wraps(callback)
+    def answer(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except ops.DATABASE_ERRORS as error:
+            log.warning("ops console: %s: the database does not answer: %s", bottle.request.path, error)
+            raise bottle.HTTPError(503, DATABASE_UNAVAILABLE) from None
+
+    return answer
 
 
 def _figure(value) -> str:

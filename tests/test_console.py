@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from directory_api import console, ops, saving, web
+from directory_api import db as db_module
 from directory_api.models import Company, Rejection
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
@@ -331,3 +332,20 @@ def test_ops_without_the_slash_redirects_to_the_console(app):
 
 def test_the_templates_are_read_through_importlib_resources_so_they_load_from_the_pyz():
     assert "{{!body}}" in console._template_text("base.tpl")
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypatch):
+    settings = Settings.from_environ({
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing", "UI_SECRET": "not-a-real-ui-secret",
+        "SQS_ENROLMENT_QUEUE_NAME": "enrolment", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
+        "QUEUE_BACKEND": "sqs", "OPS_PASSWORD": PASSWORD,
+    })
+    unreachable = db_module.database_for(settings.database_url)
+    monkeypatch.setattr(console, "open_queue", lambda settings, name: worker.enrolments)
+    application = web.make_app(settings, worker.enrolments, database=unreachable)
+    monkeypatch.setattr(ops.Enrolment._meta, "database", unreachable)
+    answer = call(application, "GET", "/ops/enrolments/1")
+    assert answer.status == 503
+    assert "The database does not answer now" in answer.text
+    assert answer.headers["x-frame-options"] == "DENY"
