@@ -188,12 +188,13 @@ def test_export_writes_csv_to_stdout(environ):
 
 def test_export_to_a_file_with_since(environ, tmp_path):
     saving.save("m-1", enrolment_payload())
-    output = tmp_path / "enrolments.csv"
+    (tmp_path / "out").mkdir()
+    output = tmp_path / "out" / "enrolments.csv"
     done = run(environ, "export", "enrolments", "--since", "2000-01-01", "--output", str(output))
     assert done.returncode == 0, done.stderr
     assert "1 rows written to" in done.stderr
     assert output.read_bytes().startswith(b"id,created,sqs_message_id,data\r\n")
-    assert list(tmp_path.iterdir()) == [output]  # no temporary file left
+    assert list(output.parent.iterdir()) == [output]  # no temporary file left
 
 
 @pytest.mark.parametrize("args, message", [
