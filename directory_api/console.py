@@ -300,7 +300,7 @@ class Console:
 
     def _streamed(self, table, since):
         try:
-            yield from ops.CsvChunks()(ops.export_rows(self.database, table, since))
+            yield from ops.csv_chunks(ops.export_rows(self.database, table, since))
         finally:
             if not self.database.is_closed():
                 self.database.close()

@@ -67,6 +67,8 @@ _OPS_INDEXES = (
     ("supplier_company_email_lower", "supplier", "(lower(company_email))"),
     # The rejections not re-driven: the console's list and the status count, newest first.
     ("rejection_waiting", "rejection", "(id) WHERE redriven IS NULL"),
+    # The recently re-driven, newest first, under that list.
+    ("rejection_redriven", "rejection", "(redriven) WHERE redriven IS NOT NULL"),
 )
 
 

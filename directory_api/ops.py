@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import datetime
 import decimal
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ class Unanswered(UserError):
     """A queue or the database did not answer a command: exit 1, naming it."""
 
     exit_code = 1
+
 
 # ---------------------------------------------------------------------------
 # status
@@ -216,43 +218,27 @@ def _csv_value(field: peewee.Field, value) -> str:
 
 
 def write_csv(rows: Iterable[list], out: TextIO) -> int:
-    """RFC 4180 CSV (CRLF line ends, quotes where needed); the number of data rows written."""
+    """RFC 4180 CSV (CRLF line ends, quotes where needed) of the header and rows; the number of data rows."""
     writer = csv.writer(out, lineterminator="\r\n")
-    count = -1
-    for count, row in enumerate(rows):
+    written = 0
+    for row in rows:
         writer.writerow(row)
-    return max(count, 0)
+        written += 1
+    return max(written - 1, 0)
 
 
-class CsvChunks:
-    """CSV text of rows in chunks of about `size` characters, for a streamed HTTP body."""
-
-    def __init__(self, size: int = 64 * 1024):
-        self.size = size
-
-    def __call__(self, rows: Iterable[list]) -> Iterator[bytes]:
-        buffer = _Buffer()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        for row in rows:
-            writer.writerow(row)
-            if buffer.length >= self.size:
-                yield buffer.take()
-        if buffer.length:
-            yield buffer.take()
-
-
-class _Buffer:
-    def __init__(self):
-        self.parts: list[str] = []
-        self.length = 0
-
-    def write(self, text: str) -> None:
-        self.parts.append(text)
-        self.length += len(text)
-
-    def take(self) -> bytes:
-        text, self.parts, self.length = "".join(self.parts), [], 0
-        return text.encode("utf-8")
+def csv_chunks(rows: Iterable[list], size: int = 64 * 1024) -> Iterator[bytes]:
+    """The same CSV as write_csv, as UTF-8 chunks of about `size` characters, for a streamed HTTP body."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow(row)
+        if buffer.tell() >= size:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode("utf-8")
 
 
 def export_filename(table: str, now: datetime.datetime | None = None) -> str:
@@ -589,7 +575,6 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
 
 def export_command(settings, table: str, *, since: str | None, output, stdout) -> int:
     """Write `export`'s CSV to the file `output` (atomically) or to the binary stream `stdout`; the row count."""
-    import io
     import os
     import tempfile
 

@@ -4,7 +4,7 @@ from directory_api import db, migrations
 from directory_api.models import EnrolmentRetry, Rejection
 
 STEP_2_INDEXES = ("enrolment_created", "enrolment_company_number", "company_name_lower",
-                  "supplier_company_email_lower", "rejection_waiting")
+                  "supplier_company_email_lower", "rejection_waiting", "rejection_redriven")
 
 
 def test_the_operating_it_step_upgrades_a_database_made_before_it(database_url):

@@ -152,7 +152,7 @@ def test_csv_chunks_stream_the_same_text_as_write_csv(database):
         saving.save(f"m-{_}", enrolment_payload())
     out = io.StringIO(newline="")
     ops.write_csv(ops.export_rows(database, "companies"), out)
-    chunks = list(ops.CsvChunks(size=100)(ops.export_rows(database, "companies")))
+    chunks = list(ops.csv_chunks(ops.export_rows(database, "companies"), size=100))
     assert len(chunks) > 1
     assert b"".join(chunks).decode("utf-8") == out.getvalue()
 
@@ -252,6 +252,7 @@ CONSOLE_QUERIES = {
     "search by sso id": lambda: ops.search("11", "sso_id"),
     "search by e-mail": lambda: ops.search("sales@acme.example.com", "email"),
     "rejections page": lambda: ops.rejections_page(),
+    "recently re-driven": lambda: ops.recently_redriven(),
     "enrolment lookup by company number": lambda: ops._enrolment_ids(["SC123456"]),
 }
 
