@@ -25,6 +25,7 @@ import bottle
 import peewee
 
 from directory_api import ops
+from directory_api.db import drop_connection
 from directory_api.queues import Queue, QueueUnavailable, open_queue
 from directory_api.settings import Settings
 
@@ -177,12 +178,12 @@ class Console:
         return app
 
     def _close(self) -> None:
-        if bottle.request.path != "/export.csv" and not self.database.is_closed():
-            self.database.close()  # an export closes its own, once streamed
+        if bottle.request.path != "/export.csv":  # an export closes its own, once streamed
+            drop_connection(self.database)
 
     def _error_page(self, error: bottle.HTTPError) -> str:
         bottle.response.content_type = HTML_TYPE
-        if error.status_code >= 500:
+        if error.status_code == 500:
             log.error("ops console: %s %s failed", bottle.request.method, bottle.request.path, exc_info=error.exception)
         message = error.body if isinstance(error.body, str) and error.status_code in (400, 403, 503) else {
             404: "There is no such page.", 405: "This page does not take that method.",
@@ -302,8 +303,7 @@ class Console:
         try:
             yield from ops.csv_chunks(ops.export_rows(self.database, table, since))
         finally:
-            if not self.database.is_closed():
-                self.database.close()
+            drop_connection(self.database)
 
 
 def _database_unavailable_is_503(callback):
