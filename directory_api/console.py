@@ -255,6 +255,8 @@ class Console:
             notices.append(("done", f"Re-driven: {_positive(query.get('moved_count')) or 0} message(s)."))
         for missing in query.getall("missing")[:10]:
             notices.append(("problem", f"{missing} is not on the invalid queue (or is in flight there now)."))
+        for refused in query.getall("refused")[:10]:
+            notices.append(("problem", f"The enrolment queue refuses {refused}; it stays set aside (see the log)."))
         if query.get("unavailable"):
             notices.append(("problem", "The queues did not answer; nothing more was moved. Try again shortly."))
         return page("rejections", title="Rejections", section="rejections",
@@ -279,9 +281,11 @@ class Console:
             log.warning("ops console: re-drive stopped: %s", error)
             return self._back_to_rejections([("unavailable", "1")])
         log.info("ops console: re-drove %d message(s): %s", len(result.moved), ", ".join(result.moved))
+        refused = [("refused", m) for m in result.refused]
         if ids is None:
-            return self._back_to_rejections([("moved_count", str(len(result.moved)))])
-        return self._back_to_rejections([("moved", m) for m in result.moved] + [("missing", m) for m in result.missing])
+            return self._back_to_rejections([("moved_count", str(len(result.moved)))] + refused)
+        return self._back_to_rejections(
+            [("moved", m) for m in result.moved] + [("missing", m) for m in result.missing] + refused)
 
     def _back_to_rejections(self, query: list[tuple[str, str]]):
         # Post/Redirect/Get: reloading the page that follows sends nothing again.

@@ -24,7 +24,7 @@ from directory_api.errors import UserError, first_line
 from directory_api.models import (
     Company, Enrolment, EnrolmentRetry, JSONField, Rejection, Supplier, enrolment_company_number, utcnow,
 )
-from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, Queue, QueueUnavailable, original_id
+from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +436,7 @@ def redrive_wait(settings) -> float:
 class Redriven:
     moved: list[str] = dataclasses.field(default_factory=list)  # original ids, one a message moved (or listed)
     missing: list[str] = dataclasses.field(default_factory=list)  # ids asked for and not on the invalid queue
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # original id -> why the enrolment queue refused it
 
 
 def redrive(
@@ -476,7 +477,12 @@ def redrive(
                 if dry_run:
                     held.append(message)
                 else:
-                    _move(message, invalid, enrolments, mark)
+                    try:
+                        _move(message, invalid, enrolments, mark)
+                    except MessageRefused as error:
+                        held.append(message)  # stays set aside; the others still go
+                        result.refused[original] = first_line(error)
+                        continue
                 result.moved.append(original)
                 on_message(message)
     finally:
@@ -552,7 +558,7 @@ def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: 
 
 def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[str], None],
                     err: Callable[[str], None]) -> bool:
-    """Run `redrive` (ids, or all when empty); True when every id asked for was found."""
+    """Run `redrive` (ids, or all when empty); True when every id asked for was found and moved."""
     database, enrolments, invalid = open_pipeline(settings)
 
     def show(message: Message) -> None:
@@ -570,7 +576,9 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
     out(f"{count} message{'' if count == 1 else 's'} {'would be moved (dry run)' if dry_run else 'moved'}")
     for missing in result.missing:
         err(f"error: {missing}: not on the invalid queue {settings.invalid_queue} (or in flight there now)")
-    return not result.missing
+    for refused, why in result.refused.items():
+        err(f"error: {refused}: the enrolment queue refuses it ({why}); it stays on the invalid queue")
+    return not result.missing and not result.refused
 
 
 def export_command(settings, table: str, *, since: str | None, output, stdout) -> int:

@@ -11,7 +11,7 @@ import pytest
 from directory_api import db as db_module
 from directory_api import ops, saving
 from directory_api.models import Company, Enrolment, Rejection, Supplier, utcnow
-from directory_api.queues import QueueUnavailable
+from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload
 from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
 
@@ -374,3 +374,19 @@ def test_mark_redriven_with_the_database_down_only_logs(caplog):
     unreachable = db_module.database_for("postgres://postgres@127.0.0.1:1/x")
     ops.mark_redriven(unreachable)(["m-1"])
     assert "re-driven, but not marked so in the database" in caplog.text
+
+
+def test_a_message_the_enrolment_queue_refuses_stays_set_aside_and_the_others_are_moved(worker, monkeypatch):
+    ids = set_aside(worker, invalid_body(), invalid_body(company_name="Refused Ltd"))
+    send = worker.enrolments.send
+
+    def refuse_one(body, attributes=None):
+        if "Refused Ltd" in body:
+            raise MessageRefused("SQS queue enrolment: send failed: InvalidParameterValue")
+        return send(body, attributes)
+
+    monkeypatch.setattr(worker.enrolments, "send", refuse_one)
+    result = redrive(worker, None)
+    assert result.moved == [ids[0]]
+    assert result.refused == {ids[1]: "SQS queue enrolment: send failed: InvalidParameterValue"}
+    assert worker.invalid.depth().waiting == 1
