@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -25,7 +26,7 @@ import bottle
 import peewee
 
 from directory_api import ops
-from directory_api.db import drop_connection
+from directory_api.db import DATABASE_ERRORS, drop_connection
 from directory_api.queues import Queue, QueueUnavailable, open_queue
 from directory_api.settings import Settings
 
@@ -44,6 +45,10 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "same-origin"),
 ]
 HTML_TYPE = "text/html; charset=utf-8"
+# The request threads of a process the console may hold at once (a CSV download holds one while it streams);
+# the others stay the API's, so operators never keep an enrolment waiting for a thread.
+CONSOLE_REQUESTS = 2
+BUSY = b"The console is busy with other requests of this process; try again in a few seconds."
 
 # A CSRF token is "<unix time>.<HMAC of it>" under a key made from OPS_PASSWORD: no state to share between the
 # processes and machines of a serve, and a page left open for a working day still re-drives.
@@ -147,6 +152,7 @@ class Console:
         self.invalid = invalid
         self.csrf = CsrfTokens(self.password)
         self.queue_names = (settings.enrolment_queue, settings.invalid_queue)
+        self.slots = threading.BoundedSemaphore(CONSOLE_REQUESTS)
         self.app = self._pages()
 
     def __call__(self, environ, start_response):
@@ -158,7 +164,16 @@ class Console:
             with_headers("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                               ("Content-Length", str(len(body))), ("WWW-Authenticate", REALM)])
             return [body]
-        return self.app(environ, with_headers)
+        if not self.slots.acquire(blocking=False):
+            with_headers("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                                     ("Content-Length", str(len(BUSY))), ("Retry-After", "5")])
+            return [BUSY]
+        try:
+            body = self.app(environ, with_headers)
+        except BaseException:
+            self.slots.release()
+            raise
+        return _Releasing(body, self.slots.release)
 
     def _pages(self) -> bottle.Bottle:
         app = bottle.Bottle()
@@ -310,6 +325,23 @@ class Console:
             drop_connection(self.database)
 
 
+class _Releasing:
+    """A WSGI body that calls `release` once the server closes it (a streamed body is sent by then)."""
+
+    def __init__(self, body, release: Callable[[], None]):
+        self.body, self.release = body, release
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.release()
+
+
 def _database_unavailable_is_503(callback):
     """A bottle plugin: a page whose database does not answer says so (503), not "something went wrong"."""
 
@@ -317,7 +349,7 @@ def _database_unavailable_is_503(callback):
     def answer(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
-        except ops.DATABASE_ERRORS as error:
+        except DATABASE_ERRORS as error:
             log.warning("ops console: %s: the database does not answer: %s", bottle.request.path, error)
             raise bottle.HTTPError(503, DATABASE_UNAVAILABLE) from None
 

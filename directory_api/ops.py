@@ -18,7 +18,7 @@ from typing import TextIO
 
 import peewee
 
-from directory_api.db import is_postgres
+from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
 from directory_api.models import (
@@ -28,7 +28,6 @@ from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Q
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 PAGE_SIZE = 50
 
 

@@ -71,7 +71,12 @@ def call(app, method: str, path: str, *, auth: str | None = basic(), form: dict 
         answer["status"] = int(status.split()[0])
         answer["headers"] = {name.lower(): value for name, value in response_headers}
 
-    body = b"".join(app(environ, start_response))
+    iterable = app(environ, start_response)
+    try:
+        body = b"".join(iterable)
+    finally:
+        if hasattr(iterable, "close"):
+            iterable.close()  # as a WSGI server does
     return Answer(answer["status"], answer["headers"], body)
 
 
@@ -349,3 +354,28 @@ def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypa
     assert answer.status == 503
     assert "The database does not answer now" in answer.text
     assert answer.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_the_console_takes_at_most_its_share_of_threads_and_then_answers_503(app, monkeypatch):
+    held = []
+    for _ in range(console.CONSOLE_REQUESTS):  # requests in flight: each holds a slot until its body is closed
+        held.append(call_open(app, "/ops/export.csv?table=enrolments"))
+    answer = call(app, "GET", "/ops/")
+    assert answer.status == 503 and answer.headers["retry-after"] == "5"
+    assert answer.headers["x-frame-options"] == "DENY"
+    for body in held:
+        body.close()
+    assert call(app, "GET", "/ops/").status == 200
+
+
+def call_open(app, path: str):
+    """Start a GET and leave its body unread and open, as a slow download would."""
+    parts = urlsplit(path)
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
+        "SERVER_NAME": HOST, "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": HOST,
+        "wsgi.url_scheme": "https", "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(),
+        "HTTP_AUTHORIZATION": basic(),
+    }
+    return app(environ, lambda status, headers, exc_info=None: None)
