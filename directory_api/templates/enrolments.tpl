@@ -20,17 +20,17 @@
 <tbody>
 % for found in page.rows:
 <tr>
-<td>
+<td data-label="company number">
 % if found.enrolment_id is not None:
 <a href="{{base}}enrolments/{{found.enrolment_id}}">{{found.company_number}}</a>
 % else:
 {{found.company_number}}
 % end
 </td>
-<td>{{found.company_name}}</td>
-<td>{{'' if found.sso_id is None else found.sso_id}}</td>
-<td>{{found.company_email or ''}}</td>
-<td>{{found.created.strftime('%Y-%m-%d %H:%M')}}</td>
+<td data-label="company name">{{found.company_name}}</td>
+<td data-label="sso id">{{'' if found.sso_id is None else found.sso_id}}</td>
+<td data-label="e-mail">{{found.company_email or ''}}</td>
+<td data-label="created (UTC)">{{found.created.strftime('%Y-%m-%d %H:%M')}}</td>
 </tr>
 % end
 </tbody>

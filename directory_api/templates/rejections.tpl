@@ -17,8 +17,8 @@
 <tbody>
 % for rejection in page.rows:
 <tr>
-<td><a href="{{base}}messages/{{rejection.message_id}}"><code>{{rejection.message_id}}</code></a></td>
-<td>
+<td data-label="message id"><a href="{{base}}messages/{{rejection.message_id}}"><code>{{rejection.message_id}}</code></a></td>
+<td data-label="reasons">
 <ul class="reasons">
 % for field, messages in (rejection.errors.items() if isinstance(rejection.errors, dict) else []):
 % for message in (messages if isinstance(messages, list) else [messages]):
@@ -27,8 +27,8 @@
 % end
 </ul>
 </td>
-<td>{{rejection.created.strftime('%Y-%m-%d %H:%M')}}</td>
-<td>
+<td data-label="set aside (UTC)">{{rejection.created.strftime('%Y-%m-%d %H:%M')}}</td>
+<td class="action">
 <form method="post" action="{{base}}rejections/redrive">
 <input type="hidden" name="csrf_token" value="{{csrf_token}}">
 <input type="hidden" name="message_id" value="{{rejection.message_id}}">
@@ -54,9 +54,9 @@
 <tbody>
 % for rejection, state, enrolment_id in redriven:
 <tr>
-<td><code>{{rejection.message_id}}</code></td>
-<td>{{rejection.redriven.strftime('%Y-%m-%d %H:%M:%S')}}</td>
-<td class="state-{{state}}">
+<td data-label="message id"><code>{{rejection.message_id}}</code></td>
+<td data-label="re-driven (UTC)">{{rejection.redriven.strftime('%Y-%m-%d %H:%M:%S')}}</td>
+<td data-label="now" class="state-{{state}}">
 % if enrolment_id is not None:
 <a href="{{base}}enrolments/{{enrolment_id}}">created: enrolment {{enrolment_id}}</a>
 % else:
