@@ -22,7 +22,7 @@ from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
 from directory_api.models import (
-    Company, Enrolment, EnrolmentRetry, JSONField, Rejection, Supplier, enrolment_company_number, utcnow,
+    Company, Email, Enrolment, EnrolmentRetry, JSONField, Rejection, Supplier, enrolment_company_number, utcnow,
 )
 from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
 
@@ -96,17 +96,11 @@ def _database_figures(database: peewee.Database, unanswered: list[str]) -> dict:
         return dict.fromkeys(DATABASE_FIGURES)
 
 
-# The e-mail outbox (issue 13, mail.py): read by its table's name, so these figures need nothing else of it.
-EMAIL_TABLE = "email"
-
-
 def email_figures(database: peewee.Database) -> dict:
-    """The e-mails waiting, sent, failed and logged; every figure null while there is no outbox (or no answer)."""
+    """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
     try:
         with database.connection_context():
-            if not database.table_exists(EMAIL_TABLE):
-                return dict.fromkeys(EMAIL_FIGURES)
-            counts = dict(database.execute_sql(f"SELECT state, COUNT(*) FROM {EMAIL_TABLE} GROUP BY state").fetchall())
+            counts = dict(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state).tuples())
     except DATABASE_ERRORS:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
     return {state: counts.get(state, 0) for state in EMAIL_FIGURES}
@@ -369,18 +363,11 @@ def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
 
 
 def enrolment_email(enrolment_id: int) -> dict:
-    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id); None: unknown."""
-    database = Enrolment._meta.database
-    if not database.table_exists(EMAIL_TABLE):
+    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id); None: none recorded."""
+    email = Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id.desc()).first()
+    if email is None:
         return {"state": None, "detail": None}
-    row = database.execute_sql(
-        f"SELECT state, last_error, sent FROM {EMAIL_TABLE} WHERE enrolment_id = %s ORDER BY id DESC LIMIT 1"
-        .replace("%s", database.param), (enrolment_id,)).fetchone()
-    if row is None:
-        return {"state": None, "detail": None}
-    state, last_error, sent = row
-    detail = last_error or (f"at {sent}" if sent else None)
-    return {"state": state, "detail": detail}
+    return {"state": email.state, "detail": email.last_error or (f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None)}
 
 
 def message_state(message_id: str) -> tuple[str, int | None]:

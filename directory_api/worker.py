@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, migrations, saving
+from directory_api import db, enrolment, logs, mail, migrations, saving
+from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
-from directory_api.errors import first_line
+from directory_api.errors import UserError, first_line
+from directory_api.metrics import WorkMetrics, serve_metrics_http
 from directory_api.queues import (
     ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, message_size, open_queue, original_id,
     poll_intervals,
@@ -35,8 +37,6 @@ from directory_api.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK = 0.1  # how often the main thread looks at the stop flag while it waits
-FIRST_BACKOFF = 0.5
-LONGEST_BACKOFF = 30.0
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
@@ -62,12 +62,6 @@ class SaveCancelled(Exception):
     """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
 
 
-def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before try `attempt` (1, 2, ...): doubling from 0.5 s to 30 s, jittered to half-to-all of it."""
-    ceiling = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
-
-
 def read(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
     if message.unreadable:
@@ -82,13 +76,16 @@ def read(message: Message, max_receive_count: int) -> object:
 
 
 def set_aside_attributes(message: Message, errors, size_limit: int | None = None) -> dict[str, str]:
-    """What the invalid queue learns of a message besides its body: why, and which message it was.
+    """What the invalid queue learns of a message besides its body: why, which message and request it was.
 
     The body is kept whole. When body and reasons together pass the queue's
     size limit, the reasons are trimmed to what fits, behind a marker, or left
     off when not even the marker fits; the rejection record keeps them all.
     """
     identity = {ORIGINAL_MESSAGE_ID: original_id(message)}
+    request_id = request_id_of(message)
+    if request_id:
+        identity[logs.REQUEST_ID_ATTRIBUTE] = request_id
     reasons = json.dumps(errors, ensure_ascii=False)
     if size_limit is None:
         return {"errors": reasons, **identity}
@@ -137,6 +134,11 @@ def outcomes_by_message(messages: Sequence[Message], outcomes: dict) -> dict[str
         by_message[message.id] = Duplicate() if key in seen else outcomes[key]
         seen.add(key)
     return by_message
+
+
+def request_id_of(message: Message) -> str | None:
+    """The id of the request that queued `message`, when it carries a safe one (anyone may send to a queue)."""
+    return logs.safe_request_id(message.attributes.get(logs.REQUEST_ID_ATTRIBUTE))
 
 
 class Shutdown:
@@ -283,6 +285,8 @@ class Worker:
         *,
         shutdown: Shutdown | None = None,
         rng: Callable[[], float] = random.random,
+        sender: mail.Sender | None = None,
+        metrics: WorkMetrics | None = None,
     ):
         self.settings = settings
         self.database = database
@@ -290,10 +294,12 @@ class Worker:
         self.invalid = invalid
         self.shutdown = shutdown or Shutdown()
         self.rng = rng
+        self.metrics = (metrics or WorkMetrics()).worker
         self.failures = 0  # consecutive; sets the backoff
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         # The delete of the last batch, in flight while the next batch is saved.
         self.deleting: Background | None = None
+        self.sender = sender  # the confirmation e-mails, sent on a thread of their own
         # The save lane's connection, for a stop to cancel the statement it runs.
         self.saving_connection = None
 
@@ -320,6 +326,8 @@ class Worker:
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         pending: Background | None = None
+        if self.sender:
+            self.sender.start()
         idle = poll_intervals()  # pauses between empty receives, afresh once messages come
         try:
             while not self.stopping:
@@ -342,12 +350,16 @@ class Worker:
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
+                    if self.sender:
+                        self.sender.queue_busy()
                 if not self.handle(messages, delete_in_background=True):
                     if pending:
                         pending.abandon()
                         pending = None
                     if self.sleep(backoff(self.failures, self.rng)):
                         self.wait_for_database()
+            if once and self.sender:
+                self.wait_for(self.sender.finish())  # the e-mails due now, then exit
         finally:
             self.stop(pending)
 
@@ -412,6 +424,7 @@ class Worker:
         With delete_in_background, the delete runs while the caller receives
         and saves the next batch; it counts at the next handle, or at the stop.
         """
+        started = time.perf_counter()
         verdicts = verdicts_of(messages, self.settings.sqs_max_receive_count)
         with self.keepalive.watch(messages):
             try:
@@ -427,9 +440,12 @@ class Worker:
             except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
                 log.exception("messages %s: not saved; they stay on the queue", ids(messages))
                 self.failures += 1
+                self.metrics.count("retried", len(messages))
                 return False
             log_outcomes(messages, outcomes)
-            kept = self.set_aside([m for m in messages if isinstance(outcomes[m.id], Invalid)], outcomes)
+            rejected = [m for m in messages if isinstance(outcomes[m.id], Invalid)]
+            kept = self.set_aside(rejected, outcomes)
+        self.count(outcomes, rejected, kept, time.perf_counter() - started)
         handled = [m for m in messages if m not in kept]
         last_deleted = self.finish_deleting()
         if delete_in_background:
@@ -479,6 +495,14 @@ class Worker:
             log.info("stopping: cancelling the statement saving the batch in hand")
             threading.Thread(target=db.cancel, args=(self.database, connection), name="cancel", daemon=True).start()
 
+    def count(self, outcomes: dict, rejected: Sequence[Message], kept: Sequence[Message], seconds: float) -> None:
+        """A saved batch in the metrics: its outcomes and how long saving and setting aside took."""
+        kinds = [type(outcome) for outcome in outcomes.values()]
+        self.metrics.count("saved", kinds.count(Created))
+        self.metrics.count("duplicate", kinds.count(Duplicate))
+        self.metrics.count("set_aside", len(rejected) - len(kept))
+        self.metrics.batch_duration.observe(seconds)
+
     def finish_deleting(self, timeout: float | None = None) -> bool:
         """Wait for the delete in flight, if any; False when it failed or did not end in time."""
         deleting, self.deleting = self.deleting, None
@@ -525,21 +549,28 @@ class Worker:
                         ids(messages), error)
 
     def failed(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
+        """A transient failure: the messages stay on the queue and come back (counted as retried)."""
         self.failures += 1
+        if action in ("save", "set aside"):
+            self.metrics.count("retried", len(messages))
         which = f"messages {ids(messages)}: " if messages else ""
         log.warning("%s%s failed, left on the queue: %s", which, action, first_line(error))
 
     def stop(self, pending: Background | None) -> None:
         log.debug("worker: stopping")
-        # The delete in flight and the receive cut short share one grace: they run at the same time.
+        if self.sender:
+            self.sender.stop()  # at once, beside the rest: an e-mail cut short is sent again later
+        # The delete in flight, the receive cut short and the sender share one grace: they run at the same time.
         deadline = time.monotonic() + RELEASE_GRACE
         if pending is not None:
             self.enrolments.interrupt()
         self.finish_deleting(RELEASE_GRACE)  # one not done by then comes back and is found saved
-        if pending is None:
-            return
-        pending.done.wait(max(0.0, deadline - time.monotonic()))
-        pending.abandon()
+        if pending is not None:
+            pending.done.wait(max(0.0, deadline - time.monotonic()))
+            pending.abandon()
+        if self.sender:
+            # An e-mail it has not handed back by then is claimed again when its lease ends.
+            self.sender.join(max(0.1, deadline - time.monotonic()))
 
     def sleep(self, seconds: float) -> bool:
         """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
@@ -559,6 +590,14 @@ class Worker:
         return False
 
 
+def serve_metrics(work_metrics: WorkMetrics, port: int) -> None:
+    try:
+        serve_metrics_http(work_metrics.registry, port)
+    except OSError as error:
+        raise UserError(f"METRICS_PORT (--metrics-port) {port}: cannot listen there: {error.strerror or error}") from None
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
 def ids(messages: Sequence[Message]) -> str:
     return ", ".join(message.id for message in messages)
 
@@ -566,22 +605,44 @@ def ids(messages: Sequence[Message]) -> str:
 def log_outcomes(messages: Sequence[Message], outcomes) -> None:
     """One INFO line a batch (a line a message would cost more than saving it); each message at DEBUG."""
     kinds = [type(outcomes[message.id]) for message in messages]
+    counts = {"saved": kinds.count(Created), "duplicate": kinds.count(Duplicate), "set_aside": kinds.count(Invalid)}
     log.info("batch of %d: %d saved, %d saved before, %d set aside", len(messages),
-             kinds.count(Created), kinds.count(Duplicate), kinds.count(Invalid))
+             counts["saved"], counts["duplicate"], counts["set_aside"], extra={"messages": len(messages), **counts})
+    debug = log.isEnabledFor(logging.DEBUG)
     for message in messages:
         outcome = outcomes[message.id]
-        if isinstance(outcome, Created):
-            log.debug("message %s: saved as enrolment %d", message.id, outcome.enrolment_id)
-        elif isinstance(outcome, Duplicate):
-            log.debug("message %s: saved before; deleted", message.id)
+        if not debug and not isinstance(outcome, Invalid):
+            continue
+        request, fields = _about(message)
+        if isinstance(outcome, Invalid):
+            errors = json.dumps(outcome.errors)
+            log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
+        elif isinstance(outcome, Created):
+            log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
         else:
-            log.info("message %s: cannot be saved, set aside: %s", message.id, json.dumps(outcome.errors))
+            log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
 
 
-def work(settings: Settings, *, once: bool = False) -> None:
-    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty)."""
+def _about(message: Message) -> tuple[str, dict]:
+    """The text after a message's id in its lines (its request id, if any), and the fields of its JSON lines."""
+    request_id = request_id_of(message)
+    fields = {"message_id": message.id}
+    if request_id is None:
+        return "", fields
+    fields["request_id"] = request_id
+    return f" (request_id={request_id})", fields
+
+
+def work(settings: Settings, *, once: bool = False, metrics_port: int | None = None) -> None:
+    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty).
+
+    With `metrics_port`, its metrics are served at http://0.0.0.0:PORT/metrics.
+    """
     shutdown = Shutdown()
     shutdown.install()  # first, so a signal during start-up is a clean stop too
+    work_metrics = WorkMetrics()
+    if metrics_port:
+        serve_metrics(work_metrics, metrics_port)
     database = db.bind(settings.database_url)
     worker = Worker(
         settings,
@@ -589,6 +650,8 @@ def work(settings: Settings, *, once: bool = False) -> None:
         open_queue(settings, settings.enrolment_queue),
         open_queue(settings, settings.invalid_queue),
         shutdown=shutdown,
+        sender=mail.Sender(settings),
+        metrics=work_metrics,
     )
     try:
         worker.run(once=once)

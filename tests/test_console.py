@@ -246,7 +246,8 @@ def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_every
     page = call(app, "GET", "/ops/enrolments?q=sc777777").text
     assert f'<a href="/ops/enrolments/{created.enrolment_id}">SC777777</a>' in page
     detail = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
-    for shown in ("Seven Ltd", "message-77", "<dd>77</dd>", "&quot;company_number&quot;: &quot;SC777777&quot;"):
+    for shown in ("Seven Ltd", "message-77", "<dd>77</dd>", "&quot;company_number&quot;: &quot;SC777777&quot;",
+                  "<h2>Confirmation e-mail</h2>\n<p>waiting</p>"):
         assert shown in detail
     assert call(app, "GET", f"/ops/enrolments/{created.enrolment_id + 1}").status == 404
 
