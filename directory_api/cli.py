@@ -5,6 +5,7 @@ import enum
 import functools
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
