@@ -295,7 +295,7 @@ def status(
     settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
     from directory_api.ops import status_command
 
-    if not status_command(settings, as_json=as_json, out=typer.echo, err=lambda line: typer.echo(line, err=True)):
+    if not status_command(settings, as_json=as_json, out=typer.echo, err=logs.error):
         raise typer.Exit(1)
 
 
@@ -318,8 +318,7 @@ def redrive(
     settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
     from directory_api.ops import redrive_command
 
-    if not redrive_command(settings, ids or [], dry_run=dry_run, out=typer.echo,
-                           err=lambda line: typer.echo(line, err=True)):
+    if not redrive_command(settings, ids or [], dry_run=dry_run, out=typer.echo, err=logs.error):
         raise typer.Exit(1)
 
 
@@ -350,7 +349,7 @@ def export(
 
     count = export_command(settings, table.value, since=since, output=output, stdout=sys.stdout.buffer)
     if output is not None:
-        typer.echo(f"{count} rows written to {output}", err=True)
+        logs.emit(logging.INFO, f"{count} rows written to {output}", rows=count, output=str(output))
 
 
 def main() -> None:

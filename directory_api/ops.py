@@ -526,7 +526,7 @@ def open_pipeline(settings) -> tuple[peewee.Database, Queue, Queue]:
 
 
 def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
-    """Print `status`; True when every part answered."""
+    """Print `status` with `out`, each part that did not answer with `err`; True when every part answered."""
     database, enrolments, invalid = open_pipeline(settings)
     try:
         result = status(database, enrolments, invalid)
@@ -538,7 +538,7 @@ def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: 
         for line in status_lines(result):
             out(line)
     for part in result.unanswered:
-        err(f"error: {part}")
+        err(part)
     return result.complete
 
 
@@ -561,9 +561,9 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
     count = len(result.moved)
     out(f"{count} message{'' if count == 1 else 's'} {'would be moved (dry run)' if dry_run else 'moved'}")
     for missing in result.missing:
-        err(f"error: {missing}: not on the invalid queue {settings.invalid_queue} (or in flight there now)")
+        err(f"{missing}: not on the invalid queue {settings.invalid_queue} (or in flight there now)")
     for refused, why in result.refused.items():
-        err(f"error: {refused}: the enrolment queue refuses it ({why}); it stays on the invalid queue")
+        err(f"{refused}: the enrolment queue refuses it ({why}); it stays on the invalid queue")
     return not result.missing and not result.refused
 
 

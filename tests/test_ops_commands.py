@@ -205,3 +205,11 @@ def test_export_refuses_a_bad_table_or_date_with_exit_2(environ, args, message):
     done = run(environ, *args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_with_log_format_json_every_stderr_line_of_status_is_a_json_object(environ):
+    environ = {**environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing_here", "LOG_FORMAT": "json"}
+    done = run(environ, "status")
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert any(line["level"] == "ERROR" and line["message"].startswith("database: ") for line in lines)
