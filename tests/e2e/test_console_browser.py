@@ -49,6 +49,7 @@ def browser():
     os.environ.setdefault("SE_OFFLINE", "true")
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # find_element waits for the page a click or a submit brought
     yield driver
     driver.quit()
 
@@ -71,6 +72,13 @@ def post(base_url: str, data: dict) -> str:
 def status(base_url: str, message_id: str) -> dict:
     url = f"{base_url}/enrolment/{message_id}/"
     return requests.get(url, headers=signed_headers(url, b"", "GET", None, secret=DEBUG_SECRET), timeout=10).json()
+
+
+def shows(driver, text: str, timeout: float = 15) -> None:
+    """Wait until the page (the next one, after a click or a submit) shows `text`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: text in d.page_source, f"the page never showed {text!r}")
 
 
 def screenshot(driver, name: str, tmp_path: Path, size=DESKTOP) -> Path:
@@ -108,7 +116,7 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(brow
     assert requests.get(f"{base_url}/ops/", timeout=10).status_code == 401  # no password, no console
     log_in(browser, DEBUG_SECRET)
     browser.get(f"{base_url}/ops/")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+    shows(browser, "<h1>Overview</h1>")
     wait_until(lambda: browser.refresh() or "<td class=\"number\">4</td>" in browser.page_source, 30,
                "the overview to count four enrolments")
     screenshot(browser, "console-overview.png", tmp_path)
@@ -118,15 +126,14 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(brow
     search = browser.find_element(By.ID, "q")
     search.send_keys("sc100003")
     search.submit()
-    result = browser.find_element(By.LINK_TEXT, "SC100003")
-    assert '&lt;script&gt;alert("not run")&lt;/script&gt; Ltd' in browser.page_source  # shown, escaped, not run
-    result.click()
-    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Enrolment ")
+    shows(browser, '&lt;script&gt;alert("not run")&lt;/script&gt; Ltd')  # shown, escaped, not run
+    browser.find_element(By.LINK_TEXT, "SC100003").click()
+    shows(browser, "<h1>Enrolment ")
     assert "contact103@example.com" in browser.page_source
 
     # The rejection's reason, then the cause put right: the company registered by mistake is removed.
     browser.find_element(By.LINK_TEXT, "Rejections").click()
-    assert "A company with this number is already registered." in browser.page_source
+    shows(browser, "A company with this number is already registered.")
     screenshot(browser, "console-rejections.png", tmp_path)
     with sqlite3.connect(workdir / "directory-api-debug.sqlite3", timeout=10) as database:
         database.execute("PRAGMA foreign_keys = ON")
@@ -134,15 +141,14 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(brow
 
     row = browser.find_element(By.XPATH, f"//tr[.//code[text()='{taken}']]")
     row.find_element(By.XPATH, ".//button[text()='Re-drive']").click()
-    assert f"Re-driven: {taken}." in browser.find_element(By.CSS_SELECTOR, ".notice.done").text
+    shows(browser, f"Re-driven: {taken}.")
 
-    def created_link():
+    def created():
         browser.get(f"{base_url}/ops/rejections")
-        links = browser.find_elements(By.PARTIAL_LINK_TEXT, "created: enrolment")
-        return links[0] if links else None
+        return "created: enrolment" in browser.page_source
 
-    wait_until(created_link, 30, "the re-driven message to be saved")
-    created_link().click()
-    assert "Acme Widgets (Scotland) Ltd" in browser.page_source
+    wait_until(created, 30, "the re-driven message to be saved")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "created: enrolment").click()
+    shows(browser, "Acme Widgets (Scotland) Ltd")
     assert taken in browser.page_source  # saved under its original message id
     assert status(base_url, taken)["status"] == "created"
