@@ -8,13 +8,13 @@ import pytest
 from throwaway_postgres import LOCAL_ADMIN_URL, ThrowawayPostgres, emptied
 
 from directory_api import db, migrations
+from tests.support import IN_CI
 
 # Fixtures every kind of test may use (tests/support.py) and the e2e harness's (tests/e2e/harness.py).
 pytest_plugins = ("tests.support", "tests.e2e.harness")
 
 # The server the PostgreSQL tests use; each test session makes its own throwaway database there.
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", LOCAL_ADMIN_URL)
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="session")

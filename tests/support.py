@@ -37,6 +37,8 @@ from directory_api.queues import QueueUnavailable
 REPO = Path(__file__).resolve().parent.parent
 # The service run from this checkout's source, as `python directory_api.py ...`.
 SOURCE_CLI = (sys.executable, str(REPO / "directory_api.py"))
+# Under CI=true a test that cannot run (no PostgreSQL, no browser) fails instead of skipping.
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
 UI_SECRET = "not-a-real-secret"
 REGION = "eu-west-1"

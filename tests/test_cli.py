@@ -20,7 +20,7 @@ COMMANDS = typer.main.get_command(app).commands
 
 
 def test_every_spec_command_exists():
-    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check"}
+    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check", "status", "redrive", "export"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -16,10 +16,12 @@ from directory_api.queues.sqs import SqsQueue
 from directory_api.signature import NonceStore
 from directory_api.worker import Worker
 from tests.database_locks import lock_waits, postgres_table_locked, sqlite_path, sqlite_write_locked
-from tests.factories import ENROLMENT, enrolment_body, web_settings as settings, worker_settings
+from tests.factories import ENROLMENT, enrolment_body, worker_settings
+from tests.factories import web_settings as settings
 from tests.support import FakeQueue, wait_until
-from tests.support import app_call as call, app_post as post, app_signed_get as signed_get
-
+from tests.support import app_call as call
+from tests.support import app_post as post
+from tests.support import app_signed_get as signed_get
 
 # serve
 

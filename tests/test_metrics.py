@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from directory_api import metrics, worker as worker_module
+from directory_api import metrics
+from directory_api import worker as worker_module
 from directory_api.metrics import HttpMetrics, Registry, WorkMetrics
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue

@@ -8,9 +8,12 @@ from openapi_spec_validator import validate as validate_openapi
 from directory_api import db, migrations, models, openapi, web
 from directory_api.signature import NonceStore, legacy_signature
 from tests import support
-from tests.factories import ENROLMENT, web_settings as settings
+from tests.factories import ENROLMENT
+from tests.factories import web_settings as settings
 from tests.support import FakeQueue
-from tests.support import app_call as call, app_post as post, app_signed_get as signed_get
+from tests.support import app_call as call
+from tests.support import app_post as post
+from tests.support import app_signed_get as signed_get
 from tests.support import app_signed_headers as signed_headers
 
 SECRET = support.UI_SECRET

@@ -5,14 +5,15 @@ import time
 
 import pytest
 
-from directory_api import db, enrolment, saving, worker as worker_module
+from directory_api import db, enrolment, saving
+from directory_api import worker as worker_module
 from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
 from directory_api.worker import Background, Keepalive, Shutdown, backoff
-from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
 from tests.database_locks import write_lock_is_free
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
 from tests.support import ManualClock, answering, insert_raw_row, received, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"

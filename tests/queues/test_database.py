@@ -10,8 +10,8 @@ from directory_api import db, migrations
 from directory_api.models import QueueMessage
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
-from tests.factories import worker_settings
 from tests.database_locks import write_lock_is_free
+from tests.factories import worker_settings
 from tests.support import ManualClock, errors_in_threads, insert_raw_row
 
 
