@@ -25,7 +25,9 @@ from directory_api import db, enrolment, migrations, saving
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
-from directory_api.queues import Message, Queue, QueueUnavailable, open_queue
+from directory_api.queues import (
+    Message, MessageRefused, Queue, QueueUnavailable, message_size, open_queue, poll_intervals,
+)
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
 
@@ -40,6 +42,8 @@ RELEASE_GRACE = 0.5
 ONCE_WAIT = 1
 
 RECEIVED_TOO_OFTEN = "Received {count} times without being saved (SQS_MAX_RECEIVE_COUNT is {limit})."
+# Opens the reasons a set-aside message carries when all of them would not fit the invalid queue's size limit.
+TRIMMED = "Reasons trimmed to fit the invalid queue's message size limit; all are recorded (GET /enrolment/<id>/): "
 
 # The failures after which a message stays on its queue and comes back.
 TRANSIENT = (QueueUnavailable, peewee.PeeweeException)
@@ -57,6 +61,8 @@ def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
 
 def read(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
+    if message.unreadable:
+        return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
     if message.receive_count > max_receive_count:
         reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
         return Invalid({NON_FIELD_ERRORS: [reason]})
@@ -66,9 +72,38 @@ def read(message: Message, max_receive_count: int) -> object:
         return Invalid({NON_FIELD_ERRORS: [str(error)]})
 
 
-def set_aside_attributes(message: Message, errors) -> dict[str, str]:
-    """What the invalid queue learns of a message besides its body: why, and which message it was."""
-    return {"errors": json.dumps(errors, ensure_ascii=False), "original_message_id": message.id}
+def set_aside_attributes(message: Message, errors, size_limit: int | None = None) -> dict[str, str]:
+    """What the invalid queue learns of a message besides its body: why, and which message it was.
+
+    The body is kept whole. When body and reasons together pass the queue's
+    size limit, the reasons are trimmed to what fits, behind a marker, or left
+    off when not even the marker fits; the rejection record keeps them all.
+    """
+    identity = {"original_message_id": message.id}
+    reasons = json.dumps(errors, ensure_ascii=False)
+    if size_limit is None:
+        return {"errors": reasons, **identity}
+    room = size_limit - message_size(message.body, {**identity, "errors": ""})
+    trimmed = reasons if len(reasons.encode()) <= room else trim_reasons(reasons, room)
+    return {"errors": trimmed, **identity} if trimmed else identity
+
+
+def trim_reasons(reasons: str, room: int) -> str | None:
+    """The longest `{"non_field_errors": [TRIMMED + start of reasons + "…"]}` of at most `room` bytes, or None."""
+
+    def trimmed(length: int) -> str:
+        return json.dumps({NON_FIELD_ERRORS: [TRIMMED + reasons[:length] + "…"]}, ensure_ascii=False)
+
+    if len(trimmed(0).encode()) > room:
+        return None
+    shortest, longest = 0, len(reasons)  # trimmed(shortest) fits; find the longest that does
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        if len(trimmed(middle).encode()) <= room:
+            shortest = middle
+        else:
+            longest = middle - 1
+    return trimmed(shortest)
 
 
 class Shutdown:
@@ -124,6 +159,7 @@ class Background:
         self.done = threading.Event()
         self.result: list = []
         self.error: BaseException | None = None
+        self.duration = 0.0  # seconds the call took
         self._call = call
         self._on_abandoned = on_abandoned
         self._abandoned = False
@@ -134,12 +170,13 @@ class Background:
             lane.put(self._run)
 
     def _run(self) -> None:
+        started = time.monotonic()
         try:
             result, error = self._call(), None
         except Exception as exception:  # noqa: BLE001 - handed to the main thread
             result, error = [], exception
         with self._lock:
-            self.result, self.error = result, error
+            self.result, self.error, self.duration = result, error, time.monotonic() - started
             self.done.set()
             abandoned = self._abandoned
         if abandoned and result:
@@ -243,12 +280,13 @@ class Worker:
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         pending: Background | None = None
+        idle = poll_intervals()  # pauses between empty receives, afresh once messages come
         try:
             while not self.stopping:
                 pending = pending or self.start_receive(wait_seconds)
                 if not self.wait_for(pending.done):
                     break
-                messages, error, pending = pending.result, pending.error, None
+                messages, error, took, pending = pending.result, pending.error, pending.duration, None
                 if error is not None:
                     self.failed(error, "receive", [])
                     self.sleep(backoff(self.failures, self.rng))
@@ -257,7 +295,10 @@ class Worker:
                     self.failures = 0
                     if once:
                         break
+                    # A short SQS_WAIT_TIME (0 included) answers an empty queue at once: pause rather than spin.
+                    self.sleep(next(idle) - took)
                     continue
+                idle = poll_intervals()
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
@@ -357,11 +398,19 @@ class Worker:
         return deleting.done.wait(timeout) and deleting.result == [True]
 
     def set_aside(self, rejected: Sequence[Message], outcomes) -> list[Message]:
-        """Send rejected messages to the invalid queue; return those it did not take."""
+        """Send rejected messages to the invalid queue; return those it did not take but may take later."""
         kept = []
+        size_limit = self.invalid.message_size_limit() if rejected else None
         for message in rejected:
+            attributes = set_aside_attributes(message, outcomes[message.id].errors, size_limit)
             try:
-                self.invalid.send(message.body, set_aside_attributes(message, outcomes[message.id].errors))
+                self.invalid.send(message.body, attributes)
+            except MessageRefused as error:
+                # Kept, it would come back every visibility timeout for ever. Its
+                # rejection, with every reason, was recorded when the batch was saved.
+                log.error("message %s: the invalid queue refuses it (%s); deleted without being set aside, "
+                          "its %d-byte body is lost; its rejection and reasons are recorded",
+                          message.id, first_line(error), len(message.body.encode("utf-8", "surrogatepass")))
             except QueueUnavailable as error:
                 self.failed(error, "set aside", [message])
                 kept.append(message)
@@ -401,8 +450,9 @@ class Worker:
         pending.abandon()
 
     def sleep(self, seconds: float) -> bool:
-        """Wait `seconds`, or less when told to stop; False when told to stop."""
-        self.wait_for(threading.Event(), seconds)
+        """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
+        if seconds > 0:
+            self.wait_for(threading.Event(), seconds)
         return not self.stopping
 
     def wait_for(self, event: threading.Event, timeout: float | None = None) -> bool:

@@ -7,15 +7,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from directory_api import db, saving, worker as worker_module
+from directory_api import db, enrolment, saving, worker as worker_module
 from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
 from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.queues.test_database import insert_raw_row, write_lock_is_free
+from tests.queues.test_sqs import answering, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -343,3 +345,186 @@ def test_a_second_signal_stops_at_once():
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
     assert [backoff(n, lambda: 1.0) for n in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
     assert backoff(3, lambda: 0.0) == 1
+
+
+def limit_invalid_queue(worker, monkeypatch, limit: int) -> None:
+    """Make the invalid queue refuse, as SQS does, a message whose body and attributes pass `limit` bytes."""
+    send = worker.invalid.send
+
+    def limited(body, attributes=None):
+        if message_size(body, attributes or {}) > limit:
+            raise MessageRefused(f"over {limit} bytes")
+        return send(body, attributes)
+
+    monkeypatch.setattr(worker.invalid, "send", limited)
+    monkeypatch.setattr(worker.invalid, "message_size_limit", lambda: limit)
+
+
+def invalid_body_of(size: int) -> str:
+    """An enrolment with several invalid fields, padded to `size` bytes."""
+    payload = enrolment_payload(export_status="MAYBE", sso_id=0, company_number="bad", date_of_creation="soon")
+    padding = size - len(json.dumps({**payload, "notes": ""}))
+    return json.dumps({**payload, "notes": "x" * padding})
+
+
+def test_a_rejected_message_too_large_with_its_reasons_for_the_invalid_queue_is_set_aside_with_them_trimmed(
+    make_worker, monkeypatch
+):
+    worker = make_worker()
+    limit, room_for_reasons = 4096, 200
+    identity = {"original_message_id": "x" * 36, "errors": ""}
+    body = invalid_body_of(limit - message_size("", identity) - room_for_reasons)
+    reasons = enrolment.validate(json.loads(body))
+    assert len(json.dumps(reasons)) > room_for_reasons
+    limit_invalid_queue(worker, monkeypatch, limit)
+    message_id = worker.enrolments.send(body)
+    worker.run(once=True)
+    [set_aside] = received(worker.invalid)
+    assert (set_aside.body, set_aside.attributes["original_message_id"]) == (body, message_id)
+    [trimmed] = json.loads(set_aside.attributes["errors"])["non_field_errors"]
+    assert trimmed.startswith(worker_module.TRIMMED) and trimmed.endswith("…")
+    assert Rejection.get(message_id=message_id).errors == reasons
+    assert received(worker.enrolments) == []
+
+
+def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_deleted_and_logged(
+    make_worker, monkeypatch, caplog
+):
+    worker = make_worker()
+    limit_invalid_queue(worker, monkeypatch, 4096)
+    body = invalid_body_of(4100)
+    message_id = worker.enrolments.send(body)
+    messages = received(worker.enrolments)
+    with caplog.at_level(logging.ERROR):
+        assert worker.handle(messages) is True
+    assert f"message {message_id}: the invalid queue refuses it" in caplog.text
+    assert set(Rejection.get(message_id=message_id).errors) == {
+        "sso_id", "company_number", "export_status", "date_of_creation"}
+    worker.enrolments.release(messages)
+    assert received(worker.enrolments) == [] and received(worker.invalid) == []
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, sqs):
+    worker = make_worker()
+    sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
+    message_id = worker.enrolments.send(invalid_body_of(1500))
+    messages = received(worker.enrolments)
+    assert worker.handle(messages) is True
+    worker.enrolments.release(messages)
+    assert received(worker.enrolments) == []
+    assert Rejection.get(message_id=message_id)
+
+
+def test_set_aside_attributes_keep_every_reason_when_the_queue_has_no_size_limit():
+    message = Message(id="m-1", body="x" * 1_000_000, receipt="r-1")
+    reasons = {"sso_id": ["A reason."] * 1000}
+    assert json.loads(worker_module.set_aside_attributes(message, reasons, None)["errors"]) == reasons
+
+
+def test_set_aside_attributes_leave_the_reasons_off_when_not_even_the_marker_fits():
+    message = Message(id="m-1", body="x" * 1000, receipt="r-1")
+    limit = message_size(message.body, {"original_message_id": "m-1", "errors": ""}) + 20
+    assert worker_module.set_aside_attributes(message, {"sso_id": ["A reason."]}, limit) == {
+        "original_message_id": "m-1"}
+
+
+def calls_to_receive(worker, before=lambda count: None) -> list:
+    """Record each receive of the worker's enrolment queue; `before(count)` runs ahead of the count-th."""
+    calls = []
+    receive = worker.enrolments.receive
+
+    def counted(*args):
+        calls.append(time.monotonic())
+        before(len(calls))
+        return receive(*args)
+
+    worker.enrolments.receive = counted
+    return calls
+
+
+def test_an_idle_worker_with_sqs_wait_time_0_backs_off_rather_than_spin(make_worker):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    calls = calls_to_receive(worker)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(2.5)
+    worker.shutdown.requested = True
+    thread.join(2)
+    assert not thread.is_alive()
+    assert 2 <= len(calls) <= 6  # at 0, 0.2, 0.6, 1.4 and 2.4 s: 0.2 s doubling to 1 s
+
+
+def test_the_idle_pause_doubles_from_0_2_s_to_1_s_and_starts_afresh_once_messages_come(make_worker, monkeypatch):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    pauses = []
+    monkeypatch.setattr(worker, "sleep", lambda seconds: pauses.append(seconds) or True)
+
+    def before(count):
+        if count == 6:
+            worker.enrolments.send(enrolment_body())
+        if count == 8:
+            worker.shutdown.requested = True
+
+    calls_to_receive(worker, before)
+    worker.run()
+    # Each less the time its receive took.
+    assert pauses == pytest.approx([0.2, 0.4, 0.8, 1.0, 1.0, 0.2, 0.4], abs=0.15)
+
+
+def test_a_stop_while_idle_with_sqs_wait_time_0_returns_within_two_seconds(make_worker):
+    worker = make_worker(SQS_WAIT_TIME="0")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(2)  # well into the 1 s pauses
+    started = time.monotonic()
+    worker.shutdown.requested = True
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("backend", ["database"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_sqlite_queue_row_whose_body_is_not_utf8_is_set_aside_and_blocks_no_other_message(
+    make_worker, database_url
+):
+    worker = make_worker()
+    for _ in range(25):
+        worker.enrolments.send(enrolment_body())
+    insert_raw_row(database_url, "written-elsewhere", b'{"company_name": "caf\xe9"}')
+    thread = threading.Thread(target=worker.run, kwargs={"once": True})
+    thread.start()
+    thread.join(30)
+    worker.shutdown.requested = True
+    thread.join(2)
+    assert not thread.is_alive()
+    assert Enrolment.select().count() == 25
+    [set_aside] = received(worker.invalid)
+    assert set_aside.body == '{"company_name": "caf\\xe9"}'
+    assert "not UTF-8" in set_aside.attributes["errors"]
+    assert "not UTF-8" in Rejection.get(message_id="written-elsewhere").errors["non_field_errors"][0]
+    assert received(worker.enrolments) == []
+    assert write_lock_is_free(database_url)
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_a_receive_that_returns_one_message_twice_sets_it_aside_once(make_worker, monkeypatch):
+    worker = make_worker()
+    worker.enrolments.send("{not json")
+    answering(worker.enrolments, monkeypatch, twice)
+    worker.run(once=True)
+    assert len(received(worker.invalid)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqs"])
+def test_without_approximate_receive_count_the_max_receive_rule_still_applies(make_worker, monkeypatch):
+    worker = make_worker(SQS_MAX_RECEIVE_COUNT="1")
+    message_id = worker.enrolments.send(enrolment_body())
+    answering(worker.enrolments, monkeypatch, without_receive_count)
+    worker.enrolments.release(received(worker.enrolments))  # received once, not saved
+    worker.run(once=True)
+    monkeypatch.undo()
+    [set_aside] = received(worker.invalid)
+    assert "Received 2 times without being saved" in set_aside.attributes["errors"]
+    assert not Enrolment.select().where(Enrolment.sqs_message_id == message_id).exists()

@@ -14,7 +14,9 @@ import boto3
 import pytest
 
 from directory_api.models import Company, Enrolment, Rejection
-from tests.factories import enrolment_body
+from directory_api.queues.database import DatabaseQueue
+from tests.factories import enrolment_body, worker_settings
+from tests.queues.test_database import insert_raw_row
 
 REPO = Path(__file__).resolve().parent.parent
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -175,3 +177,26 @@ def test_a_worker_whose_database_refuses_connections_keeps_waiting_and_stops_on_
     assert stop(worker, within=2) < 2
     [message] = sqs.receive_message(QueueUrl=enrolment_queue_url, MessageSystemAttributeNames=["All"])["Messages"]
     assert message["Attributes"]["ApproximateReceiveCount"] == "1"  # never received by the worker
+
+
+@pytest.mark.parametrize("backend", ["sqs", "database"])
+def test_an_idle_worker_with_sqs_wait_time_0_backs_off_rather_than_spin(start_worker, enrolment_queue_url, backend):
+    worker = start_worker(SQS_WAIT_TIME="0", QUEUE_BACKEND=backend)
+    wait_until(lambda: "waiting up to 0 s" in log_of(worker), 30, "the worker's first receive")
+    time.sleep(4)
+    receives = log_of(worker).count("waiting up to 0 s")
+    stop(worker, within=2)
+    assert receives <= 8  # at 0, 0.2, 0.6, 1.4, 2.4, 3.4 s: pauses of 0.2 s doubling to 1 s
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_sqlite_queue_row_that_is_not_utf8_is_set_aside_the_good_ones_saved_and_sigterm_honoured(
+    start_worker, database_url, queue_names
+):
+    DatabaseQueue(worker_settings(database_url), queue_names[0]).send_batch([enrolment_body() for _ in range(25)])
+    insert_raw_row(database_url, "written-elsewhere", b'{"company_name": "caf\xe9"}', queue=queue_names[0])
+    worker = start_worker(QUEUE_BACKEND="database", SQS_WAIT_TIME="1")
+    wait_until(lambda: Enrolment.select().count() == 25 and Rejection.select().count() == 1, 30,
+               "25 enrolments and one rejection")
+    assert stop(worker, within=2) < 2
+    assert "not UTF-8" in Rejection.get(message_id="written-elsewhere").errors["non_field_errors"][0]

@@ -1,25 +1,61 @@
 """The queue interface that serve and work use, whatever the backend (QUEUE_BACKEND)."""
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from directory_api.settings import Settings
 
 
+# An empty queue is polled at growing intervals, not in a tight loop.
+FIRST_POLL_INTERVAL = 0.2
+LONGEST_POLL_INTERVAL = 1.0
+
+ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
+
+
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """A received message; `receipt` is what delete/release/extend need to name it."""
+    """A received message; `receipt` is what delete/release/extend need to name it.
+
+    `unreadable` says why the queue could not read the message as it was
+    written (then `body` is a copy that any queue can carry); the worker sets
+    such a message aside with that reason.
+    """
 
     id: str
     body: str
     receipt: str
     receive_count: int = 1
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    unreadable: str = ""
 
 
 class QueueUnavailable(Exception):
     """The queue cannot be reached or refused the call now; the caller may try again later."""
+
+
+class MessageRefused(QueueUnavailable):
+    """The queue refuses this message itself (too large, a character it cannot carry): sending it again fails again.
+
+    A QueueUnavailable, so a caller that does not tell the two apart still keeps the message and answers "try later".
+    """
+
+
+def poll_intervals() -> Iterator[float]:
+    """0.2 s, 0.4 s, 0.8 s, then 1 s for good."""
+    interval = FIRST_POLL_INTERVAL
+    while True:
+        yield interval
+        interval = min(interval * 2, LONGEST_POLL_INTERVAL)
+
+
+def message_size(body: str, attributes: Mapping[str, str] | None = None) -> int:
+    """The bytes SQS counts for a message: the body, and each attribute's name, data type and value, in UTF-8."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    for name, value in (attributes or {}).items():
+        size += len(name.encode("utf-8")) + len(ATTRIBUTE_TYPE) + len(value.encode("utf-8", "surrogatepass"))
+    return size
 
 
 class Queue(Protocol):
@@ -35,7 +71,7 @@ class Queue(Protocol):
         """Put several messages on the queue; the id of each, or None for one the queue refused."""
 
     def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
-        """Up to max_messages, waiting at most wait_seconds for the first; hidden for the visibility timeout."""
+        """Up to max_messages, each once, waiting at most wait_seconds for the first; hidden for the visibility timeout."""
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         """Delete messages for good; return the ones that could not be deleted."""
@@ -45,6 +81,9 @@ class Queue(Protocol):
 
     def extend(self, message: Message, seconds: int) -> None:
         """Keep a message hidden `seconds` longer while its handling runs long."""
+
+    def message_size_limit(self) -> int | None:
+        """The most bytes a message may have (see message_size), or None when the backend has no such limit."""
 
     def interrupt(self) -> None:
         """Cut short a receive waiting in another thread, where the backend can (SQS cannot)."""

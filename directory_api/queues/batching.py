@@ -10,22 +10,13 @@ round trip serves up to ten requests.
 import threading
 from collections.abc import Mapping
 
-from directory_api.queues import Queue, QueueUnavailable
+from directory_api.queues import Queue, QueueUnavailable, message_size
 
 BATCH_LIMIT = 10  # entries per SendMessageBatch
 # SQS refuses a whole SendMessageBatch (BatchRequestTooLong) whose messages add up to more than
 # 1 MiB, and more than 256 KiB before 2025 (still the limit of some SQS-compatible servers).
 # 256 KiB holds on both; enrolments are a few hundred bytes, so real batches never split on it.
 BATCH_BYTES_LIMIT = 256 * 1024
-ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
-
-
-def message_size(body: str, attributes: Mapping[str, str] | None = None) -> int:
-    """The bytes SQS counts for a message: the body, and each attribute's name, data type and value, in UTF-8."""
-    size = len(body.encode("utf-8", "surrogatepass"))
-    for name, value in (attributes or {}).items():
-        size += len(name.encode("utf-8")) + len(ATTRIBUTE_TYPE) + len(value.encode("utf-8", "surrogatepass"))
-    return size
 
 
 class _Entry:

@@ -10,6 +10,7 @@ cannot delete or release the message another worker has claimed since.
 """
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -20,12 +21,12 @@ import peewee
 from directory_api.db import drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, QueueUnavailable, poll_intervals
 from directory_api.settings import Settings
 
-# An empty queue is polled at growing intervals, not in a tight loop.
-FIRST_POLL_INTERVAL = 0.2
-LONGEST_POLL_INTERVAL = 1.0
+NOT_UTF8 = ("The queue row's body is not UTF-8 (byte {start}); it was not written by this service. "
+            "The set-aside copy shows the bytes that are not UTF-8 as \\xNN escapes.")
+UNREADABLE_ATTRIBUTES = "The queue row's attributes are not a UTF-8 JSON object; it was not written by this service."
 
 # Wakes every receive waiting in this process on a queue name, after a local
 # send (serve and work in one `dev` process) or an interrupt.
@@ -38,21 +39,36 @@ def wakeup_for(name: str) -> threading.Event:
         return _wakeups.setdefault(name, threading.Event())
 
 
-def poll_intervals() -> Iterator[float]:
-    """0.2 s, 0.4 s, 0.8 s, then 1 s for good."""
-    interval = FIRST_POLL_INTERVAL
-    while True:
-        yield interval
-        interval = min(interval * 2, LONGEST_POLL_INTERVAL)
-
-
-def receipt_of(row: QueueMessage) -> str:
-    return f"{row.id}:{row.receive_count}"
+def receipt_of(message_id: str, receive_count: int) -> str:
+    return f"{message_id}:{receive_count}"
 
 
 def parse_receipt(receipt: str) -> tuple[str, int]:
     message_id, _, count = receipt.rpartition(":")
     return message_id, int(count)
+
+
+def to_message(message_id: str, receive_count: int, raw_attributes, raw_body) -> Message:
+    """A claimed row as a Message; one that is not as this service writes it is marked unreadable."""
+    body, unreadable = bytes_of(raw_body), ""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text, unreadable = body.decode("utf-8", "backslashreplace"), NOT_UTF8.format(start=error.start)
+    try:
+        attributes = json.loads(bytes_of(raw_attributes).decode("utf-8")) if raw_attributes is not None else {}
+    except ValueError:  # not UTF-8, or not JSON
+        attributes = None
+    if not isinstance(attributes, dict):
+        attributes, unreadable = {}, unreadable or UNREADABLE_ATTRIBUTES
+    return Message(
+        id=message_id, body=text, receipt=receipt_of(message_id, receive_count),
+        receive_count=receive_count, attributes=attributes, unreadable=unreadable,
+    )
+
+
+def bytes_of(raw: bytes | memoryview | str) -> bytes:
+    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
 
 
 class DatabaseQueue:
@@ -121,31 +137,35 @@ class DatabaseQueue:
 
     def _claim(self, max_messages: int) -> list[Message]:
         now = self.clock()
+        claimable = (
+            QueueMessage.select(QueueMessage.id)
+            .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
+            .order_by(QueueMessage.visible_at)
+            .limit(max_messages)
+        )
+        if self._on_postgres():
+            claimable = claimable.for_update(skip_locked=True)
+        # Body and attributes come back raw (bytes on SQLite) and are decoded
+        # here: a row another tool wrote in another encoding must not fail the
+        # fetch, which would leave the claim's statement, and SQLite's write
+        # lock, open.
+        raw = "TEXT" if self._on_postgres() else "BLOB"
+        claim = (
+            QueueMessage.update(visible_at=now + self.visibility_timeout, receive_count=QueueMessage.receive_count + 1)
+            .where(QueueMessage.id.in_(claimable))
+            .returning(
+                QueueMessage.id, QueueMessage.receive_count,
+                peewee.Cast(QueueMessage.attributes, raw), peewee.Cast(QueueMessage.body, raw),
+            )
+        )
         with self.unavailable_on_error("receive"):
-            claimable = (
-                QueueMessage.select(QueueMessage.id)
-                .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
-                .order_by(QueueMessage.visible_at)
-                .limit(max_messages)
-            )
-            if self._on_postgres():
-                claimable = claimable.for_update(skip_locked=True)
-            rows = list(
-                QueueMessage.update(
-                    visible_at=now + self.visibility_timeout,
-                    receive_count=QueueMessage.receive_count + 1,
-                )
-                .where(QueueMessage.id.in_(claimable))
-                .returning(QueueMessage)
-                .execute()
-            )
-        return [
-            Message(
-                id=row.id, body=row.body, receipt=receipt_of(row),
-                receive_count=row.receive_count, attributes=row.attributes or {},
-            )
-            for row in rows
-        ]
+            cursor = self.database.execute(claim)
+            try:
+                with peewee.__exception_wrapper__:  # as peewee's own execute: driver errors become peewee's
+                    rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return [to_message(*row) for row in rows]
 
     def _claimed(self, messages: Sequence[Message]) -> peewee.Expression:
         """The rows these receipts still hold (a newer claim makes a receipt stale)."""
@@ -184,6 +204,10 @@ class DatabaseQueue:
         # As SQS: the message stays hidden `seconds` from now.
         with self.unavailable_on_error("extend visibility"):
             QueueMessage.update(visible_at=self.clock() + seconds).where(self._claimed([message])).execute()
+
+    def message_size_limit(self) -> None:
+        """A text column: no limit of the queue's own."""
+        return None
 
     def interrupt(self) -> None:
         self._interrupts += 1

@@ -1,15 +1,16 @@
 """The Amazon SQS backend (QUEUE_BACKEND=sqs), or any SQS-compatible endpoint."""
 
+import collections
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
-from directory_api.queues import Message, QueueUnavailable
+from directory_api.queues import Message, MessageRefused, QueueUnavailable
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,17 @@ CLIENT_CONFIG = botocore.config.Config(
     retries={"mode": "standard", "total_max_attempts": 2},
     max_pool_connections=32,
 )
+
+# What a queue's MaximumMessageSize was before 2025, and still is on many
+# queues created then; assumed when the attribute cannot be read.
+OLD_MESSAGE_SIZE_LIMIT = 262_144
+
+# The codes with which SQS refuses a message itself: too long, or a character
+# outside the XML set it carries. Another try fails the same way.
+REFUSED_MESSAGE_CODES = ("InvalidParameterValue", "InvalidMessageContents")
+
+# The most message ids whose receives a queue counts itself (see ReceiveCounts).
+COUNTED_IDS = 10_000
 
 _clients: dict[tuple[str, str | None], object] = {}
 _clients_lock = threading.Lock()
@@ -54,6 +66,9 @@ def unavailable_on_error(action: str, queue_name: str) -> Iterator[None]:
         yield
     except botocore.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
+        if action == "send" and code in REFUSED_MESSAGE_CODES:
+            reason = error.response.get("Error", {}).get("Message", "")
+            raise MessageRefused(f"SQS queue {queue_name}: {action} refused: {code}: {reason}") from error
         raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {code}") from error
     except botocore.exceptions.BotoCoreError as error:
         raise QueueUnavailable(f"SQS queue {queue_name}: {action} failed: {error}") from error
@@ -68,16 +83,48 @@ def message_attributes(attributes: Mapping[str, str] | None) -> dict:
     return {name: {"DataType": "String", "StringValue": value} for name, value in (attributes or {}).items()}
 
 
-def to_message(raw: Mapping) -> Message:
+def to_message(raw: Mapping, counts: "ReceiveCounts") -> Message:
+    """A received message; its receive count is SQS's own, or this process's where the endpoint gives none."""
+    approximate = raw.get("Attributes", {}).get("ApproximateReceiveCount")
     return Message(
         id=raw["MessageId"],
         body=raw["Body"],
         receipt=raw["ReceiptHandle"],
-        receive_count=int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+        receive_count=int(approximate) if approximate is not None else counts.received(raw["MessageId"]),
         attributes={
             name: value.get("StringValue", "") for name, value in raw.get("MessageAttributes", {}).items()
         },
     )
+
+
+class ReceiveCounts:
+    """How often this process received each message, for endpoints that omit ApproximateReceiveCount.
+
+    Without a count the max-receive rule would never apply and a poison
+    message would loop forever. A deleted message is forgotten, and past
+    `limit` ids the one received longest ago, so memory stays bounded. The
+    count is per process: with several workers a message may be received
+    more often before one of them sets it aside.
+    """
+
+    def __init__(self, limit: int = COUNTED_IDS):
+        self.limit = limit
+        self._counts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def received(self, message_id: str) -> int:
+        """Count one more receive of the message; the count so far."""
+        with self._lock:
+            count = self._counts.pop(message_id, 0) + 1
+            self._counts[message_id] = count
+            if len(self._counts) > self.limit:
+                self._counts.popitem(last=False)
+        return count
+
+    def forget(self, message_ids: Iterable[str]) -> None:
+        with self._lock:
+            for message_id in message_ids:
+                self._counts.pop(message_id, None)
 
 
 def is_missing_queue(error: botocore.exceptions.ClientError) -> bool:
@@ -93,6 +140,8 @@ class SqsQueue:
         self.visibility_timeout = settings.sqs_visibility_timeout
         self.client = client or client_for(settings)
         self._url: str | None = None
+        self._size_limit: int | None = None
+        self.receive_counts = ReceiveCounts()
 
     @property
     def url(self) -> str:
@@ -140,7 +189,10 @@ class SqsQueue:
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
-        return [to_message(raw) for raw in response.get("Messages", [])]
+        # SQS may hand out one message twice in a response: count and handle it
+        # once, by the receipt of the last copy (the one a delete surely takes).
+        raws = {raw["MessageId"]: raw for raw in response.get("Messages", [])}
+        return [to_message(raw, self.receive_counts) for raw in raws.values()]
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         failed: list[Message] = []
@@ -153,6 +205,7 @@ class SqsQueue:
                 message = chunk[int(entry["Id"])]
                 log.warning("SQS queue %s: message %s not deleted: %s", self.name, message.id, entry.get("Code"))
                 failed.append(message)
+        self.receive_counts.forget(message.id for message in messages if message not in failed)
         return failed
 
     def release(self, messages: Sequence[Message]) -> None:
@@ -169,6 +222,21 @@ class SqsQueue:
             self.client.change_message_visibility(
                 QueueUrl=self.url, ReceiptHandle=message.receipt, VisibilityTimeout=seconds
             )
+
+    def message_size_limit(self) -> int:
+        """The queue's MaximumMessageSize, read once; the old 256 KiB default when it cannot be read."""
+        if self._size_limit is None:
+            try:
+                with unavailable_on_error("read attributes", self.name):
+                    attributes = self.client.get_queue_attributes(
+                        QueueUrl=self.url, AttributeNames=["MaximumMessageSize"]
+                    )["Attributes"]
+                self._size_limit = int(attributes["MaximumMessageSize"])
+            except (QueueUnavailable, KeyError, ValueError) as error:
+                log.warning("SQS queue %s: MaximumMessageSize unknown (%s); assuming %d bytes",
+                            self.name, error, OLD_MESSAGE_SIZE_LIMIT)
+                self._size_limit = OLD_MESSAGE_SIZE_LIMIT
+        return self._size_limit
 
     def interrupt(self) -> None:
         """A long poll cannot be cut short on SQS: its messages come back after the visibility timeout."""

@@ -4,12 +4,11 @@ import threading
 
 import pytest
 
-from directory_api.queues import QueueUnavailable
+from directory_api.queues import QueueUnavailable, message_size
 from directory_api.queues.batching import (
     BATCH_BYTES_LIMIT,
     BATCH_LIMIT,
     GroupSender,
-    message_size,
 )
 
 

@@ -1,3 +1,4 @@
+import sqlite3
 import threading
 import time
 import uuid
@@ -172,3 +173,74 @@ def test_concurrent_receivers_never_share_a_message(queue, database):
         thread.join(30)
     assert errors == []
     assert len(received) == len(set(received)) == 40
+
+
+def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: bytes = b"{}",
+                   queue: str = "enrolment") -> None:
+    """A queue row as another tool might write it, bytes and all, outside peewee."""
+    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    with connection:
+        connection.execute(
+            "INSERT INTO queue_message (id, queue, body, attributes, visible_at, receive_count, created)"
+            " VALUES (?, ?, CAST(? AS TEXT), CAST(? AS TEXT), 0, 0, '2026-01-01 00:00:00')",
+            (message_id, queue, body, attributes),
+        )
+    connection.close()
+
+
+def write_lock_is_free(database_url: str) -> bool:
+    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0.5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_row_whose_body_is_not_utf8_is_received_as_unreadable_beside_the_others(queue, database_url):
+    queue.send("good")
+    insert_raw_row(database_url, "written-elsewhere", b'{"name": "caf\xe9"}')
+    messages = {m.id: m for m in queue.receive(10, 0)}
+    bad = messages.pop("written-elsewhere")
+    assert [m.body for m in messages.values()] == ["good"]
+    assert "not UTF-8 (byte 13)" in bad.unreadable
+    assert bad.body == '{"name": "caf\\xe9"}'
+    assert write_lock_is_free(database_url)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_row_whose_attributes_are_not_a_json_object_is_received_as_unreadable(queue, database_url):
+    insert_raw_row(database_url, "written-elsewhere", b"{}", attributes=b"not json")
+    [message] = queue.receive(10, 0)
+    assert (message.body, message.attributes) == ("{}", {})
+    assert "attributes are not a UTF-8 JSON object" in message.unreadable
+
+
+def test_the_database_queue_has_no_message_size_limit(queue):
+    assert queue.message_size_limit() is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_claim_whose_fetch_fails_is_queue_unavailable_and_releases_the_write_lock(queue, database_url, monkeypatch):
+    queue.send("body")
+    database = queue.database.obj  # behind the models' proxy
+    execute = database.execute
+
+    class FailingFetch:
+        def __init__(self, cursor):
+            self.cursor = cursor
+
+        def fetchall(self):
+            raise sqlite3.OperationalError("the fetch failed")
+
+        def close(self):
+            self.cursor.close()
+
+    monkeypatch.setattr(database, "execute", lambda query: FailingFetch(execute(query)))
+    with pytest.raises(QueueUnavailable, match="the fetch failed"):
+        queue.receive(10, 0)
+    assert write_lock_is_free(database_url)

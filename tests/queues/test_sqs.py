@@ -5,8 +5,8 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
-from directory_api.queues import QueueUnavailable
-from directory_api.queues.sqs import SqsQueue, client_for
+from directory_api.queues import MessageRefused, QueueUnavailable
+from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for
 from tests.factories import worker_settings
 
 
@@ -136,3 +136,72 @@ def test_an_endpoint_that_refuses_connections_is_queue_unavailable_within_second
 def test_every_queue_of_a_process_shares_one_client(aws_credentials, settings):
     assert SqsQueue(settings, "enrolment").client is SqsQueue(settings, "enrolment-invalid").client
     assert client_for(settings) is SqsQueue(settings, "enrolment").client
+
+
+def answering(queue, monkeypatch, change):
+    """Make the queue's ReceiveMessage answer what `change` makes of moto's answer."""
+    receive = queue.client.receive_message
+    monkeypatch.setattr(queue.client, "receive_message", lambda **kwargs: change(receive(**kwargs)))
+
+
+def twice(response):
+    return {**response, "Messages": response.get("Messages", []) * 2}
+
+
+def without_receive_count(response):
+    messages = response.get("Messages", [])
+    return {**response, "Messages": [{k: v for k, v in m.items() if k != "Attributes"} for m in messages]}
+
+
+def test_a_receive_that_returns_one_message_twice_gives_it_once_with_the_last_receipt(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, lambda response: {**response, "Messages": [
+        response["Messages"][0], {**response["Messages"][0], "ReceiptHandle": "later"}]})
+    [message] = queue.receive(10, 0)
+    assert message.receipt == "later"
+
+
+def test_without_approximate_receive_count_the_queue_counts_receives_itself(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, lambda response: without_receive_count(twice(response)))
+    counts = []
+    for _ in range(3):
+        [message] = queue.receive(10, 0)
+        counts.append(message.receive_count)
+        queue.release([message])
+    assert counts == [1, 2, 3]
+
+
+def test_a_deleted_message_is_no_longer_counted(queue, monkeypatch):
+    queue.send("body")
+    answering(queue, monkeypatch, without_receive_count)
+    queue.delete(queue.receive(10, 0))
+    assert len(queue.receive_counts._counts) == 0
+
+
+def test_own_receive_counts_keep_at_most_their_limit_forgetting_the_longest_unseen():
+    counts = ReceiveCounts(limit=2)
+    counts.received("a")
+    counts.received("b")
+    counts.received("a")
+    counts.received("c")  # "b" was received longest ago
+    assert (counts.received("a"), counts.received("b")) == (3, 1)
+
+
+def test_a_message_over_the_queues_size_limit_is_refused_not_unavailable(queue, sqs):
+    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "1024"})
+    with pytest.raises(MessageRefused, match="InvalidParameterValue"):
+        queue.send("x" * 2000)
+
+
+def test_the_size_limit_is_the_queues_maximum_message_size(queue, sqs):
+    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "2048"})
+    assert queue.message_size_limit() == 2048
+
+
+def test_the_size_limit_is_the_old_256_kib_when_the_queue_does_not_say(queue, monkeypatch):
+    def denied(**kwargs):
+        raise botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "GetQueueAttributes")
+
+    monkeypatch.setattr(queue.client, "get_queue_attributes", denied)
+    assert queue.message_size_limit() == OLD_MESSAGE_SIZE_LIMIT == 262_144
