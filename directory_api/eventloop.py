@@ -25,13 +25,15 @@ class ChannelMap(dict):
     """A wasyncore socket map that notes which file descriptors came or went since the loop last looked.
 
     `changed` holds the channels whose readable()/writable() something outside the loop may have
-    changed; any thread may append to it (a deque's append is atomic).
+    changed; any thread may append to it (a deque's append is atomic). `leaving` is called with
+    a file descriptor as it leaves the map, which wasyncore does before closing the socket.
     """
 
     def __init__(self):
         super().__init__()
         self.touched: set[int] = set()
         self.changed: collections.deque = collections.deque()
+        self.leaving = None
 
     def __setitem__(self, fd, channel):
         super().__setitem__(fd, channel)
@@ -39,6 +41,8 @@ class ChannelMap(dict):
 
     def __delitem__(self, fd):
         super().__delitem__(fd)
+        if self.leaving is not None:
+            self.leaving(fd)
         self.touched.add(fd)
 
 
@@ -54,6 +58,9 @@ class EventLoop:
             self.poller, self.timeout_unit = select.poll(), 1000.0
         self.watched: dict[int, int] = {}  # fd -> the events it is registered for (never 0)
         channels.touched.update(channels)
+        # Out of epoll while the number still names the socket: once closed it cannot be taken out, and
+        # epoll keeps reporting a socket another process still holds (a listener shared by --processes).
+        channels.leaving = self._forget
 
     def turn(self, timeout: float) -> None:
         """Register what changed, wait at most `timeout` seconds for events, and dispatch them."""
@@ -69,6 +76,7 @@ class EventLoop:
                 self._watch(fd, channel)
 
     def close(self) -> None:
+        self.channels.leaving = None
         self.poller.close()
         self.watched.clear()
 
@@ -78,11 +86,7 @@ class EventLoop:
         touched = channels.touched
         while touched:
             fd = touched.pop()
-            if self.watched.pop(fd, 0):
-                try:
-                    self.poller.unregister(fd)
-                except (OSError, KeyError):
-                    pass  # closed already, which took it out of epoll
+            self._forget(fd)
             channel = channels.get(fd)
             if channel is not None:
                 self._watch(fd, channel)
@@ -91,6 +95,13 @@ class EventLoop:
         changed = channels.changed
         while changed:
             self._recheck(changed.popleft())
+
+    def _forget(self, fd: int) -> None:
+        if self.watched.pop(fd, 0):
+            try:
+                self.poller.unregister(fd)
+            except (OSError, KeyError):
+                pass  # closed already, which took it out of epoll if no other process holds it
 
     def _recheck(self, channel) -> None:
         fd = channel._fileno

@@ -132,3 +132,25 @@ def test_a_closed_channel_is_forgotten(channels, loop):
     peer.close()
     loop.turn(0)
     assert loop.watched == {}
+
+
+class Listener(wasyncore.dispatcher):
+    def readable(self):
+        return True
+
+
+def test_a_listener_another_process_still_holds_raises_no_events_once_closed_here(channels, loop):
+    # Regression: epoll keeps a closed socket registered while another process (a sibling of
+    # serve --processes N) holds it, and a closed number can no longer be unregistered: the
+    # draining loop was woken at once, every turn, by connections meant for the siblings.
+    sock = socket.create_server(("127.0.0.1", 0))
+    address = sock.getsockname()
+    sibling = sock.dup()
+    listener = Listener(sock, map=channels)
+    listener.accepting = True
+    loop.turn(0)
+    listener.close()
+    with socket.create_connection(address):
+        loop.turn(0)
+        assert loop.poller.poll(0) == []
+    sibling.close()
