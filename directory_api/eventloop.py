@@ -84,9 +84,9 @@ class EventLoop:
         channels = self.channels
         # First the sockets that came or went: a number in `watched` may belong to a closed socket.
         touched = channels.touched
-        while touched:
+        for _ in range(len(touched)):  # what _watch adds back waits for the next turn
             fd = touched.pop()
-            self._forget(fd)
+            self._forget(fd, surely=True)
             channel = channels.get(fd)
             if channel is not None:
                 self._watch(fd, channel)
@@ -96,8 +96,9 @@ class EventLoop:
         while changed:
             self._recheck(changed.popleft())
 
-    def _forget(self, fd: int) -> None:
-        if self.watched.pop(fd, 0):
+    def _forget(self, fd: int, surely: bool = False) -> None:
+        """Take `fd` out of the poller; `surely`: even if the books say it is not in."""
+        if self.watched.pop(fd, 0) or surely:
             try:
                 self.poller.unregister(fd)
             except (OSError, KeyError):
@@ -118,13 +119,19 @@ class EventLoop:
         registered = self.watched.get(fd, 0)
         if events == registered:
             return
-        if not events:
-            # Unregistered, as poll2 leaves it out: a hang-up is then noticed when the channel next wants to read or write.
-            del self.watched[fd]
-            self.poller.unregister(fd)
+        try:
+            if not events:
+                # Unregistered, as poll2 leaves it out: a hang-up is noticed when the channel next wants to read or write.
+                del self.watched[fd]
+                self.poller.unregister(fd)
+                return
+            if registered:
+                self.poller.modify(fd, events)
+            else:
+                self.poller.register(fd, events)
+        except (OSError, KeyError):
+            # A task thread closed the channel meanwhile (a failed send): the next turn starts this number afresh.
+            self.watched.pop(fd, None)
+            self.channels.touched.add(fd)
             return
-        if registered:
-            self.poller.modify(fd, events)
-        else:
-            self.poller.register(fd, events)
         self.watched[fd] = events

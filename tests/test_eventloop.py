@@ -154,3 +154,16 @@ def test_a_listener_another_process_still_holds_raises_no_events_once_closed_her
         loop.turn(0)
         assert loop.poller.poll(0) == []
     sibling.close()
+
+
+def test_a_channel_closed_behind_the_loops_back_is_registered_afresh_on_the_next_turn(channels, loop):
+    channel, peer = pair(channels, read=False)
+    loop.turn(0)
+    channel.wants_read = True
+    loop.poller.register(channel._fileno, 1)  # as if registered by another thread meanwhile
+    channels.changed.append(channel)
+    loop.turn(0)  # the loop's own register fails: no exception out of the loop
+    peer.sendall(b"x")
+    loop.turn(1)
+    assert channel.reads == 1
+    peer.close()
