@@ -14,6 +14,10 @@ FIX_CONNECT = "check DATABASE_URL, that the database server is running and that 
 FIX_SQLITE_MISSING = "run `directory-api migrate` to create it, or correct DATABASE_URL"
 FIX_MIGRATE = "run `directory-api migrate`"
 FIX_NEWER = "run the newer directory-api that migrated it"
+FIX_WRITES = (
+    "for SQLite, make the file and its directory writable by this user and free some disk space; "
+    "for PostgreSQL, connect to the primary as a user that may insert, and look for a session holding a lock"
+)
 FIX_SQS = (
     "check SQS_ENDPOINT_URL, SQS_REGION_NAME and the AWS credentials; they must allow "
     "sqs:GetQueueUrl, sqs:CreateQueue, sqs:SendMessage, sqs:ReceiveMessage, sqs:DeleteMessage "
@@ -103,7 +107,21 @@ def check_database(settings: Settings) -> tuple[object, list[Finding]]:
         findings.append(Finding("database schema", PROBLEM, detail, FIX_NEWER))
     else:
         findings.append(Finding("database schema", OK, f"current (version {version})"))
+        findings.append(check_writes(database))
     return database, findings
+
+
+def check_writes(database) -> Finding:
+    """An enrolment could be written now: not read-only, not locked, not out of disk space."""
+    from directory_api import db
+
+    try:
+        problem = db.write_problem(database)
+    except Exception as error:  # noqa: BLE001 - the connection was lost since it answered
+        problem = first_line(error)
+    if problem:
+        return Finding("database writes", PROBLEM, f"an enrolment cannot be written: {problem}", FIX_WRITES)
+    return Finding("database writes", OK, "an enrolment can be written")
 
 
 def check_queue(settings: Settings, name: str) -> Finding:

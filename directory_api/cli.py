@@ -226,7 +226,8 @@ def migrate(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) 
     settings = prepare(ctx, debug, env_file, NEEDS_DATABASE)
     from directory_api import db, migrations
 
-    database = db.bind(settings.database_url)
+    # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
+    database = db.bind(settings.database_url, timeout=None)
     try:
         applied = migrations.migrate(database)
     except Exception as error:  # noqa: BLE001 - any driver error is the user's database problem

@@ -29,7 +29,10 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
     database = server.open_database(settings)
     enrolments = open_queue(settings, settings.enrolment_queue)
     invalid = open_queue(settings, settings.invalid_queue)
-    app = web.make_app(settings, enrolments, database=database, nonce_store=NonceStore.temporary())
+    app = web.make_app(
+        settings, enrolments, database=database, nonce_store=NonceStore.temporary(),
+        database_requests=HTTP_THREADS // 2,
+    )
     http = server.create_server(app, host=host, port=port, threads=HTTP_THREADS)
     stopping = threading.Event()
     serving = threading.Thread(

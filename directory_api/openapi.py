@@ -42,7 +42,7 @@ _HEALTH = {
     "required": ["status", "database", "queue"],
     "properties": {
         "status": {"type": "string", "enum": ["ok", "unavailable"]},
-        "database": {"type": "string", "enum": ["ok", "unavailable"]},
+        "database": {"type": "string", "enum": ["ok", "unavailable", "not writable"]},
         "queue": {"type": "string", "enum": ["ok", "unavailable"]},
     },
 }

@@ -405,7 +405,9 @@ def serve_process(settings: Settings, database: peewee.Database, sock: socket.so
     except queues.QueueUnavailable as error:
         log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
-    app = web.make_app(settings, GroupSender(queue), database=database, nonce_store=nonces)
+    app = web.make_app(
+        settings, GroupSender(queue), database=database, nonce_store=nonces, database_requests=max(1, threads // 2)
+    )
     server = create_server(app, threads=threads, sock=sock)
     stopping = threading.Event()
     on_stop_signal(lambda: stopping.set())

@@ -8,11 +8,14 @@ import json
 import logging
 import re
 import sys
+import threading
 
 import bottle
 import peewee
 
 from directory_api import enrolment, models, openapi
+from directory_api.db import DATABASE_ERRORS
+from directory_api.health import Health
 from directory_api.queues import Queue, QueueUnavailable
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore, SignatureError, Verifier, signed_request
@@ -24,8 +27,9 @@ TOO_LARGE = f"The body is larger than {MAX_BODY_BYTES // 1024} KiB."
 RETRY_AFTER_SECONDS = 5
 JSON_TYPE = "application/json"
 
-# What peewee raises when the database is down, unreachable or not migrated.
-DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+# How many request threads may wait on the database at once, by default: one that hangs then holds
+# only these, and the rest still accept enrolments (SQS needs no database) and answer / and /healthcheck/.
+DATABASE_REQUESTS = 4
 
 HELLO = {"status_code": 200, "detail": "Hello world"}
 # What a queue message id can be (SQS and the database queue give UUIDs): no other
@@ -126,11 +130,13 @@ def make_app(
     *,
     database: peewee.Database | None = None,
     nonce_store: NonceStore | None = None,
+    database_requests: int = DATABASE_REQUESTS,
 ) -> bottle.Bottle:
     """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read `database`.
 
     `nonce_store` must be shared by every process of one `serve`; by default
-    a private one is made (right for one process).
+    a private one is made (right for one process). At most
+    `database_requests` requests wait on the database at once; more get 503.
     """
     verifier = Verifier(
         secret=settings.ui_secret,
@@ -138,6 +144,8 @@ def make_app(
         legacy=settings.signature_legacy,
     )
     app = JsonBottle()
+    health = Health(database, enrolment_queue)
+    database_slots = threading.BoundedSemaphore(database_requests)
     openapi_document = _dumps(openapi.document())
 
     def verified_body() -> bytes:
@@ -159,7 +167,7 @@ def make_app(
 
     @app.get("/healthcheck/")
     def healthcheck():
-        parts = {"database": _database_state(database), "queue": _queue_state(enrolment_queue)}
+        parts = health.parts()
         healthy = all(state == "ok" for state in parts.values())
         return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unavailable", **parts})
 
@@ -191,12 +199,18 @@ def make_app(
             return json_response(404, {"id": message_id, "status": "unknown"})
         if database is None:
             raise _database_unavailable()
+        if not database_slots.acquire(blocking=False):
+            log.warning("enrolment status refused with 503: %d requests already wait on the database",
+                        database_requests)
+            raise _database_unavailable()
         try:
             with database.connection_context():
                 return json_response(*_status(message_id))
         except DATABASE_ERRORS as error:
             log.warning("enrolment status unavailable: the database does not answer: %s", error)
             raise _database_unavailable() from None
+        finally:
+            database_slots.release()
 
     return app
 
@@ -213,24 +227,3 @@ def _status(message_id: str) -> tuple[int, dict]:
 
 def _database_unavailable() -> bottle.HTTPResponse:
     return detail(503, "The database is unavailable; try again later.", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
-def _database_state(database: peewee.Database | None) -> str:
-    if database is None:
-        return "unavailable"
-    try:
-        with database.connection_context():
-            database.execute_sql("SELECT 1")
-    except DATABASE_ERRORS as error:
-        log.warning("healthcheck: the database does not answer: %s", error)
-        return "unavailable"
-    return "ok"
-
-
-def _queue_state(queue: Queue) -> str:
-    try:
-        queue.ensure_exists()
-    except QueueUnavailable as error:
-        log.warning("healthcheck: the queue does not answer: %s", error)
-        return "unavailable"
-    return "ok"

@@ -38,6 +38,10 @@ FIRST_BACKOFF = 0.5
 LONGEST_BACKOFF = 30.0
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
+# At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
+# and then how long the cancelled transaction gets to roll back: all within the 2 s SPEC allows.
+SAVE_GRACE = 0.5
+CANCEL_GRACE = 0.2
 # `--once` long-polls a second, not 0: a short poll samples only some SQS servers and may miss messages.
 ONCE_WAIT = 1
 
@@ -51,6 +55,10 @@ TRANSIENT = (QueueUnavailable, peewee.PeeweeException)
 
 class StopNow(BaseException):
     """A second signal: stop without finishing the batch in hand (it comes back after the visibility timeout)."""
+
+
+class SaveCancelled(Exception):
+    """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
 
 
 def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -261,6 +269,8 @@ class Worker:
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         # The delete of the last batch, in flight while the next batch is saved.
         self.deleting: Background | None = None
+        # The save lane's connection, for a stop to cancel the statement it runs.
+        self.saving_connection = None
 
     @functools.cached_property
     def receive_lane(self) -> Lane:
@@ -269,6 +279,11 @@ class Worker:
     @functools.cached_property
     def delete_lane(self) -> Lane:
         return Lane("delete")
+
+    @functools.cached_property
+    def save_lane(self) -> Lane:
+        """Saves run here, not on the main thread, which must stay free to see a stop and cancel a hung statement."""
+        return Lane("save")
 
     @property
     def stopping(self) -> bool:
@@ -306,8 +321,8 @@ class Worker:
                     if pending:
                         pending.abandon()
                         pending = None
-                    self.sleep(backoff(self.failures, self.rng))
-                    self.wait_for_database()
+                    if self.sleep(backoff(self.failures, self.rng)):
+                        self.wait_for_database()
         finally:
             self.stop(pending)
 
@@ -329,9 +344,17 @@ class Worker:
         raise AssertionError("unreachable")
 
     def check_database(self) -> list:
-        """Connect and check the schema; run in a background thread, whose connection it closes."""
+        """Connect, check the schema and that a batch could be written; run in a background thread, whose connection it closes.
+
+        A database that answers but cannot take a write (locked, read-only,
+        out of space) is waited for too: receiving meanwhile would only turn
+        good messages into poison.
+        """
         try:
             migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
+            problem = db.write_problem(self.database)
+            if problem:
+                raise peewee.OperationalError(f"it cannot be written: {problem}")
         finally:
             drop_connection(self.database)
         return []
@@ -367,9 +390,13 @@ class Worker:
         verdicts = {message.id: read(message, self.settings.sqs_max_receive_count) for message in messages}
         with self.keepalive.watch(messages):
             try:
-                outcomes = saving.save_batch(verdicts)
+                outcomes = self.save(verdicts)
+            except SaveCancelled:
+                log.warning("messages %s: stopped while saving; the transaction was rolled back and they are "
+                            "handed back", ids(messages))
+                Background(lambda: [self.release(messages)]).done.wait(RELEASE_GRACE)
+                return False
             except TRANSIENT as error:
-                drop_connection(self.database)
                 self.failed(error, "save", messages)
                 return False
             except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
@@ -389,6 +416,43 @@ class Worker:
             return False
         self.failures = 0
         return True
+
+    def save(self, verdicts: dict) -> dict:
+        """saving.save_batch on the save lane; at a stop it gets SAVE_GRACE to finish, then its statement is cancelled.
+
+        Raises SaveCancelled then (nothing of the batch was written), and
+        passes on what save_batch raised.
+        """
+
+        def call() -> list:
+            # Kept so the main thread can cancel what runs on it; the lane keeps one connection for good.
+            self.saving_connection = self.database.connection()
+            try:
+                return [saving.save_batch(verdicts)]
+            except TRANSIENT:
+                drop_connection(self.database)
+                raise
+
+        saving_call = Background(call, lane=self.save_lane)
+        try:
+            finished = self.wait_for(saving_call.done) or saving_call.done.wait(SAVE_GRACE)
+        except StopNow:
+            self.cancel_statement()
+            raise
+        if not finished:
+            self.cancel_statement()
+            saving_call.done.wait(CANCEL_GRACE)
+            raise SaveCancelled()
+        if saving_call.error is not None:
+            raise saving_call.error
+        return saving_call.result[0]
+
+    def cancel_statement(self) -> None:
+        """Cancel the statement of the batch being saved (from a thread of its own: a cancel may block)."""
+        connection = self.saving_connection
+        if connection is not None:
+            log.info("stopping: cancelling the statement saving the batch in hand")
+            threading.Thread(target=db.cancel, args=(self.database, connection), name="cancel", daemon=True).start()
 
     def finish_deleting(self, timeout: float | None = None) -> bool:
         """Wait for the delete in flight, if any; False when it failed or did not end in time."""
@@ -442,11 +506,14 @@ class Worker:
 
     def stop(self, pending: Background | None) -> None:
         log.debug("worker: stopping")
+        # The delete in flight and the receive cut short share one grace: they run at the same time.
+        deadline = time.monotonic() + RELEASE_GRACE
+        if pending is not None:
+            self.enrolments.interrupt()
         self.finish_deleting(RELEASE_GRACE)  # one not done by then comes back and is found saved
         if pending is None:
             return
-        self.enrolments.interrupt()
-        pending.done.wait(RELEASE_GRACE)
+        pending.done.wait(max(0.0, deadline - time.monotonic()))
         pending.abandon()
 
     def sleep(self, seconds: float) -> bool:

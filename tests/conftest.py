@@ -65,3 +65,13 @@ def database(database_url) -> peewee.Database:
     migrations.migrate(bound)
     yield bound
     bound.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_url) -> peewee.Database:
+    """The models bound to a freshly migrated PostgreSQL database (for tests that only PostgreSQL concerns)."""
+    _empty_postgres(postgres_url)
+    bound = db.bind(postgres_url)
+    migrations.migrate(bound)
+    yield bound
+    bound.close()

@@ -1,6 +1,12 @@
 """check: a readable report of configuration, database and queues; True only when all are usable."""
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -9,6 +15,9 @@ from moto import mock_aws
 from directory_api import check as checking
 from directory_api import db, migrations
 from directory_api.check import Finding, check, report
+
+REPO = Path(__file__).resolve().parent.parent
+NOBODY = 65534
 
 
 def run_check(environ, *, debug=False) -> tuple[bool, list[str]]:
@@ -56,7 +65,7 @@ def test_all_good_on_the_database_backend(migrated_url):
 
     assert good
     assert lines[-1] == checking.ALL_GOOD
-    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 5
+    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 6
 
 
 def test_all_good_on_sqs_creates_the_missing_queues(migrated_url, aws):
@@ -156,6 +165,77 @@ def test_a_newer_schema_says_to_run_the_newer_release(migrated_url):
 
     assert not good
     assert any(line.startswith("PROBLEM  database schema:") and line.endswith(checking.FIX_NEWER) for line in lines)
+
+
+@pytest.fixture
+def read_only_sqlite_url():
+    """A migrated SQLite file its user may read but not write, in a folder that user owns (WAL files can be made).
+
+    The file is owned by `nobody` when the tests run as root (root writes any file).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="directory-api-read-only-"))
+    path = folder / "data.sqlite3"
+    database = db.bind(f"sqlite:///{path}")
+    migrations.migrate(database)
+    database.close()
+    if os.geteuid() == 0:
+        for item in (folder, path):
+            os.chown(item, NOBODY, NOBODY)
+    path.chmod(0o444)
+    yield f"sqlite:///{path}"
+    shutil.rmtree(folder)
+
+
+def check_command(environ: dict[str, str]) -> subprocess.CompletedProcess:
+    """`directory-api check` as a process, as `nobody` when the tests run as root."""
+    as_another_user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    argv = [*(as_another_user if os.geteuid() == 0 else []), sys.executable, "directory_api.py", "check"]
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **environ}
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_read_only_sqlite_file_is_a_problem_not_all_good(read_only_sqlite_url):
+    # Regression: reads still worked, so check said "all good" while every enrolment failed to be written.
+    result = check_command(environ_for(read_only_sqlite_url))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "PROBLEM  database writes: an enrolment cannot be written: attempt to write a readonly database "
+        f"-> {checking.FIX_WRITES}"
+    ) in result.stdout.splitlines()
+
+
+def test_a_full_disk_under_sqlite_is_a_problem_not_all_good(tmp_path, monkeypatch):
+    # Regression: check said "all good" while every enrolment failed with "database or disk is full".
+    url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
+    migrations.migrate(db.bind(url))
+    monkeypatch.setattr(db, "free_bytes", lambda folder: 4096)
+
+    good, lines = run_check(environ_for(url))
+
+    assert not good
+    assert any(line.startswith("PROBLEM  database writes: an enrolment cannot be written: the disk holding")
+               and "is full (4096 bytes free)" in line for line in lines)
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgres_is_a_problem_not_all_good(postgres_url):
+    from tests.conftest import _empty_postgres
+
+    _empty_postgres(postgres_url)
+    migrations.migrate(db.bind(postgres_url))
+    database_name = postgres_url.rsplit("/", 1)[1]
+    admin = db.database_for(postgres_url.rsplit("/", 1)[0] + "/postgres")
+    admin.execute_sql(f'ALTER DATABASE "{database_name}" SET default_transaction_read_only = on')
+    try:
+        good, lines = run_check(environ_for(postgres_url))
+    finally:
+        admin.execute_sql(f'ALTER DATABASE "{database_name}" RESET default_transaction_read_only')
+        admin.close()
+
+    assert not good
+    assert "PROBLEM  database writes: an enrolment cannot be written: cannot execute INSERT in a read-only " \
+           f"transaction -> {checking.FIX_WRITES}" in lines
 
 
 def test_database_queues_are_skipped_while_the_database_is_broken(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 from sigauth.helpers import RequestSigner
 
-from directory_api import models, web
+from directory_api import db, migrations, models, openapi, web
 from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore, legacy_signature
@@ -401,3 +401,24 @@ def test_the_database_queue_backend_puts_the_enrolment_in_the_database(database,
     assert status == 202
     stored = models.QueueMessage.get_by_id(answer["id"])
     assert (stored.queue, json.loads(stored.body)) == ("enrolment", ENROLMENT)
+
+
+def test_healthcheck_says_a_read_only_database_cannot_be_written(tmp_path, queue, monkeypatch):
+    # Regression: a read-only SQLite file failed every enrolment with 503 while /healthcheck/ said ok.
+    url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
+    migrations.migrate(db.bind(url))
+    monkeypatch.setitem(db.SQLITE_PRAGMAS, "query_only", 1)  # as a read-only file fails a write, even for root
+    app = web.make_app(settings(), queue, database=db.database_for(url), nonce_store=NonceStore(str(tmp_path / "n")))
+    status, _, answer = call(app, "GET", "/healthcheck/")
+    assert (status, answer) == (503, {"status": "unavailable", "database": "not writable", "queue": "ok"})
+    assert "not writable" in openapi.document()["components"]["schemas"]["Health"]["properties"]["database"]["enum"]
+
+
+def test_healthchecks_share_one_kept_database_connection(app_with_database, database, monkeypatch):
+    # Regression: each /healthcheck/ opened a database connection of its own (250 a second under a flood).
+    connects = []
+    original = type(database)._connect
+    monkeypatch.setattr(type(database), "_connect", lambda self: connects.append(self) or original(self))
+    for _ in range(5):
+        assert call(app_with_database, "GET", "/healthcheck/")[0] == 200
+    assert len(connects) == 1
