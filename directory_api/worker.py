@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, migrations, saving
+from directory_api import db, enrolment, mail, migrations, saving
+from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
@@ -34,8 +35,6 @@ from directory_api.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK = 0.1  # how often the main thread looks at the stop flag while it waits
-FIRST_BACKOFF = 0.5
-LONGEST_BACKOFF = 30.0
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
@@ -59,12 +58,6 @@ class StopNow(BaseException):
 
 class SaveCancelled(Exception):
     """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
-
-
-def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before try `attempt` (1, 2, ...): doubling from 0.5 s to 30 s, jittered to half-to-all of it."""
-    ceiling = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
 
 
 def read(message: Message, max_receive_count: int) -> object:
@@ -258,6 +251,7 @@ class Worker:
         *,
         shutdown: Shutdown | None = None,
         rng: Callable[[], float] = random.random,
+        sender: mail.Sender | None = None,
     ):
         self.settings = settings
         self.database = database
@@ -269,6 +263,7 @@ class Worker:
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         # The delete of the last batch, in flight while the next batch is saved.
         self.deleting: Background | None = None
+        self.sender = sender  # the confirmation e-mails, sent on a thread of their own
         # The save lane's connection, for a stop to cancel the statement it runs.
         self.saving_connection = None
 
@@ -295,6 +290,8 @@ class Worker:
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         pending: Background | None = None
+        if self.sender:
+            self.sender.start()
         idle = poll_intervals()  # pauses between empty receives, afresh once messages come
         try:
             while not self.stopping:
@@ -317,12 +314,16 @@ class Worker:
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
+                    if self.sender:
+                        self.sender.queue_busy()
                 if not self.handle(messages, delete_in_background=True):
                     if pending:
                         pending.abandon()
                         pending = None
                     if self.sleep(backoff(self.failures, self.rng)):
                         self.wait_for_database()
+            if once and self.sender:
+                self.wait_for(self.sender.finish())  # the e-mails due now, then exit
         finally:
             self.stop(pending)
 
@@ -506,15 +507,19 @@ class Worker:
 
     def stop(self, pending: Background | None) -> None:
         log.debug("worker: stopping")
-        # The delete in flight and the receive cut short share one grace: they run at the same time.
+        if self.sender:
+            self.sender.stop()  # at once, beside the rest: an e-mail cut short is sent again later
+        # The delete in flight, the receive cut short and the sender share one grace: they run at the same time.
         deadline = time.monotonic() + RELEASE_GRACE
         if pending is not None:
             self.enrolments.interrupt()
         self.finish_deleting(RELEASE_GRACE)  # one not done by then comes back and is found saved
-        if pending is None:
-            return
-        pending.done.wait(max(0.0, deadline - time.monotonic()))
-        pending.abandon()
+        if pending is not None:
+            pending.done.wait(max(0.0, deadline - time.monotonic()))
+            pending.abandon()
+        if self.sender:
+            # An e-mail it has not handed back by then is claimed again when its lease ends.
+            self.sender.join(max(0.1, deadline - time.monotonic()))
 
     def sleep(self, seconds: float) -> bool:
         """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
@@ -564,6 +569,7 @@ def work(settings: Settings, *, once: bool = False) -> None:
         open_queue(settings, settings.enrolment_queue),
         open_queue(settings, settings.invalid_queue),
         shutdown=shutdown,
+        sender=mail.Sender(settings),
     )
     try:
         worker.run(once=once)
