@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -581,3 +582,44 @@ def test_idle_connections_cost_the_loop_nothing_while_another_is_answered(monkey
         for sock in idle:
             sock.close()
         running.stop()
+
+
+def echo_length_app(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    answer = b'{"length": %d}' % len(body)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+def test_connections_opened_abandoned_and_reopened_at_once_are_each_answered_right(in_process):
+    # Socket numbers are reused as fast as clients close: the loop must never hand one
+    # connection's event or answer to another that took its number.
+    port = in_process(app=echo_length_app)
+    wrong: list[bytes] = []
+
+    def client(seed: int) -> None:
+        try:
+            requests_of(random.Random(seed))
+        except OSError as error:
+            wrong.append(repr(error).encode())
+
+    def requests_of(rnd: random.Random) -> None:
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                for _ in range(rnd.randint(1, 3)):
+                    body = b"x" * rnd.choice([0, 7, 5000])
+                    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                    if rnd.random() < 0.15:
+                        sock.sendall(request[: rnd.randint(1, len(request))])  # abandoned mid-request
+                        break
+                    sock.sendall(request)
+                    answer = read_response(sock)
+                    if not answer.endswith(b'{"length": %d}' % len(body)):
+                        wrong.append(answer)
+
+    clients = [threading.Thread(target=client, args=(seed,)) for seed in range(12)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(60)
+    assert not wrong and not any(thread.is_alive() for thread in clients)
