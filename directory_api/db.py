@@ -41,7 +41,8 @@ POSTGRES_KEEPALIVES = {
     "tcp_user_timeout": 10_000,
 }
 
-# What peewee raises when the database is down, unreachable, locked or not migrated.
+# What peewee raises when the database is down, unreachable, locked, read-only or not migrated: the one
+# definition of "the database is unavailable now", which callers treat as transient.
 DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 
 # A write that writes nothing: it takes the enrolment table's write lock and passes every check a real

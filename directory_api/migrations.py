@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x6469722D617069
 
 MIGRATE_HINT = "run `directory-api migrate` (or start with --debug, which migrates by itself)"
+NEWER_HINT = "run the newer directory-api"
 
 
 class SchemaVersion(peewee.Model):
@@ -60,17 +61,21 @@ def migrate(database: peewee.Database) -> list[int]:
     return applied
 
 
+def schema_problem(version: int) -> str | None:
+    """What is wrong with a schema at `version` for this release (older or newer); None when it is current."""
+    if version < LATEST:
+        return f"at version {version}, this release needs {LATEST}"
+    if version > LATEST:
+        return f"at version {version}, newer than this release ({LATEST})"
+    return None
+
+
 def ensure_current(database: peewee.Database, *, auto_migrate: bool) -> None:
     """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
     version = current_version(database)
     if version < LATEST and auto_migrate:
         migrate(database)
-    elif version < LATEST:
-        raise SchemaError(
-            f"the database schema is at version {version}, this release needs {LATEST}: {MIGRATE_HINT}"
-        )
-    elif version > LATEST:
-        raise SchemaError(
-            f"the database schema is at version {version}, newer than this release ({LATEST}): "
-            "run the newer directory-api"
-        )
+        return
+    problem = schema_problem(version)
+    if problem:
+        raise SchemaError(f"the database schema is {problem}: {MIGRATE_HINT if version < LATEST else NEWER_HINT}")

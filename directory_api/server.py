@@ -343,7 +343,7 @@ def open_database(settings: Settings) -> peewee.Database:
     database = db.bind(settings.database_url)
     try:
         database.connect()
-    except peewee.OperationalError as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         if settings.queue_backend == "database":
             raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
@@ -351,7 +351,7 @@ def open_database(settings: Settings) -> peewee.Database:
         return database
     try:
         migrations.ensure_current(database, auto_migrate=settings.debug)
-    except peewee.PeeweeException as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         raise UserError(f"DATABASE_URL: cannot check the schema: {reason}") from None
     finally:

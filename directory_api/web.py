@@ -15,6 +15,7 @@ import peewee
 
 from directory_api import enrolment, models, openapi
 from directory_api.db import DATABASE_ERRORS
+from directory_api.enrolment import MAX_BODY_BYTES
 from directory_api.health import Health
 from directory_api.queues import Queue, QueueUnavailable
 from directory_api.settings import Settings
@@ -22,7 +23,6 @@ from directory_api.signature import NonceStore, SignatureError, Verifier, signed
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 256 * 1024
 TOO_LARGE = f"The body is larger than {MAX_BODY_BYTES // 1024} KiB."
 RETRY_AFTER_SECONDS = 5
 JSON_TYPE = "application/json"

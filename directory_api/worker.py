@@ -50,7 +50,7 @@ RECEIVED_TOO_OFTEN = "Received {count} times without being saved (SQS_MAX_RECEIV
 TRIMMED = "Reasons trimmed to fit the invalid queue's message size limit; all are recorded (GET /enrolment/<id>/): "
 
 # The failures after which a message stays on its queue and comes back.
-TRANSIENT = (QueueUnavailable, peewee.PeeweeException)
+TRANSIENT = (QueueUnavailable, *db.DATABASE_ERRORS)
 
 
 class StopNow(BaseException):
@@ -335,7 +335,7 @@ class Worker:
                 return False  # told to stop while a connection attempt hung
             if check.error is None:
                 return True
-            if not isinstance(check.error, peewee.PeeweeException):
+            if not isinstance(check.error, db.DATABASE_ERRORS):
                 raise check.error  # SchemaError: the user must run migrate
             delay = backoff(attempt, self.rng)
             log.warning("database unreachable (%s); trying again in %.1f s", first_line(check.error), delay)
