@@ -13,7 +13,8 @@ from directory_api.db import drop_connection
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
-from directory_api.worker import Shutdown, StopNow, Worker
+from directory_api.threads import Shutdown, StopNow
+from directory_api.worker import Worker
 
 log = logging.getLogger(__name__)
 
