@@ -1,5 +1,11 @@
 """The peewee Database named by DATABASE_URL, and binding the models to it.
 
+The models' DatabaseProxy (models.database) is the one database of a
+process: db.bind() points it at DATABASE_URL once, at start, and everything
+that reads or writes goes through it. What needs the Database behind it (to
+copy its connection parameters, or to tell SQLite from PostgreSQL) asks
+bound().
+
 Every call is bounded in time (SPEC): PostgreSQL cuts a statement or a lock
 wait short, SQLite gives up waiting for the write lock, and TCP keepalives
 notice a server that vanished mid-statement. A hung or locked database is
@@ -127,8 +133,18 @@ def one_connection(database: peewee.Database, *, timeout: float) -> peewee.Datab
     return _postgres(database.database, login, timeout, thread_safe=False)
 
 
-def is_postgres(database: peewee.Database) -> bool:
-    return isinstance(database, peewee.PostgresqlDatabase)
+def bound() -> peewee.Database | None:
+    """The Database the models are bound to (db.bind), or None before."""
+    return models.database.obj
+
+
+def _behind(database: peewee.Database | peewee.DatabaseProxy) -> peewee.Database:
+    """`database`, or the Database a DatabaseProxy stands for."""
+    return database.obj if isinstance(database, peewee.DatabaseProxy) else database
+
+
+def is_postgres(database: peewee.Database | peewee.DatabaseProxy) -> bool:
+    return isinstance(_behind(database), peewee.PostgresqlDatabase)
 
 
 def drop_connection(database: peewee.Database) -> None:
@@ -160,7 +176,7 @@ def write_problem(database: peewee.Database) -> str | None:
     Raises the driver's error when the connection itself is lost, rather
     than calling that a refusal.
     """
-    if isinstance(database, peewee.SqliteDatabase):
+    if isinstance(_behind(database), peewee.SqliteDatabase):
         folder = Path(database.database).resolve().parent
         free = free_bytes(folder)
         if free < MIN_FREE_BYTES:

@@ -9,12 +9,10 @@ import logging
 import threading
 
 from directory_api import server, web
-from directory_api.db import drop_connection
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
-from directory_api.threads import Shutdown, StopNow
-from directory_api.worker import Worker
+from directory_api.worker import Worker, stoppable
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +23,26 @@ DRAIN_SECONDS = 2.0
 
 def dev(settings: Settings, *, host: str, port: int) -> None:
     """Serve and work until SIGINT/SIGTERM; blocks."""
-    shutdown = Shutdown()
-    shutdown.install()  # first, so a Ctrl-C during start-up is a clean stop too
-    database = server.open_database(settings)
-    enrolments = open_queue(settings, settings.enrolment_queue)
-    invalid = open_queue(settings, settings.invalid_queue)
-    app = web.make_app(
-        settings, enrolments, database=database, nonce_store=NonceStore.temporary(),
-        database_requests=HTTP_THREADS // 2,
-    )
-    http = server.create_server(app, host=host, port=port, threads=HTTP_THREADS)
-    stopping = threading.Event()
-    serving = threading.Thread(
-        target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
-    )
-    serving.start()
-    address = http.socket.getsockname()
-    log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
-             address[0], address[1], settings.enrolment_queue, settings.queue_backend)
-    try:
-        Worker(settings, database, enrolments, invalid, shutdown=shutdown).run()
-    except StopNow:
-        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
-    finally:
-        stopping.set()
-        serving.join(DRAIN_SECONDS + 2)
-        drop_connection(database)
+    with stoppable() as shutdown:
+        server.open_database(settings)
+        enrolments = open_queue(settings, settings.enrolment_queue)
+        invalid = open_queue(settings, settings.invalid_queue)
+        app = web.make_app(
+            settings, enrolments, nonce_store=NonceStore.temporary(),
+            database_requests=HTTP_THREADS // 2,
+        )
+        http = server.create_server(app, host=host, port=port, threads=HTTP_THREADS)
+        stopping = threading.Event()
+        serving = threading.Thread(
+            target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
+        )
+        serving.start()
+        address = http.socket.getsockname()
+        log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
+                 address[0], address[1], settings.enrolment_queue, settings.queue_backend)
+        try:
+            Worker(settings, enrolments, invalid, shutdown=shutdown).run()
+        finally:
+            stopping.set()
+            serving.join(DRAIN_SECONDS + 2)
     log.info("dev: stopped")

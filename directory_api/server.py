@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 
-import peewee
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -311,7 +310,7 @@ def _drain(channels: dict, deadline: float) -> int:
 def serve(settings: Settings, *, host: str, port: int, threads: int, processes: int = 1) -> None:
     """Run the HTTP API until SIGTERM or SIGINT; blocks."""
     raise_open_file_limit(CONNECTION_LIMIT + FD_RESERVE + 4 * threads)
-    database = open_database(settings)
+    open_database(settings)
     sock = bind_socket(host, port)
     address = sock.getsockname()
     log.info(
@@ -324,9 +323,9 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
     nonces = NonceStore.temporary()
     try:
         if processes == 1:
-            serve_process(settings, database, sock, threads, nonces)
+            serve_process(settings, sock, threads, nonces)
         else:
-            code = run_children(processes, lambda: serve_process(settings, database, sock, threads, nonces), sock)
+            code = run_children(processes, lambda: serve_process(settings, sock, threads, nonces), sock)
             if code:
                 raise UserError(f"a serve process exited with code {code} (see its log above); all stopped")
     finally:
@@ -334,8 +333,8 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
     log.info("stopped")
 
 
-def open_database(settings: Settings) -> peewee.Database:
-    """Bind the models and check the schema when the database answers.
+def open_database(settings: Settings) -> None:
+    """Bind the models (db.bind) and check the schema when the database answers.
 
     On SQS, serve accepts enrolments without the database, so one that does
     not answer is only logged; the database queue cannot work without it.
@@ -348,7 +347,7 @@ def open_database(settings: Settings) -> peewee.Database:
         if settings.queue_backend == "database":
             raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
         log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
-        return database
+        return
     try:
         migrations.ensure_current(database, auto_migrate=settings.debug)
     except db.DATABASE_ERRORS as error:
@@ -357,10 +356,9 @@ def open_database(settings: Settings) -> peewee.Database:
     finally:
         # Each process (and thread) opens its own connection when it first needs one.
         database.close()
-    return database
 
 
-def serve_process(settings: Settings, database: peewee.Database, sock: socket.socket, threads: int, nonces: NonceStore) -> None:
+def serve_process(settings: Settings, sock: socket.socket, threads: int, nonces: NonceStore) -> None:
     """One process of serve: the queue, the app and waitress on `sock`, until a stop signal."""
     queue = queues.open_queue(settings, settings.enrolment_queue)
     try:
@@ -369,7 +367,7 @@ def serve_process(settings: Settings, database: peewee.Database, sock: socket.so
         log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
     app = web.make_app(
-        settings, GroupSender(queue), database=database, nonce_store=nonces, database_requests=max(1, threads // 2)
+        settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)
     )
     server = create_server(app, threads=threads, sock=sock)
     stopping = threading.Event()

@@ -186,6 +186,8 @@ class StatementLane(Lane):
             except db.DATABASE_ERRORS:
                 db.drop_connection(self.database)
                 raise
+            finally:
+                self._connection = None  # nothing to cancel; and the lane must not keep the connection alive
 
         return Background(on_lane, lane=self)
 

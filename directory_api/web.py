@@ -11,9 +11,8 @@ import sys
 import threading
 
 import bottle
-import peewee
 
-from directory_api import enrolment, models, openapi
+from directory_api import db, enrolment, models, openapi
 from directory_api.db import DATABASE_ERRORS
 from directory_api.enrolment import MAX_BODY_BYTES
 from directory_api.health import Health
@@ -128,11 +127,10 @@ def make_app(
     settings: Settings,
     enrolment_queue: Queue,
     *,
-    database: peewee.Database | None = None,
     nonce_store: NonceStore | None = None,
     database_requests: int = DATABASE_REQUESTS,
 ) -> bottle.Bottle:
-    """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read `database`.
+    """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read the database bound (db.bind), if any.
 
     `nonce_store` must be shared by every process of one `serve`; by default
     a private one is made (right for one process). At most
@@ -144,6 +142,7 @@ def make_app(
         legacy=settings.signature_legacy,
     )
     app = JsonBottle()
+    database = db.bound()
     health = Health(database, enrolment_queue)
     database_slots = threading.BoundedSemaphore(database_requests)
     openapi_document = _dumps(openapi.document())

@@ -7,6 +7,7 @@ which looks at the flag every tick, so SIGTERM ends even a 20 s long poll
 within two seconds.
 """
 
+import contextlib
 import enum
 import functools
 import json
@@ -14,11 +15,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, migrations, saving
+from directory_api import db, enrolment, migrations, models, saving
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
@@ -116,7 +117,6 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        database: peewee.Database,
         enrolments: Queue,
         invalid: Queue,
         *,
@@ -124,7 +124,6 @@ class Worker:
         rng: Callable[[], float] = random.random,
     ):
         self.settings = settings
-        self.database = database
         self.enrolments = enrolments
         self.invalid = invalid
         self.shutdown = shutdown or Shutdown()
@@ -145,7 +144,7 @@ class Worker:
     @functools.cached_property
     def save_lane(self) -> StatementLane:
         """Saves run here, not on the main thread, which must stay free to see a stop and cancel a hung statement."""
-        return StatementLane("save", self.database)
+        return StatementLane("save", models.database)
 
     @property
     def stopping(self) -> bool:
@@ -213,12 +212,12 @@ class Worker:
         good messages into poison.
         """
         try:
-            migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
-            problem = db.write_problem(self.database)
+            migrations.ensure_current(models.database, auto_migrate=self.settings.debug)
+            problem = db.write_problem(models.database)
             if problem:
                 raise peewee.OperationalError(f"it cannot be written: {problem}")
         finally:
-            drop_connection(self.database)
+            drop_connection(models.database)
 
     def open_queues(self) -> bool:
         """Return once both queues exist, creating them when missing (False when told to stop first)."""
@@ -388,21 +387,29 @@ def log_outcomes(messages: Sequence[Message], outcomes) -> None:
             log.info("message %s: cannot be saved, set aside: %s", message.id, json.dumps(outcome.errors))
 
 
-def work(settings: Settings, *, once: bool = False) -> None:
-    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty)."""
+@contextlib.contextmanager
+def stoppable() -> Iterator[Shutdown]:
+    """What `work` and `dev` run under: SIGTERM/SIGINT handled from the first moment, a second signal
+    (StopNow) ending the block without a traceback, and the database connection dropped after it."""
     shutdown = Shutdown()
     shutdown.install()  # first, so a signal during start-up is a clean stop too
-    database = db.bind(settings.database_url)
-    worker = Worker(
-        settings,
-        database,
-        open_queue(settings, settings.enrolment_queue),
-        open_queue(settings, settings.invalid_queue),
-        shutdown=shutdown,
-    )
     try:
-        worker.run(once=once)
+        yield shutdown
     except StopNow:
         log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
     finally:
-        drop_connection(database)
+        if db.bound() is not None:
+            drop_connection(models.database)
+
+
+def work(settings: Settings, *, once: bool = False) -> None:
+    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty)."""
+    with stoppable() as shutdown:
+        db.bind(settings.database_url)
+        worker = Worker(
+            settings,
+            open_queue(settings, settings.enrolment_queue),
+            open_queue(settings, settings.invalid_queue),
+            shutdown=shutdown,
+        )
+        worker.run(once=once)

@@ -55,7 +55,7 @@ def make_worker(backend, database, database_url, request):
             queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
         for queue in queues:
             queue.ensure_exists()
-        return Worker(settings, database, *queues, rng=lambda: 0.0)
+        return Worker(settings, *queues, rng=lambda: 0.0)
 
     return make
 
@@ -238,7 +238,7 @@ def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
     worker = make_worker()
     worker.enrolments.send(enrolment_body())
     messages = received(worker.enrolments)
-    worker.database = db.bind(REFUSING_DATABASE)
+    db.bind(REFUSING_DATABASE)
     assert worker.handle(messages) is Outcome.DATABASE_DOWN
     worker.enrolments.release(messages)
     assert len(received(worker.enrolments)) == 1
@@ -248,7 +248,7 @@ def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
 def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_running(make_worker, caplog):
     worker = make_worker()
     worker.enrolments.send(enrolment_body())
-    worker.database = db.bind(REFUSING_DATABASE)
+    db.bind(REFUSING_DATABASE)
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.WARNING):
         thread.start()

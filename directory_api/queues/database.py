@@ -92,7 +92,7 @@ class DatabaseQueue:
             raise QueueUnavailable(f"database queue {self.name}: {action} failed: {first_line(error)}") from error
 
     def _on_postgres(self) -> bool:
-        return is_postgres(getattr(self.database, "obj", self.database))
+        return is_postgres(self.database)
 
     def ensure_exists(self) -> None:
         """The queue table is part of the schema (migrate); check that it answers."""
