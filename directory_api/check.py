@@ -24,6 +24,11 @@ FIX_SQS = (
     "and sqs:ChangeMessageVisibility"
 )
 FIX_DATABASE_QUEUE = "fix the database first (QUEUE_BACKEND=database keeps the queues in it)"
+FIX_SMTP = (
+    "check EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS, EMAIL_HOST_USER and EMAIL_HOST_PASSWORD, and that the SMTP "
+    "server lets this machine in (unset EMAIL_HOST to record and log the e-mails instead)"
+)
+EMAIL_LOGGED_ONLY = "EMAIL_HOST is not set: confirmation e-mails are recorded and logged, not sent"
 SKIPPED_FOR_CONFIGURATION = "not checked until the configuration is fixed"
 SKIPPED_FOR_DATABASE = "not checked until the database is fixed (QUEUE_BACKEND=database)"
 ALL_GOOD = "all good"
@@ -65,6 +70,7 @@ def findings_for(environ: Mapping[str, str], *, debug: bool) -> Iterator[Finding
             yield Finding("configuration", PROBLEM, line, FIX_SETTING)
         yield Finding("database", SKIPPED, SKIPPED_FOR_CONFIGURATION)
         yield Finding("queues", SKIPPED, SKIPPED_FOR_CONFIGURATION)
+        yield Finding("e-mail", SKIPPED, SKIPPED_FOR_CONFIGURATION)
         return
     yield Finding("configuration", OK, f"valid (QUEUE_BACKEND={settings.queue_backend}{', --debug' if debug else ''})")
 
@@ -78,6 +84,7 @@ def findings_for(environ: Mapping[str, str], *, debug: bool) -> Iterator[Finding
                 yield Finding(f"queue {name}", SKIPPED, SKIPPED_FOR_DATABASE)
             else:
                 yield check_queue(settings, name)
+        yield check_email(settings)
     finally:
         if database is not None:
             database.close()
@@ -133,6 +140,20 @@ def check_queue(settings: Settings, name: str) -> Finding:
         fix = FIX_SQS if settings.queue_backend == "sqs" else FIX_DATABASE_QUEUE
         return Finding(f"queue {name}", PROBLEM, f"unusable on {where}: {first_line(error)}", fix)
     return Finding(f"queue {name}", OK, f"exists on {where}")
+
+
+def check_email(settings: Settings) -> Finding:
+    """With EMAIL_HOST, the SMTP server answers and takes the login (STARTTLS first when EMAIL_USE_TLS)."""
+    if not settings.email_host:
+        return Finding("e-mail", OK, EMAIL_LOGGED_ONLY)
+    from directory_api import mail
+
+    try:
+        detail = mail.check_login(settings)
+    except Exception as error:  # noqa: BLE001 - refused, timed out, TLS, a 5xx to the login: all the user's to fix
+        where = f"{settings.email_host}:{settings.email_port}"
+        return Finding("e-mail", PROBLEM, f"SMTP server {where}: {mail.reply_of(error)[1]}", FIX_SMTP)
+    return Finding("e-mail", OK, f"SMTP server {detail}")
 
 
 def missing_sqlite_file(url: str) -> str | None:

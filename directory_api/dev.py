@@ -8,7 +8,7 @@ queue a POST wakes the waiting worker at once. One Ctrl-C stops both.
 import logging
 import threading
 
-from directory_api import server, web
+from directory_api import mail, server, web
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
@@ -41,7 +41,7 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
         log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
                  address[0], address[1], settings.enrolment_queue, settings.queue_backend)
         try:
-            Worker(settings, enrolments, invalid, shutdown=shutdown).run()
+            Worker(settings, enrolments, invalid, shutdown=shutdown, sender=mail.Sender(settings)).run()
         finally:
             stopping.set()
             serving.join(DRAIN_SECONDS + 2)

@@ -193,10 +193,13 @@ def _company_number(value: str) -> list[str]:
 
 
 def _email(value: str) -> list[str]:
+    return [] if is_email_address(value) else ["Enter a valid email address."]
+
+
+def is_email_address(value: str) -> bool:
+    """An address as company_email must be: a dot-atom local part, a domain (IDNA allowed) with a top level."""
     local, at, domain = value.rpartition("@")
-    if at and EMAIL_LOCAL.fullmatch(local) and _email_domain(domain):
-        return []
-    return ["Enter a valid email address."]
+    return bool(at and EMAIL_LOCAL.fullmatch(local) and _email_domain(domain))
 
 
 def _email_domain(domain: str) -> bool:

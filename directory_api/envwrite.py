@@ -1,4 +1,4 @@
-"""env-write: .env files from prefixed host variables, checked whole before anything is written.
+r"""env-write: .env files from prefixed host variables, checked whole before anything is written.
 
 A config file (the 2016 format):
 
@@ -6,16 +6,35 @@ A config file (the 2016 format):
      "file_path": ".env",
      "env_vars": {"required": ["DATABASE_URL"], "optional": ["PORT"]}}
 
-Each VAR is read from the host variable PREFIX_VAR and written as VAR='value'.
-The files are read by python-dotenv, docker compose and systemd's
-EnvironmentFile. Inside single quotes all three take every character
-literally, except that python-dotenv unescapes a backslash before \\ or ' and
-expands ${NAME}; compose skips a quote after a backslash and ends the value at
-the next '; systemd ends it at any '; and python-dotenv reads a CR as a newline,
-where older compose releases read no multi-line value at all. A value holding
-one of those is refused rather than written in a spelling one reader misreads.
+Each VAR is read from the host variable PREFIX_VAR and written as VAR='value',
+or as VAR="value" with every " and \ escaped (\" and \\) when single quotes
+cannot carry it. The files are read by python-dotenv, docker compose and
+systemd's EnvironmentFile=; what each does with a character, as their sources
+say (python-dotenv 1.2.4: dotenv/parser.py, dotenv/main.py, dotenv/variables.py;
+compose-go e70e961, July 2026: dotenv/parser.go, dotenv/godotenv.go; systemd
+0002453: src/basic/env-file.c, src/basic/env-util.c):
+
+| in the value | python-dotenv | compose-go | systemd | so |
+|---|---|---|---|---|
+| ' in '...' | \' is an escaped quote; a bare ' ends the value | \' is an escaped quote; a bare ' ends it | any ' ends it (no escapes in '...') | double quotes |
+| \ in '...' | \\ and \' are unescaped, other \x kept | \' unescaped, other \x kept; a trailing \ escapes the closing ' | literal | double quotes |
+| ' in "..." | literal | literal | literal | carried |
+| " in "..." | \" gives " | \" gives " | \" gives " | written \" |
+| \ in "..." | \\ gives \ (also \n, \t, \' ... are escapes) | \\ gives \ (also \n, \t, \$, \0NNN ...) | \\ gives \ (\", \`, \$ too; other \x kept) | written \\ |
+| $ in '...' | ${NAME} and ${NAME:-x} expanded, whatever the quotes | literal | literal | '...' without ${ |
+| $ in "..." | ${...} expanded | $NAME, ${NAME} expanded; \$ and $$ give $ | literal; \$ gives $ | no spelling agrees: ${ refused; $ with ' or \ refused |
+| newline | literal inside either quotes | literal inside quotes | literal inside quotes (env-util.c allows it; releases before it dropped any value with a control character but tab) | refused: older compose and systemd drop it |
+| CR | the file is opened in text mode: a CR reads as a newline; "\r" gives CR | literal; "\r" gives CR | literal; "\r" stays \r | refused: no spelling agrees |
+| NUL | literal | literal; "\0" gives NUL | the file is a C string: ends there | refused |
+| #, ;, spaces, = | literal inside quotes | literal inside quotes | literal inside quotes | carried |
+
+compose-go before 166f12c (July 2023) also misread a value ending in \
+before the closing quote. A value no spelling carries through all three is
+refused, naming the character, rather than written in a spelling one reader
+misreads.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,18 +51,19 @@ VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 CONFIG_KEYS = ("host_env_var_prefix", "file_path", "env_vars")
 ENV_VARS_KEYS = ("required", "optional")
 
-# A value holding any of these cannot be written so that all three readers agree.
-UNSAFE = (
-    ("'", "a single quote"),
-    ("\\", "a backslash"),
-    ("${", "'${'"),
+# Characters no spelling carries to all three readers (see the table above).
+NO_SPELLING = (
     ("\n", "a newline"),
     ("\r", "a carriage return"),
     ("\0", "a NUL character"),
 )
+# Single quotes carry anything else but these; double quotes anything else but a $.
+NOT_IN_SINGLE_QUOTES = (("'", "a single quote"), ("\\", "a backslash"), ("${", "'${'"))
 
 CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
 CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
+CONFIG_TOO_DEEP = "{config}: nested too deeply to be an env-write config"
+CONFIG_DUPLICATE_KEY = "{config}: key {key!r} is given twice; give it once"
 CONFIG_NOT_OBJECT = "{config}: {key} must be a JSON object"
 CONFIG_MISSING_KEY = "{config}: missing key {key!r}"
 CONFIG_UNKNOWN_KEY = "{config}: unknown key {key!r} (expected {expected})"
@@ -54,6 +74,7 @@ CONFIG_BAD_NAME = (
 CONFIG_LISTED_TWICE = "{config}: env_vars: {name} is listed twice"
 CONFIG_NO_DIRECTORY = "{config}: file_path {target}: the directory {directory} does not exist"
 CONFIG_TARGET_IS_DIRECTORY = "{config}: file_path {target} is a directory"
+CONFIG_TARGET_IS_CONFIG = "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
 CONFIG_SAME_TARGET = "{config}: file_path {target} is also written by {other}; give each config its own file"
 MISSING_VARIABLE = "{host_name} is not set (required by {config})"
 UNSAFE_VALUE = (
@@ -86,6 +107,7 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
             configs.append(load_config(path))
         except UserError as error:
             problems.append(str(error))
+    problems += target_is_config_problems(configs, config_paths)
     problems += same_target_problems(configs)
     files = {}
     for config in configs:
@@ -94,10 +116,7 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
         files[config.target] = variables
     if problems:
         raise UserError("\n".join(problems + [NOTHING_WRITTEN]))
-    try:
-        write_all({target: render(variables) for target, variables in files.items()})
-    except OSError as error:
-        raise UserError(WRITE_FAILED.format(target=error.filename, reason=error.strerror)) from None
+    write_all({target: render(variables) for target, variables in files.items()})
     for target, variables in files.items():
         echo(WROTE.format(target=target, count=len(variables)))
 
@@ -110,10 +129,30 @@ def load_config(path: Path) -> Config:
         reason = getattr(error, "strerror", None) or error
         raise UserError(CONFIG_UNREADABLE.format(config=path, reason=reason)) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as error:
         raise UserError(CONFIG_NOT_JSON.format(config=path, reason=error)) from None
+    except RecursionError:
+        raise UserError(CONFIG_TOO_DEEP.format(config=path)) from None
+    except _DuplicateKey as duplicate:
+        raise UserError(CONFIG_DUPLICATE_KEY.format(config=path, key=duplicate.key)) from None
     return parse_config(path, data)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json keeps the last of two equal keys: a second "required": [] would silently drop the first list.
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
 
 
 def parse_config(path: Path, data: object) -> Config:
@@ -163,6 +202,16 @@ def _names(path: Path, key: str, names: object) -> tuple[str, ...]:
     return tuple(names)
 
 
+def target_is_config_problems(configs: list[Config], config_paths: list[Path]) -> list[str]:
+    """A config's file_path naming a config of this run would overwrite that config with the secrets."""
+    config_files = {os.path.realpath(path): path for path in config_paths}
+    return [
+        CONFIG_TARGET_IS_CONFIG.format(config=config.path, target=config.target, other=config_files[key])
+        for config in configs
+        if (key := os.path.realpath(config.target)) in config_files
+    ]
+
+
 def same_target_problems(configs: list[Config]) -> list[str]:
     """Two configs writing one file would leave only the second's variables."""
     problems, writers = [], {}
@@ -196,10 +245,15 @@ def collect(config: Config, environ: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def unsafe_character(value: str) -> str | None:
-    """The readable name of the first character that makes `value` unsafe to write, else None."""
-    for text, character in UNSAFE:
+    """The readable name of what makes `value` impossible to write for all three readers, else None."""
+    for text, character in NO_SPELLING:
         if text in value:
             return character
+    if "$" not in value:
+        return None
+    for text, character in NOT_IN_SINGLE_QUOTES:
+        if text in value:
+            return character if text == "${" else f"a '$' together with {character}"
     return None
 
 
@@ -213,23 +267,41 @@ def encodes_as_utf8(value: str) -> bool:
 
 
 def render(variables: Mapping[str, str]) -> str:
-    """The file text: one VAR='value' line each, values already known to be safe."""
-    return "".join(f"{name}='{value}'\n" for name, value in variables.items())
+    """The file text: one VAR=quoted line each, values already known to be writable."""
+    return "".join(f"{name}={quoted(value)}\n" for name, value in variables.items())
+
+
+def quoted(value: str) -> str:
+    """`value` in the one spelling all three readers take back unchanged: single quotes, else double."""
+    if not any(text in value for text, _ in NOT_IN_SINGLE_QUOTES):
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def write_all(contents: Mapping[Path, str]) -> None:
-    """Write every file to a temp file first, then rename them all into place."""
+    """Write every file to a temp file first, then rename them all into place; UserError names the target."""
     staged: list[tuple[str, Path]] = []
     try:
         for target, text in contents.items():
-            staged.append((_write_temp(target, text), target))
+            with _naming(target):
+                staged.append((_write_temp(target, text), target))
         for temp, target in staged:
-            os.replace(temp, target)
-            _sync_directory(target)
+            with _naming(target):
+                os.replace(temp, target)
+                _sync_directory(target)
     finally:
         for temp, _ in staged:
             if os.path.exists(temp):
                 os.unlink(temp)
+
+
+@contextlib.contextmanager
+def _naming(target: Path):
+    # An OSError names the temp file (or nothing); the user knows only the file_path they asked for.
+    try:
+        yield
+    except OSError as error:
+        raise UserError(WRITE_FAILED.format(target=target, reason=error.strerror or error)) from None
 
 
 def _write_temp(target: Path, text: str) -> str:

@@ -88,4 +88,22 @@ class QueueMessage(BaseModel):
         indexes = ((("queue", "visible_at"), False),)
 
 
-ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage)
+class Email(BaseModel):
+    """A confirmation e-mail of the outbox: recorded with its enrolment, sent by `work` (mail.py)."""
+
+    enrolment = peewee.ForeignKeyField(Enrolment, backref="emails", on_delete="CASCADE")
+    # The validated company_email and company_name of the payload; the rest comes from the settings at send time.
+    recipient = peewee.CharField(max_length=255)
+    company_name = peewee.CharField(max_length=255)
+    # The left part of the Message-ID: the same on every try, so a resend after a crash can be recognised.
+    token = peewee.CharField(max_length=32)
+    state = peewee.CharField(max_length=10, default="waiting")  # waiting, sent, failed or logged
+    # Epoch seconds; a claim moves this past a lease, a temporary failure past its backoff.
+    due_at = peewee.DoubleField()
+    attempts = peewee.IntegerField(default=0)  # claims so far; also a claim's receipt
+    last_error = peewee.TextField(default="")
+    created = peewee.DateTimeField(default=utcnow)
+    sent = peewee.DateTimeField(null=True)
+
+
+ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email)

@@ -9,7 +9,8 @@ holds a message that can never be saved, the careful path takes over: each
 message is checked against the database first, so one that cannot be saved
 never sinks the others, and when another worker got in first the rest go in
 one by one, each under its own savepoint. A message that can never be saved
-is recorded as a rejection.
+is recorded as a rejection. Each new enrolment's confirmation e-mail is
+recorded in the same transaction (mail.py sends it later).
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import peewee
 
-from directory_api import enrolment
+from directory_api import enrolment, mail
 from directory_api.db import is_postgres
 from directory_api.models import Company, Enrolment, Rejection, Supplier, database, utcnow
 
@@ -131,7 +132,7 @@ def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
 # about a third of the worker's CPU (py-spy), and each was a round trip.
 POSTGRES_INSERT_ALL = """
 WITH input (message_id, data, number, name, export_status, date_of_creation, revenue,
-            sso_id, company_email, mobile_number, referrer) AS (VALUES {rows}),
+            sso_id, company_email, mobile_number, referrer, email_token) AS (VALUES {rows}),
 enrolments AS (
     INSERT INTO enrolment (created, data, sqs_message_id)
     SELECT %(now)s, data::jsonb, message_id FROM input
@@ -145,22 +146,26 @@ companies AS (
 suppliers AS (
     INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, modified)
     SELECT sso_id::bigint, company_email, mobile_number, referrer, companies.id, %(now)s, %(now)s
-    FROM input JOIN companies ON companies.number = input.number)
+    FROM input JOIN companies ON companies.number = input.number),
+emails AS (
+    INSERT INTO email (enrolment_id, recipient, company_name, token, state, due_at, attempts, last_error, created)
+    SELECT enrolments.id, company_email, name, email_token, %(email_state)s, %(email_due)s, 0, '', %(now)s
+    FROM input JOIN enrolments ON enrolments.sqs_message_id = input.message_id)
 SELECT id, sqs_message_id FROM enrolments
 """
-POSTGRES_INPUT_COLUMNS = 11
+POSTGRES_INPUT_COLUMNS = 12
 
 
 def _insert_all_postgres(valid: Mapping[str, dict]) -> dict[str, int]:
     """The batch in one data-modifying statement; message id -> enrolment id of those that were new."""
-    values: dict[str, object] = {"now": utcnow()}
+    values: dict[str, object] = {"now": utcnow(), "email_state": mail.WAITING, "email_due": mail.now()}
     rows = []
     for index, (message_id, payload) in enumerate(valid.items()):
         company, supplier = _company_fields(payload), _supplier_fields(payload)
         row = (
             message_id, Enrolment.data.db_value(payload), company["number"], company["name"],
             company["export_status"], company["date_of_creation"], company["revenue"], supplier["sso_id"],
-            supplier["company_email"], supplier["mobile_number"], supplier["referrer"],
+            supplier["company_email"], supplier["mobile_number"], supplier["referrer"], mail.new_token(),
         )
         names = [f"r{index}c{column}" for column in range(POSTGRES_INPUT_COLUMNS)]
         values.update(zip(names, row))
@@ -189,6 +194,7 @@ def _insert_all_portable(valid: Mapping[str, dict]) -> dict[str, int]:
         Supplier.insert_many(
             [{"company": company_ids[p["company_number"]], **_supplier_fields(p)} for p in new]
         ).execute()
+        mail.record({enrolment_ids[m]: valid[m] for m in valid if m in enrolment_ids})
     return enrolment_ids
 
 
@@ -205,6 +211,7 @@ def _insert_one(message_id: str, payload: dict) -> Outcome:
                 return Duplicate()
             company_id = Company.insert(**_company_fields(payload)).execute()
             Supplier.insert(company=company_id, **_supplier_fields(payload)).execute()
+            mail.record({rows[0].id: payload})
     except peewee.IntegrityError:
         errors = Registered.lookup([payload]).conflicts(payload)
         if not errors:

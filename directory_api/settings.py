@@ -1,10 +1,12 @@
 """Settings: read once from the environment into one object, validated at start."""
 
 import dataclasses
+import email.utils
 import re
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
+from directory_api.enrolment import EMAIL_DOMAIN_LABEL, EMAIL_LOCAL
 from directory_api.errors import SettingsError
 
 REQUIRED = object()  # a default meaning "the variable must be set"
@@ -15,6 +17,9 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+HOST_NAME = re.compile(r"[A-Za-z0-9._:-]{1,253}")  # a DNS name, an IPv4 or an IPv6 address
+# What may never reach an e-mail header from a setting: line breaks (a second header) and other controls.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MIN_SECRET_LENGTH = 16
 
 
@@ -159,6 +164,37 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _host_name(raw: str) -> str:
+    if not HOST_NAME.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not a host name or IP address such as smtp.example.com")
+    return raw
+
+
+def _mail_sender(raw: str) -> str:
+    """An address for From: noreply@example.com, or Name <noreply@example.com>; the domain may be one label."""
+    _, address = email.utils.parseaddr(raw)
+    local, at, domain = address.rpartition("@")
+    valid = at and EMAIL_LOCAL.fullmatch(local) and all(EMAIL_DOMAIN_LABEL.fullmatch(part) for part in domain.split("."))
+    if CONTROL.search(raw) or not valid:
+        raise ValueError(f"{raw!r} is not an e-mail address such as noreply@example.com or Name <noreply@example.com>")
+    return raw
+
+
+def _header_text(raw: str) -> str:
+    if CONTROL.search(raw):
+        raise ValueError("holds a line break or another control character")
+    if len(raw) > 200:
+        raise ValueError(f"is {len(raw)} characters long, at most 200")
+    return raw
+
+
+def _link_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL.search(raw) or " " in raw:
+        raise ValueError(f"{raw!r} is not an http:// or https:// URL")
+    return raw
+
+
 def _long_secret(value: str) -> None:
     # The value is never quoted: it is a secret, even when a bad one.
     if len(value) < MIN_SECRET_LENGTH:
@@ -197,12 +233,30 @@ VARIABLES = (
     Variable("SQS_VISIBILITY_TIMEOUT", "sqs_visibility_timeout", _integer(1, 43200), 30, 30),
     Variable("SQS_MAX_RECEIVE_COUNT", "sqs_max_receive_count", _integer(1, 1000), 5, 5),
     Variable("SIGNATURE_LEGACY", "signature_legacy", _boolean, False, False),
+    Variable("EMAIL_HOST", "email_host", _host_name, None, None),
+    Variable("EMAIL_PORT", "email_port", _integer(1, 65535), 587, 587),
+    Variable("EMAIL_HOST_USER", "email_host_user", _secret, None, None),
+    Variable("EMAIL_HOST_PASSWORD", "email_host_password", _secret, None, None, secret=True),
+    Variable("EMAIL_USE_TLS", "email_use_tls", _boolean, True, False),
+    Variable("DEFAULT_FROM_EMAIL", "default_from_email", _mail_sender, None, "noreply@localhost"),
+    Variable("COMPANY_EMAIL_CONFIRMATION_FROM", "confirmation_from", _mail_sender, None, None),
+    Variable("COMPANY_EMAIL_CONFIRMATION_SUBJECT", "confirmation_subject", _header_text,
+             "Your company's trade profile", "Your company's trade profile"),
+    Variable("COMPANY_EMAIL_CONFIRMATION_URL", "confirmation_url", _link_url, None, "http://127.0.0.1:8000/"),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
 # What each command cannot start without; the other variables fall back to None.
 NEEDS_DATABASE = ("DATABASE_URL",)
-NEEDS_QUEUES = ("DATABASE_URL", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME")
+# Required only when the variable on the right is set (the e-mail is then sent, so it needs a sender and a link).
+REQUIRED_WHEN = {
+    "DEFAULT_FROM_EMAIL": "EMAIL_HOST",
+    "COMPANY_EMAIL_CONFIRMATION_URL": "EMAIL_HOST",
+    "EMAIL_HOST_PASSWORD": "EMAIL_HOST_USER",
+    "EMAIL_HOST_USER": "EMAIL_HOST_PASSWORD",
+}
+NEEDS_MAIL = tuple(REQUIRED_WHEN)
+NEEDS_QUEUES = ("DATABASE_URL", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME") + NEEDS_MAIL
 NEEDS_ALL = NEEDS_QUEUES + ("UI_SECRET",)
 
 
@@ -222,6 +276,15 @@ class Settings:
     sqs_visibility_timeout: int
     sqs_max_receive_count: int
     signature_legacy: bool
+    email_host: str | None
+    email_port: int
+    email_host_user: str | None
+    email_host_password: str | None
+    email_use_tls: bool
+    default_from_email: str | None
+    confirmation_from: str | None
+    confirmation_subject: str
+    confirmation_url: str | None
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -252,9 +315,15 @@ class Settings:
                     problems.append(f"{variable.name} is not set{_required_hint(variable.name)}")
                 default = None
             values[variable.field] = default
+        problems += _missing_when_needed(values, required)
         if problems:
             raise SettingsError("\n".join(problems))
         return cls(debug=debug, sources=sources, **values)
+
+    @property
+    def confirmation_sender(self) -> str | None:
+        """COMPANY_EMAIL_CONFIRMATION_FROM, else DEFAULT_FROM_EMAIL."""
+        return self.confirmation_from or self.default_from_email
 
     def describe(self) -> str:
         """The settings as VAR=value lines, secrets masked, for --debug and check."""
@@ -266,10 +335,24 @@ class Settings:
         return "\n".join(lines)
 
 
+def _missing_when_needed(values: Mapping[str, object], required: set[str]) -> list[str]:
+    problems = []
+    for name, when in REQUIRED_WHEN.items():
+        if name not in required:
+            continue
+        if values.get(BY_NAME[name].field) is None and values.get(BY_NAME[when].field) is not None:
+            problems.append(f"{name} is not set (required when {when} is set{_required_hint(name)})")
+    return problems
+
+
 def _required_hint(name: str) -> str:
     hints = {
         "DATABASE_URL": " (e.g. postgres://user@host:5432/directory_api or sqlite:///directory-api.sqlite3)",
         "UI_SECRET": " (the secret shared with directory-ui for request signatures)",
+        "DEFAULT_FROM_EMAIL": ": the sender of the confirmation e-mail, e.g. noreply@example.com",
+        "COMPANY_EMAIL_CONFIRMATION_URL": ": the link the confirmation e-mail carries",
+        "EMAIL_HOST_PASSWORD": ": the SMTP login needs both",
+        "EMAIL_HOST_USER": ": the SMTP login needs both",
     }
     return hints.get(name, "")
 

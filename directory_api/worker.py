@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, migrations, models, saving
+from directory_api import db, enrolment, mail, migrations, models, saving
+from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import first_line
@@ -30,8 +31,6 @@ from directory_api.threads import Background, Keepalive, Lane, Shutdown, Stateme
 
 log = logging.getLogger(__name__)
 
-FIRST_BACKOFF = 0.5
-LONGEST_BACKOFF = 30.0
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
@@ -58,12 +57,6 @@ class Outcome(enum.Enum):
 
 class SaveCancelled(Exception):
     """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
-
-
-def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before try `attempt` (1, 2, ...): doubling from 0.5 s to 30 s, jittered to half-to-all of it."""
-    ceiling = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
 
 
 def decode(message: Message, max_receive_count: int) -> object:
@@ -122,6 +115,7 @@ class Worker:
         *,
         shutdown: Shutdown | None = None,
         rng: Callable[[], float] = random.random,
+        sender: mail.Sender | None = None,
     ):
         self.settings = settings
         self.enrolments = enrolments
@@ -132,6 +126,7 @@ class Worker:
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         # The delete of the last batch (its messages, and the call), in flight while the next batch is saved.
         self.deleting: tuple[Sequence[Message], Background[list[Message]]] | None = None
+        self.sender = sender  # the confirmation e-mails, sent on a thread of their own
 
     @functools.cached_property
     def receive_lane(self) -> Lane:
@@ -156,6 +151,8 @@ class Worker:
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         pending: Background[list[Message]] | None = None
+        if self.sender:
+            self.sender.start()
         idle = poll_intervals()  # pauses between empty receives, afresh once messages come
         try:
             while not self.stopping:
@@ -178,6 +175,8 @@ class Worker:
                 if len(messages) == self.settings.sqs_max_messages:
                     # A full batch: the queue is busy, so the next receive overlaps this batch's save.
                     pending = self.start_receive(wait_seconds)
+                    if self.sender:
+                        self.sender.queue_busy()
                 outcome = self.handle(messages)
                 if outcome is not Outcome.SAVED:
                     if pending:
@@ -185,6 +184,8 @@ class Worker:
                         pending = None
                     if self.sleep(self.failure_pause()) and outcome is not Outcome.QUEUE_DOWN:
                         self.wait_for_database()
+            if once and self.sender:
+                self.wait_for(self.sender.finish())  # the e-mails due now, then exit
         finally:
             self.stop(pending)
 
@@ -349,15 +350,19 @@ class Worker:
 
     def stop(self, pending: Background[list[Message]] | None) -> None:
         log.debug("worker: stopping")
-        # The delete in flight and the receive cut short share one grace: they run at the same time.
+        if self.sender:
+            self.sender.stop()  # at once, beside the rest: an e-mail cut short is sent again later
+        # The delete in flight, the receive cut short and the sender share one grace: they run at the same time.
         deadline = time.monotonic() + RELEASE_GRACE
         if pending is not None:
             self.enrolments.interrupt()
         self.finish_deleting(RELEASE_GRACE)  # one not done by then comes back and is found saved
-        if pending is None:
-            return
-        pending.done.wait(max(0.0, deadline - time.monotonic()))
-        pending.abandon()
+        if pending is not None:
+            pending.done.wait(max(0.0, deadline - time.monotonic()))
+            pending.abandon()
+        if self.sender:
+            # An e-mail it has not handed back by then is claimed again when its lease ends.
+            self.sender.join(max(0.1, deadline - time.monotonic()))
 
     def sleep(self, seconds: float) -> bool:
         """Wait `seconds`, or less when told to stop; False when told to stop."""
@@ -411,5 +416,6 @@ def work(settings: Settings, *, once: bool = False) -> None:
             open_queue(settings, settings.enrolment_queue),
             open_queue(settings, settings.invalid_queue),
             shutdown=shutdown,
+            sender=mail.Sender(settings),
         )
         worker.run(once=once)

@@ -7,8 +7,15 @@ and after Python's bytecode caches exist. Peak RSS (VmHWM) is read per process:
 `serve --processes auto` under 16 connections of signed load, and `work` (1
 process) draining enrolments from the SQS stub into PostgreSQL.
 
-    .venv/bin/python scripts/bench_startup.py          # 7 repeats
-    .venv/bin/python scripts/bench_startup.py --quick  # 2 repeats, smaller load
+With --base COMMIT it compares instead, in one run: it builds this tree's pyz
+(./build.sh) and COMMIT's (its own build.sh, in a temporary clone), then times
+both side by side, each repeat running one after the other under the same load,
+both as `python3 -I directory-api.pyz` on the interpreter under this
+virtualenv, and prints this build's figures over the base's (no RSS rows).
+
+    .venv/bin/python scripts/bench_startup.py                  # 7 repeats
+    .venv/bin/python scripts/bench_startup.py --quick          # 2 repeats, smaller load
+    .venv/bin/python scripts/bench_startup.py --base cb20297   # this build against cb20297's
 """
 
 import argparse
@@ -28,11 +35,16 @@ import bench_serve  # noqa: E402
 import bench_work  # noqa: E402
 import loadgen  # noqa: E402
 
-COLUMNS = [("measure", "measure"), ("state", "state"), ("median", "median"), ("min", "min"), ("max", "max"),
-           ("unit", "unit"), ("runs", "runs")]
+COLUMNS = [("build", "build"), ("measure", "measure"), ("state", "state"), ("median", "median"), ("min", "min"),
+           ("max", "max"), ("unit", "unit"), ("runs", "runs"), ("target", "target")]
+# The targets of a comparison (issue 15): this build's figure over the base's, or the pyz's size.
+PYZ_TARGET_MIB = 8.0
+COLD_TARGET = 0.35
+WARM_TARGET = 1.0
 
 
 def time_help(command: list[str], env: dict) -> float:
+    """Seconds from exec to exit of `--help`."""
     started = time.perf_counter()
     subprocess.run([*command, "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -55,26 +67,37 @@ def summary(measure: str, state: str, values: list[float], unit: str = "s") -> d
             "min": round(min(values), 3), "max": round(max(values), 3), "unit": unit, "runs": len(values)}
 
 
-def startup_rows(repeats: int, directory: Path, logs: Path) -> list[dict]:
-    command = benchlib.app_command()
-    sqlite_url = f"sqlite:///{directory / 'startup.sqlite3'}"
-    env = {**os.environ, **bench_serve.serve_env(None, sqlite_url, "database")}
-    benchlib.migrate(sqlite_url)
-    on_pyz = benchlib.app_kind() == "pyz"
+def startup_rows(repeats: int, directory: Path, logs: Path,
+                 targets: dict[str, list[str]] | None = None) -> list[dict]:
+    """Cold and warm `--help` and `serve` ready of each target (label: command), interleaved repeat by repeat."""
+    on_pyz = targets is not None or benchlib.app_kind() == "pyz"
+    targets = targets or {"this": benchlib.app_command()}
+    envs = {}
+    for index, (label, command) in enumerate(targets.items()):
+        sqlite_url = f"sqlite:///{directory / f'startup-{index}.sqlite3'}"
+        envs[label] = {**os.environ, **bench_serve.serve_env(None, sqlite_url, "database")}
+        # Each build migrates its own database: a base commit's code may expect an older schema.
+        migrate = {**envs[label], "SHIV_ROOT": str(directory / f"migrate-{index}")}
+        subprocess.run([*command, "migrate"], env=migrate, check=True, stdout=subprocess.DEVNULL)
+    timers = (("--help", time_help), ("serve ready", lambda command, env: time_serve_ready(
+        command, env, logs / "startup-serve.log")))
     rows = []
-    for measure, timer in (("--help", lambda e: time_help(command, e)),
-                           ("serve ready", lambda e: time_serve_ready(command, e, logs / "startup-serve.log"))):
-        cold, warm = [], []
-        for attempt in range(repeats):
-            root = Path(tempfile.mkdtemp(prefix="shiv-root-", dir=directory))
-            fresh = {**env, "SHIV_ROOT": str(root)}
-            if not on_pyz:
-                clear_bytecode()
-            cold.append(timer(fresh))
-            warm.append(timer(fresh))
-            shutil.rmtree(root, ignore_errors=True)
-        rows.append(summary(measure, "cold (fresh SHIV_ROOT)" if on_pyz else "cold (no __pycache__)", cold))
-        rows.append(summary(measure, "warm", warm))
+    for measure, timer in timers:
+        cold = {label: [] for label in targets}
+        warm = {label: [] for label in targets}
+        for _ in range(repeats):
+            for label, command in targets.items():
+                root = Path(tempfile.mkdtemp(prefix="shiv-root-", dir=directory))
+                fresh = {**envs[label], "SHIV_ROOT": str(root)}
+                if not on_pyz:
+                    clear_bytecode()
+                cold[label].append(timer(command, fresh))
+                warm[label].append(timer(command, fresh))
+                shutil.rmtree(root, ignore_errors=True)
+        for label in targets:
+            rows.append({"build": label, **summary(measure, "cold (fresh SHIV_ROOT)" if on_pyz else
+                                                   "cold (no __pycache__)", cold[label])})
+            rows.append({"build": label, **summary(measure, "warm", warm[label])})
     return rows
 
 
@@ -119,10 +142,82 @@ def work_rss(logs: Path, messages: int) -> dict | None:
             "runs": len(peaks), "per_process": peaks}
 
 
+def run_logged(command: list, log: Path, **kwargs) -> None:
+    """Run a build step, its output to `log`; on failure show the end of it."""
+    with log.open("ab") as output:
+        result = subprocess.run([str(part) for part in command], stdout=output, stderr=subprocess.STDOUT,
+                                check=False, **kwargs)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed ({result.returncode}):\n" + log.read_text()[-2000:])
+
+
+def build_this(log: Path) -> Path:
+    """dist/directory-api.pyz from this tree as it is, by its ./build.sh."""
+    run_logged(["./build.sh"], log, cwd=benchlib.ROOT)
+    return benchlib.PYZ
+
+
+def build_base(commit: str, directory: Path, log: Path) -> Path:
+    """COMMIT's pyz, built by COMMIT's own build.sh in a temporary clone."""
+    checkout = directory / "base"
+    run_logged(["git", "clone", "--quiet", "--no-checkout", benchlib.ROOT, checkout], log)
+    run_logged(["git", "-C", checkout, "checkout", "--quiet", commit], log)
+    # A build.sh from before requirements-build.txt used $PYTHON's own shiv: give it a python that has the pin.
+    tools = directory / "build-tools"
+    run_logged([sys.executable, "-m", "venv", tools], log)
+    run_logged([tools / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", "-r",
+                benchlib.ROOT / "requirements-build.txt"], log)
+    run_logged(["./build.sh"], log, cwd=checkout, env={**os.environ, "PYTHON": str(tools / "bin" / "python")})
+    return checkout / "dist" / "directory-api.pyz"
+
+
+def this_label() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=benchlib.ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=benchlib.ROOT,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return f"this ({head}{' + changes' if dirty else ''})"
+
+
+def size_row(label: str, pyz: Path) -> dict:
+    return {"build": label, "measure": "pyz size", "state": "", "median": round(pyz.stat().st_size / 2**20, 2),
+            "unit": "MiB", "runs": 1}
+
+
+def ratio_rows(rows: list[dict], this: str, base: str) -> list[dict]:
+    """This build's figures over the base's, against the targets."""
+    medians = {(row["build"], row["measure"], row["state"]): row["median"] for row in rows}
+    ratios = []
+    for measure in ("pyz size", "--help", "serve ready"):
+        for state in ("",) if measure == "pyz size" else ("cold (fresh SHIV_ROOT)", "warm"):
+            ratio = medians[(this, measure, state)] / medians[(base, measure, state)]
+            target = {"": None, "warm": WARM_TARGET}.get(state, COLD_TARGET)
+            ratios.append({"build": "this / base", "measure": measure, "state": state, "median": round(ratio, 3),
+                           "unit": "x", "target": f"<= {target}" if target else None,
+                           "met": None if target is None else ratio <= target})
+    size = medians[(this, "pyz size", "")]
+    ratios.append({"build": this, "measure": "pyz size", "state": "", "median": size, "unit": "MiB",
+                   "target": f"<= {PYZ_TARGET_MIB}", "met": size <= PYZ_TARGET_MIB})
+    return ratios
+
+
+def compare(base: str, repeats: int, directory: Path, logs: Path) -> list[dict]:
+    log = logs / "startup-builds.log"
+    print(f"building this tree and {base} (log: {log.relative_to(benchlib.ROOT)})", flush=True)
+    this, base_label = this_label(), f"base {base}"
+    pyzs = {this: build_this(log), base_label: build_base(base, directory, log)}
+    python = getattr(sys, "_base_executable", sys.executable)
+    rows = [size_row(label, pyz) for label, pyz in pyzs.items()]
+    rows += startup_rows(repeats, directory, logs, {label: [python, "-I", str(pyz)] for label, pyz in pyzs.items()})
+    rows += ratio_rows(rows, this, base_label)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run that checks the script works")
     parser.add_argument("--repeats", type=int, default=7, help="runs of each measure (the median is shown)")
+    parser.add_argument("--base", metavar="COMMIT", help="compare this build with COMMIT's, built in this run")
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.repeats = 2
@@ -131,28 +226,41 @@ def main() -> int:
         return 1
     info = benchlib.machine()
     print(benchlib.describe_machine(info))
-    print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
     directory = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     logs = benchlib.RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     try:
-        rows = startup_rows(arguments.repeats, directory, logs)
-        if benchlib.PYZ.exists():
-            rows.append({"measure": "pyz size", "state": "dist/directory-api.pyz",
-                         "median": round(benchlib.PYZ.stat().st_size / 1024 / 1024, 2), "unit": "MiB", "runs": 1})
-        rows.append(serve_rss(directory, logs, 500 if arguments.quick else 4000))
-        if benchlib.is_built("work"):
-            work = work_rss(logs, 300 if arguments.quick else 5000)
-            if work:
-                rows.append(work)
+        if arguments.base:
+            rows = compare(arguments.base, arguments.repeats, directory, logs)
+        else:
+            rows = own_rows(arguments.quick, arguments.repeats, directory, logs)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print()
     print(benchlib.table(rows, COLUMNS))
-    path = benchlib.write_results("startup", [{**row, "quick": arguments.quick, "app": benchlib.app_kind()}
-                                              for row in rows], info)
+    missed = [row for row in rows if row.get("met") is False]
+    if arguments.base:
+        print("\nevery target met" if not missed else
+              "\ntargets missed: " + ", ".join(f"{row['measure']} {row['state']}".strip() for row in missed))
+    path = benchlib.write_results("startup", [{**row, "quick": arguments.quick, "app": benchlib.app_kind(),
+                                               "base": arguments.base} for row in rows], info)
     print(f"results appended to {path.relative_to(benchlib.ROOT)}")
     return 0
+
+
+def own_rows(quick: bool, repeats: int, directory: Path, logs: Path) -> list[dict]:
+    """This build alone (the pyz when current, else the checkout), with peak RSS under load."""
+    print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
+    rows = startup_rows(repeats, directory, logs)
+    if benchlib.PYZ.exists():
+        rows.append({"measure": "pyz size", "state": "dist/directory-api.pyz",
+                     "median": round(benchlib.PYZ.stat().st_size / 1024 / 1024, 2), "unit": "MiB", "runs": 1})
+    rows.append(serve_rss(directory, logs, 500 if quick else 4000))
+    if benchlib.is_built("work"):
+        work = work_rss(logs, 300 if quick else 5000)
+        if work:
+            rows.append(work)
+    return rows
 
 
 if __name__ == "__main__":

@@ -4,20 +4,28 @@ For each run a fresh PostgreSQL database is migrated, N valid enrolments
 (unique sso_id and company_number) are preloaded on the queue, the drain is
 started and timed until the enrolment table holds N rows, then stopped.
 Runs: `work` at 1 and 3 workers on SQS (the in-memory stub) and on the
-database queue (PostgreSQL); the one-at-a-time baseline (receive 1, save it in
-its own transaction, delete it) and the batch floor (receive 10, insert them
-with one statement, commit once, DeleteMessageBatch), both written here with
-boto3 + psycopg2. Each run is checked: N rows, N distinct message ids, exactly
-the ids sent, nothing left on the queue, nothing set aside.
+database queue (PostgreSQL), each with the confirmation e-mail off (no
+EMAIL_HOST: recorded and logged) and on (sent over SMTP to
+scripts/smtp_sink.py, an aiosmtpd sink); the one-at-a-time baseline (receive
+1, save it in its own transaction, delete it) and the batch floor (receive 10,
+insert them with one statement, commit once, DeleteMessageBatch), both
+written here with boto3 + psycopg2. Each run is checked: N rows, N distinct
+message ids, exactly the ids sent, nothing left on the queue, nothing set
+aside, and N e-mails sent (or logged), each Message-ID once at the sink.
+The drain's rate is timed to the last enrolment saved; the e-mails' rate from
+the first enrolment saved to the last e-mail sent.
 
     .venv/bin/python scripts/bench_work.py            # 5,000 messages a run
     .venv/bin/python scripts/bench_work.py --quick    # 300, to check it works
+    .venv/bin/python scripts/bench_work.py --queues sqs --workers 1 --repeats 3   # e-mail off and on, 1 worker
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,9 +36,11 @@ import benchlib  # noqa: E402
 
 QUEUE = "bench-work"
 INVALID_QUEUE = "bench-work-invalid"
+SINK = Path(__file__).resolve().parent / "smtp_sink.py"
 COLUMNS = [
-    ("drain", "drain"), ("queue", "queue"), ("workers", "workers"), ("messages", "messages"),
-    ("rate", "msg/s"), ("seconds", "s"), ("worker_cpu_ms", "worker CPU ms/msg"),
+    ("drain", "drain"), ("queue", "queue"), ("workers", "workers"), ("emails", "e-mail"), ("messages", "messages"),
+    ("rate", "msg/s"), ("seconds", "s"), ("vs_email_off", "x e-mail off"), ("email_rate", "e-mails/s"),
+    ("emails_by_drain_end", "e-mails done at drain end"), ("worker_cpu_ms", "worker CPU ms/msg"),
     ("postgres_cpu_ms", "postgres CPU ms/msg"), ("exactly_once", "exactly once"),
     ("machine_busy_pct", "machine busy %"), ("other_work_pct", "other work %"),
 ]
@@ -172,18 +182,56 @@ def check(database_url: str, sent: set[str], remaining_on_queue: int) -> dict:
             "left_on_queue": remaining_on_queue, "exactly_once": exactly_once}
 
 
-def work_env(endpoint: str | None, database_url: str, backend: str) -> dict:
+def work_env(endpoint: str | None, database_url: str, backend: str, smtp_port: int | None = None) -> dict:
     env = {**benchlib.FAKE_AWS, "DATABASE_URL": database_url, "QUEUE_BACKEND": backend,
            "SQS_ENROLMENT_QUEUE_NAME": QUEUE, "SQS_INVALID_ENROLMENT_QUEUE_NAME": INVALID_QUEUE}
     if endpoint:
         env["SQS_ENDPOINT_URL"] = endpoint
+    if smtp_port:
+        env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_port), EMAIL_USE_TLS="false",
+                   DEFAULT_FROM_EMAIL="noreply@example.com",
+                   COMPANY_EMAIL_CONFIRMATION_URL="https://directory.example.com/confirm/")
     return env
 
 
+def start_sink(out: Path, log: Path):
+    """scripts/smtp_sink.py on a free port, each message it accepts a JSON line in `out`; (process, port)."""
+    port = benchlib.free_port()
+    process = benchlib.start([sys.executable, SINK, "--port", port, "--out", out], log=log)
+    deadline = time.monotonic() + 15
+    while "ready" not in (log.read_text() if log.exists() else ""):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the SMTP sink did not start: {log.read_text() if log.exists() else ''}")
+        time.sleep(0.05)
+    return process, port
+
+
+def emails_done(database_url: str) -> int:
+    return scalar(database_url, "SELECT count(*) FROM email WHERE state IN ('sent', 'logged')")[0][0]
+
+
+def check_emails(database_url: str, count: int, sink_out: Path | None) -> dict:
+    """Every enrolment's e-mail done (sent, or logged with e-mail off), and at the sink each Message-ID once."""
+    done = emails_done(database_url)
+    at_sink = None
+    if sink_out is not None:
+        records = [json.loads(line) for line in sink_out.read_text().splitlines() if line.strip()]
+        ids = [re.search(r"^Message-ID: (\S+)", record["data"], re.M).group(1) for record in records]
+        at_sink = {"received": len(ids), "distinct": len(set(ids))}
+    once = done == count and (at_sink is None or at_sink["received"] == at_sink["distinct"] == count)
+    return {"emails_done": done, "emails_at_sink": at_sink, "emails_once": once}
+
+
 def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, max_seconds: float, logs: Path,
-          stamp: str) -> dict:
+          stamp: str, emails: str = "off") -> dict:
     """One timed drain of `count` messages into a fresh database; the row for the table."""
-    with benchlib.ThrowawayPostgres("work") as database_url:
+    sink, sink_port, sink_out = None, None, None
+    if name == "work" and emails == "on":
+        sink_out = logs / f"work-{stamp}-{queue}-{workers}-{time.monotonic_ns()}-mails.jsonl"
+        sink, sink_port = start_sink(sink_out, logs / f"work-{stamp}-smtp.log")
+    with benchlib.ThrowawayPostgres("work") as database_url, contextlib.ExitStack() as cleanup:
+        if sink is not None:
+            cleanup.callback(benchlib.stop, sink)
         benchlib.migrate(database_url)
         sent = preload_sqs(endpoint, count) if queue == "sqs" else preload_database(database_url, count)
         if name == "work":
@@ -191,14 +239,16 @@ def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, 
         else:
             command = [sys.executable, os.path.abspath(__file__), "--drain", name, "--endpoint", endpoint,
                        "--database-url", database_url]
-        env = work_env(endpoint if queue == "sqs" else None, database_url, "sqs" if queue == "sqs" else "database")
+        env = work_env(endpoint if queue == "sqs" else None, database_url, "sqs" if queue == "sqs" else "database",
+                       sink_port)
         postgres = benchlib.pids_named("postgres")
         started = time.monotonic()
         processes = [benchlib.start(command, env=env, log=logs / f"work-{stamp}-{name}-{queue}-{workers}.log")
                      for _ in range(workers)]
         meter = benchlib.CpuMeter({"worker": [p.pid for p in processes], "stub": [stub.pid] if queue == "sqs" else [],
-                                   "postgres": postgres})
+                                   "postgres": postgres, "smtp": [sink.pid] if sink else []})
         first_row_at, done_at, saved = None, None, 0
+        emails_at_drain_end, emails_done_at = None, None
         rss: list[float] = []
         try:
             while time.monotonic() - started < max_seconds:
@@ -214,6 +264,14 @@ def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, 
                 meter.sample()
                 time.sleep(0.02)
             cpu = meter.result()
+            if name == "work" and done_at is not None:
+                # The e-mails catch up once the queue is drained: timed separately, after the drain's figures.
+                emails_at_drain_end = emails_done(database_url)
+                while time.monotonic() - started < max_seconds:
+                    if emails_done(database_url) >= count:
+                        emails_done_at = time.monotonic()
+                        break
+                    time.sleep(0.05)
             rss = [peak for process in processes for peak in benchlib.peak_rss_mib(process.pid)]
         finally:
             codes = [benchlib.stop(process) for process in processes]
@@ -223,16 +281,24 @@ def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, 
         else:
             left = scalar(database_url, "SELECT count(*) FROM queue_message WHERE queue = %s", (QUEUE,))[0][0]
         checked = check(database_url, sent, left)
+        if name == "work":
+            checked.update(check_emails(database_url, count, sink_out))
+            checked["exactly_once"] = checked["exactly_once"] and checked["emails_once"]
     seconds = (done_at - first_row_at) if done_at and first_row_at else None
+    email_seconds = (emails_done_at - first_row_at) if emails_done_at and first_row_at else None
     return {
-        "drain": name, "queue": queue, "workers": workers, "messages": count,
+        "drain": name, "queue": queue, "workers": workers, "emails": emails if name == "work" else "-",
+        "messages": count,
         "rate": round(count / seconds, 1) if seconds else None,
+        "email_rate": round(count / email_seconds, 1) if email_seconds else None,
+        "emails_by_drain_end": emails_at_drain_end,
         "seconds": round(seconds, 2) if seconds else None,
         "seconds_from_start": round(done_at - started, 2) if done_at else None,
         "saved_before_timeout": saved,
         "worker_cpu_ms": round(1000 * cpu["cpu_s_worker"] / count, 3),
         "stub_cpu_ms": round(1000 * cpu["cpu_s_stub"] / count, 3),
         "postgres_cpu_ms": round(1000 * cpu["cpu_s_postgres"] / count, 3),
+        "smtp_cpu_ms": round(1000 * cpu["cpu_s_smtp"] / count, 3),
         "machine_busy_pct": cpu["machine_busy_pct"], "other_work_pct": cpu["other_work_pct"],
         "peak_rss_mib": rss, "exit_codes": codes, "load_average": os.getloadavg(), **checked,
     }
@@ -244,6 +310,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages preloaded for each run")
     parser.add_argument("--workers", default="1,3", help="comma-separated numbers of `work` processes")
     parser.add_argument("--queues", default="sqs,database", help="sqs and/or database (PostgreSQL)")
+    parser.add_argument("--emails", default="off,on",
+                        help="the confirmation e-mail off (recorded and logged) and/or on (sent to an aiosmtpd sink)")
     parser.add_argument("--repeats", type=int,
                         help="rounds over every drain (default 2, 1 with --quick); the table shows each drain's best")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="give up on a drain after this long")
@@ -265,10 +333,10 @@ def main() -> int:
     if not benchlib.postgres_available():
         print(f"PostgreSQL at {benchlib.POSTGRES_ADMIN_URL} does not answer: nothing to measure")
         return 1
-    runs = [("one", "sqs", 1), ("batch", "sqs", 1)]
+    runs = [("one", "sqs", 1, "-"), ("batch", "sqs", 1, "-")]
     if benchlib.is_built("work"):
-        runs += [("work", queue, int(workers)) for queue in arguments.queues.split(",")
-                 for workers in arguments.workers.split(",")]
+        runs += [("work", queue, int(workers), emails) for queue in arguments.queues.split(",")
+                 for workers in arguments.workers.split(",") for emails in arguments.emails.split(",")]
     else:
         print("work is not built yet: measuring the baseline and the floor only")
     logs = benchlib.RESULTS / "logs"
@@ -277,13 +345,15 @@ def main() -> int:
     stub, endpoint = benchlib.start_stub(log=logs / f"work-{stamp}-stub.log")
     rows = []
     try:
-        for name, queue, workers in runs * arguments.repeats:
+        for name, queue, workers, emails in runs * arguments.repeats:
             rows.append(drain(name, queue, workers, arguments.messages, endpoint, stub, arguments.max_seconds,
-                              logs, stamp))
-            print(f"{name} on {queue} x{workers}: {rows[-1]['rate']} msg/s, exactly once: {rows[-1]['exactly_once']}")
+                              logs, stamp, emails))
+            email = f", e-mail {emails}: {rows[-1]['email_rate']} e-mails/s" if name == "work" else ""
+            print(f"{name} on {queue} x{workers}: {rows[-1]['rate']} msg/s{email}, "
+                  f"exactly once: {rows[-1]['exactly_once']}")
     finally:
         benchlib.stop(stub)
-    rows = benchlib.best_of(rows, ("drain", "queue", "workers"))
+    rows = benchlib.best_of(rows, ("drain", "queue", "workers", "emails"))
     add_ratios(rows)
     print()
     print(benchlib.table(rows, COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time"),
@@ -296,9 +366,13 @@ def main() -> int:
 def add_ratios(rows: list[dict]) -> None:
     one = next((row["rate"] for row in rows if row["drain"] == "one"), None)
     batch = next((row["rate"] for row in rows if row["drain"] == "batch"), None)
+    email_off = {(row["queue"], row["workers"]): row["rate"] for row in rows
+                 if row["drain"] == "work" and row["emails"] == "off"}
     for row in rows:
         row["vs_one"] = round(row["rate"] / one, 2) if one and row["rate"] else None
         row["vs_batch_floor"] = round(row["rate"] / batch, 2) if batch and row["rate"] else None
+        off = email_off.get((row["queue"], row["workers"])) if row["drain"] == "work" else None
+        row["vs_email_off"] = round(row["rate"] / off, 3) if off and row["rate"] else None
 
 
 if __name__ == "__main__":

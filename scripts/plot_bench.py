@@ -40,10 +40,14 @@ def plot(serve_rows: list[dict], work_rows: list[dict], path: Path) -> None:
     left.grid(alpha=0.3)
     left.legend(fontsize="small")
 
-    for drain, queue in dict.fromkeys((row["drain"], row["queue"]) for row in work_rows):
-        rows = sorted((row for row in work_rows if (row["drain"], row["queue"]) == (drain, queue)),
+    def line_of(row: dict) -> tuple:
+        return row["drain"], row["queue"], row.get("emails", "off")
+
+    for drain, queue, emails in dict.fromkeys(line_of(row) for row in work_rows):
+        rows = sorted((row for row in work_rows if line_of(row) == (drain, queue, emails)),
                       key=lambda row: row["workers"])
-        label = {"one": "one-at-a-time baseline", "batch": "batch floor"}.get(drain, f"work ({queue} queue)")
+        sending = ", e-mail sent" if emails == "on" else ""
+        label = {"one": "one-at-a-time baseline", "batch": "batch floor"}.get(drain, f"work ({queue} queue{sending})")
         if drain == "work":
             right.plot([row["workers"] for row in rows], [row["rate"] or 0 for row in rows], marker="o", label=label)
         else:

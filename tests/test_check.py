@@ -65,7 +65,8 @@ def test_all_good_on_the_database_backend(migrated_url):
 
     assert good
     assert lines[-1] == checking.ALL_GOOD
-    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 6
+    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 7
+    assert f"ok       e-mail: {checking.EMAIL_LOGGED_ONLY}" in lines
 
 
 def test_all_good_on_sqs_creates_the_missing_queues(migrated_url, aws):
@@ -111,6 +112,7 @@ def test_a_bad_configuration_skips_database_and_queues():
     _, lines = run_check({})
 
     assert f"skipped  database: {checking.SKIPPED_FOR_CONFIGURATION}" in lines
+    assert f"skipped  e-mail: {checking.SKIPPED_FOR_CONFIGURATION}" in lines
     assert lines[-1] == checking.PROBLEMS.format(count=4)
 
 
@@ -284,3 +286,70 @@ def test_the_summary_counts_problems_not_skipped_parts():
     )
 
     assert lines[-1] == checking.PROBLEMS.format(count=1)
+
+
+# E-mail
+
+
+@pytest.fixture
+def smtp_server():
+    from tests.smtp import SmtpServer
+
+    made = []
+
+    def make(**options):
+        made.append(SmtpServer(**options).start())
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+def email_environ(database_url, port, **overrides):
+    return environ_for(database_url, **{
+        "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(port), "EMAIL_USE_TLS": "false",
+        "DEFAULT_FROM_EMAIL": "noreply@example.com", "COMPANY_EMAIL_CONFIRMATION_URL": "https://directory.example.com/",
+        **overrides})
+
+
+def test_an_smtp_server_that_takes_the_login_is_ok(migrated_url, smtp_server):
+    server = smtp_server(user="mailer", password="not-a-real-password")
+
+    good, lines = run_check(email_environ(migrated_url, server.port, EMAIL_HOST_USER="mailer",
+                                          EMAIL_HOST_PASSWORD="not-a-real-password"))
+
+    assert good, lines
+    assert f"ok       e-mail: SMTP server 127.0.0.1:{server.port} answers (no TLS, login as mailer)" in lines
+
+
+def test_a_refused_smtp_login_is_a_problem_naming_the_reply_and_never_the_password(migrated_url, smtp_server):
+    server = smtp_server(user="mailer", password="not-a-real-password")
+
+    good, lines = run_check(email_environ(migrated_url, server.port, EMAIL_HOST_USER="mailer",
+                                          EMAIL_HOST_PASSWORD="wrong-fake-password"))
+
+    [line] = [line for line in lines if "e-mail:" in line]
+    assert not good
+    assert line.startswith(f"PROBLEM  e-mail: SMTP server 127.0.0.1:{server.port}: 535")
+    assert line.endswith(f"-> {checking.FIX_SMTP}")
+    assert "wrong-fake-password" not in "\n".join(lines)
+
+
+def test_an_unreachable_smtp_server_is_a_problem(migrated_url):
+    good, lines = run_check(email_environ(migrated_url, closed_port()))
+
+    assert not good
+    assert any(line.startswith("PROBLEM  e-mail: SMTP server") and "Connection refused" in line for line in lines)
+
+
+def test_starttls_to_a_server_with_a_certificate_not_trusted_is_a_problem(migrated_url, smtp_server, tmp_path):
+    from tests.smtp import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    server = smtp_server(tls_cert=str(cert), tls_key=str(key))
+
+    good, lines = run_check(email_environ(migrated_url, server.port, EMAIL_USE_TLS="true"))
+
+    assert not good
+    assert any("e-mail:" in line and "CERTIFICATE_VERIFY_FAILED" in line for line in lines)

@@ -161,7 +161,7 @@ def test_a_file_it_cannot_write_is_a_user_error_and_leaves_no_temporary_file(tmp
     with pytest.raises(UserError) as raised:
         env_write([config], {"DIRECTORY_API_PORT": "8000"})
 
-    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=".env", reason="Permission denied")
+    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["env.json"]
 
 
@@ -188,10 +188,25 @@ def test_a_file_it_cannot_write_is_a_user_error_and_leaves_no_temporary_file(tmp
         pytest.param(" ", id="a single space"),
         pytest.param("%i %n", id="systemd specifiers"),
         pytest.param("x" * 10_000, id="long"),
+        pytest.param("it's", id="a single quote"),
+        pytest.param("C:\\path", id="a backslash"),
+        pytest.param("ends with \\", id="a trailing backslash"),
+        pytest.param("\\", id="a lone backslash"),
+        pytest.param('\\"', id="a backslash before a double quote"),
+        pytest.param("\\n \\t \\' \\u00e9 \\x41 \\0101", id="escape sequences of the readers, literally"),
+        pytest.param("q'\"`#;= \\", id="every quote and backslash at once"),
     ],
 )
 def test_reads_back_identically_with_python_dotenv(value):
     assert written(value) == {"VALUE": value}
+
+
+def test_a_value_single_quotes_cannot_carry_is_double_quoted_with_quote_and_backslash_escaped():
+    config = write_config("env.json", required=["UI_SECRET"])
+
+    env_write([config], {"DIRECTORY_API_UI_SECRET": 'it\'s "a" C:\\'}, echo=lambda line: None)
+
+    assert Path(".env").read_text() == 'UI_SECRET="it\'s \\"a\\" C:\\\\"\n'
 
 
 # Values refused, naming the variable and the character
@@ -200,10 +215,9 @@ def test_reads_back_identically_with_python_dotenv(value):
 @pytest.mark.parametrize(
     ("value", "character"),
     [
-        ("it's", "a single quote"),
-        ("C:\\path", "a backslash"),
-        ("ends with \\", "a backslash"),
         ("${HOME}", "'${'"),
+        ("it's $5", "a '$' together with a single quote"),
+        ("C:\\$path", "a '$' together with a backslash"),
         ("line one\nline two", "a newline"),
         ("x\nOTHER=injected", "a newline"),
         ("windows\r", "a carriage return"),
@@ -222,7 +236,7 @@ def test_refuses_a_value_no_spelling_carries_through_all_readers(value, characte
 def test_a_refused_message_never_shows_the_value():
     config = write_config("env.json", required=["UI_SECRET"])
 
-    problems = refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret'"})
+    problems = refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret'$"})
 
     assert "not-a-real-secret" not in "\n".join(problems)
 
@@ -239,7 +253,7 @@ def test_refuses_a_value_that_is_not_utf8():
 def test_an_unsafe_optional_value_also_stops_every_file():
     config = write_config("env.json", optional=["UI_SECRET"])
 
-    refused([config], {"DIRECTORY_API_UI_SECRET": "it's"})
+    refused([config], {"DIRECTORY_API_UI_SECRET": "it's $5"})
 
     assert not Path(".env").exists()
 
@@ -464,3 +478,58 @@ def test_the_repository_env_json_requires_what_production_cannot_default():
         "SQS_ENROLMENT_QUEUE_NAME",
         "SQS_INVALID_ENROLMENT_QUEUE_NAME",
     }
+
+
+# Defects found by hand (issue 10): each refused with one line, nothing written
+
+
+def test_a_config_nested_100000_deep_is_refused_not_a_traceback():
+    Path("env.json").write_text("[" * 100_000 + "]" * 100_000)
+
+    assert refused([Path("env.json")], {}) == [envwrite.CONFIG_TOO_DEEP.format(config="env.json")]
+
+
+def test_a_duplicate_key_is_refused_not_last_wins():
+    # A second "required": [] used to drop the first list's UI_SECRET without a word.
+    Path("env.json").write_text(
+        '{"host_env_var_prefix": "DIRECTORY_API", "file_path": ".env",'
+        ' "env_vars": {"required": ["UI_SECRET"], "optional": ["PORT"], "required": []}}'
+    )
+
+    assert refused([Path("env.json")], {"DIRECTORY_API_PORT": "8000"}) == [
+        envwrite.CONFIG_DUPLICATE_KEY.format(config="env.json", key="required")
+    ]
+    assert not Path(".env").exists()
+
+
+def test_a_config_whose_file_path_is_itself_is_refused_not_overwritten():
+    config = write_config("env.json", required=["UI_SECRET"], file_path="env.json")
+    before = config.read_text()
+
+    assert refused([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret"}) == [
+        envwrite.CONFIG_TARGET_IS_CONFIG.format(config=config, target=Path("env.json"), other=config)
+    ]
+    assert config.read_text() == before
+
+
+def test_a_config_whose_file_path_is_another_config_of_the_run_is_refused():
+    first = write_config("a.json", optional=["PORT"], file_path="b.json")
+    second = write_config("b.json", optional=["PORT"], file_path="b.env")
+
+    assert refused([first, second], {"DIRECTORY_API_PORT": "8000"}) == [
+        envwrite.CONFIG_TARGET_IS_CONFIG.format(config=first, target=Path("b.json"), other=second)
+    ]
+
+
+def test_an_unwritable_directory_names_the_target_not_the_temp_file(tmp_path, monkeypatch):
+    # As root the tests cannot make a directory unwritable; this raises what mkstemp raises there.
+    def denied(dir, prefix, suffix):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, f"{prefix}abc123{suffix}"))
+
+    monkeypatch.setattr(envwrite.tempfile, "mkstemp", denied)
+    config = write_config("env.json", required=["PORT"])
+
+    with pytest.raises(UserError) as raised:
+        env_write([config], {"DIRECTORY_API_PORT": "8000"})
+
+    assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")

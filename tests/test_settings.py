@@ -10,6 +10,8 @@ from directory_api.settings import (
     MIN_SECRET_LENGTH,
     NEEDS_ALL,
     NEEDS_DATABASE,
+    NEEDS_MAIL,
+    NEEDS_QUEUES,
     VARIABLES,
     Settings,
     mask_url,
@@ -35,6 +37,8 @@ def test_every_spec_setting_is_a_variable():
         "PORT", "DATABASE_URL", "UI_SECRET", "QUEUE_BACKEND", "SQS_ENROLMENT_QUEUE_NAME",
         "SQS_INVALID_ENROLMENT_QUEUE_NAME", "SQS_REGION_NAME", "SQS_ENDPOINT_URL", "SQS_WAIT_TIME",
         "SQS_MAX_NUMBER_OF_MESSAGES", "SQS_VISIBILITY_TIMEOUT", "SQS_MAX_RECEIVE_COUNT", "SIGNATURE_LEGACY",
+        "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "DEFAULT_FROM_EMAIL",
+        "COMPANY_EMAIL_CONFIRMATION_FROM", "COMPANY_EMAIL_CONFIRMATION_SUBJECT", "COMPANY_EMAIL_CONFIRMATION_URL",
     ]
 
 
@@ -50,6 +54,15 @@ def test_every_spec_setting_is_a_variable():
         ("sqs_visibility_timeout", 30),
         ("sqs_max_receive_count", 5),
         ("signature_legacy", False),
+        ("email_host", None),
+        ("email_port", 587),
+        ("email_host_user", None),
+        ("email_host_password", None),
+        ("email_use_tls", True),
+        ("default_from_email", None),
+        ("confirmation_from", None),
+        ("confirmation_subject", "Your company's trade profile"),
+        ("confirmation_url", None),
     ],
 )
 def test_default(field, default):
@@ -72,6 +85,13 @@ def test_default(field, default):
         ("sqs_visibility_timeout", 30),
         ("sqs_max_receive_count", 5),
         ("signature_legacy", False),
+        ("email_host", None),
+        ("email_port", 587),
+        ("email_use_tls", False),
+        ("default_from_email", "noreply@localhost"),
+        ("confirmation_from", None),
+        ("confirmation_subject", "Your company's trade profile"),
+        ("confirmation_url", "http://127.0.0.1:8000/"),
     ],
 )
 def test_debug_default(field, default):
@@ -101,8 +121,46 @@ def test_a_command_requires_only_what_it_needs():
     assert settings.ui_secret is None
 
 
-def test_needs_all_is_every_variable_without_a_default():
-    assert set(NEEDS_ALL) == set(REQUIRED)
+def test_needs_all_is_every_variable_without_a_default_and_those_required_when_another_is_set():
+    assert set(NEEDS_ALL) == set(REQUIRED) | set(NEEDS_MAIL)
+
+
+def test_with_email_host_the_sender_and_the_link_are_required():
+    lines = problems({**REQUIRED, "EMAIL_HOST": "smtp.example.com"})
+
+    assert lines == [
+        "DEFAULT_FROM_EMAIL is not set (required when EMAIL_HOST is set: the sender of the confirmation e-mail, "
+        "e.g. noreply@example.com)",
+        "COMPANY_EMAIL_CONFIRMATION_URL is not set (required when EMAIL_HOST is set: the link the confirmation "
+        "e-mail carries)",
+    ]
+
+
+def test_the_smtp_login_needs_both_user_and_password():
+    (line,) = problems({**REQUIRED, "EMAIL_HOST_USER": "mailer"})
+
+    assert line.startswith("EMAIL_HOST_PASSWORD is not set (required when EMAIL_HOST_USER is set")
+
+
+def test_a_command_that_sends_no_email_does_not_ask_for_its_settings():
+    environ = {"DATABASE_URL": REQUIRED["DATABASE_URL"], "EMAIL_HOST": "smtp.example.com"}
+
+    assert Settings.from_environ(environ, require=NEEDS_DATABASE).email_host == "smtp.example.com"
+
+
+def test_work_requires_the_email_settings_when_email_host_is_set():
+    environ = {**REQUIRED, "EMAIL_HOST": "smtp.example.com"}
+
+    assert [line.split()[0] for line in problems(environ, require=NEEDS_QUEUES)] == [
+        "DEFAULT_FROM_EMAIL", "COMPANY_EMAIL_CONFIRMATION_URL"]
+
+
+def test_the_confirmation_sender_defaults_to_default_from_email():
+    environ = {**REQUIRED, "DEFAULT_FROM_EMAIL": "noreply@example.com"}
+
+    assert Settings.from_environ(environ).confirmation_sender == "noreply@example.com"
+    assert Settings.from_environ({**environ, "COMPANY_EMAIL_CONFIRMATION_FROM": "Trade <trade@example.com>"}
+                                 ).confirmation_sender == "Trade <trade@example.com>"
 
 
 @pytest.mark.parametrize(
@@ -128,6 +186,17 @@ def test_needs_all_is_every_variable_without_a_default():
         ("DATABASE_URL", "directory_api", "DATABASE_URL: scheme (none) is not supported"),
         ("DATABASE_URL", "postgres://db:5432/", "DATABASE_URL: the URL names no database"),
         ("DATABASE_URL", "sqlite://", "DATABASE_URL: a SQLite URL is sqlite:///relative/path"),
+        ("EMAIL_HOST", "smtp example", "EMAIL_HOST: 'smtp example' is not a host name"),
+        ("EMAIL_PORT", "0", "EMAIL_PORT: 0 is out of range 1-65535"),
+        ("EMAIL_USE_TLS", "sometimes", "EMAIL_USE_TLS: 'sometimes' is not true or false"),
+        ("DEFAULT_FROM_EMAIL", "noreply", "DEFAULT_FROM_EMAIL: 'noreply' is not an e-mail address"),
+        ("DEFAULT_FROM_EMAIL", "a@example.com\nBcc: b@example.com", "DEFAULT_FROM_EMAIL: 'a@example.com\\nBcc"),
+        ("COMPANY_EMAIL_CONFIRMATION_FROM", "<>", "COMPANY_EMAIL_CONFIRMATION_FROM: '<>' is not an e-mail address"),
+        ("COMPANY_EMAIL_CONFIRMATION_SUBJECT", "Hi\r\nBcc: b@example.com",
+         "COMPANY_EMAIL_CONFIRMATION_SUBJECT: holds a line break or another control character"),
+        ("COMPANY_EMAIL_CONFIRMATION_SUBJECT", "x" * 201, "COMPANY_EMAIL_CONFIRMATION_SUBJECT: is 201 characters"),
+        ("COMPANY_EMAIL_CONFIRMATION_URL", "javascript:alert(1)",
+         "COMPANY_EMAIL_CONFIRMATION_URL: 'javascript:alert(1)' is not an http:// or https:// URL"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, message):
@@ -177,6 +246,14 @@ def test_describe_masks_the_database_password_only():
 
     assert "DATABASE_URL=postgres://directory:********@db:5432/directory_api" in described
     assert "not-a-real-secret" not in described
+
+
+def test_describe_masks_the_smtp_password():
+    described = Settings.from_environ(
+        {**REQUIRED, "EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "not-a-real-password"}).describe()
+
+    assert "not-a-real-password" not in described
+    assert "EMAIL_HOST_PASSWORD=********" in described and "EMAIL_HOST_USER=mailer" in described
 
 
 def test_describe_says_where_each_value_came_from():

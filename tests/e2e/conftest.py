@@ -21,7 +21,7 @@ from tests.e2e.harness import (  # noqa: F401
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"
 # What the pyz is made of: a change to any of them makes it stale.
-SOURCES = ("build.sh", "requirements.txt", "directory_api")
+SOURCES = ("build.sh", "requirements.txt", "requirements-build.txt", "directory_api")
 
 
 def newest_source_mtime(root: Path = ROOT) -> float:

@@ -41,3 +41,6 @@ def test_dev_in_an_empty_directory_queues_and_saves_a_signed_enrolment(cli, base
     answer = wait_until(lambda: (seen := status())["status"] == "created" and seen, 30, "the enrolment to be created")
     assert answer["id"] == queued.json()["id"] and answer["enrolment_id"], answer
     assert (workdir / "directory-api-debug.sqlite3").is_file(), "dev did not use the embedded SQLite default"
+    # No EMAIL_HOST under dev: the confirmation e-mail is logged, showing what would be sent.
+    wait_until(lambda: f"e-mail to {payload(0)['company_email']}, subject \"Your company's trade profile\": logged"
+               in process.log(), 10, "the confirmation e-mail logged")

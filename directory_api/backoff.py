@@ -1,0 +1,11 @@
+"""How long to wait before trying again: doubling, capped, jittered (the worker and the e-mail sender share it)."""
+
+import random
+from collections.abc import Callable
+
+
+def backoff(attempt: int, rng: Callable[[], float] = random.random, *, first: float = 0.5,
+            longest: float = 30.0) -> float:
+    """Seconds to wait before try `attempt` (1, 2, ...): doubling from `first` to `longest`, jittered to half-to-all of it."""
+    ceiling = min(longest, first * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2

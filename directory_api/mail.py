@@ -1,0 +1,528 @@
+"""The confirmation e-mail: a transactional outbox that `work` sends over SMTP on a thread of its own.
+
+saving.py records an e-mail row in the transaction that saves its enrolment,
+so an e-mail exists exactly when its enrolment does. The Sender claims
+waiting rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite runs one writer at
+a time) by moving their due time past a lease, sends each with smtplib and
+records the outcome at once: sent; a temporary failure (connection refused,
+timeout, 4xx) due again after a jittered backoff of at most 60 s; a permanent
+refusal (5xx) failed, with the server's reply. A claim whose worker died
+comes back when its lease ends and is sent again with the same Message-ID.
+Without EMAIL_HOST the Sender logs each e-mail instead and records it as
+logged.
+
+Every header comes from the settings or from validated fields: the To address
+is the validated company_email (checked again here), the company name goes
+in the body only, escaped in the HTML.
+"""
+
+import dataclasses
+import functools
+import html
+import logging
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from email.headerregistry import Address, HeaderRegistry
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, parseaddr
+
+import peewee
+
+from directory_api import enrolment
+from directory_api.backoff import backoff
+from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
+from directory_api.errors import first_line
+from directory_api.models import Email, utcnow
+from directory_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WAITING, SENT, FAILED, LOGGED = "waiting", "sent", "failed", "logged"
+STATES = (WAITING, SENT, FAILED, LOGGED)
+RETRIED = "retried"  # an outcome (for on_outcome), not a state: the e-mail is waiting again
+
+SMTP_TIMEOUT = 10.0  # seconds any one socket operation of the SMTP conversation may take
+CLAIM_SIZE = 10
+# A claim not recorded by then (its worker died) is claimed again. Long enough for a batch
+# of slow conversations; a claim with less than LEASE_MARGIN left is handed back unsent.
+LEASE = 300.0
+LEASE_MARGIN = 6 * SMTP_TIMEOUT
+FIRST_RETRY = 1.0
+LONGEST_RETRY = 60.0
+# While the worker drains a backlog the sender takes at most this share of a CPU
+# (it shares the GIL with the worker), then catches up once the backlog is gone.
+BUSY_SHARE = 0.05
+BUSY_HOLD = 1.0  # seconds a full batch counts as "busy"
+IDLE_POLLS = (0.2, 0.4, 0.8, 1.0)  # an empty outbox is looked at less and less often, then every second
+TOKEN = re.compile(r"[0-9a-f]{1,32}")
+
+TEXT_BODY = """\
+Hello,
+
+You recently registered a trade profile for your company, {company_name}, on the Export Directory.
+
+To confirm your company e-mail address and publish your profile, open this link:
+
+{url}
+
+If you did not register, you can ignore this e-mail.
+"""
+
+HTML_BODY = """\
+<!DOCTYPE html>
+<html lang="en">
+<body style="font-family: Arial, sans-serif; font-size: 16px; color: #0b0c0c;">
+<p>Hello,</p>
+<p>You recently registered a trade profile for your company, <strong>{company_name}</strong>, \
+on the Export Directory.</p>
+<p>To confirm your company e-mail address and publish your profile:</p>
+<p><a href="{url}" style="display: inline-block; padding: 10px 16px; background-color: #00703c; \
+color: #ffffff; font-weight: bold; text-decoration: none;">Confirm your company e-mail</a></p>
+<p>Or copy this link into your browser: {url}</p>
+<p>If you did not register, you can ignore this e-mail.</p>
+</body>
+</html>
+"""
+
+
+# -- recording (inside the transaction that saves the enrolment) -------------------------------------------------
+
+def now() -> float:
+    return time.time()
+
+
+def new_token() -> str:
+    """The left part of a new e-mail's Message-ID."""
+    return uuid.uuid4().hex
+
+
+def record(new_enrolments: Mapping[int, Mapping]) -> None:
+    """Record the confirmation e-mail of each new enrolment (enrolment id -> its validated payload)."""
+    if not new_enrolments:
+        return
+    due = now()
+    Email.insert_many([
+        {"enrolment": enrolment_id, "recipient": payload["company_email"], "company_name": payload["company_name"],
+         "token": new_token(), "state": WAITING, "due_at": due}
+        for enrolment_id, payload in new_enrolments.items()
+    ]).execute()
+
+
+def counts() -> dict[str, int]:
+    """E-mails in each state, for `status`: {"waiting", "sent", "failed", "logged"}."""
+    found = dict(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state).tuples())
+    return {state: found.get(state, 0) for state in STATES}
+
+
+def for_enrolment(enrolment_id: int) -> Email | None:
+    """The confirmation e-mail of one enrolment (its state, tries, last error), for the ops console."""
+    return Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id).first()
+
+
+# -- claiming and recording outcomes --------------------------------------------------------------------------
+
+def claim(limit: int, lease: float = LEASE) -> list[Email]:
+    """Take up to `limit` waiting e-mails that are due, hidden from other senders for `lease` seconds."""
+    at = now()
+    due = Email.select(Email.id).where((Email.state == WAITING) & (Email.due_at <= at)).order_by(Email.due_at)
+    if not due.limit(1).exists():
+        return []  # the usual idle answer, without taking SQLite's write lock
+    claimable = due.limit(limit)
+    if is_postgres(Email._meta.database.obj):
+        claimable = claimable.for_update(skip_locked=True)
+    return list(
+        Email.update(due_at=at + lease, attempts=Email.attempts + 1)
+        .where(Email.id.in_(claimable))
+        .returning(Email)
+        .execute()
+    )
+
+
+def _still_claimed(email: Email) -> peewee.Expression:
+    # The claim is ours while the row is waiting and no one has claimed it since.
+    return (Email.id == email.id) & (Email.attempts == email.attempts) & (Email.state == WAITING)
+
+
+def mark(email: Email, state: str, reason: str = "") -> None:
+    Email.update(state=state, sent=utcnow() if state in (SENT, LOGGED) else None, last_error=reason).where(
+        _still_claimed(email)
+    ).execute()
+
+
+def retry_later(email: Email, reason: str, delay: float) -> None:
+    Email.update(due_at=now() + delay, last_error=reason).where(_still_claimed(email)).execute()
+
+
+def release(emails: Sequence[Email]) -> None:
+    """Hand claimed e-mails back unsent: due at once, for this sender or another."""
+    for email in emails:
+        Email.update(due_at=now()).where(_still_claimed(email)).execute()
+
+
+# -- composing ------------------------------------------------------------------------------------------------
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    # The stock registry builds a new header class on every lookup: a third of the time
+    # composing an e-mail took (cProfile). The classes depend on the name only.
+    def __init__(self):
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name):
+        key = name.lower()
+        if key not in self._classes:
+            self._classes[key] = super().__getitem__(name)
+        return self._classes[key]
+
+
+POLICY = SMTP_POLICY.clone(header_factory=_CachedHeaderRegistry())
+
+
+@dataclasses.dataclass(frozen=True)
+class MailSettings:
+    """What composing and sending need, taken once from the Settings."""
+
+    host: str | None
+    port: int
+    user: str | None
+    password: str | None
+    use_tls: bool
+    sender_name: str
+    sender_address: str
+    subject: str
+    url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MailSettings":
+        name, address = parseaddr(settings.confirmation_sender or "noreply@localhost")
+        return cls(
+            host=settings.email_host, port=settings.email_port, user=settings.email_host_user,
+            password=settings.email_host_password, use_tls=settings.email_use_tls, sender_name=name,
+            sender_address=address, subject=settings.confirmation_subject,
+            url=settings.confirmation_url or "http://127.0.0.1:8000/",
+        )
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender_address.rpartition("@")[2]
+
+
+class Unsendable(Exception):
+    """A recorded e-mail that can never be sent as it is (an address or token older code let through)."""
+
+
+def ascii_recipient(address: str) -> str:
+    """The validated company_email with its domain in IDNA, as SMTP and the To header carry it."""
+    if not enrolment.is_email_address(address):
+        raise Unsendable(f"recipient {address!r} is not a valid e-mail address")
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.encode('idna').decode('ascii')}"
+
+
+def message_id(email: Email, config: MailSettings) -> str:
+    if not TOKEN.fullmatch(email.token):
+        raise Unsendable(f"token {email.token!r} is not hexadecimal")
+    return f"<{email.token}@{config.sender_domain}>"
+
+
+def compose(email: Email, config: MailSettings) -> EmailMessage:
+    """The confirmation e-mail: text with an HTML alternative; headers from the settings and validated fields only."""
+    message = EmailMessage(policy=POLICY)
+    message["Subject"] = config.subject
+    message["From"] = Address(display_name=config.sender_name, addr_spec=config.sender_address)
+    message["To"] = Address(addr_spec=ascii_recipient(email.recipient))
+    message["Date"] = email_date()
+    message["Message-ID"] = message_id(email, config)
+    message.set_content(TEXT_BODY.format(company_name=email.company_name, url=config.url))
+    message.add_alternative(
+        HTML_BODY.format(company_name=html.escape(email.company_name), url=html.escape(config.url)), subtype="html"
+    )
+    return message
+
+
+def email_date() -> str:
+    return formatdate(usegmt=True)
+
+
+# -- sending --------------------------------------------------------------------------------------------------
+
+# Refusals of one message; the connection goes on. Anything else ends the connection.
+MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
+
+
+def reply_of(error: BaseException) -> tuple[int | None, str]:
+    """The SMTP reply code and text behind an error, or (None, what happened) when the server did not answer."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused) and error.recipients:
+        code, text = next(iter(error.recipients.values()))
+    elif isinstance(error, smtplib.SMTPResponseException):
+        code, text = error.smtp_code, error.smtp_error
+    else:
+        return None, f"{type(error).__name__}: {first_line(error)}"
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return code, f"{code} {' '.join(text.split())}"
+
+
+def is_permanent(error: BaseException) -> bool:
+    """A 5xx refusal of the message itself: it will never be accepted, so it is not tried again."""
+    code, _ = reply_of(error)
+    return isinstance(error, MESSAGE_REFUSALS) and code is not None and 500 <= code < 600
+
+
+@functools.cache
+def local_hostname() -> str:
+    # smtplib looks it up (DNS) on every connection otherwise.
+    return socket.getfqdn()
+
+
+class SmtpTransport:
+    """One SMTP connection at a time, opened when there is something to send; interrupt() cuts it from another thread."""
+
+    def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
+        self.config = config
+        self.tls_context = tls_context
+        self._smtp: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+        self._interrupted = False
+
+    def send(self, message: EmailMessage, recipient: str) -> None:
+        smtp = self._smtp or self.connect()
+        smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
+
+    def connect(self) -> smtplib.SMTP:
+        """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
+        # A connect that hangs ends at the timeout; interrupt() can cut everything after it.
+        smtp = smtplib.SMTP(self.config.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
+        with self._lock:
+            self._smtp = smtp
+            interrupted = self._interrupted
+        try:
+            if interrupted:  # interrupt() came while connecting, when there was nothing to cut yet
+                raise ConnectionAbortedError("the SMTP conversation was cut short by a stop")
+            smtp.ehlo()
+            if self.config.use_tls:
+                smtp.starttls(context=self.tls_context or ssl.create_default_context())
+                smtp.ehlo()
+            if self.config.user:
+                smtp.login(self.config.user, self.config.password or "")
+        except BaseException:
+            self.close()
+            raise
+        return smtp
+
+    def close(self) -> None:
+        with self._lock:
+            smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def interrupt(self) -> None:
+        """Cut the conversation in progress (a stop): the blocked call fails at once."""
+        with self._lock:
+            smtp = self._smtp
+            self._interrupted = True
+        sock = getattr(smtp, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -> str:
+    """Connect, STARTTLS and log in as `work` would, then quit; what was checked. Raises what went wrong."""
+    config = MailSettings.from_settings(settings)
+    transport = SmtpTransport(config, tls_context)
+    try:
+        transport.connect()
+    finally:
+        transport.close()
+    steps = ["STARTTLS" if config.use_tls else "no TLS", f"login as {config.user}" if config.user else "no login"]
+    return f"{config.host}:{config.port} answers ({', '.join(steps)})"
+
+
+class Sender:
+    """Sends the outbox on a daemon thread of its own until stop(); without EMAIL_HOST it logs the e-mails instead.
+
+    `on_outcome` is called with "sent", "failed", "retried" or "logged" for each
+    e-mail (for metrics); the worker calls queue_busy() when it receives a full
+    batch, and the sender then keeps to BUSY_SHARE of a CPU for a while.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: SmtpTransport | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        on_outcome: Callable[[str], None] = lambda outcome: None,
+        rng: Callable[[], float] | None = None,
+    ):
+        self.config = MailSettings.from_settings(settings)
+        self.database = Email._meta.database
+        self.transport = transport or (SmtpTransport(self.config, tls_context) if self.config.host else None)
+        self.on_outcome = on_outcome
+        self.rng = rng
+        self.failures = 0  # consecutive connection or database failures; sets the pause before the next pass
+        self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends a pause early: set by stop() and finish()
+        self._until_idle = False
+        self._busy_until = 0.0
+        self.done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.transport is None:
+            log.info("EMAIL_HOST is not set: confirmation e-mails are recorded and logged, not sent")
+        self._thread = threading.Thread(target=self._run, name="mail", daemon=True)
+        self._thread.start()
+
+    def queue_busy(self) -> None:
+        self._busy_until = time.monotonic() + BUSY_HOLD
+
+    def finish(self) -> threading.Event:
+        """Send what is due now, then stop (work --once); the event is set when done."""
+        self._until_idle = True
+        self._wake.set()  # a pause after a failure ends now: one more try, then it stops
+        return self.done
+
+    def stop(self) -> None:
+        """Stop soon: the e-mail in hand is cut and handed back (sent again later, with the same Message-ID)."""
+        self._stopping.set()
+        self._wake.set()
+        if self.transport is not None:
+            self.transport.interrupt()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            polls = iter(IDLE_POLLS)
+            while not self._stopping.is_set():
+                try:
+                    worked = self.run_once()
+                except Exception as error:  # noqa: BLE001 - the sender must outlive any failure
+                    if not self._stopping.is_set():
+                        self._pause_after(error)
+                    continue
+                if worked:
+                    polls = iter(IDLE_POLLS)
+                elif self._until_idle:
+                    break
+                else:
+                    self._close_idle()
+                    self._pause(next(polls, IDLE_POLLS[-1]))
+        finally:
+            self._close_idle()
+            drop_connection(self.database)
+            self.done.set()
+
+    def _close_idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _pause_after(self, error: BaseException) -> None:
+        self.failures += 1
+        if isinstance(error, DATABASE_ERRORS):
+            drop_connection(self.database)
+            what = f"database unreachable ({first_line(error)})"
+        elif isinstance(error, (smtplib.SMTPException, OSError)):
+            what = f"SMTP server {self.config.host}:{self.config.port}: {reply_of(error)[1]}"
+        else:
+            log.exception("e-mail sender: unexpected error")
+            what = "unexpected error"
+        if self._until_idle and not isinstance(error, DATABASE_ERRORS):
+            log.warning("e-mails: %s; those waiting are sent by the next `work`", what)
+            self._stopping.set()  # --once
+            return
+        delay = self._backoff(self.failures)
+        log.warning("e-mails: %s; trying again in %.1f s", what, delay)
+        self._pause(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        kwargs = {"rng": self.rng} if self.rng else {}
+        return backoff(attempt, first=FIRST_RETRY, longest=LONGEST_RETRY, **kwargs)
+
+    def run_once(self) -> bool:
+        """Claim a batch and deliver it; False when nothing was due. A connection failure is raised after the
+        claimed e-mails are rescheduled."""
+        emails = claim(CLAIM_SIZE)
+        if not emails:
+            return False
+        deadline = time.monotonic() + LEASE - LEASE_MARGIN
+        for index, email in enumerate(emails):
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                release(emails[index:])
+                return True
+            started = time.thread_time()
+            try:
+                self.deliver(email)
+            except BaseException:
+                release(emails[index + 1:])
+                raise
+            self._keep_to_share(time.thread_time() - started)
+        self.failures = 0
+        return True
+
+    def deliver(self, email: Email) -> None:
+        """Send (or log) one claimed e-mail and record the outcome; connection failures are raised."""
+        if self.transport is None:
+            log.info("e-mail to %s, subject %r: logged, not sent (EMAIL_HOST is not set)", email.recipient,
+                     self.config.subject)
+            mark(email, LOGGED)
+            self.on_outcome(LOGGED)
+            return
+        try:
+            message = compose(email, self.config)
+            self.transport.send(message, ascii_recipient(email.recipient))
+        except Unsendable as error:
+            self._failed(email, str(error))
+        except MESSAGE_REFUSALS as error:
+            if is_permanent(error):
+                self._failed(email, reply_of(error)[1])
+            else:
+                self._retry(email, reply_of(error)[1])
+        except (smtplib.SMTPException, OSError) as error:
+            self.transport.close()
+            if self._stopping.is_set():
+                release([email])  # cut by stop(): sent again later, same Message-ID
+            else:
+                self._retry(email, reply_of(error)[1])
+            raise
+        else:
+            mark(email, SENT)
+            log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message["Message-ID"])
+            self.on_outcome(SENT)
+
+    def _failed(self, email: Email, reason: str) -> None:
+        mark(email, FAILED, reason)
+        log.warning("e-mail %d to %s failed, not tried again: %s", email.id, email.recipient, reason)
+        self.on_outcome(FAILED)
+
+    def _retry(self, email: Email, reason: str) -> None:
+        delay = self._backoff(email.attempts)
+        retry_later(email, reason, delay)
+        log.info("e-mail %d to %s not sent (%s); trying again in %.1f s", email.id, email.recipient, reason, delay)
+        self.on_outcome(RETRIED)
+
+    def _keep_to_share(self, cpu_seconds: float) -> None:
+        # While the worker drains a backlog, wait long enough that this thread's CPU stays within BUSY_SHARE.
+        if time.monotonic() < self._busy_until:
+            self._pause(cpu_seconds * (1 / BUSY_SHARE - 1))
+
+    def _pause(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()

@@ -1,0 +1,171 @@
+"""The confirmation e-mail from the built pyz: `work` against a real SMTP server (scripts/smtp_sink.py) in its own process."""
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.e2e.harness import bodies, free_port, payload, service_env, start_work, wait_until
+from tests.smtp import parse, parts, self_signed_certificate
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+SINK = Path(__file__).resolve().parents[2] / "scripts" / "smtp_sink.py"
+CONFIRMATION_URL = "https://directory.example.com/confirm/"
+
+
+class SinkProcess:
+    """scripts/smtp_sink.py on a port; the messages it accepted, from its JSON lines file."""
+
+    def __init__(self, processes, tmp_path: Path, port: int | None = None, mode: str = "accept", *options: str):
+        self.port = port or free_port()
+        self.out = tmp_path / f"mails-{self.port}-{mode}.jsonl"
+        self.process = processes.start(
+            [sys.executable, str(SINK), "--port", str(self.port), "--mode", mode, "--out", str(self.out), *options],
+            {"PATH": "/usr/bin:/bin"}, f"smtp-{mode}")
+        wait_until(lambda: "ready" in self.process.log(), 15, "the SMTP sink to start")
+
+    def records(self) -> list[dict]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+    def message_ids(self) -> list[str]:
+        return [parse(record["data"])["Message-ID"] for record in self.records()]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def mail_env(base_env, pg, moto_endpoint, queues, port, **settings):
+    return service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues, **{
+        "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": port, "EMAIL_USE_TLS": "false",
+        "DEFAULT_FROM_EMAIL": "noreply@example.com", "COMPANY_EMAIL_CONFIRMATION_URL": CONFIRMATION_URL,
+        **settings})
+
+
+def emails(database_url: str) -> list[tuple]:
+    """(state, attempts, last_error, token, recipient) of every e-mail row, oldest first."""
+    with contextlib.closing(psycopg2.connect(database_url, connect_timeout=5)) as connection, \
+            connection.cursor() as cursor:
+        cursor.execute("SELECT state, attempts, last_error, token, recipient FROM email ORDER BY id")
+        return cursor.fetchall()
+
+
+def states(database_url: str) -> list[str]:
+    return [row[0] for row in emails(database_url)]
+
+
+def test_work_sends_each_new_supplier_a_confirmation_with_a_text_and_an_html_part(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    sink = SinkProcess(processes, tmp_path)
+    sqs.send_batch(queues[0], bodies(3))
+    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
+    wait_until(lambda: len(sink.records()) == 3 and states(pg) == ["sent"] * 3, 30, "3 e-mails sent")
+    by_recipient = {record["rcpt_tos"][0]: parse(record["data"]) for record in sink.records()}
+    assert set(by_recipient) == {payload(n)["company_email"] for n in range(3)}
+    message = by_recipient[payload(0)["company_email"]]
+    bodies_of = parts(message)
+    assert "You recently registered a trade profile for your company, Test Company 0 Ltd" in bodies_of["text/plain"]
+    assert f'href="{CONFIRMATION_URL}"' in bodies_of["text/html"]
+    assert message["Message-ID"] in {f"<{row[3]}@example.com>" for row in emails(pg)}
+
+
+def test_an_smtp_server_down_then_up_gets_every_email_once(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    port = free_port()
+    sqs.send_batch(queues[0], bodies(5))
+    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, port))
+    wait_until(lambda: any(row[2] for row in emails(pg)), 30, "a failed try while the server is down")
+    assert len(emails(pg)) == 5 and set(states(pg)) == {"waiting"}
+    sink = SinkProcess(processes, tmp_path, port)
+    wait_until(lambda: states(pg) == ["sent"] * 5, 60, "every e-mail sent once the server is up")
+    ids = sink.message_ids()
+    assert len(ids) == len(set(ids)) == 5
+
+
+def test_a_550_marks_the_email_failed_with_the_reply_and_it_is_never_tried_again(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    sink = SinkProcess(processes, tmp_path, None, "refuse")
+    sqs.send_batch(queues[0], bodies(1))
+    work = start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
+    wait_until(lambda: states(pg) == ["failed"], 30, "the e-mail marked failed")
+    [(_, attempts, last_error, _, _)] = emails(pg)
+    assert (attempts, last_error) == (1, "550 5.1.1 No such user here")
+    assert "failed, not tried again: 550 5.1.1 No such user here" in work.log()
+    code, _ = work.signal_and_time(signal.SIGTERM)
+    assert code == 0 and emails(pg)[0][1] == 1
+
+
+def test_sigterm_while_the_smtp_server_stalls_exits_0_within_2_s_and_the_email_goes_later_with_its_message_id(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    stalling = SinkProcess(processes, tmp_path, None, "stall")
+    sqs.send_batch(queues[0], bodies(1))
+    work = start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, stalling.port))
+    wait_until(lambda: [row[1] for row in emails(pg)] == [1], 30, "the e-mail claimed")
+    time.sleep(1)  # in DATA now, waiting for an answer that never comes
+    code, seconds = work.signal_and_time(signal.SIGTERM)
+    assert (code, seconds < 2) == (0, True), (code, seconds, work.log())
+    assert states(pg) == ["waiting"]
+    sink = SinkProcess(processes, tmp_path)
+    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port), "work-again")
+    wait_until(lambda: states(pg) == ["sent"], 30, "the e-mail sent by the next worker")
+    assert sink.message_ids() == [f"<{emails(pg)[0][3]}@example.com>"]
+
+
+def test_two_workers_send_each_email_once(cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    sink = SinkProcess(processes, tmp_path)
+    sqs.send_batch(queues[0], bodies(60))
+    env = mail_env(base_env, pg, moto_endpoint, queues, sink.port)
+    for name in ("work-1", "work-2"):
+        start_work(processes, cli, env, name)
+    wait_until(lambda: states(pg) == ["sent"] * 60, 90, "60 e-mails sent")
+    ids = sink.message_ids()
+    assert len(ids) == len(set(ids)) == 60
+
+
+def test_a_company_name_carrying_headers_cannot_add_a_recipient_or_a_header(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    sink = SinkProcess(processes, tmp_path)
+    injected = payload(0, company_name="Evil Ltd\r\nBcc: victim@example.org\r\nX-Injected: yes")
+    sqs.send_batch(queues[0], [json.dumps(injected)])
+    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
+    wait_until(lambda: len(sink.records()) == 1, 30, "the e-mail sent")
+    [record] = sink.records()
+    message = parse(record["data"])
+    assert record["rcpt_tos"] == [injected["company_email"]]
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    assert "Bcc: victim@example.org" in parts(message)["text/plain"]
+
+
+def test_starttls_to_a_server_with_a_self_signed_certificate_the_machine_trusts(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    sink = SinkProcess(processes, tmp_path, None, "accept", "--tls-cert", str(cert), "--tls-key", str(key),
+                       "--user", "mailer", "--password", "not-a-real-password")
+    sqs.send_batch(queues[0], bodies(1))
+    env = mail_env(base_env, pg, moto_endpoint, queues, sink.port, EMAIL_USE_TLS="true", EMAIL_HOST_USER="mailer",
+                   EMAIL_HOST_PASSWORD="not-a-real-password", SSL_CERT_FILE=str(cert))
+    result = subprocess.run([*cli, "check"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert f"ok       e-mail: SMTP server 127.0.0.1:{sink.port} answers (STARTTLS, login as mailer)" in result.stdout
+    start_work(processes, cli, env)
+    wait_until(lambda: states(pg) == ["sent"], 30, "the e-mail sent over TLS")
+    assert sink.records()[0]["tls"] is True
+
+
+def test_without_email_host_work_logs_each_email_and_counts_it_logged(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes):
+    sqs.send_batch(queues[0], bodies(2))
+    env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
+    work = processes.start([*cli, "work", "--once"], env, "work-once")
+    assert work.popen.wait(60) == 0, work.log()
+    assert states(pg) == ["logged"] * 2
+    log = work.log()
+    for n in range(2):
+        assert f"e-mail to {payload(n)['company_email']}, subject \"Your company's trade profile\": logged" in log

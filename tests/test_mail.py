@@ -1,0 +1,414 @@
+"""The confirmation e-mail: recorded with its enrolment, sent over SMTP to a real (aiosmtpd) server, outcomes recorded."""
+
+import logging
+import smtplib
+import ssl
+import threading
+import time
+
+import pytest
+
+from directory_api import mail, saving
+from directory_api.mail import FAILED, LOGGED, SENT, WAITING
+from directory_api.models import Email, Enrolment
+from directory_api.queues.database import DatabaseQueue
+from directory_api.worker import Worker
+from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.smtp import SmtpServer, parts, self_signed_certificate
+
+CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
+
+
+@pytest.fixture
+def smtp():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+def mail_settings(database_url, port=None, **environ):
+    variables = {"DEFAULT_FROM_EMAIL": "Export Directory <noreply@example.com>",
+                 "COMPANY_EMAIL_CONFIRMATION_URL": CONFIRMATION_URL, "EMAIL_USE_TLS": "false"}
+    if port:
+        variables.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
+    return worker_settings(database_url, **{**variables, **environ})
+
+
+@pytest.fixture
+def make_sender(database, database_url):
+    def make(port=None, **options):
+        environ = options.pop("environ", {})
+        return mail.Sender(mail_settings(database_url, port, **environ), rng=lambda: 0.0, **options)
+
+    return make
+
+
+def saved(count=1, **overrides) -> list[int]:
+    """Save `count` enrolments as the worker does; their enrolment ids."""
+    outcomes = saving.save_batch({f"message-{time.monotonic_ns()}-{n}": enrolment_payload(**overrides)
+                                  for n in range(count)})
+    return [outcome.enrolment_id for outcome in outcomes.values()]
+
+
+def states() -> list[str]:
+    return [email.state for email in Email.select().order_by(Email.id)]
+
+
+def make_due() -> None:
+    Email.update(due_at=0).where(Email.state == WAITING).execute()
+
+
+# -- recording ------------------------------------------------------------------------------------------------
+
+def test_saving_an_enrolment_records_its_confirmation_email_in_the_same_batch(database):
+    payloads = [enrolment_payload() for _ in range(3)]
+    outcomes = saving.save_batch({f"message-{n}": payload for n, payload in enumerate(payloads)})
+    emails = list(Email.select().order_by(Email.id))
+    assert [(e.enrolment_id, e.recipient, e.company_name, e.state) for e in emails] == [
+        (outcomes[f"message-{n}"].enrolment_id, p["company_email"], p["company_name"], WAITING)
+        for n, p in enumerate(payloads)
+    ]
+    assert len({e.token for e in emails}) == 3
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_on_postgres_a_batch_and_its_emails_are_one_statement(database, monkeypatch):
+    statements = []
+    execute_sql = database.execute_sql
+    monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: (
+        statements.append(sql), execute_sql(sql, *args, **kwargs))[1])
+    saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert len([sql for sql in statements if "INSERT" in sql]) == 1
+    assert Email.select().count() == 10
+
+
+def test_a_message_saved_before_records_no_second_email(database):
+    payload = enrolment_payload()
+    saving.save("message-1", payload)
+    saving.save("message-1", payload)
+    assert Email.select().count() == 1
+
+
+def test_an_enrolment_that_cannot_be_saved_records_no_email(database):
+    saving.save("message-1", enrolment_payload(company_number="01234567"))
+    saving.save("message-2", enrolment_payload(company_number="01234567"))
+    saving.save("message-3", enrolment_payload(export_status="MAYBE"))
+    assert Email.select().count() == 1
+
+
+def test_the_careful_path_records_the_email_of_each_enrolment_it_saves(database):
+    saving.save("message-1", enrolment_payload(company_number="01234567"))
+    outcomes = saving.save_batch({"message-2": enrolment_payload(company_number="01234567"),
+                                  "message-3": enrolment_payload()})
+    assert [e.enrolment_id for e in Email.select().order_by(Email.id)][1:] == [outcomes["message-3"].enrolment_id]
+
+
+def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
+    def broken(new_enrolments):
+        raise RuntimeError("the outbox insert failed")
+
+    monkeypatch.setattr(mail, "record", broken)
+    monkeypatch.setattr(saving, "is_postgres", lambda database: False)  # the portable path calls record()
+    with pytest.raises(RuntimeError):
+        saving.save("message-1", enrolment_payload())
+    assert Enrolment.select().count() == 0
+
+
+def test_counts_gives_every_state(database):
+    saved(2)
+    Email.update(state=SENT).where(Email.id == Email.select(Email.id).order_by(Email.id).limit(1)).execute()
+    assert mail.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
+
+
+def test_for_enrolment_gives_its_email(database):
+    [enrolment_id] = saved()
+    assert mail.for_enrolment(enrolment_id).state == WAITING
+    assert mail.for_enrolment(enrolment_id + 1000) is None
+
+
+# -- sending --------------------------------------------------------------------------------------------------
+
+def test_an_email_is_delivered_with_a_text_and_an_html_part_carrying_the_link(make_sender, smtp):
+    saved(company_name="Acme Widgets Ltd", company_email="boss@acme.example.com")
+    assert make_sender(smtp.port).run_once()
+    [message] = smtp.messages
+    assert message["To"] == "boss@acme.example.com"
+    assert message["From"] == "Export Directory <noreply@example.com>"
+    assert message["Subject"] == "Your company's trade profile"
+    assert message["Message-ID"].endswith("@example.com>")
+    bodies = parts(message)
+    assert set(bodies) == {"text/plain", "text/html"}
+    assert "You recently registered a trade profile for your company, Acme Widgets Ltd" in bodies["text/plain"]
+    assert CONFIRMATION_URL in bodies["text/plain"]
+    assert 'href="https://directory.example.com/confirm/?a=1&amp;b=2"' in bodies["text/html"]
+    assert smtp.sink.messages[0]["rcpt_tos"] == ["boss@acme.example.com"]
+    assert smtp.sink.messages[0]["mail_from"] == "noreply@example.com"
+    assert states() == [SENT]
+
+
+def test_the_company_name_cannot_add_a_header(make_sender, smtp):
+    saved(company_name="Evil Ltd\r\nBcc: victim@example.org\r\nSubject: pwned")
+    make_sender(smtp.port).run_once()
+    [record] = smtp.sink.messages
+    [message] = smtp.messages
+    assert record["rcpt_tos"] == [message["To"]]
+    assert message["Bcc"] is None and message.get_all("Subject") == ["Your company's trade profile"]
+    headers = record["data"].split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
+    assert "victim@example.org" not in headers and "pwned" not in headers
+    assert "Bcc: victim@example.org" in parts(message)["text/plain"]
+
+
+def test_the_html_part_escapes_the_company_name(make_sender, smtp):
+    saved(company_name='<script>alert("x")</script> & Sons')
+    make_sender(smtp.port).run_once()
+    html = parts(smtp.messages[0])["text/html"]
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Sons" in html
+
+
+def test_a_recipient_that_is_not_a_valid_address_is_failed_and_never_sent(make_sender, smtp):
+    saved()
+    Email.update(recipient="someone@example.com>\r\nBcc: victim@example.org").execute()
+    make_sender(smtp.port).run_once()
+    assert smtp.sink.messages == []
+    assert states() == [FAILED]
+    assert "is not a valid e-mail address" in Email.get().last_error
+
+
+def test_an_international_domain_is_sent_in_idna(make_sender, smtp):
+    saved(company_email="info@bücher.example")
+    make_sender(smtp.port).run_once()
+    assert smtp.sink.messages[0]["rcpt_tos"] == ["info@xn--bcher-kva.example"]
+
+
+def test_a_550_marks_the_email_failed_with_the_reply_and_it_is_not_tried_again(make_sender, smtp):
+    smtp.sink.mode = "refuse"
+    outcomes = []
+    sender = make_sender(smtp.port, on_outcome=outcomes.append)
+    saved()
+    sender.run_once()
+    email = Email.get()
+    assert (email.state, email.last_error) == (FAILED, "550 5.1.1 No such user here")
+    smtp.sink.mode = "accept"
+    make_due()
+    assert not sender.run_once()
+    assert smtp.sink.messages == [] and outcomes == ["failed"]
+
+
+def test_a_451_is_tried_again_after_a_backoff_with_the_same_message_id(make_sender, smtp):
+    smtp.sink.mode = "defer"
+    outcomes = []
+    sender = make_sender(smtp.port, on_outcome=outcomes.append)
+    saved()
+    before = time.time()
+    sender.run_once()
+    email = Email.get()
+    assert (email.state, email.last_error, email.attempts) == (WAITING, "451 4.3.0 Try again later", 1)
+    assert email.due_at >= before + 0.5  # the first retry waits half to all of a second
+    assert not sender.run_once()  # not due yet
+    smtp.sink.mode = "accept"
+    make_due()
+    sender.run_once()
+    assert states() == [SENT] and outcomes == ["retried", "sent"]
+    assert smtp.messages[0]["Message-ID"] == f"<{email.token}@example.com>"
+
+
+def test_retries_back_off_to_at_most_sixty_seconds():
+    sender = mail.Sender.__new__(mail.Sender)
+    sender.rng = lambda: 1.0
+    assert [sender._backoff(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
+
+
+def test_a_server_down_then_up_gets_every_email_once(make_sender, database):
+    server = SmtpServer()
+    sender = make_sender(server.port)
+    saved(5)
+    with pytest.raises(ConnectionRefusedError):
+        sender.run_once()
+    assert states() == [WAITING] * 5
+    # The one tried waits out its backoff; the others of the claim are handed back untried.
+    assert [bool(email.last_error) for email in Email.select().order_by(Email.id)] == [True] + [False] * 4
+    server.start()
+    try:
+        make_due()
+        while sender.run_once():
+            pass
+        assert states() == [SENT] * 5
+        ids = [message["Message-ID"] for message in server.messages]
+        assert len(ids) == len(set(ids)) == 5
+    finally:
+        server.stop()
+
+
+def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database, caplog):
+    server = SmtpServer()
+    sender = make_sender(server.port)
+    saved()
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while Email.get().attempts == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.start()
+        make_due()
+        deadline = time.monotonic() + 10
+        while states() != [SENT] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert states() == [SENT]
+        assert any("Connection refused" in record.getMessage() for record in caplog.records)
+    finally:
+        sender.stop()
+        sender.join(2)
+        server.stop()
+
+
+def test_a_stop_during_a_stalled_conversation_returns_at_once_and_hands_the_email_back(make_sender, smtp):
+    smtp.sink.mode = "stall"
+    sender = make_sender(smtp.port)
+    saved()
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not smtp.sink.count and Email.get().attempts == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # in DATA, waiting for the server's answer
+    started = time.monotonic()
+    sender.stop()
+    sender.join(2)
+    assert sender.done.is_set() and time.monotonic() - started < 1
+    email = Email.get()
+    assert email.state == WAITING and email.due_at <= time.time()  # due again at once, same token
+
+
+def test_two_senders_send_each_email_once(database, database_url, smtp):
+    saved(40)
+    senders = [mail.Sender(mail_settings(database_url, smtp.port)) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while smtp.sink.count < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        for sender in senders:
+            sender.stop()
+            sender.join(2)
+    ids = [message["Message-ID"] for message in smtp.messages]
+    assert len(ids) == len(set(ids)) == 40
+    assert states() == [SENT] * 40
+
+
+def test_starttls_with_a_self_signed_certificate_the_client_trusts(make_sender, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(tls_cert=str(cert), tls_key=str(key), user="mailer", password="not-a-real-password").start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        sender = make_sender(server.port, tls_context=trusting, environ={
+            "EMAIL_USE_TLS": "true", "EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "not-a-real-password"})
+        saved()
+        sender.run_once()
+        assert states() == [SENT]
+        assert server.sink.messages[0]["tls"] is True
+    finally:
+        server.stop()
+
+
+def test_a_certificate_the_client_does_not_trust_is_a_temporary_failure(make_sender, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        sender = make_sender(server.port, environ={"EMAIL_USE_TLS": "true"})
+        saved()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            sender.run_once()
+        assert states() == [WAITING] and server.sink.messages == []
+    finally:
+        server.stop()
+
+
+def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(make_sender, caplog):
+    saved(company_email="boss@acme.example.com")
+    outcomes = []
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        make_sender(on_outcome=outcomes.append).run_once()
+    [line] = [r.getMessage() for r in caplog.records if "boss@acme.example.com" in r.getMessage()]
+    assert "Your company's trade profile" in line and "EMAIL_HOST is not set" in line
+    assert states() == [LOGGED] and outcomes == ["logged"]
+    assert mail.counts()["logged"] == 1
+
+
+def test_a_busy_queue_keeps_the_sender_to_a_small_share_of_a_cpu(make_sender, monkeypatch):
+    sender = make_sender()
+    waits = []
+    monkeypatch.setattr(sender, "_pause", waits.append)
+    sender._keep_to_share(0.002)
+    sender.queue_busy()
+    sender._keep_to_share(0.002)
+    assert waits == [pytest.approx(0.002 * (1 / mail.BUSY_SHARE - 1))]
+
+
+def test_reply_of_names_the_code_and_text():
+    refused = smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"5.1.1 No such\n user")})
+    assert mail.reply_of(refused) == (550, "550 5.1.1 No such user")
+    assert mail.is_permanent(refused)
+    assert not mail.is_permanent(smtplib.SMTPDataError(451, b"later"))
+    assert not mail.is_permanent(smtplib.SMTPAuthenticationError(535, b"bad login"))
+    assert mail.reply_of(ConnectionRefusedError(111, "Connection refused"))[0] is None
+
+
+# -- in the worker ----------------------------------------------------------------------------------------------
+
+def test_work_once_saves_the_enrolments_and_sends_their_emails(database, database_url, smtp, monkeypatch):
+    from directory_api import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
+    settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
+    for n in range(12):
+        queues[0].send(enrolment_body())
+    Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
+    assert Enrolment.select().count() == 12
+    assert smtp.sink.count == 12 and states() == [SENT] * 12
+
+
+def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database, database_url, smtp):
+    smtp.sink.mode = "stall"
+    settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
+    queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
+    queues[0].send(enrolment_body())
+    worker = Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
+    running = threading.Thread(target=worker.run)
+    running.start()
+    deadline = time.monotonic() + 10
+    while not (Email.select().where(Email.attempts == 1).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    started = time.monotonic()
+    worker.shutdown.requested = True
+    running.join(5)
+    assert not running.is_alive() and time.monotonic() - started < 2
+    assert Email.get().state == WAITING
+
+
+def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make_sender, database):
+    sender = make_sender(SmtpServer().port)  # nothing listens there
+    saved(2)
+    sender.failures = 6  # the next pause would be 32-64 s
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not Email.select().where(Email.last_error != "").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert sender.finish().wait(5) and time.monotonic() - started < 5
+    finally:
+        sender.stop()
+        sender.join(2)
+    assert states() == [WAITING, WAITING]
+
+
+def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(database_url, smtp):
+    transport = mail.SmtpTransport(mail.MailSettings.from_settings(mail_settings(database_url, smtp.port)))
+    transport.interrupt()  # nothing to cut yet
+    with pytest.raises(ConnectionAbortedError):
+        transport.connect()
