@@ -3,7 +3,6 @@
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,9 +10,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from directory_api import __version__
-from directory_api.errors import UserError, first_line
-from directory_api.settings import NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
+from directory_api import __version__, logs
+from directory_api.errors import SettingsError, UserError, first_line
+from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
 @dataclasses.dataclass
 class GlobalOptions:
@@ -62,7 +61,7 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
         except UserError as error:
             for line in str(error).splitlines():
-                typer.echo(f"error: {line}", err=True)
+                logs.error(line)
             raise typer.Exit(error.exit_code) from None
 
 
@@ -79,11 +78,6 @@ app = typer.Typer(
 
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
 Port = Annotated[Optional[int], typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
-
-# Third-party loggers that drown our own lines at DEBUG.
-QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "peewee")
-# waitress warns "Task queue depth is N" for nearly every request under load: a log write each.
-SILENCED_LOGGERS = ("waitress.queue",)
 
 
 def _print_version(value: bool) -> None:
@@ -117,16 +111,18 @@ def load_env_file(path: Path) -> None:
 
 
 def configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
-    for name in SILENCED_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Logging from LOG_FORMAT and LOG_LEVEL, read before the other settings so that their errors obey it."""
+    problems, chosen = [], {}
+    for name in ("LOG_FORMAT", "LOG_LEVEL"):
+        variable, raw = BY_NAME[name], os.environ.get(name, "")
+        try:
+            chosen[name] = variable.parse(raw) if raw else variable.default
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            chosen[name] = variable.default
+    logs.configure(debug=debug, log_format=chosen["LOG_FORMAT"], level=chosen["LOG_LEVEL"])
+    if problems:
+        raise SettingsError("\n".join(problems))
 
 
 def prepare_environment(ctx: typer.Context, *, always_debug: bool = False) -> bool:
@@ -144,7 +140,8 @@ def prepare(ctx: typer.Context, *, require, always_debug: bool = False) -> Setti
     debug = prepare_environment(ctx, always_debug=always_debug)
     settings = Settings.from_environ(os.environ, debug=debug, require=require)
     if debug:
-        typer.echo(f"settings (--debug):\n{settings.describe()}", err=True)
+        logs.emit(logging.INFO, f"settings (--debug):\n{settings.describe()}", "settings (--debug)",
+                  settings=settings.shown())
     return settings
 
 
@@ -175,6 +172,9 @@ def serve(
             "(its CPU affinity, capped by its cgroup's CPU quota)."
         ),
     ] = "1",
+    bare: Annotated[
+        bool, typer.Option("--bare", hidden=True, help="No request ids, access lines or /metrics (to measure their cost).")
+    ] = False,
 ) -> None:
     """Run the HTTP API on waitress.
 
@@ -184,22 +184,28 @@ def serve(
     settings = prepare(ctx, require=NEEDS_ALL)
     from directory_api.server import serve as run_server
 
-    run_server(settings, host=host, port=port or settings.port, threads=threads, processes=number_of_processes)
+    run_server(settings, host=host, port=port or settings.port, threads=threads, processes=number_of_processes,
+               observe=not bare)
 
 
 @app.command()
 def work(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Drain what is queued now, then exit.")] = False,
+    metrics_port: Annotated[
+        Optional[int],
+        typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none).",
+                     min=1, max=65535),
+    ] = None,
 ) -> None:
     """Save queued enrolments to the database, setting aside what can never be saved.
 
-    Example: directory-api work --debug
+    Example: directory-api work --debug --metrics-port 9100
     """
     settings = prepare(ctx, require=NEEDS_QUEUES)
     from directory_api.worker import work as run_worker
 
-    run_worker(settings, once=once)
+    run_worker(settings, once=once, metrics_port=metrics_port or settings.metrics_port)
 
 
 @app.command("env-write")

@@ -8,7 +8,7 @@ queue a POST wakes the waiting worker at once. One Ctrl-C stops both.
 import logging
 import threading
 
-from directory_api import mail, server, web
+from directory_api import access, mail, metrics, server, web
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
@@ -31,7 +31,9 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
             settings, enrolments, nonce_store=NonceStore.temporary(),
             database_requests=HTTP_THREADS // 2,
         )
-        http = server.create_server(app, host=host, port=port, threads=HTTP_THREADS)
+        # One registry for both: /metrics on the one port shows the requests and the worker's messages.
+        registry = metrics.Registry()
+        http = server.create_server(access.observed(app, registry), host=host, port=port, threads=HTTP_THREADS)
         stopping = threading.Event()
         serving = threading.Thread(
             target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
@@ -41,7 +43,10 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
         log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
                  address[0], address[1], settings.enrolment_queue, settings.queue_backend)
         try:
-            Worker(settings, enrolments, invalid, shutdown=shutdown, sender=mail.Sender(settings)).run()
+            Worker(
+                settings, enrolments, invalid, shutdown=shutdown, sender=mail.Sender(settings),
+                metrics=metrics.WorkMetrics(registry),
+            ).run()
         finally:
             stopping.set()
             serving.join(DRAIN_SECONDS + 2)

@@ -30,7 +30,7 @@ from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from directory_api import db, migrations, queues, web
+from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
@@ -85,6 +85,12 @@ class JsonErrorTask(ErrorTask):
         body = json.dumps({"detail": message}).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", web.JSON_TYPE))
+        # A request refused while its head was parsed may have no headers, method or path yet.
+        request = self.request
+        request_id = logs.request_id_for(getattr(request, "headers", {}).get("X_REQUEST_ID"))
+        self.response_headers.append((logs.REQUEST_ID_HEADER, request_id))
+        access.log_access(getattr(request, "command", None) or "-", getattr(request, "path", None) or "-",
+                          error.code, time.time() - self.start_time, request_id)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -307,8 +313,13 @@ def _drain(channels: dict, deadline: float) -> int:
         wasyncore.loop(timeout=DRAIN_LOOP_SECONDS, map=channels, use_poll=True, count=1)
 
 
-def serve(settings: Settings, *, host: str, port: int, threads: int, processes: int = 1) -> None:
-    """Run the HTTP API until SIGTERM or SIGINT; blocks."""
+def serve(
+    settings: Settings, *, host: str, port: int, threads: int, processes: int = 1, observe: bool = True
+) -> None:
+    """Run the HTTP API until SIGTERM or SIGINT; blocks.
+
+    `observe` off leaves out request ids, access lines and /metrics: only to measure what they cost.
+    """
     raise_open_file_limit(CONNECTION_LIMIT + FD_RESERVE + 4 * threads)
     open_database(settings)
     sock = bind_socket(host, port)
@@ -323,9 +334,19 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, processes: 
     nonces = NonceStore.temporary()
     try:
         if processes == 1:
-            serve_process(settings, sock, threads, nonces)
+            serve_process(settings, sock, threads, nonces, metrics.Registry() if observe else None)
         else:
-            code = run_children(processes, lambda: serve_process(settings, sock, threads, nonces), sock)
+            # One metrics directory for the children, made before they fork: /metrics sums them all.
+            with metrics.shared_between_processes() as directory:
+                log.debug("metrics of the %d processes are summed in %s", processes, directory)
+                code = run_children(
+                    processes,
+                    lambda: serve_process(
+                        settings, sock, threads, nonces, metrics.Registry(directory) if observe else None
+                    ),
+                    sock,
+                    on_exit=lambda pid: metrics.mark_process_dead(directory, pid),
+                )
             if code:
                 raise UserError(f"a serve process exited with code {code} (see its log above); all stopped")
     finally:
@@ -358,8 +379,17 @@ def open_database(settings: Settings) -> None:
         database.close()
 
 
-def serve_process(settings: Settings, sock: socket.socket, threads: int, nonces: NonceStore) -> None:
-    """One process of serve: the queue, the app and waitress on `sock`, until a stop signal."""
+def serve_process(
+    settings: Settings,
+    sock: socket.socket,
+    threads: int,
+    nonces: NonceStore,
+    registry: metrics.Registry | None = None,
+) -> None:
+    """One process of serve: the queue, the app and waitress on `sock`, until a stop signal.
+
+    With a `registry`, every request gets an id, an access line and its metrics, and /metrics answers.
+    """
     queue = queues.open_queue(settings, settings.enrolment_queue)
     try:
         queue.ensure_exists()
@@ -369,6 +399,8 @@ def serve_process(settings: Settings, sock: socket.socket, threads: int, nonces:
     app = web.make_app(
         settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)
     )
+    if registry is not None:
+        app = access.observed(app, registry)
     server = create_server(app, threads=threads, sock=sock)
     stopping = threading.Event()
     on_stop_signal(lambda: stopping.set())
@@ -384,8 +416,11 @@ def on_stop_signal(stop) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run_children(count: int, child_main, sock: socket.socket) -> int:
-    """Fork `count` children running child_main; forward stop signals; return the first failing exit code, else 0."""
+def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid: None) -> int:
+    """Fork `count` children running child_main; forward stop signals; return the first failing exit code, else 0.
+
+    `on_exit(pid)` runs in the parent as each child is reaped.
+    """
     children: set[int] = set()
     stopping = False
 
@@ -416,6 +451,7 @@ def run_children(count: int, child_main, sock: socket.socket) -> int:
         except ChildProcessError:
             break
         children.discard(pid)
+        on_exit(pid)
         code = os.waitstatus_to_exitcode(status)
         if code and not stopping:
             # Fail whole rather than run short: the supervisor restarts serve.
@@ -431,7 +467,8 @@ def _child(child_main) -> int:
         child_main()
         return 0
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            logs.error(line)
         return error.exit_code
     except BaseException:
         log.exception("serve process %d failed", os.getpid())

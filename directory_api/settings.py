@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from directory_api.enrolment import EMAIL_DOMAIN_LABEL, EMAIL_LOCAL
 from directory_api.errors import SettingsError
+from directory_api.logs import LOG_FORMATS, LOG_LEVELS
 
 REQUIRED = object()  # a default meaning "the variable must be set"
 
@@ -160,6 +161,12 @@ def _endpoint_url(raw: str) -> str:
     return raw
 
 
+def _log_level(raw: str) -> str:
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError(f"{raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()
+
+
 def _secret(raw: str) -> str:
     return raw
 
@@ -243,6 +250,9 @@ VARIABLES = (
     Variable("COMPANY_EMAIL_CONFIRMATION_SUBJECT", "confirmation_subject", _header_text,
              "Your company's trade profile", "Your company's trade profile"),
     Variable("COMPANY_EMAIL_CONFIRMATION_URL", "confirmation_url", _link_url, None, "http://127.0.0.1:8000/"),
+    Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
+    Variable("LOG_LEVEL", "log_level", _log_level, None, None),
+    Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
@@ -285,6 +295,9 @@ class Settings:
     confirmation_from: str | None
     confirmation_subject: str
     confirmation_url: str | None
+    log_format: str = "text"
+    log_level: str | None = None
+    metrics_port: int | None = None
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -327,12 +340,16 @@ class Settings:
 
     def describe(self) -> str:
         """The settings as VAR=value lines, secrets masked, for --debug and check."""
-        lines = []
-        for variable in VARIABLES:
-            value = getattr(self, variable.field)
-            shown = "(unset)" if value is None else _mask(variable, value)
-            lines.append(f"  {variable.name}={shown}  [{self.sources.get(variable.name, 'default')}]")
-        return "\n".join(lines)
+        return "\n".join(
+            f"  {name}={shown}  [{self.sources.get(name, 'default')}]" for name, shown in self.shown().items()
+        )
+
+    def shown(self) -> dict[str, str]:
+        """VAR -> value as --debug shows it: secrets masked, "(unset)" for None."""
+        return {
+            variable.name: "(unset)" if (value := getattr(self, variable.field)) is None else _mask(variable, value)
+            for variable in VARIABLES
+        }
 
 
 def _missing_when_needed(values: Mapping[str, object], required: set[str]) -> list[str]:

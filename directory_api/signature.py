@@ -7,15 +7,12 @@ is none); `verify` checks exactly those against the request as received.
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import logging
 import os
 import pprint
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 import weakref
@@ -25,6 +22,8 @@ import mohawk
 import mohawk.base
 import mohawk.util
 from mohawk.exc import AlreadyProcessed, HawkFail, MissingAuthorization, TokenExpired
+
+from directory_api import tempdirs
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,8 @@ INCORRECT = "Incorrect authentication credentials."
 STALE = "The signature has expired: its timestamp is more than 60 seconds from the server's clock."
 REPLAYED = "The signature has been used before: sign every request afresh."
 
-# Temporary nonce stores live in directories named so, in the temporary directory.
+# Temporary nonce stores live in directories named so, in the temporary directory (see tempdirs).
 TEMPORARY_PREFIX = "directory-api-nonces-"
-# Locked (flock) by the process that made a temporary store, and so by every process forked from it,
-# until the last of them ends, however it ends: the kernel releases it, unlike a pid file.
-OWNER_LOCK = "owner.lock"
 
 
 class SignatureError(Exception):
@@ -145,10 +141,9 @@ class NonceStore:
         removed = remove_abandoned_stores()
         if removed:
             log.info("removed %d nonce director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
-        directory = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX)
-        owner = _hold_owner_lock(directory)
+        directory, owner = tempdirs.make(TEMPORARY_PREFIX)
         store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
-        weakref.finalize(store, _remove_directory, directory, owner)
+        weakref.finalize(store, tempdirs.remove, directory, owner)
         return store
 
     def _connection(self) -> sqlite3.Connection:
@@ -191,44 +186,9 @@ class NonceStore:
             self._prune_lock.release()
 
 
-def _hold_owner_lock(directory: str) -> int:
-    """Lock the directory's owner file for as long as this process (and its children) keep the returned fd."""
-    # Locked under another name, then renamed: a cleaner never sees the lock file unlocked.
-    unlocked = os.path.join(directory, f"{OWNER_LOCK}.new")
-    fd = os.open(unlocked, os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.rename(unlocked, os.path.join(directory, OWNER_LOCK))
-    return fd
-
-
-def _remove_directory(directory: str, owner: int) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-    os.close(owner)
-
-
 def remove_abandoned_stores(parent: str | None = None) -> list[str]:
     """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone."""
-    parent = parent or tempfile.gettempdir()
-    removed = []
-    try:
-        entries = [entry for entry in os.scandir(parent) if entry.name.startswith(TEMPORARY_PREFIX)]
-    except OSError:
-        return removed
-    for entry in entries:
-        try:
-            fd = os.open(os.path.join(entry.path, OWNER_LOCK), os.O_RDWR)
-        except OSError:
-            continue  # no lock: another user's, or made by a version without one (which cannot be told from one in use)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # in use
-        else:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-        finally:
-            os.close(fd)
-    return removed
+    return tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent)
 
 
 @dataclasses.dataclass(frozen=True)

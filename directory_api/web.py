@@ -12,7 +12,7 @@ import threading
 
 import bottle
 
-from directory_api import db, enrolment, models, openapi
+from directory_api import db, enrolment, logs, models, openapi
 from directory_api.db import DATABASE_ERRORS
 from directory_api.enrolment import MAX_BODY_BYTES
 from directory_api.health import Health
@@ -183,7 +183,7 @@ def make_app(
             raise json_response(400, errors)
         try:
             # Unchanged: the worker and the signature see the very bytes the client sent.
-            message_id = enrolment_queue.send(body.decode("utf-8"))
+            message_id = enrolment_queue.send(body.decode("utf-8"), _request_attributes(bottle.request.environ))
         except QueueUnavailable as error:
             log.warning("enrolment refused with 503: the queue is unavailable: %s", error)
             raise detail(
@@ -212,6 +212,12 @@ def make_app(
             database_slots.release()
 
     return app
+
+
+def _request_attributes(environ: dict) -> dict[str, str] | None:
+    """The queue message attributes that carry the request id to the worker's log lines."""
+    request_id = environ.get(logs.REQUEST_ID_ENVIRON)
+    return {logs.REQUEST_ID_ATTRIBUTE: request_id} if request_id else None
 
 
 def _status(message_id: str) -> tuple[int, dict]:

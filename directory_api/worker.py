@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, mail, migrations, models, saving
+from directory_api import db, enrolment, logs, mail, migrations, models, saving
 from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
-from directory_api.errors import first_line
+from directory_api.errors import UserError, first_line
+from directory_api.metrics import WorkMetrics, serve_metrics_http
 from directory_api.queues import Message, MessageRefused, Queue, QueueUnavailable, message_size, open_queue, poll_intervals
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
@@ -73,13 +74,16 @@ def decode(message: Message, max_receive_count: int) -> object:
 
 
 def set_aside_attributes(message: Message, errors, size_limit: int | None = None) -> dict[str, str]:
-    """What the invalid queue learns of a message besides its body: why, and which message it was.
+    """What the invalid queue learns of a message besides its body: why, which message and request it was.
 
     The body is kept whole. When body and reasons together pass the queue's
     size limit, the reasons are trimmed to what fits, behind a marker, or left
     off when not even the marker fits; the rejection record keeps them all.
     """
     identity = {"original_message_id": message.id}
+    request_id = request_id_of(message)
+    if request_id:
+        identity[logs.REQUEST_ID_ATTRIBUTE] = request_id
     reasons = json.dumps(errors, ensure_ascii=False)
     if size_limit is None:
         return {"errors": reasons, **identity}
@@ -106,6 +110,11 @@ def trim_reasons(reasons: str, room: int) -> str | None:
     return trimmed(shortest)
 
 
+def request_id_of(message: Message) -> str | None:
+    """The id of the request that queued `message`, when it carries a safe one (anyone may send to a queue)."""
+    return logs.safe_request_id(message.attributes.get(logs.REQUEST_ID_ATTRIBUTE))
+
+
 class Worker:
     def __init__(
         self,
@@ -116,12 +125,14 @@ class Worker:
         shutdown: Shutdown | None = None,
         rng: Callable[[], float] = random.random,
         sender: mail.Sender | None = None,
+        metrics: WorkMetrics | None = None,
     ):
         self.settings = settings
         self.enrolments = enrolments
         self.invalid = invalid
         self.shutdown = shutdown or Shutdown()
         self.rng = rng
+        self.metrics = (metrics or WorkMetrics()).worker
         self.failures = 0  # consecutive; sets the backoff; changed on the main thread only
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         # The delete of the last batch (its messages, and the call), in flight while the next batch is saved.
@@ -247,6 +258,7 @@ class Worker:
         The delete runs while the caller receives and saves the next batch;
         the next handle (or the stop) waits for it and counts its failure.
         """
+        started = time.perf_counter()
         verdicts = {message.id: decode(message, self.settings.sqs_max_receive_count) for message in messages}
         with self.keepalive.watch(messages):
             try:
@@ -262,9 +274,12 @@ class Worker:
             except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
                 log.exception("messages %s: not saved; they stay on the queue", ids(messages))
                 self.failures += 1
+                self.metrics.count("retried", len(messages))
                 return Outcome.FAILED
             log_outcomes(messages, outcomes)
-            kept = self.set_aside([m for m in messages if isinstance(outcomes[m.id], Invalid)], outcomes)
+            rejected = [m for m in messages if isinstance(outcomes[m.id], Invalid)]
+            kept = self.set_aside(rejected, outcomes)
+        self.count(outcomes, rejected, kept, time.perf_counter() - started)
         if not kept:
             self.failures = 0
         self.finish_deleting()
@@ -297,6 +312,14 @@ class Worker:
     def start_delete(self, handled: Sequence[Message]) -> None:
         """Delete handled messages on the delete lane; a failed one comes back and is then found saved (or rejected)."""
         self.deleting = (handled, Background(lambda: self.enrolments.delete(handled), lane=self.delete_lane))
+
+    def count(self, outcomes: dict, rejected: Sequence[Message], kept: Sequence[Message], seconds: float) -> None:
+        """A saved batch in the metrics: its outcomes and how long saving and setting aside took."""
+        kinds = [type(outcome) for outcome in outcomes.values()]
+        self.metrics.count("saved", kinds.count(Created))
+        self.metrics.count("duplicate", kinds.count(Duplicate))
+        self.metrics.count("set_aside", len(rejected) - len(kept))
+        self.metrics.batch_duration.observe(seconds)
 
     def finish_deleting(self, timeout: float | None = None) -> None:
         """Wait for the delete in flight, if any (until a stop, or `timeout`), and note how it went."""
@@ -343,8 +366,10 @@ class Worker:
                         ids(messages), error)
 
     def note_failure(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
-        """Count a failure (for the backoff) and log it; on the main thread only."""
+        """Count a failure (for the backoff; messages left on the queue as retried) and log it; on the main thread only."""
         self.failures += 1
+        if action in ("save", "set aside"):
+            self.metrics.count("retried", len(messages))
         which = f"messages {ids(messages)}: " if messages else ""
         log.warning("%s%s failed, left on the queue: %s", which, action, first_line(error))
 
@@ -373,6 +398,14 @@ class Worker:
         return self.shutdown.wait_for(event)
 
 
+def serve_metrics(work_metrics: WorkMetrics, port: int) -> None:
+    try:
+        serve_metrics_http(work_metrics.registry, port)
+    except OSError as error:
+        raise UserError(f"METRICS_PORT (--metrics-port) {port}: cannot listen there: {error.strerror or error}") from None
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
 def ids(messages: Sequence[Message]) -> str:
     return ", ".join(message.id for message in messages)
 
@@ -380,16 +413,32 @@ def ids(messages: Sequence[Message]) -> str:
 def log_outcomes(messages: Sequence[Message], outcomes) -> None:
     """One INFO line a batch (a line a message would cost more than saving it); each message at DEBUG."""
     kinds = [type(outcomes[message.id]) for message in messages]
+    counts = {"saved": kinds.count(Created), "duplicate": kinds.count(Duplicate), "set_aside": kinds.count(Invalid)}
     log.info("batch of %d: %d saved, %d saved before, %d set aside", len(messages),
-             kinds.count(Created), kinds.count(Duplicate), kinds.count(Invalid))
+             counts["saved"], counts["duplicate"], counts["set_aside"], extra={"messages": len(messages), **counts})
+    debug = log.isEnabledFor(logging.DEBUG)
     for message in messages:
         outcome = outcomes[message.id]
-        if isinstance(outcome, Created):
-            log.debug("message %s: saved as enrolment %d", message.id, outcome.enrolment_id)
-        elif isinstance(outcome, Duplicate):
-            log.debug("message %s: saved before; deleted", message.id)
+        if not debug and not isinstance(outcome, Invalid):
+            continue
+        request, fields = _about(message)
+        if isinstance(outcome, Invalid):
+            errors = json.dumps(outcome.errors)
+            log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
+        elif isinstance(outcome, Created):
+            log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
         else:
-            log.info("message %s: cannot be saved, set aside: %s", message.id, json.dumps(outcome.errors))
+            log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
+
+
+def _about(message: Message) -> tuple[str, dict]:
+    """The text after a message's id in its lines (its request id, if any), and the fields of its JSON lines."""
+    request_id = request_id_of(message)
+    fields = {"message_id": message.id}
+    if request_id is None:
+        return "", fields
+    fields["request_id"] = request_id
+    return f" (request_id={request_id})", fields
 
 
 @contextlib.contextmanager
@@ -407,9 +456,15 @@ def stoppable() -> Iterator[Shutdown]:
             drop_connection(models.database)
 
 
-def work(settings: Settings, *, once: bool = False) -> None:
-    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty)."""
+def work(settings: Settings, *, once: bool = False, metrics_port: int | None = None) -> None:
+    """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty).
+
+    With `metrics_port`, its metrics are served at http://0.0.0.0:PORT/metrics.
+    """
     with stoppable() as shutdown:
+        work_metrics = WorkMetrics()
+        if metrics_port:
+            serve_metrics(work_metrics, metrics_port)
         db.bind(settings.database_url)
         worker = Worker(
             settings,
@@ -417,5 +472,6 @@ def work(settings: Settings, *, once: bool = False) -> None:
             open_queue(settings, settings.invalid_queue),
             shutdown=shutdown,
             sender=mail.Sender(settings),
+            metrics=work_metrics,
         )
         worker.run(once=once)

@@ -11,6 +11,8 @@ spreads over the processes, must all be refused with 401.
 
     .venv/bin/python scripts/bench_serve.py            # full run, a few minutes
     .venv/bin/python scripts/bench_serve.py --quick    # does it work? ~30 s
+    # what request ids, access lines and metrics cost (each against serve --bare):
+    .venv/bin/python scripts/bench_serve.py --targets serve-1,serve-1-bare,serve-auto,serve-auto-bare --repeats 3
 """
 
 import argparse
@@ -167,7 +169,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int,
                         help="rounds over every target (default 2, 1 with --quick); the table shows each level's best")
     parser.add_argument("--targets", default="floor,serve-1,serve-auto,serve-auto-sqlite,serve-auto-postgres",
-                        help="which of floor, serve-1, serve-auto, serve-auto-sqlite, serve-auto-postgres to run")
+                        help="which of floor, serve-1, serve-auto, serve-auto-sqlite, serve-auto-postgres to run; "
+                             "serve-1-bare and serve-auto-bare run without request ids, access lines and metrics")
     arguments = parser.parse_args()
     if arguments.repeats is None:
         arguments.repeats = 1 if arguments.quick else 2
@@ -220,6 +223,8 @@ def main() -> int:
         print(f"{name}: {row['accepted_total']} accepted, {row['missing_from_queue']} missing from the queue; "
               f"replays refused {row['replays_refused']}/{row['replays_sent']}; peak RSS MiB {row['peak_rss_mib']}")
     path = benchlib.write_results("serve", [{**row, "quick": arguments.quick} for row in rows], info)
+    for line in observing_cost(rows):
+        print(line)
     print(f"results appended to {path.relative_to(benchlib.ROOT)}")
     failed = [row for row in rows if row["missing_from_queue"] or row["replays_refused"] != row["replays_sent"]]
     return 1 if failed else 0
@@ -231,6 +236,24 @@ def add_ratios(rows: list[dict]) -> None:
     for row in rows:
         base = floor.get(row["connections"])
         row["vs_floor"] = round(row["rate"] / base, 2) if base else None
+
+
+def observing_cost(rows: list[dict]) -> list[str]:
+    """What request ids, access lines and metrics cost: each target against its -bare twin, level by level."""
+    bare = {(row["target"].removesuffix("-bare"), row["connections"]): row for row in rows
+            if row["target"].endswith("-bare")}
+    lines = []
+    for row in rows:
+        twin = bare.get((row["target"], row["connections"]))
+        if twin is None or row["target"].endswith("-bare") or not twin["rate"]:
+            continue
+        lines.append(
+            f"observing cost, {row['target']} at {row['connections']} connections: "
+            f"{row['rate']} vs {twin['rate']} req/s ({100 * (row['rate'] / twin['rate'] - 1):+.1f}%), "
+            f"server CPU {row['server_cpu_ms']} vs {twin['server_cpu_ms']} ms/req "
+            f"({row['server_cpu_ms'] - twin['server_cpu_ms']:+.3f} ms)"
+        )
+    return lines
 
 
 class NoDatabase:
@@ -252,9 +275,11 @@ def make_target(name: str, app: list[str], endpoint: str, directory: Path) -> Ta
                         lambda: benchlib.stub_message_ids(endpoint, QUEUE))
         target.database, target.migrate_url = NoDatabase(), None
         return target
-    if name in ("serve-1", "serve-auto"):
-        processes = "1" if name == "serve-1" else "auto"
-        target = Target(name, "sqs", serve + [processes], serve_env(endpoint, sqlite_url, "sqs"),
+    if name.removesuffix("-bare") in ("serve-1", "serve-auto"):
+        processes = "1" if name.startswith("serve-1") else "auto"
+        # -bare: without request ids, access lines and metrics, to measure what they cost.
+        bare = ["--bare"] if name.endswith("-bare") else []
+        target = Target(name, "sqs", serve + [processes] + bare, serve_env(endpoint, sqlite_url, "sqs"),
                         lambda: benchlib.stub_message_ids(endpoint, QUEUE))
         target.database, target.migrate_url = NoDatabase(), sqlite_url
         return target

@@ -42,6 +42,12 @@ def postgres_url():
 
 def _empty_postgres(url: str) -> None:
     database = db.database_for(url)
+    # Threads a test started (worker lanes, the e-mail sender, health) keep their connections past its end:
+    # left alone, they add up over the suite to PostgreSQL's max_connections (100 by default).
+    database.execute_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
     database.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     database.close()
 

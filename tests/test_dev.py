@@ -36,7 +36,7 @@ def dev(tmp_path):
     """`python directory_api.py dev` in an empty directory, with no settings in its environment."""
     port = free_port()
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("DATABASE_", "SQS_", "QUEUE_", "UI_", "PORT"))}
+           if not name.startswith(("DATABASE_", "SQS_", "QUEUE_", "UI_", "PORT", "LOG_"))}
     log = open(tmp_path / "dev.log", "wb")
     process = subprocess.Popen(
         [sys.executable, str(REPO / "directory_api.py"), "dev", "--port", str(port)],
@@ -81,3 +81,23 @@ def test_one_ctrl_c_stops_serve_and_work_with_exit_0_within_3_seconds(dev):
     assert time.monotonic() - started < 3
     with pytest.raises(requests.ConnectionError):
         requests.get(dev.base_url + "/", timeout=1)
+
+
+def test_a_signed_request_to_dev_logs_no_third_party_debug_line(dev):
+    body = enrolment_body()
+    url = dev.base_url + "/enrolment/"
+    assert requests.post(url, data=body.encode(), headers=signed("POST", url, body), timeout=5).status_code == 202
+    deadline = time.monotonic() + 10
+    while "saved as enrolment" not in dev.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dev.send_signal(signal.SIGINT)
+    assert dev.wait(10) == 0
+
+    # What an operator would grep for: DEBUG lines of any logger but this service's own.
+    third_party = subprocess.run(["grep", "-E", r" DEBUG ([^d]|d[^i]|di[^r])", str(dev.log_path)],
+                                 capture_output=True, text=True, check=False)
+    ours = subprocess.run(["grep", "-c", " DEBUG directory_api", str(dev.log_path)],
+                          capture_output=True, text=True, check=False)
+    assert third_party.stdout == "", third_party.stdout
+    assert int(ours.stdout) > 0, "dev logs this service at DEBUG"
+    assert " INFO directory_api.access POST /enrolment/ 202 " in dev.log_path.read_text()

@@ -533,3 +533,35 @@ def test_without_approximate_receive_count_the_max_receive_rule_still_applies(ma
     [set_aside] = received(worker.invalid)
     assert "Received 2 times without being saved" in set_aside.attributes["errors"]
     assert not Enrolment.select().where(Enrolment.sqs_message_id == message_id).exists()
+
+
+def test_the_workers_line_for_a_message_carries_the_request_id_it_was_queued_with(make_worker, caplog):
+    worker = make_worker()
+    message_id = worker.enrolments.send(enrolment_body(), {"request_id": "req-7"})
+    with caplog.at_level(logging.DEBUG, logger="directory_api.worker"):
+        worker.run(once=True)
+
+    [line] = [record for record in caplog.records if getattr(record, "message_id", None) == message_id]
+    assert line.request_id == "req-7" and "request_id=req-7" in line.getMessage()
+
+
+def test_a_set_aside_message_keeps_the_request_id_it_was_queued_with(make_worker):
+    worker = make_worker()
+    worker.enrolments.send("{not json", {"request_id": "req-8"})
+    worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    assert set_aside.attributes["request_id"] == "req-8"
+
+
+def test_an_unsafe_request_id_attribute_is_neither_logged_nor_passed_on(make_worker, caplog):
+    worker = make_worker()
+    hostile = "forged\nERROR line " + "x" * 300
+    message_id = worker.enrolments.send("{not json", {"request_id": hostile})
+    with caplog.at_level(logging.DEBUG, logger="directory_api.worker"):
+        worker.run(once=True)
+
+    [set_aside] = received(worker.invalid)
+    assert "request_id" not in set_aside.attributes
+    assert "forged" not in caplog.text
+    assert any(getattr(record, "message_id", None) == message_id for record in caplog.records)

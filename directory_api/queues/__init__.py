@@ -69,8 +69,13 @@ class Queue(Protocol):
     def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
         """Put one message on the queue and return its message id."""
 
-    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
-        """Put several messages on the queue; the id of each, or None for one the queue refused."""
+    def send_batch(
+        self, bodies: Sequence[str], attributes: Sequence[Mapping[str, str] | None] | None = None
+    ) -> list[str | None]:
+        """Put several messages on the queue, each with its attributes when given.
+
+        Return the id of each, or None for one the queue refused.
+        """
 
     def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
         """Up to max_messages, each once, waiting at most wait_seconds for the first; hidden for the visibility timeout."""

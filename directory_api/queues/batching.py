@@ -19,11 +19,12 @@ BATCH_BYTES_LIMIT = 256 * 1024
 
 
 class _Entry:
-    __slots__ = ("body", "done", "error", "message_id", "size")
+    __slots__ = ("attributes", "body", "done", "error", "message_id", "size")
 
-    def __init__(self, body: str):
+    def __init__(self, body: str, attributes: Mapping[str, str] | None):
         self.body = body
-        self.size = message_size(body)
+        self.attributes = attributes
+        self.size = message_size(body, attributes)
         self.done = False
         self.message_id: str | None = None
         self.error: Exception | None = None
@@ -43,9 +44,7 @@ class GroupSender:
 
     def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
         """The message id of `body` once the queue holds it; QueueUnavailable when it does not."""
-        if attributes:
-            return self.queue.send(body, attributes)
-        entry = _Entry(body)
+        entry = _Entry(body, attributes)
         with self._changed:
             self._pending.append(entry)
             while not entry.done:
@@ -87,7 +86,11 @@ def _fitting(pending: list[_Entry]) -> int:
 def _send(queue: Queue, batch: list[_Entry]) -> list[tuple[str | None, Exception | None]]:
     """(message id, None) for each entry the queue took, (None, error) for the others."""
     try:
-        ids = queue.send_batch([entry.body for entry in batch])
+        bodies = [entry.body for entry in batch]
+        if any(entry.attributes for entry in batch):
+            ids = queue.send_batch(bodies, [entry.attributes for entry in batch])
+        else:
+            ids = queue.send_batch(bodies)
     except Exception as error:  # noqa: BLE001 - handed to each waiting request thread
         return [(None, error)] * len(batch)
     refused = QueueUnavailable(f"queue {queue.name}: the queue refused the message")

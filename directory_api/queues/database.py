@@ -109,12 +109,14 @@ class DatabaseQueue:
         self.wakeup.set()
         return message_id
 
-    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
+    def send_batch(
+        self, bodies: Sequence[str], attributes: Sequence[Mapping[str, str] | None] | None = None
+    ) -> list[str | None]:
         ids = [str(uuid.uuid4()) for _ in bodies]
         now = self.clock()
         rows = [
-            {"id": message_id, "queue": self.name, "body": body, "attributes": {}, "visible_at": now}
-            for message_id, body in zip(ids, bodies)
+            {"id": message_id, "queue": self.name, "body": body, "attributes": dict(extra or {}), "visible_at": now}
+            for message_id, body, extra in zip(ids, bodies, attributes or [None] * len(bodies))
         ]
         with self.unavailable_on_error("send"):
             with self.database.atomic():

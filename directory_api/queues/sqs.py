@@ -167,11 +167,18 @@ class SqsQueue:
             )
         return response["MessageId"]
 
-    def send_batch(self, bodies: Sequence[str]) -> list[str | None]:
+    def send_batch(
+        self, bodies: Sequence[str], attributes: Sequence[Mapping[str, str] | None] | None = None
+    ) -> list[str | None]:
         """Send several messages; the id of each, or None for those the queue refused."""
         ids: list[str | None] = []
-        for chunk in chunks(bodies):
-            entries = [{"Id": str(index), "MessageBody": body} for index, body in enumerate(chunk)]
+        for chunk in chunks(list(zip(bodies, attributes or [None] * len(bodies)))):
+            entries = []
+            for index, (body, extra) in enumerate(chunk):
+                entry = {"Id": str(index), "MessageBody": body}
+                if extra:
+                    entry["MessageAttributes"] = message_attributes(extra)
+                entries.append(entry)
             with unavailable_on_error("send", self.name):
                 response = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
             sent = {entry["Id"]: entry["MessageId"] for entry in response.get("Successful", [])}

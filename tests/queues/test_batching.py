@@ -19,6 +19,7 @@ class RecordingQueue:
 
     def __init__(self, refuse=(), down=False, inner=None):
         self.batches: list[list[str]] = []
+        self.batch_attributes: list = []
         self.sent_single: list[tuple[str, dict]] = []
         self.first_call_started = threading.Event()
         self.release_first_call = threading.Event()
@@ -26,13 +27,14 @@ class RecordingQueue:
         self.down = down
         self.inner = inner  # a real queue that then takes each batch
 
-    def send_batch(self, bodies):
+    def send_batch(self, bodies, attributes=None):
         if not self.batches:
             self.first_call_started.set()
             self.release_first_call.wait(5)
         self.batches.append(list(bodies))
+        self.batch_attributes.append(attributes)
         if self.inner is not None:
-            return self.inner.send_batch(bodies)
+            return self.inner.send_batch(bodies, attributes)
         if self.down:
             raise QueueUnavailable("fake queue is down")
         return [None if body in self.refuse else f"id-{body}" for body in bodies]
@@ -154,10 +156,11 @@ def test_a_queue_that_is_down_fails_every_request_of_the_batch():
     assert all(isinstance(outcome, QueueUnavailable) for outcome in outcomes.values())
 
 
-def test_a_send_with_attributes_goes_straight_to_the_queue():
+def test_a_send_with_attributes_is_batched_with_its_attributes():
     queue = RecordingQueue()
-    assert GroupSender(queue).send("a", {"errors": "{}"}) == "single-a"
-    assert queue.sent_single == [("a", {"errors": "{}"})] and queue.batches == []
+    queue.release_first_call.set()
+    assert GroupSender(queue).send("a", {"request_id": "r-1"}) == "id-a"
+    assert queue.batches == [["a"]] and queue.batch_attributes == [[{"request_id": "r-1"}]]
 
 
 def test_other_calls_reach_the_wrapped_queue():
@@ -180,6 +183,7 @@ def test_group_sends_land_on_a_real_backend(backend, database, database_url, mon
         monkeypatch.setenv(name, "testing")
     settings = worker_settings(database_url, QUEUE_BACKEND=backend)
     bodies = [f'{{"n": {n}}}' for n in range(25)]
+    request_ids = {body: f"request-{n}" for n, body in enumerate(bodies)}
     with mock_aws():
         if backend == "sqs":
             queue = SqsQueue(settings, "enrolment", client=boto3.client("sqs", region_name="eu-west-1"))
@@ -187,7 +191,10 @@ def test_group_sends_land_on_a_real_backend(backend, database, database_url, mon
             queue = DatabaseQueue(settings, "enrolment")
         queue.ensure_exists()
         sender = GroupSender(queue)
-        threads = [threading.Thread(target=sender.send, args=(body,)) for body in bodies]
+        threads = [
+            threading.Thread(target=sender.send, args=(body, {"request_id": request_ids[body]} if n % 2 else None))
+            for n, body in enumerate(bodies)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -196,3 +203,6 @@ def test_group_sends_land_on_a_real_backend(backend, database, database_url, mon
         while batch := queue.receive(10, 0):
             received.extend(batch)
     assert sorted(message.body for message in received) == sorted(bodies)
+    assert {m.body: m.attributes.get("request_id") for m in received} == {
+        body: request_ids[body] if n % 2 else None for n, body in enumerate(bodies)
+    }

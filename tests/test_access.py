@@ -1,0 +1,235 @@
+"""access: every answer carries a request id, each request is one access line and counted once, GET /metrics."""
+
+import io
+import json
+import logging
+
+import bottle
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from directory_api import access, logs, web
+from directory_api.metrics import HttpMetrics, Registry
+from directory_api.signature import NonceStore
+from tests.test_web import ENROLMENT, FakeQueue, settings, signed_headers
+
+HOSTILE_REQUEST_IDS = ["has spaces", "new\nline", "x" * 10_240, "semi;colon", "tab\there"]
+
+
+class AttributeQueue(FakeQueue):
+    def __init__(self):
+        super().__init__()
+        self.attributes: list = []
+
+    def send(self, body, attributes=None):
+        self.attributes.append(attributes)
+        return super().send(body)
+
+
+@pytest.fixture
+def queue():
+    return AttributeQueue()
+
+
+@pytest.fixture
+def registry():
+    return Registry()
+
+
+@pytest.fixture
+def app(queue, registry, tmp_path):
+    inner = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "nonces.sqlite3")))
+    return access.observed(inner, registry)
+
+
+def call(app, method, path, body=b"", headers=None):
+    """One request through the WSGI app: (status code, headers, raw body)."""
+    env = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
+        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = {name.lower(): value for name, value in response_headers}
+
+    iterable = app(env, start_response)
+    raw = b"".join(iterable)
+    if hasattr(iterable, "close"):
+        iterable.close()
+    return answer["status"], answer["headers"], raw
+
+
+def enrol(app, request_id=None):
+    body = json.dumps(ENROLMENT).encode()
+    headers = signed_headers("POST", "/enrolment/", body)
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return call(app, "POST", "/enrolment/", body, headers)
+
+
+def samples(registry) -> dict:
+    """(name, labels as sorted tuple) -> value, from /metrics parsed by prometheus_client's own parser."""
+    text = registry.exposition().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_clients_request_id_is_echoed(app):
+    status, headers, _ = call(app, "GET", "/", headers={"X-Request-ID": "abc-123.x_y"})
+
+    assert status == 200 and headers["x-request-id"] == "abc-123.x_y"
+
+
+@pytest.mark.parametrize("path", ["/", "/no-such-path", "/enrolment/"])
+def test_every_answer_without_a_request_id_gets_a_new_one(app, path):
+    _, first, _ = call(app, "GET", path)
+    _, second, _ = call(app, "GET", path)
+
+    assert logs.safe_request_id(first["x-request-id"]) and first["x-request-id"] != second["x-request-id"]
+
+
+def test_an_unexpected_errors_500_carries_a_request_id_too(registry):
+    broken = web.JsonBottle()
+
+    @broken.get("/")
+    def crash():
+        raise RuntimeError("a bug")
+
+    status, headers, _ = call(access.observed(broken, registry), "GET", "/", headers={"X-Request-ID": "r-500"})
+
+    assert status == 500 and headers["x-request-id"] == "r-500"
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_REQUEST_IDS, ids=["spaces", "newline", "10KB", "semicolon", "tab"])
+def test_a_hostile_request_id_is_replaced_and_never_logged(app, hostile, caplog):
+    with caplog.at_level(logging.INFO, logger="directory_api.access"):
+        _, headers, _ = call(app, "GET", "/", headers={"X-Request-ID": hostile})
+
+    assert headers["x-request-id"] != hostile and logs.safe_request_id(headers["x-request-id"])
+    assert hostile not in caplog.text
+    [record] = caplog.records
+    assert record.request_id == headers["x-request-id"]
+
+
+def test_one_access_line_a_request_with_method_path_status_duration_and_request_id(app, caplog):
+    with caplog.at_level(logging.INFO, logger="directory_api.access"):
+        enrol(app, "r-1")
+
+    [record] = caplog.records
+    assert (record.method, record.path, record.status, record.request_id) == ("POST", "/enrolment/", 202, "r-1")
+    assert record.duration_ms >= 0
+    assert record.getMessage().startswith("POST /enrolment/ 202 ") and record.getMessage().endswith(" request_id=r-1")
+
+
+def test_a_path_with_a_newline_is_escaped_in_the_access_line(app, caplog):
+    with caplog.at_level(logging.INFO, logger="directory_api.access"):
+        call(app, "GET", "/a\nINFO forged line")
+
+    assert "\n" not in caplog.records[0].getMessage()
+
+
+def test_the_request_id_rides_on_the_queued_message(app, queue):
+    enrol(app, "r-queued")
+
+    assert queue.attributes == [{"request_id": "r-queued"}]
+
+
+def test_counts_are_exact_after_known_traffic(app, registry):
+    for _ in range(3):
+        call(app, "GET", "/")
+    call(app, "GET", "/no-such-path")
+    call(app, "DELETE", "/")
+    enrol(app)
+    call(app, "POST", "/enrolment/", b"{}", {"Content-Type": "application/json"})  # unsigned: 401
+
+    found = samples(registry)
+
+    def requests(route, method, status):
+        return found[("directory_api_http_requests_total", (("method", method), ("route", route), ("status", status)))]
+
+    assert requests("/", "GET", "200") == 3
+    assert requests("unmatched", "GET", "404") == 1
+    assert requests("unmatched", "DELETE", "405") == 1
+    assert requests("/enrolment/", "POST", "202") == 1
+    assert requests("/enrolment/", "POST", "401") == 1
+    assert found[("directory_api_enrolments_queued_total", ())] == 1
+    assert found[("directory_api_http_request_duration_seconds_count", (("route", "/"),))] == 3
+    assert found[("directory_api_http_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "/")))] == 3
+
+
+def test_an_enrolment_route_with_an_id_is_one_series_whatever_the_id(app, registry):
+    for message_id in ("a", "b", "c"):
+        call(app, "GET", f"/enrolment/{message_id}/")
+
+    found = samples(registry)
+
+    assert found[("directory_api_http_request_duration_seconds_count", (("route", "/enrolment/<message_id>/"),))] == 3
+
+
+def test_an_unknown_method_is_counted_as_other(app, registry):
+    call(app, "BREW", "/")
+
+    assert ("directory_api_http_requests_total", (("method", "other"), ("route", "unmatched"), ("status", "405"))) \
+        in samples(registry)
+
+
+def test_a_mounted_apps_routes_are_labelled_with_their_prefix(registry):
+    top, console = web.JsonBottle(), bottle.Bottle()
+
+    @console.get("/things/<name>")
+    def thing(name):
+        return "ok"
+
+    top.mount("/ops/", console)
+    call(access.observed(top, registry), "GET", "/ops/things/x")
+
+    assert ("directory_api_http_request_duration_seconds_count", (("route", "/ops/things/<name>"),)) in samples(registry)
+
+
+def test_get_metrics_is_prometheus_text_that_its_own_parser_reads(app):
+    call(app, "GET", "/")
+
+    status, headers, raw = call(app, "GET", "/metrics")
+
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(raw.decode())}
+    assert {"directory_api_http_requests", "directory_api_http_request_duration_seconds",
+            "directory_api_enrolments_queued"} <= names
+
+
+def test_post_metrics_is_a_json_405(app):
+    status, headers, raw = call(app, "POST", "/metrics")
+
+    assert status == 405 and headers["allow"] == "GET" and "detail" in json.loads(raw)
+
+
+def test_a_streamed_body_is_counted_once_it_is_closed(registry):
+    streaming = web.JsonBottle()
+
+    @streaming.get("/stream")
+    def stream():
+        yield b"a"
+        yield b"b"
+
+    status, _, raw = call(access.observed(streaming, registry), "GET", "/stream")
+
+    assert (status, raw) == (200, b"ab")
+    assert samples(registry)[("directory_api_http_request_duration_seconds_count", (("route", "/stream"),))] == 1
+
+
+def test_the_request_metrics_take_no_label_lookup_after_the_first_request(registry, monkeypatch):
+    metrics = HttpMetrics(registry)
+    metrics.observe("/", "GET", 200, 0.001)
+    monkeypatch.setattr(metrics.requests, "labels", lambda *a: pytest.fail("labels() on the hot path"))
+
+    metrics.observe("/", "GET", 200, 0.001)

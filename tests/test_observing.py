@@ -1,0 +1,239 @@
+"""Observing real processes: serve --processes 2's /metrics, work --metrics-port, JSON lines, request ids end to end."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from directory_api import logs
+from tests.factories import enrolment_body
+from tests.test_server import SECRET, Serve, free_port, signed_post, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def database_env(tmp_path) -> dict:
+    """serve and work on one SQLite file and its database queue, logging JSON."""
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'observed.sqlite3'}",
+        "QUEUE_BACKEND": "database",
+        "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
+        "LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture
+def serving(tmp_path):
+    started: list[Serve] = []
+
+    def start(env: dict, *args: str) -> Serve:
+        serve = Serve(tmp_path, env, "--debug", *args)
+        started.append(serve)
+        return serve.wait_ready()
+
+    yield start
+    for serve in started:
+        serve.kill()
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line as a JSON object; fails on the first line that is not one."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}")
+    return entries
+
+
+def scrape(url: str) -> dict:
+    text = requests.get(url, timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def requests_total(found: dict, route: str, method: str, status: str) -> float:
+    return found.get(("directory_api_http_requests_total",
+                      (("method", method), ("route", route), ("status", status))), 0)
+
+
+def raw_request(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_serve_processes_2_metrics_count_every_request_of_both_processes_exactly(serving, database_env):
+    serve = serving(database_env, "--processes", "2", "--threads", "4")
+    directory = re.search(r"summed in (\S+)\"", serve.log()).group(1)
+    before = scrape(serve.url + "/metrics")  # wait_ready's GETs of / count too
+    hellos = requests_total(before, "/", "GET", "200")
+
+    # Many connections at once, so both processes take some.
+    def hello_burst():
+        for _ in range(10):
+            requests.get(serve.url + "/", timeout=5)
+
+    burst = [threading.Thread(target=hello_burst) for _ in range(6)]
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join(30)
+    for _ in range(3):
+        requests.get(serve.url + "/no-such-path", timeout=5)
+    for _ in range(4):
+        assert signed_post(serve.url, json.loads(enrolment_body())).status_code == 202
+
+    found = scrape(serve.url + "/metrics")
+
+    assert requests_total(found, "/", "GET", "200") == hellos + 60
+    assert requests_total(found, "unmatched", "GET", "404") == 3
+    assert requests_total(found, "/enrolment/", "POST", "202") == 4
+    assert requests_total(found, "/metrics", "GET", "200") == 1
+    assert found[("directory_api_enrolments_queued_total", ())] == 4
+    assert found[("directory_api_http_request_duration_seconds_count", (("route", "/"),))] == hellos + 60
+    counters = [name for name in os.listdir(directory) if name.startswith("counter_")]
+    assert len(counters) == 2, "both serve processes counted requests"
+    assert serve.stop() == 0
+    assert not os.path.exists(directory), "the metrics directory is removed at exit"
+
+
+def test_every_line_serve_writes_under_log_format_json_parses(serving, database_env):
+    serve = serving(database_env)
+    signed_post(serve.url, json.loads(enrolment_body()))
+    requests.get(serve.url + "/no-such-path", timeout=5)
+    raw_request(serve.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")  # waitress's own 400
+    assert serve.stop() == 0
+
+    entries = json_lines(serve.log())
+
+    assert {"settings (--debug)", "stopped"} <= {entry["message"] for entry in entries}
+    access = [entry for entry in entries if entry["logger"] == "directory_api.access"]
+    assert [(entry["method"], entry["status"]) for entry in access][-3:] == [("POST", 202), ("GET", 404), ("GET", 400)]
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= set(entry)
+
+
+@pytest.mark.parametrize("hostile", [b"has spaces in it", b"x" * 10_240, b"a\tb"], ids=["spaces", "10KB", "tab"])
+def test_a_hostile_request_id_sent_to_serve_is_replaced_and_never_logged(serving, database_env, hostile):
+    serve = serving(database_env)
+
+    answer = raw_request(serve.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + hostile + b"\r\n\r\n")
+
+    echoed = re.search(rb"X-Request-ID: (\S+)\r\n", answer, re.IGNORECASE).group(1).decode()
+    assert logs.safe_request_id(echoed) and echoed.encode() != hostile
+    assert serve.stop() == 0
+    assert hostile.decode() not in serve.log()
+    assert any(entry.get("request_id") == echoed for entry in json_lines(serve.log()))
+
+
+def test_a_newline_in_a_request_id_is_refused_by_the_server_with_a_request_id_of_its_own(serving, database_env):
+    serve = serving(database_env)
+
+    answer = raw_request(serve.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: evil\nInjected: 1\r\n\r\n")
+
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert logs.safe_request_id(re.search(rb"X-Request-ID: (\S+)\r\n", answer, re.IGNORECASE).group(1).decode())
+    assert serve.stop() == 0
+    assert "Injected" not in serve.log()
+
+
+def start_work(env: dict, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / f"work-{len(list(tmp_path.glob('work-*')))}.log"
+    process = subprocess.Popen(
+        [sys.executable, "directory_api.py", "work", "--debug", *args], cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    return process, log
+
+
+def test_a_request_id_goes_from_the_client_through_the_access_line_to_the_workers_line(serving, database_env, tmp_path):
+    serve = serving(database_env)
+    answer = _signed_post_with_request_id(serve.url, "client-req.42")
+    assert answer.status_code == 202 and answer.headers["X-Request-ID"] == "client-req.42"
+    message_id = answer.json()["id"]
+    assert serve.stop() == 0
+
+    work, log = start_work(database_env, tmp_path, "--once")
+    assert work.wait(60) == 0, log.read_text()
+
+    access = [e for e in json_lines(serve.log()) if e.get("request_id") == "client-req.42"]
+    assert [(e["logger"], e["method"], e["path"], e["status"]) for e in access] == [
+        ("directory_api.access", "POST", "/enrolment/", 202)]
+    worker_lines = [e for e in json_lines(log.read_text()) if e.get("request_id") == "client-req.42"]
+    assert worker_lines and worker_lines[0]["message_id"] == message_id
+    assert worker_lines[0]["logger"] == "directory_api.worker"
+
+
+def _signed_post_with_request_id(url: str, request_id: str) -> requests.Response:
+    from sigauth.helpers import RequestSigner
+
+    body = enrolment_body().encode()
+    headers = RequestSigner(secret=SECRET, sender_id="directory-ui").get_signature_headers(
+        url + "/enrolment/", body, "POST", "application/json")
+    headers.update({"Content-Type": "application/json", "X-Request-ID": request_id})
+    return requests.post(url + "/enrolment/", data=body, headers=headers, timeout=10)
+
+
+def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_aside_message(
+        serving, database_env, tmp_path):
+    serve = serving(database_env)  # migrates the database (--debug) and queues what the worker drains
+    for _ in range(3):
+        assert _signed_post_with_request_id(serve.url, "r").status_code == 202
+    assert serve.stop() == 0
+    _queue_raw(database_env, "not json")
+    port = free_port()
+
+    work, log = start_work(database_env, tmp_path, "--metrics-port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def drained():
+            found = scrape(url)
+            return found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1 and found
+
+        found = wait_until(drained, "the worker's metrics after the drain")
+    finally:
+        work.send_signal(signal.SIGTERM)
+        assert work.wait(10) == 0, log.read_text()
+
+    counts = {outcome: found[("directory_api_worker_messages_total", (("outcome", outcome),))]
+              for outcome in ("saved", "duplicate", "set_aside", "retried")}
+    assert counts == {"saved": 3, "duplicate": 0, "set_aside": 1, "retried": 0}
+    assert found[("directory_api_worker_batch_duration_seconds_count", ())] >= 1
+    json_lines(log.read_text())
+
+
+def _queue_raw(env: dict, body: str) -> None:
+    """Put a body on the database queue as another sender would, bypassing serve's checks."""
+    from directory_api import db
+    from directory_api.queues.database import DatabaseQueue
+    from directory_api.settings import Settings
+
+    settings = Settings.from_environ(env, require=())
+    database = db.bind(settings.database_url)
+    try:
+        DatabaseQueue(settings, settings.enrolment_queue).send(body)
+    finally:
+        database.close()
