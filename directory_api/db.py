@@ -152,7 +152,7 @@ def drop_connection(database: peewee.Database) -> None:
     try:
         if not database.in_transaction():
             database.close()
-    except peewee.PeeweeException:
+    except DATABASE_ERRORS:
         pass  # closing a dead connection can fail too; it is gone either way
 
 

@@ -14,7 +14,6 @@ from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
 from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
-from directory_api.threads import Background, Keepalive, Shutdown, StopNow
 from directory_api.worker import Outcome, Worker, backoff
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.queues.test_database import insert_raw_row, write_lock_is_free
@@ -301,48 +300,6 @@ def test_messages_received_but_not_started_are_handed_back_at_stop(make_worker):
     pending.done.wait(5)
     worker.stop(pending)
     assert len(received(worker.enrolments)) == 1
-
-
-def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
-    handed_back = []
-    answer = threading.Event()
-    pending = Background(lambda: answer.wait(5) and ["message"], handed_back.extend)
-    pending.abandon()
-    answer.set()
-    pending.done.wait(5)
-    time.sleep(0.05)
-    assert handed_back == ["message"]
-
-
-class ExtendingQueue:
-    def __init__(self):
-        self.extended = []
-
-    def extend(self, message, seconds):
-        self.extended.append((message, seconds))
-
-
-def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    with Keepalive(queue, visibility_timeout=1).watch([message]):
-        time.sleep(1.3)
-    assert queue.extended[:2] == [(message, 1), (message, 1)]
-
-
-def test_a_batch_handled_quickly_is_never_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    keepalive = Keepalive(queue, visibility_timeout=1)
-    with keepalive.watch([message]):
-        pass
-    time.sleep(1.3)
-    assert queue.extended == []
-
-
-def test_a_second_signal_stops_at_once():
-    shutdown = Shutdown()
-    shutdown.on_signal(15, None)
-    with pytest.raises(StopNow):
-        shutdown.on_signal(15, None)
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
