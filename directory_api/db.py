@@ -47,6 +47,9 @@ POSTGRES_KEEPALIVES = {
     "tcp_user_timeout": 10_000,
 }
 
+# The database as callers hold it: the models' DatabaseProxy (the one database of a process), or a Database.
+Handle = peewee.Database | peewee.DatabaseProxy
+
 # What peewee raises when the database is down, unreachable, locked, read-only or not migrated: the one
 # definition of "the database is unavailable now", which callers treat as transient.
 DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
@@ -138,16 +141,16 @@ def bound() -> peewee.Database | None:
     return models.database.obj
 
 
-def _behind(database: peewee.Database | peewee.DatabaseProxy) -> peewee.Database:
+def behind(database: Handle) -> peewee.Database:
     """`database`, or the Database a DatabaseProxy stands for."""
     return database.obj if isinstance(database, peewee.DatabaseProxy) else database
 
 
-def is_postgres(database: peewee.Database | peewee.DatabaseProxy) -> bool:
-    return isinstance(_behind(database), peewee.PostgresqlDatabase)
+def is_postgres(database: Handle) -> bool:
+    return isinstance(behind(database), peewee.PostgresqlDatabase)
 
 
-def drop_connection(database: peewee.Database) -> None:
+def drop_connection(database: Handle) -> None:
     """Close this thread's connection after an error (unless in a transaction), so the next call opens a fresh one."""
     try:
         if not database.in_transaction():
@@ -156,7 +159,7 @@ def drop_connection(database: peewee.Database) -> None:
         pass  # closing a dead connection can fail too; it is gone either way
 
 
-def cancel(database: peewee.Database, connection) -> None:
+def cancel(database: Handle, connection) -> None:
     """Cut short the statement another thread runs on `connection`: it fails, and its transaction rolls back.
 
     It may block (PostgreSQL's cancel opens a connection of its own): call it off the thread that must not wait.
@@ -170,13 +173,13 @@ def cancel(database: peewee.Database, connection) -> None:
         pass
 
 
-def write_problem(database: peewee.Database) -> str | None:
+def write_problem(database: Handle) -> str | None:
     """Why an enrolment could not be written now (None: it could), found without writing anything.
 
     Raises the driver's error when the connection itself is lost, rather
     than calling that a refusal.
     """
-    if isinstance(_behind(database), peewee.SqliteDatabase):
+    if isinstance(behind(database), peewee.SqliteDatabase):
         folder = Path(database.database).resolve().parent
         free = free_bytes(folder)
         if free < MIN_FREE_BYTES:

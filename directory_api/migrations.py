@@ -6,7 +6,7 @@ from collections.abc import Callable
 import peewee
 
 from directory_api import models
-from directory_api.db import is_postgres
+from directory_api.db import Handle, behind, is_postgres
 from directory_api.errors import SchemaError
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,16 @@ STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_
 LATEST = len(STEPS)
 
 
-def current_version(database: peewee.Database) -> int:
+def current_version(database: Handle) -> int:
     """The highest step applied; 0 for an empty database."""
     if not database.table_exists(SchemaVersion._meta.table_name):
         return 0
     return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
 
 
-def migrate(database: peewee.Database) -> list[int]:
+def migrate(database: Handle) -> list[int]:
     """Apply the steps not applied yet; return their numbers. Safe to run concurrently."""
+    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
     with database.atomic():
         if is_postgres(database):
             # Held to the end of the transaction: a second migrate waits here,
@@ -95,7 +96,7 @@ def schema_problem(version: int) -> str | None:
     return None
 
 
-def ensure_current(database: peewee.Database, *, auto_migrate: bool) -> None:
+def ensure_current(database: Handle, *, auto_migrate: bool) -> None:
     """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
     version = current_version(database)
     if version < LATEST and auto_migrate:

@@ -13,9 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, TypeVar
-
-import peewee
+from typing import Generic, TypeVar, cast
 
 from directory_api import db
 from directory_api.queues import Message, Queue, QueueUnavailable
@@ -127,6 +125,12 @@ class Background(Generic[T]):
         if abandoned:
             self._hand_over(result, error)
 
+    def returned(self) -> T:
+        """What the call returned, once done; raises what it raised."""
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)
+
     def abandon(self) -> None:
         """Nobody will read the result: give it to on_abandoned now, or when the call returns."""
         with self._lock:
@@ -137,7 +141,7 @@ class Background(Generic[T]):
 
     def _hand_over(self, result: T | None, error: Exception | None) -> None:
         if self._on_abandoned is not None and error is None:
-            self._on_abandoned(result)  # type: ignore[arg-type] - a call that raised nothing returned a T
+            self._on_abandoned(cast(T, result))
 
 
 def retry_until_done(
@@ -171,7 +175,7 @@ def retry_until_done(
 class StatementLane(Lane):
     """A lane whose calls use the database, and whose running statement a stop may cancel from another thread."""
 
-    def __init__(self, name: str, database: peewee.Database):
+    def __init__(self, name: str, database: db.Handle):
         super().__init__(name)
         self.database = database
         self._connection = None  # the lane's connection, kept so cancel() can reach it

@@ -305,9 +305,7 @@ class Worker:
             self.save_lane.cancel()
             saving_call.done.wait(CANCEL_GRACE)
             raise SaveCancelled()
-        if saving_call.error is not None:
-            raise saving_call.error
-        return saving_call.result
+        return saving_call.returned()
 
     def start_delete(self, handled: Sequence[Message]) -> None:
         """Delete handled messages on the delete lane; a failed one comes back and is then found saved (or rejected)."""
