@@ -43,9 +43,10 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
         log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
                  address[0], address[1], settings.enrolment_queue, settings.queue_backend)
         try:
+            work_metrics = metrics.WorkMetrics(registry)
             Worker(
-                settings, enrolments, invalid, shutdown=shutdown, sender=mail.Sender(settings),
-                metrics=metrics.WorkMetrics(registry),
+                settings, enrolments, invalid, shutdown=shutdown,
+                sender=mail.Sender(settings, on_outcome=work_metrics.emails.count), metrics=work_metrics,
             ).run()
         finally:
             stopping.set()

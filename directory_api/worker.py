@@ -469,7 +469,7 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
             open_queue(settings, settings.enrolment_queue),
             open_queue(settings, settings.invalid_queue),
             shutdown=shutdown,
-            sender=mail.Sender(settings),
+            sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
             metrics=work_metrics,
         )
         worker.run(once=once)

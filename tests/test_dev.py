@@ -101,3 +101,26 @@ def test_a_signed_request_to_dev_logs_no_third_party_debug_line(dev):
     assert third_party.stdout == "", third_party.stdout
     assert int(ours.stdout) > 0, "dev logs this service at DEBUG"
     assert " INFO directory_api.access POST /enrolment/ 202 " in dev.log_path.read_text()
+
+
+def test_dev_serves_the_metrics_of_its_requests_and_of_its_worker_on_its_one_port(dev):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = enrolment_body()
+    url = dev.base_url + "/enrolment/"
+    assert requests.post(url, data=body.encode(), headers=signed("POST", url, body), timeout=5).status_code == 202
+
+    def scrape() -> dict:
+        text = requests.get(dev.base_url + "/metrics", timeout=5).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = scrape()
+        if found[("directory_api_emails_total", (("outcome", "logged"),))] == 1:
+            break
+        time.sleep(0.1)
+    assert found[("directory_api_http_requests_total", (("method", "POST"), ("route", "/enrolment/"), ("status", "202")))] == 1
+    assert found[("directory_api_worker_messages_total", (("outcome", "saved"),))] == 1
+    assert found[("directory_api_emails_total", (("outcome", "logged"),))] == 1

@@ -412,3 +412,18 @@ def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(datab
     transport.interrupt()  # nothing to cut yet
     with pytest.raises(ConnectionAbortedError):
         transport.connect()
+
+
+def test_work_counts_each_email_outcome_in_its_metrics(database, database_url, smtp, monkeypatch):
+    from directory_api import worker as worker_module
+    from directory_api.metrics import WorkMetrics
+
+    made = []
+    monkeypatch.setattr(worker_module, "WorkMetrics", lambda: made.append(WorkMetrics()) or made[-1])
+    monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
+    monkeypatch.setattr(worker_module.Shutdown, "install", lambda self: None)
+    settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    DatabaseQueue(settings, "enrolment").send(enrolment_body())
+    worker_module.work(settings, once=True)
+    exposed = made[0].registry.collectors
+    assert exposed.get_sample_value("directory_api_emails_total", {"outcome": "sent"}) == 1

@@ -196,7 +196,7 @@ def _signed_post_with_request_id(url: str, request_id: str) -> requests.Response
     return requests.post(url + "/enrolment/", data=body, headers=headers, timeout=10)
 
 
-def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_aside_message(
+def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_with_a_set_aside_message(
         serving, database_env, tmp_path):
     serve = serving(database_env)  # migrates the database (--debug) and queues what the worker drains
     for _ in range(3):
@@ -211,7 +211,8 @@ def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_as
 
         def drained():
             found = scrape(url)
-            return found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1 and found
+            done = found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1
+            return done and found[("directory_api_emails_total", (("outcome", "logged"),))] == 3 and found
 
         found = wait_until(drained, "the worker's metrics after the drain")
     finally:
@@ -221,6 +222,8 @@ def test_work_metrics_port_serves_the_outcome_counts_after_a_drain_with_a_set_as
     counts = {outcome: found[("directory_api_worker_messages_total", (("outcome", outcome),))]
               for outcome in ("saved", "duplicate", "set_aside", "retried")}
     assert counts == {"saved": 3, "duplicate": 0, "set_aside": 1, "retried": 0}
+    assert {outcome: found[("directory_api_emails_total", (("outcome", outcome),))]
+            for outcome in ("sent", "failed", "retried", "logged")} == {"sent": 0, "failed": 0, "retried": 0, "logged": 3}
     assert found[("directory_api_worker_batch_duration_seconds_count", ())] >= 1
     json_lines(log.read_text())
 
