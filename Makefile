@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test build clean bench
+.PHONY: install run test lint build clean bench
 .PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff and mypy, configured in pyproject.toml; .ci/run runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check directory_api tests scripts directory_api.py
+	$(BIN)/mypy
 
 # build.sh makes its own build environment: no .venv needed.
 build:

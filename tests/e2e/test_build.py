@@ -125,6 +125,8 @@ def test_make_build_runs_build_sh(fresh_build):
     if not shutil.which("make", path=BARE_PATH):
         pytest.skip("no make here")
 
-    result = subprocess.run(["make", "-n", "build"], cwd=checkout, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "build"], cwd=checkout, capture_output=True, text=True, check=True
+    )
 
     assert result.stdout.strip() == "./build.sh"
