@@ -30,7 +30,7 @@ class StopNow(BaseException):
 
 
 class Shutdown:
-    """SIGTERM/SIGINT: the first asks to stop after the batch in hand, a second stops now; and waits that end at a stop."""
+    """SIGTERM/SIGINT: the first asks to stop after the batch in hand, a second stops now; and waits a stop ends."""
 
     def __init__(self):
         self.requested = False
@@ -84,7 +84,7 @@ class Lane:
 
 
 class Background(Generic[T]):
-    """One blocking call (a receive, a save, a delete, a connection attempt) off the main thread, so it can stop waiting.
+    """A blocking call (a receive, a save, a delete, a connection attempt) off the main thread, which can stop waiting.
 
     The call runs on `lane` when one is given, else in a daemon thread of its
     own. Once done, `result` holds what it returned, or `error` what it raised.

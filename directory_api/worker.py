@@ -25,7 +25,15 @@ from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import UserError, first_line
 from directory_api.metrics import WorkMetrics, serve_metrics_http
-from directory_api.queues import Message, MessageRefused, Queue, QueueUnavailable, message_size, open_queue, poll_intervals
+from directory_api.queues import (
+    Message,
+    MessageRefused,
+    Queue,
+    QueueUnavailable,
+    message_size,
+    open_queue,
+    poll_intervals,
+)
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
 from directory_api.threads import Background, Keepalive, Lane, Shutdown, StatementLane, StopNow, retry_until_done
@@ -217,7 +225,7 @@ class Worker:
         )
 
     def probe_database(self) -> None:
-        """Connect, check the schema and that a batch could be written; run in a thread of its own, whose connection it closes.
+        """Connect, check the schema and that a batch could be written; closes its thread's connection.
 
         A database that answers but cannot take a write (locked, read-only,
         out of space) is waited for too: receiving meanwhile would only turn
@@ -250,7 +258,11 @@ class Worker:
     def start_receive(self, wait_seconds: float) -> Background[list[Message]]:
         max_messages = self.settings.sqs_max_messages
         log.debug("worker: receiving up to %d messages, waiting up to %s s", max_messages, wait_seconds)
-        return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release, lane=self.receive_lane)
+
+        def receive() -> list[Message]:
+            return self.enrolments.receive(max_messages, wait_seconds)
+
+        return Background(receive, self.release, lane=self.receive_lane)
 
     def handle(self, messages: Sequence[Message]) -> Outcome:
         """Save and set aside one batch, then start its delete in the background; what became of the batch.
@@ -364,7 +376,7 @@ class Worker:
                         ids(messages), error)
 
     def note_failure(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
-        """Count a failure (for the backoff; messages left on the queue as retried) and log it; on the main thread only."""
+        """Count a failure (for the backoff; messages left on the queue as retried) and log it; main thread only."""
         self.failures += 1
         if action in ("save", "set aside"):
             self.metrics.count("retried", len(messages))

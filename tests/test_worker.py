@@ -7,7 +7,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from directory_api import db, enrolment, saving, worker as worker_module
+from directory_api import db, enrolment, saving
+from directory_api import worker as worker_module
 from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
