@@ -1,8 +1,10 @@
 """The typer CLI: one thin function per command; heavy imports happen inside them."""
 
 import dataclasses
+import enum
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -275,6 +277,69 @@ def check(ctx: typer.Context) -> None:
 
     if not run_check(os.environ, debug=debug):
         raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Show what the queues and the database hold now; exit 1 when a part does not answer.
+
+    Example: directory-api status --json --env-file /etc/directory-api.env
+    """
+    settings = prepare(ctx, require=NEEDS_QUEUES)
+    from directory_api.ops import status_command
+
+    if not status_command(settings, as_json=as_json, out=typer.echo, err=logs.error):
+        raise typer.Exit(1)
+
+
+@app.command()
+def redrive(
+    ctx: typer.Context,
+    ids: Annotated[Optional[list[str]], typer.Argument(help="Original message ids to move back.", show_default=False)] = None,
+    all_messages: Annotated[bool, typer.Option("--all", help="Move every message of the invalid queue.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be moved; move nothing.")] = False,
+) -> None:
+    """Move set-aside messages from the invalid queue back to the enrolment queue.
+
+    Example: directory-api redrive --dry-run --all, then directory-api redrive ID ...
+    """
+    if bool(ids) == all_messages:
+        raise typer.BadParameter("give message ids or --all (one of the two)", param_hint="IDS / --all")
+    settings = prepare(ctx, require=NEEDS_QUEUES)
+    from directory_api.ops import redrive_command
+
+    if not redrive_command(settings, ids or [], dry_run=dry_run, out=typer.echo, err=logs.error):
+        raise typer.Exit(1)
+
+
+class ExportTable(str, enum.Enum):
+    enrolments = "enrolments"
+    companies = "companies"
+    suppliers = "suppliers"
+    rejections = "rejections"
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    table: Annotated[ExportTable, typer.Argument(help="What to export.", case_sensitive=False)],
+    since: Annotated[Optional[str], typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write to this file (atomically) instead of stdout.",
+                                                   dir_okay=False)] = None,
+) -> None:
+    """Write a table as CSV (RFC 4180, UTF-8, header row, oldest first), streamed.
+
+    Example: directory-api export enrolments --since 2026-01-01 --output enrolments.csv
+    """
+    settings = prepare(ctx, require=NEEDS_DATABASE)
+    from directory_api.ops import export_command
+
+    count = export_command(settings, table.value, since=since, output=output, stdout=sys.stdout.buffer)
+    if output is not None:
+        logs.emit(logging.INFO, f"{count} rows written to {output}", rows=count, output=str(output))
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ import logging
 from collections.abc import Callable
 
 import peewee
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_schema
 
 from directory_api import models
 from directory_api.db import Handle, behind, is_postgres
@@ -56,9 +58,49 @@ def _email_outbox(database: peewee.Database) -> None:
     database.create_tables([Email])
 
 
+def _operating_it(database: peewee.Database) -> None:
+    """Re-drives and client retries (issue 12), and the indexes that bound the ops console's queries.
+
+    The initial step creates its tables from the models as they are now, so on
+    a fresh database rejection.redriven exists already: each change here is
+    made only when missing.
+    """
+    if "redriven" not in {column.name for column in database.get_columns("rejection")}:
+        migrate_schema(SchemaMigrator.from_database(database).add_column("rejection", "redriven", models.Rejection.redriven))
+    database.create_tables([models.EnrolmentRetry], safe=True)
+    postgres = is_postgres(database)
+    for name, table, expression in _OPS_INDEXES:
+        if isinstance(expression, dict):
+            expression = expression["postgres" if postgres else "sqlite"]
+        database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+
+
+# What each index of the ops console is for (every console query is a lookup or a page of one of these):
+_OPS_INDEXES = (
+    # status and the overview count the enrolments of the last 24 hours; export --since filters on it.
+    ("enrolment_created", "enrolment", "(created)"),
+    # From a company to its enrolment (search, detail) and a client's retry to the saved payload it repeats.
+    ("enrolment_company_number", "enrolment", {
+        "postgres": "((data ->> 'company_number'))",
+        "sqlite": "(json_extract(data, '$.company_number'))",
+    }),
+    # Search by the start of a company name, any case (text_pattern_ops: LIKE 'prefix%' under any collation).
+    ("company_name_lower", "company", {
+        "postgres": "(lower(name) text_pattern_ops)",
+        "sqlite": "(lower(name))",
+    }),
+    # Search by e-mail, any case.
+    ("supplier_company_email_lower", "supplier", "(lower(company_email))"),
+    # The rejections not re-driven: the console's list and the status count, newest first.
+    ("rejection_waiting", "rejection", "(id) WHERE redriven IS NULL"),
+    # The recently re-driven, newest first, under that list.
+    ("rejection_redriven", "rejection", "(redriven) WHERE redriven IS NOT NULL"),
+)
+
+
 # Append only: a step, once released, never changes. Later steps use
 # playhouse.migrate so they describe a change, not a snapshot of the models.
-STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_outbox)
+STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_outbox, _operating_it)
 LATEST = len(STEPS)
 
 

@@ -70,6 +70,16 @@ class Rejection(BaseModel):
     message_id = peewee.CharField(max_length=255, unique=True)
     errors = JSONField()
     created = peewee.DateTimeField(default=utcnow)
+    # Set by `redrive` when the message goes back to the enrolment queue; cleared when it is set aside again.
+    redriven = peewee.DateTimeField(null=True)
+
+
+class EnrolmentRetry(BaseModel):
+    """A client's retry: a message whose payload equals a saved enrolment's, answered with that enrolment."""
+
+    message_id = peewee.CharField(max_length=255, unique=True)
+    enrolment = peewee.ForeignKeyField(Enrolment, on_delete="CASCADE")
+    created = peewee.DateTimeField(default=utcnow)
 
 
 class QueueMessage(BaseModel):
@@ -106,4 +116,11 @@ class Email(BaseModel):
     sent = peewee.DateTimeField(null=True)
 
 
-ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email)
+ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, EnrolmentRetry)
+
+
+def enrolment_company_number() -> peewee.Node:
+    """The company number inside Enrolment.data, spelt as the index on it is (migrations._operating_it), so it is used."""
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        return peewee.NodeList((Enrolment.data, peewee.SQL("->> 'company_number'")))
+    return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))  # a literal: a parameter misses the index

@@ -9,20 +9,29 @@ holds a message that can never be saved, the careful path takes over: each
 message is checked against the database first, so one that cannot be saved
 never sinks the others, and when another worker got in first the rest go in
 one by one, each under its own savepoint. A message that can never be saved
-is recorded as a rejection. Each new enrolment's confirmation e-mail is
+is recorded as a rejection, or, set aside again after a re-drive, its
+rejection gets the fresh reasons. Each new enrolment's confirmation e-mail is
 recorded in the same transaction (mail.py sends it later).
+
+A client that retries a POST (after a timeout, say) sends the same payload
+in a new message: when a payload meets a registered company and equals the
+enrolment saved for it, the message is recorded as that enrolment's retry and
+answered with it (Created), writing no new enrolment.
 """
 
 import dataclasses
 import datetime
 import decimal
+import json
 from collections.abc import Iterable, Mapping
 
 import peewee
 
 from directory_api import enrolment, mail
 from directory_api.db import is_postgres
-from directory_api.models import Company, Enrolment, Rejection, Supplier, database, utcnow
+from directory_api.models import (
+    Company, Enrolment, EnrolmentRetry, Rejection, Supplier, database, enrolment_company_number, utcnow,
+)
 
 COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."
 ALREADY_A_SUPPLIER = "This user is already a supplier."
@@ -89,17 +98,19 @@ def _save_carefully(checked: Mapping[str, object]) -> dict[str, Outcome]:
         saved_before = _saved_message_ids(checked)
         outcomes: dict[str, Outcome] = {}
         valid: dict[str, dict] = {}
+        conflicting: dict[str, tuple[dict, dict]] = {}
         for message_id, entry in checked.items():
             if message_id in saved_before:
                 outcomes[message_id] = Duplicate()
             elif isinstance(entry, Invalid):
                 outcomes[message_id] = entry
             elif errors := registered.conflicts(entry):
-                outcomes[message_id] = Invalid(errors)
+                conflicting[message_id] = (entry, errors)  # or a client's retry: known once the batch is in
             else:
                 valid[message_id] = entry
                 registered.add(entry)  # a later message of the batch for the same company is a conflict
         outcomes.update(_insert(valid))
+        outcomes.update(_retries_or_invalid(conflicting))
         _record_rejections({m: o.errors for m, o in outcomes.items() if isinstance(o, Invalid)})
     return {message_id: outcomes[message_id] for message_id in checked}
 
@@ -216,8 +227,37 @@ def _insert_one(message_id: str, payload: dict) -> Outcome:
         errors = Registered.lookup([payload]).conflicts(payload)
         if not errors:
             raise
-        return Invalid(errors)
+        return _retries_or_invalid({message_id: (payload, errors)})[message_id]
     return Created(rows[0].id)
+
+
+def _retries_or_invalid(conflicting: Mapping[str, tuple[dict, dict]]) -> dict[str, Outcome]:
+    """For payloads meeting a registered company or sso id: Created when one equals the enrolment saved for its
+    company (a client's retry, recorded as such), else Invalid with the conflicts."""
+    if not conflicting:
+        return {}
+    saved = _saved_payloads({payload["company_number"] for payload, _ in conflicting.values()})
+    outcomes: dict[str, Outcome] = {}
+    for message_id, (payload, errors) in conflicting.items():
+        enrolment_id = saved.get(canonical_json(payload))
+        outcomes[message_id] = Invalid(errors) if enrolment_id is None else Created(enrolment_id)
+    retries = [{"message_id": m, "enrolment": o.enrolment_id} for m, o in outcomes.items() if isinstance(o, Created)]
+    if retries:
+        EnrolmentRetry.insert_many(retries).on_conflict(
+            conflict_target=[EnrolmentRetry.message_id], action="NOTHING"
+        ).execute()
+    return outcomes
+
+
+def canonical_json(value: object) -> str:
+    """One spelling of a JSON value, so two payloads compare equal whatever their key order and whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _saved_payloads(company_numbers: Iterable[str]) -> dict[str, int]:
+    """canonical payload -> enrolment id, of the enrolments saved for these companies (by the index on the number)."""
+    query = Enrolment.select(Enrolment.id, Enrolment.data).where(enrolment_company_number().in_(list(company_numbers)))
+    return {canonical_json(row.data): row.id for row in query}
 
 
 def _company_fields(payload: Mapping) -> dict:
@@ -241,8 +281,13 @@ def _supplier_fields(payload: Mapping) -> dict:
 
 
 def _saved_message_ids(message_ids: Iterable[str]) -> set[str]:
-    query = Enrolment.select(Enrolment.sqs_message_id).where(Enrolment.sqs_message_id.in_(list(message_ids)))
-    return {row.sqs_message_id for row in query}
+    """The ids saved before: as an enrolment, or as a client's retry of one."""
+    message_ids = list(message_ids)
+    saved = Enrolment.select(Enrolment.sqs_message_id.alias("message_id")).where(
+        Enrolment.sqs_message_id.in_(message_ids)
+    )
+    retried = EnrolmentRetry.select(EnrolmentRetry.message_id).where(EnrolmentRetry.message_id.in_(message_ids))
+    return {row.message_id for row in (saved | retried).objects()}
 
 
 @dataclasses.dataclass
@@ -280,8 +325,12 @@ class Registered:
 def _record_rejections(rejections: Mapping[str, Mapping[str, list[str]]]) -> None:
     if not rejections:
         return
+    # A re-driven message set aside again: its fresh reasons, and waiting for a re-drive once more.
     (
         Rejection.insert_many([{"message_id": m, "errors": dict(errors)} for m, errors in rejections.items()])
-        .on_conflict(conflict_target=[Rejection.message_id], action="NOTHING")
+        .on_conflict(
+            conflict_target=[Rejection.message_id],
+            update={Rejection.errors: peewee.EXCLUDED.errors, Rejection.redriven: None},
+        )
         .execute()
     )

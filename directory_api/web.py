@@ -12,7 +12,7 @@ import threading
 
 import bottle
 
-from directory_api import db, enrolment, logs, models, openapi
+from directory_api import console, db, enrolment, logs, models, openapi
 from directory_api.db import DATABASE_ERRORS
 from directory_api.enrolment import MAX_BODY_BYTES
 from directory_api.health import Health
@@ -211,6 +211,7 @@ def make_app(
         finally:
             database_slots.release()
 
+    console.mount(app, settings, database)  # /ops/, when OPS_PASSWORD is set
     return app
 
 
@@ -224,6 +225,9 @@ def _status(message_id: str) -> tuple[int, dict]:
     saved = models.Enrolment.get_or_none(models.Enrolment.sqs_message_id == message_id)
     if saved is not None:
         return 200, {"id": message_id, "status": "created", "enrolment_id": saved.id}
+    retry = models.EnrolmentRetry.get_or_none(models.EnrolmentRetry.message_id == message_id)
+    if retry is not None:  # a client's retry of an enrolment saved before: that enrolment
+        return 200, {"id": message_id, "status": "created", "enrolment_id": retry.enrolment_id}
     rejected = models.Rejection.get_or_none(models.Rejection.message_id == message_id)
     if rejected is not None:
         return 200, {"id": message_id, "status": "rejected", "errors": rejected.errors}

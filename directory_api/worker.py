@@ -26,12 +26,14 @@ from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import UserError, first_line
 from directory_api.metrics import WorkMetrics, serve_metrics_http
 from directory_api.queues import (
+    ORIGINAL_MESSAGE_ID,
     Message,
     MessageRefused,
     Queue,
     QueueUnavailable,
     message_size,
     open_queue,
+    original_id,
     poll_intervals,
 )
 from directory_api.saving import Created, Duplicate, Invalid
@@ -88,7 +90,7 @@ def set_aside_attributes(message: Message, errors, size_limit: int | None = None
     size limit, the reasons are trimmed to what fits, behind a marker, or left
     off when not even the marker fits; the rejection record keeps them all.
     """
-    identity = {"original_message_id": message.id}
+    identity = {ORIGINAL_MESSAGE_ID: original_id(message)}
     request_id = request_id_of(message)
     if request_id:
         identity[logs.REQUEST_ID_ATTRIBUTE] = request_id
@@ -116,6 +118,30 @@ def trim_reasons(reasons: str, room: int) -> str | None:
         else:
             longest = middle - 1
     return trimmed(shortest)
+
+
+def verdicts_of(messages: Sequence[Message], max_receive_count: int) -> dict[str, object]:
+    """What to save, keyed by each message's original_id: a re-driven message is saved under its original id.
+
+    Two messages of one batch under one id (a re-drive repeated after a crash,
+    say) are saved once, as the first of them.
+    """
+    verdicts: dict[str, object] = {}
+    for message in messages:
+        if original_id(message) not in verdicts:
+            verdicts[original_id(message)] = decode(message, max_receive_count)
+    return verdicts
+
+
+def outcomes_by_message(messages: Sequence[Message], outcomes: dict) -> dict[str, saving.Outcome]:
+    """Each message's outcome by its own id: the first of an original id gets it, the others are Duplicate."""
+    by_message: dict[str, saving.Outcome] = {}
+    seen: set[str] = set()
+    for message in messages:
+        key = original_id(message)
+        by_message[message.id] = Duplicate() if key in seen else outcomes[key]
+        seen.add(key)
+    return by_message
 
 
 def request_id_of(message: Message) -> str | None:
@@ -271,10 +297,10 @@ class Worker:
         the next handle (or the stop) waits for it and counts its failure.
         """
         started = time.perf_counter()
-        verdicts = {message.id: decode(message, self.settings.sqs_max_receive_count) for message in messages}
+        verdicts = verdicts_of(messages, self.settings.sqs_max_receive_count)
         with self.keepalive.watch(messages):
             try:
-                outcomes = self.save(verdicts)
+                outcomes = outcomes_by_message(messages, self.save(verdicts))
             except SaveCancelled:
                 log.warning("messages %s: stopped while saving; the transaction was rolled back and they are "
                             "handed back", ids(messages))

@@ -28,7 +28,7 @@ def invoke(*args: str, **env: str):
 
 
 def test_every_spec_command_exists():
-    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check"}
+    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check", "status", "redrive", "export"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

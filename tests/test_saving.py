@@ -4,7 +4,8 @@ import decimal
 import pytest
 
 from directory_api import saving
-from directory_api.models import Company, Enrolment, Rejection, Supplier
+from directory_api.db import is_postgres
+from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
 from tests.factories import enrolment_payload
 
@@ -160,3 +161,40 @@ def test_every_field_of_a_batch_lands_in_its_column(database):
     bare = Supplier.get(sso_id=without_optional["sso_id"])
     assert (bare.mobile_number, bare.referrer, bare.company.revenue) == ("", "", None)
     assert Enrolment.get_by_id(outcomes["bare"].enrolment_id).created is not None
+
+
+def test_a_payload_equal_to_a_saved_enrolments_is_a_retry_created_with_that_enrolment_and_no_new_rows(database):
+    payload = enrolment_payload()
+    first = saving.save("first", payload)
+    assert saving.save("retry", dict(reversed(payload.items()))) == first
+    assert (Enrolment.select().count(), Company.select().count(), Supplier.select().count()) == (1, 1, 1)
+    assert EnrolmentRetry.get(message_id="retry").enrolment_id == first.enrolment_id
+    assert not Rejection.select().exists()
+
+
+def test_a_retry_delivered_again_is_a_duplicate(database):
+    payload = enrolment_payload()
+    saving.save("first", payload)
+    saving.save("retry", payload)
+    assert saving.save("retry", payload) == Duplicate()
+    assert EnrolmentRetry.select().count() == 1
+
+
+def test_a_payload_differing_in_one_field_from_the_saved_one_is_not_a_retry(database):
+    payload = enrolment_payload()
+    saving.save("first", payload)
+    outcome = saving.save("second", {**payload, "referrer": "another"})
+    assert isinstance(outcome, Invalid)
+    assert not EnrolmentRetry.select().exists()
+
+
+@pytest.mark.postgres
+def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retries_detected(database, monkeypatch):
+    if not is_postgres(database):
+        pytest.skip("the one-statement batch is PostgreSQL's")
+    statements = []
+    execute_sql = database.execute_sql
+    monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: statements.append(sql) or
+                        execute_sql(sql, *args, **kwargs))
+    saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert len([sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 1

@@ -33,6 +33,23 @@ class Message:
     unreadable: str = ""
 
 
+# The attribute a set-aside message carries: the id it is saved and reported under, even once re-driven.
+ORIGINAL_MESSAGE_ID = "original_message_id"
+
+
+def original_id(message: Message) -> str:
+    """The id a message is saved, deduplicated and reported under: a re-driven one keeps its original id."""
+    return message.attributes.get(ORIGINAL_MESSAGE_ID) or message.id
+
+
+@dataclasses.dataclass(frozen=True)
+class Depth:
+    """Messages on a queue, as the queue reports them (approximate on SQS)."""
+
+    waiting: int
+    in_flight: int
+
+
 class QueueUnavailable(Exception):
     """The queue cannot be reached or refused the call now; the caller may try again later."""
 
@@ -94,6 +111,9 @@ class Queue(Protocol):
 
     def interrupt(self) -> None:
         """Cut short a receive waiting in another thread, where the backend can (SQS cannot)."""
+
+    def depth(self) -> Depth:
+        """Messages waiting and in flight (received, not yet deleted or back)."""
 
 
 def open_queue(settings: Settings, name: str) -> Queue:

@@ -21,7 +21,7 @@ import peewee
 from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
-from directory_api.queues import Message, QueueUnavailable, poll_intervals
+from directory_api.queues import Depth, Message, QueueUnavailable, poll_intervals
 from directory_api.settings import Settings
 
 NOT_UTF8 = ("The queue row's body is not UTF-8 (byte {start}); it was not written by this service. "
@@ -214,3 +214,12 @@ class DatabaseQueue:
     def interrupt(self) -> None:
         self._interrupts += 1
         self.wakeup.set()
+
+    def depth(self) -> Depth:
+        now = self.clock()
+        with self.unavailable_on_error("count"):
+            # Two counts on the (queue, visible_at) index.
+            mine = QueueMessage.select().where(QueueMessage.queue == self.name)
+            waiting = mine.where(QueueMessage.visible_at <= now).count()
+            in_flight = mine.where(QueueMessage.visible_at > now).count()
+        return Depth(waiting, in_flight)

@@ -10,7 +10,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from directory_api.queues import BATCH_LIMIT, Message, MessageRefused, QueueUnavailable
+from directory_api.queues import BATCH_LIMIT, Depth, Message, MessageRefused, QueueUnavailable
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -245,4 +245,12 @@ class SqsQueue:
 
     def interrupt(self) -> None:
         """A long poll cannot be cut short on SQS: its messages come back after the visibility timeout."""
+
+    def depth(self) -> Depth:
+        with unavailable_on_error("get attributes", self.name):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self.url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        return Depth(int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"]))
 

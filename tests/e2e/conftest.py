@@ -28,7 +28,9 @@ def newest_source_mtime(root: Path = ROOT) -> float:
     mtimes = []
     for name in SOURCES:
         path = root / name
-        files = path.rglob("*.py") if path.is_dir() else [path]
+        # Every file of the package, templates included, not only its modules.
+        files = (file for file in path.rglob("*") if file.is_file() and "__pycache__" not in file.parts) \
+            if path.is_dir() else [path]
         mtimes += [file.stat().st_mtime for file in files]
     return max(mtimes)
 

@@ -1,0 +1,380 @@
+"""The ops console at /ops/: server-rendered pages over ops.py, behind HTTP Basic, for the people who run the service.
+
+It runs inside `serve` (and `dev`), in the same waitress threads as the API,
+so every page is a few bounded queries (ops.py) and nothing is cached in the
+process. Pages are bottle SimpleTemplates, which escape every {{value}};
+there is no JavaScript and no asset from another origin. Every answer carries
+the security headers below, and every POST must bring the form's CSRF token
+from a page of the same origin, else 403 with nothing done. A GET never
+changes anything.
+"""
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
+from urllib.parse import urlencode, urlsplit
+
+import bottle
+import peewee
+
+from directory_api import ops
+from directory_api.db import DATABASE_ERRORS, drop_connection
+from directory_api.queues import Queue, QueueUnavailable, open_queue
+from directory_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+USER = "ops"
+REALM = 'Basic realm="directory-api ops", charset="UTF-8"'
+SECURITY_HEADERS = [
+    # Only this origin's stylesheet; no script, frame, plugin or form target elsewhere.
+    ("Content-Security-Policy",
+     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+     "frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+]
+HTML_TYPE = "text/html; charset=utf-8"
+# The request threads of a process the console may hold at once (a CSV download holds one while it streams);
+# the others stay the API's, so operators never keep an enrolment waiting for a thread.
+CONSOLE_REQUESTS = 2
+BUSY = b"The console is busy with other requests of this process; try again in a few seconds."
+
+# A CSRF token is "<unix time>.<HMAC of it>" under a key made from OPS_PASSWORD: no state to share between the
+# processes and machines of a serve, and a page left open for a working day still re-drives.
+CSRF_LIFETIME_SECONDS = 12 * 3600
+CSRF_CLOCK_SKEW_SECONDS = 300
+CSRF_FIELD = "csrf_token"
+
+FORBIDDEN_ORIGIN = "Refused: this form must be sent from a page of the console itself (Origin or Referer)."
+DATABASE_UNAVAILABLE = "The database does not answer now; try again shortly (the overview shows what does)."
+FORBIDDEN_TOKEN = "Refused: the form's security token is missing, wrong or expired; reload the page and try again."
+SEARCH_FIELD_LABELS = (("any", "anything"), ("company_number", "company number"), ("company_name", "company name"),
+                       ("sso_id", "sso id"), ("email", "e-mail"))
+
+
+def _template_text(name: str) -> str:
+    # importlib.resources reads from the package, whether it is a directory or inside the pyz.
+    return resources.files("directory_api").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def template(name: str) -> bottle.SimpleTemplate:
+    return bottle.SimpleTemplate(source=_template_text(f"{name}.tpl"))
+
+
+@functools.cache
+def stylesheet() -> bytes:
+    return _template_text("console.css").encode("utf-8")
+
+
+def page(name: str, *, title: str, section: str = "", **values) -> str:
+    base = bottle.request.script_name
+    body = template(name).render(base=base, **values)
+    return template("base").render(title=title, section=section, base=base, body=body)
+
+
+def authorized(environ: dict, password: bytes) -> bool:
+    """HTTP Basic with user `ops` and OPS_PASSWORD, both compared in constant time."""
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, colon, given = decoded.partition(b":")
+    user_ok = hmac.compare_digest(user, USER.encode())
+    password_ok = hmac.compare_digest(given, password)  # compared even when the user is wrong: no timing hint
+    return bool(colon) and user_ok and password_ok
+
+
+def same_origin(environ: dict) -> bool:
+    """Whether the request's Origin (or, without one, its Referer) names the host the request was sent to."""
+    source = environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER") or ""
+    parts = urlsplit(source)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # none, "null" (a sandboxed or privacy-sensitive context), or not a web origin
+    try:
+        source_port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    # Behind a TLS-terminating proxy the request itself may have come in as plain http: the Host header
+    # (as the browser sent it) is what the page was served from, in the origin's scheme.
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    target = urlsplit(f"{parts.scheme}://{host}")
+    try:
+        target_port = target.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return (parts.hostname, source_port) == (target.hostname, target_port)
+
+
+class CsrfTokens:
+    def __init__(self, password: bytes, clock: Callable[[], float] = time.time):
+        self.key = hmac.new(password, b"directory-api ops console csrf", hashlib.sha256).digest()
+        self.clock = clock
+
+    def _mac(self, stamp: str) -> str:
+        return hmac.new(self.key, stamp.encode(), hashlib.sha256).hexdigest()
+
+    def new(self) -> str:
+        stamp = str(int(self.clock()))
+        return f"{stamp}.{self._mac(stamp)}"
+
+    def valid(self, token: str) -> bool:
+        stamp, _, mac = token.partition(".")
+        if not stamp.isdigit() or len(stamp) > 12:
+            return False
+        age = self.clock() - int(stamp)
+        fresh = -CSRF_CLOCK_SKEW_SECONDS <= age <= CSRF_LIFETIME_SECONDS
+        return hmac.compare_digest(mac, self._mac(stamp)) and fresh
+
+
+class Console:
+    """The /ops/ WSGI app: authentication and headers around a Bottle app of the pages."""
+
+    def __init__(self, settings: Settings, database: peewee.Database, enrolments: Queue, invalid: Queue):
+        self.password = settings.ops_password.encode("utf-8")
+        self.redrive_wait = ops.redrive_wait(settings)
+        self.database = database
+        self.enrolments = enrolments
+        self.invalid = invalid
+        self.csrf = CsrfTokens(self.password)
+        self.queue_names = (settings.enrolment_queue, settings.invalid_queue)
+        self.slots = threading.BoundedSemaphore(CONSOLE_REQUESTS)
+        self.app = self._pages()
+
+    def __call__(self, environ, start_response):
+        def with_headers(status, headers, exc_info=None):
+            return start_response(status, [*headers, *SECURITY_HEADERS], exc_info)
+
+        if not authorized(environ, self.password):
+            body = b"Authentication needed: user ops and the console's password (OPS_PASSWORD)."
+            with_headers("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                              ("Content-Length", str(len(body))), ("WWW-Authenticate", REALM)])
+            return [body]
+        if not self.slots.acquire(blocking=False):
+            with_headers("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                                     ("Content-Length", str(len(BUSY))), ("Retry-After", "5")])
+            return [BUSY]
+        try:
+            body = self.app(environ, with_headers)
+        except BaseException:
+            self.slots.release()
+            raise
+        return _Releasing(body, self.slots.release)
+
+    def _pages(self) -> bottle.Bottle:
+        app = bottle.Bottle()
+        app.config["json.enable"] = False
+        app.default_error_handler = self._error_page
+        app.route("/", "GET", self.overview)
+        app.route("/console.css", "GET", self.css)
+        app.route("/enrolments", "GET", self.enrolments_page)
+        app.route("/enrolments/<enrolment_id:int>", "GET", self.enrolment_page)
+        app.route("/messages/<message_id>", "GET", self.message_page)
+        app.route("/rejections", "GET", self.rejections)
+        app.route("/rejections/redrive", "POST", self.guarded(self.redrive_one))
+        app.route("/rejections/redrive-all", "POST", self.guarded(self.redrive_all))
+        app.route("/export.csv", "GET", self.export)
+        app.add_hook("after_request", self._close)
+        app.install(_database_unavailable_is_503)
+        return app
+
+    def _close(self) -> None:
+        if bottle.request.path != "/export.csv":  # an export closes its own, once streamed
+            drop_connection(self.database)
+
+    def _error_page(self, error: bottle.HTTPError) -> str:
+        bottle.response.content_type = HTML_TYPE
+        if error.status_code == 500:
+            log.error("ops console: %s %s failed", bottle.request.method, bottle.request.path, exc_info=error.exception)
+        message = error.body if isinstance(error.body, str) and error.status_code in (400, 403, 503) else {
+            404: "There is no such page.", 405: "This page does not take that method.",
+        }.get(error.status_code, "Something went wrong; the service log has the details.")
+        return page("error", title=bottle.HTTP_CODES.get(error.status_code, "Error"), message=message)
+
+    def guarded(self, handler):
+        """A POST handler that runs only for a same-origin form carrying a valid CSRF token."""
+
+        @functools.wraps(handler)
+        def checked(*args, **kwargs):
+            if not same_origin(bottle.request.environ):
+                raise bottle.HTTPError(403, FORBIDDEN_ORIGIN)
+            if not self.csrf.valid(bottle.request.forms.get(CSRF_FIELD, "")):
+                raise bottle.HTTPError(403, FORBIDDEN_TOKEN)
+            return handler(*args, **kwargs)
+
+        return checked
+
+    # pages
+
+    def css(self):
+        bottle.response.content_type = "text/css; charset=utf-8"
+        return stylesheet()
+
+    def overview(self):
+        result = ops.status(self.database, self.enrolments, self.invalid)
+        return page("overview", title="Overview", section="overview", figures=result.figures,
+                    unanswered=result.unanswered, figure=_figure, enrolment_queue=self.queue_names[0],
+                    invalid_queue=self.queue_names[1], tables=sorted(ops.EXPORTS))
+
+    def enrolments_page(self):
+        query = bottle.request.query.getunicode("q", default="")[:255]
+        by = bottle.request.query.getunicode("by", default="any")
+        by = by if by in ops.SEARCH_FIELDS else "any"
+        found = ops.search(query, by, before=_positive(bottle.request.query.get("before")))
+        next_url = "?" + urlencode({"q": query, "by": by, "before": found.next_before})
+        return page("enrolments", title="Enrolments", section="enrolments", page=found, query=query, by=by,
+                    fields=SEARCH_FIELD_LABELS, next_url=next_url)
+
+    def enrolment_page(self, enrolment_id: int):
+        detail = ops.enrolment_detail(enrolment_id)
+        if detail is None:
+            raise bottle.HTTPError(404)
+        payload = json.dumps(detail.enrolment.data, indent=2, ensure_ascii=False, sort_keys=True)
+        return page("enrolment", title=f"Enrolment {enrolment_id}", section="enrolments",
+                    enrolment=detail.enrolment, company=detail.company, supplier=detail.supplier,
+                    retries=detail.retries, email=detail.email, payload=payload)
+
+    def message_page(self, message_id: str):
+        state, enrolment_id = ops.message_state(message_id)
+        rejection = ops.Rejection.get_or_none(ops.Rejection.message_id == message_id) if state != "created" else None
+        description = {
+            "created": f"saved as enrolment {enrolment_id}",
+            "rejected": "set aside on the invalid queue",
+            "redriven": "re-driven: on the enrolment queue, waiting for the worker",
+            "unknown": "not saved or set aside (yet)",
+        }[state]
+        return page("message", title="Message", section="rejections", message_id=message_id, state=state,
+                    description=description, enrolment_id=enrolment_id, rejection=rejection)
+
+    def rejections(self):
+        query = bottle.request.query
+        notices = []
+        moved = query.getall("moved")
+        if moved:
+            notices.append(("done", f"Re-driven: {moved[0]}." if len(moved) == 1 else f"Re-driven: {len(moved)} messages."))
+        if query.get("moved_count") is not None:
+            notices.append(("done", f"Re-driven: {_positive(query.get('moved_count')) or 0} message(s)."))
+        for missing in query.getall("missing")[:10]:
+            notices.append(("problem", f"{missing} is not on the invalid queue (or is in flight there now)."))
+        for refused in query.getall("refused")[:10]:
+            notices.append(("problem", f"The enrolment queue refuses {refused}; it stays set aside (see the log)."))
+        if query.get("unavailable"):
+            notices.append(("problem", "The queues did not answer; nothing more was moved. Try again shortly."))
+        return page("rejections", title="Rejections", section="rejections",
+                    page=ops.rejections_page(before=_positive(query.get("before"))),
+                    redriven=ops.recently_redriven(), notices=notices, csrf_token=self.csrf.new(),
+                    moved_one=moved[0] if len(moved) == 1 else None)
+
+    def redrive_one(self):
+        message_id = bottle.request.forms.getunicode("message_id", default="").strip()
+        if not message_id:
+            raise bottle.HTTPError(400, "No message id given.")
+        return self._redrive([message_id])
+
+    def redrive_all(self):
+        return self._redrive(None)
+
+    def _redrive(self, ids: list[str] | None):
+        try:
+            result = ops.redrive(self.invalid, self.enrolments, ids, mark=ops.mark_redriven(self.database),
+                                 wait_seconds=self.redrive_wait)
+        except QueueUnavailable as error:
+            log.warning("ops console: re-drive stopped: %s", error)
+            return self._back_to_rejections([("unavailable", "1")])
+        log.info("ops console: re-drove %d message(s): %s", len(result.moved), ", ".join(result.moved))
+        refused = [("refused", m) for m in result.refused]
+        if ids is None:
+            return self._back_to_rejections([("moved_count", str(len(result.moved)))] + refused)
+        return self._back_to_rejections(
+            [("moved", m) for m in result.moved] + [("missing", m) for m in result.missing] + refused)
+
+    def _back_to_rejections(self, query: list[tuple[str, str]]):
+        # Post/Redirect/Get: reloading the page that follows sends nothing again.
+        bottle.redirect(f"{bottle.request.script_name}rejections?{urlencode(query)}", 303)
+
+    def export(self):
+        table = bottle.request.query.get("table", "")
+        if table not in ops.EXPORTS:
+            raise bottle.HTTPError(404)
+        try:
+            since = ops.parse_since(bottle.request.query.get("since"))
+        except ops.UserError:
+            raise bottle.HTTPError(400, "The date is not of the form YYYY-MM-DD.") from None
+        bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header("Content-Disposition", f'attachment; filename="{ops.export_filename(table)}"')
+        return self._streamed(table, since)
+
+    def _streamed(self, table, since):
+        try:
+            yield from ops.csv_chunks(ops.export_rows(self.database, table, since))
+        finally:
+            drop_connection(self.database)
+
+
+class _Releasing:
+    """A WSGI body that calls `release` once the server closes it (a streamed body is sent by then)."""
+
+    def __init__(self, body, release: Callable[[], None]):
+        self.body, self.release = body, release
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.release()
+
+
+def _database_unavailable_is_503(callback):
+    """A bottle plugin: a page whose database does not answer says so (503), not "something went wrong"."""
+
+    @functools.wraps(callback)
+    def answer(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except DATABASE_ERRORS as error:
+            log.warning("ops console: %s: the database does not answer: %s", bottle.request.path, error)
+            raise bottle.HTTPError(503, DATABASE_UNAVAILABLE) from None
+
+    return answer
+
+
+def _figure(value) -> str:
+    return "unavailable" if value is None else f"{value:,}"
+
+
+def _positive(raw: str | None) -> int | None:
+    return int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
+
+
+def make_console(settings: Settings, database: peewee.Database) -> Console:
+    """The console for `settings` (OPS_PASSWORD must be set), on its own handles to both queues."""
+    return Console(settings, database, open_queue(settings, settings.enrolment_queue),
+                   open_queue(settings, settings.invalid_queue))
+
+
+def mount(app: bottle.Bottle, settings: Settings, database: peewee.Database | None) -> None:
+    """Serve the console under /ops/ of `app` when OPS_PASSWORD is set (else /ops/ stays a 404)."""
+    if not settings.ops_password or database is None:
+        return
+    console = make_console(settings, database)
+    # Mounted as plain WSGI, so the console answers its own errors (as HTML) behind its own authentication.
+    app.mount("/ops/", lambda environ, start_response: console(environ, start_response))
+    app.route("/ops", "GET", lambda: bottle.redirect("/ops/", 301))

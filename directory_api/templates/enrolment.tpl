@@ -1,0 +1,50 @@
+<div class="cards">
+<div class="card">
+<h2>Enrolment</h2>
+<dl>
+<dt>enrolment id</dt><dd>{{enrolment.id}}</dd>
+<dt>created (UTC)</dt><dd>{{enrolment.created.strftime('%Y-%m-%d %H:%M:%S')}}</dd>
+<dt>message id</dt><dd><code>{{enrolment.sqs_message_id}}</code></dd>
+% if retries:
+<dt>client's retries</dt><dd>
+% for message_id in retries:
+<code>{{message_id}}</code><br>
+% end
+</dd>
+% end
+</dl>
+</div>
+<div class="card">
+<h2>Company</h2>
+% if company is None:
+<p class="empty">No company row for this enrolment.</p>
+% else:
+<dl>
+<dt>number</dt><dd>{{company.number}}</dd>
+<dt>name</dt><dd>{{company.name}}</dd>
+<dt>export status</dt><dd>{{company.export_status}}</dd>
+<dt>date of creation</dt><dd>{{company.date_of_creation}}</dd>
+<dt>revenue</dt><dd>{{'' if company.revenue is None else company.revenue}}</dd>
+</dl>
+% end
+</div>
+<div class="card">
+<h2>Supplier</h2>
+% if supplier is None:
+<p class="empty">No supplier row for this enrolment.</p>
+% else:
+<dl>
+<dt>sso id</dt><dd>{{supplier.sso_id}}</dd>
+<dt>e-mail</dt><dd>{{supplier.company_email}}</dd>
+<dt>mobile number</dt><dd>{{supplier.mobile_number}}</dd>
+<dt>referrer</dt><dd>{{supplier.referrer}}</dd>
+</dl>
+% end
+</div>
+<div class="card">
+<h2>Confirmation e-mail</h2>
+<p>{{email['state'] or 'unknown'}}{{(': ' + email['detail']) if email['detail'] else ''}}</p>
+</div>
+</div>
+<h2>Payload, as received</h2>
+<pre class="payload">{{payload}}</pre>

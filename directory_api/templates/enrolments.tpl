@@ -1,0 +1,42 @@
+<form class="search" method="get" action="{{base}}enrolments">
+<label for="q">Search</label>
+<div class="row">
+<input id="q" name="q" type="search" value="{{query}}" autocomplete="off">
+<select name="by" aria-label="Search by">
+% for value, label in fields:
+<option value="{{value}}"{{!' selected' if value == by else ''}}>{{label}}</option>
+% end
+</select>
+<button type="submit">Search</button>
+</div>
+<p class="hint">A company name matches from its start, any case; an e-mail matches whole, any case.</p>
+</form>
+% if not page.rows:
+<p class="empty">{{'No enrolment matches.' if query else 'No enrolments yet.'}}</p>
+% else:
+<div class="table-wrap">
+<table class="list">
+<thead><tr><th scope="col">company number</th><th scope="col">company name</th><th scope="col">sso id</th><th scope="col">e-mail</th><th scope="col">created (UTC)</th></tr></thead>
+<tbody>
+% for found in page.rows:
+<tr>
+<td data-label="company number">
+% if found.enrolment_id is not None:
+<a href="{{base}}enrolments/{{found.enrolment_id}}">{{found.company_number}}</a>
+% else:
+{{found.company_number}}
+% end
+</td>
+<td data-label="company name">{{found.company_name}}</td>
+<td data-label="sso id">{{'' if found.sso_id is None else found.sso_id}}</td>
+<td data-label="e-mail">{{found.company_email or ''}}</td>
+<td data-label="created (UTC)">{{found.created.strftime('%Y-%m-%d %H:%M')}}</td>
+</tr>
+% end
+</tbody>
+</table>
+</div>
+% end
+% if page.next_before is not None:
+<p class="pager"><a href="{{next_url}}">Older results</a></p>
+% end

@@ -1,0 +1,154 @@
+"""The ops console in a real browser (Debian's chromium, driven by selenium), served by the pyz's `dev`.
+
+An operator logs in, finds an enrolment, opens it, re-drives a rejection whose
+cause was put right and sees it created. The test also takes the README's
+screenshots of the overview and rejections pages: into docs/ with
+DOCS_SCREENSHOTS=1 (then commit them), else beside the test's logs.
+Under CI=true a missing chromium fails the test; elsewhere it skips.
+"""
+
+import base64
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.harness import IN_CI, free_port, payload, signed_headers, wait_for_root, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+DEBUG_SECRET = "debug"  # dev's UI_SECRET and OPS_PASSWORD (--debug defaults)
+DESKTOP = (1280, 900)
+PHONE = (390, 844)
+
+
+@pytest.fixture
+def browser():
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        message = f"{' and '.join(missing)} not found: apt-get install chromium chromium-driver (.ci/run does)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     f"--window-size={DESKTOP[0]},{DESKTOP[1]}", "--hide-scrollbars", "--lang=en-GB"):
+        options.add_argument(argument)
+    # Everything local: no component updates, no selenium-manager download.
+    os.environ.setdefault("SE_OFFLINE", "true")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # find_element waits for the page a click or a submit brought
+    yield driver
+    driver.quit()
+
+
+def log_in(driver, password: str) -> None:
+    """HTTP Basic as the browser sends it once the operator has typed user and password into its prompt."""
+    token = base64.b64encode(f"ops:{password}".encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
+
+
+def post(base_url: str, data: dict) -> str:
+    body = json.dumps(data).encode()
+    url = f"{base_url}/enrolment/"
+    answer = requests.post(url, data=body, headers=signed_headers(url, body, secret=DEBUG_SECRET), timeout=10)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def status(base_url: str, message_id: str) -> dict:
+    url = f"{base_url}/enrolment/{message_id}/"
+    return requests.get(url, headers=signed_headers(url, b"", "GET", None, secret=DEBUG_SECRET), timeout=10).json()
+
+
+def shows(driver, text: str, timeout: float = 15) -> None:
+    """Wait until the page (the next one, after a click or a submit) shows `text`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: text in d.page_source, f"the page never showed {text!r}")
+
+
+def screenshot(driver, name: str, tmp_path: Path, size=DESKTOP) -> Path:
+    """The whole page at `size` (a phone's emulated as one, viewport meta and all)."""
+    target_dir = ROOT / "docs" if os.environ.get("DOCS_SCREENSHOTS") == "1" else tmp_path
+    width, height = size
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == PHONE}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    page_height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": min(max(height, page_height), 3000)})
+    path = target_dir / name
+    assert driver.save_screenshot(str(path)), f"no screenshot {path}"
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    return path
+
+
+def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(browser, cli, base_env, processes, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    workdir = tmp_path / "dev"
+    workdir.mkdir()
+    port = free_port()
+    dev = processes.start([*cli, "dev", "--port", str(port)], base_env, "dev", cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for_root(dev, base_url)
+
+    # Enrolments as directory-ui sends them; one repeats a registered company and is set aside.
+    for n, name in enumerate(["Acme Widgets Ltd", "Bright Lamps Ltd", "Coastal Ropes & Sails Ltd",
+                              '<script>alert("not run")</script> Ltd']):
+        post(base_url, payload(100 + n, company_number=f"SC10000{n}", company_name=name))
+    taken = post(base_url, payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd"))
+    post(base_url, payload(201, sso_id=101))  # a user already a supplier
+    wait_until(lambda: status(base_url, taken)["status"] == "rejected", 30, "the repeat to be set aside")
+
+    assert requests.get(f"{base_url}/ops/", timeout=10).status_code == 401  # no password, no console
+    log_in(browser, DEBUG_SECRET)
+    browser.get(f"{base_url}/ops/")
+    shows(browser, "<h1>Overview</h1>")
+    wait_until(lambda: browser.refresh() or "<td class=\"number\">4</td>" in browser.page_source, 30,
+               "the overview to count four enrolments")
+    screenshot(browser, "console-overview.png", tmp_path)
+    screenshot(browser, "console-overview-phone.png", tmp_path, size=PHONE)
+
+    # Find the company by its number, open its enrolment.
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("sc100003")
+    search.submit()
+    shows(browser, '&lt;script&gt;alert("not run")&lt;/script&gt; Ltd')  # shown, escaped, not run
+    browser.find_element(By.LINK_TEXT, "SC100003").click()
+    shows(browser, "<h1>Enrolment ")
+    assert "contact103@example.com" in browser.page_source
+
+    # The rejection's reason, then the cause put right: the company registered by mistake is removed.
+    browser.find_element(By.LINK_TEXT, "Rejections").click()
+    shows(browser, "A company with this number is already registered.")
+    screenshot(browser, "console-rejections.png", tmp_path)
+    with sqlite3.connect(workdir / "directory-api-debug.sqlite3", timeout=10) as database:
+        database.execute("PRAGMA foreign_keys = ON")
+        database.execute("DELETE FROM company WHERE number = 'SC100000'")
+
+    row = browser.find_element(By.XPATH, f"//tr[.//code[text()='{taken}']]")
+    row.find_element(By.XPATH, ".//button[text()='Re-drive']").click()
+    shows(browser, f"Re-driven: {taken}.")
+
+    def created():
+        browser.get(f"{base_url}/ops/rejections")
+        return "created: enrolment" in browser.page_source
+
+    wait_until(created, 30, "the re-driven message to be saved")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "created: enrolment").click()
+    shows(browser, "Acme Widgets (Scotland) Ltd")
+    assert taken in browser.page_source  # saved under its original message id
+    assert status(base_url, taken)["status"] == "created"

@@ -1,0 +1,383 @@
+"""The ops console at /ops/, through the WSGI app `serve` runs: pages, authentication, CSRF, headers, escaping."""
+
+import base64
+import io
+import re
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from directory_api import console, ops, saving, web
+from directory_api import db as db_module
+from directory_api.models import Company, Rejection
+from directory_api.settings import Settings
+from tests.factories import enrolment_body, enrolment_payload
+from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
+
+PASSWORD = "not-a-real-ops-password"
+HOST = "ops.example.test"
+ORIGIN = f"https://{HOST}"
+
+
+@pytest.fixture
+def worker(make_worker):
+    return make_worker()
+
+
+@pytest.fixture
+def app(worker, monkeypatch):
+    settings = Settings.from_environ({
+        "DATABASE_URL": worker.settings.database_url, "UI_SECRET": "not-a-real-ui-secret",
+        "QUEUE_BACKEND": worker.settings.queue_backend, "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid", "OPS_PASSWORD": PASSWORD,
+    })
+    # The console's own handles to the queues: the worker's (on SQS, the test's in-process moto client).
+    by_name = {"enrolment": worker.enrolments, "enrolment-invalid": worker.invalid}
+    monkeypatch.setattr(console, "open_queue", lambda settings, name: by_name[name])
+    return web.make_app(settings, worker.enrolments)
+
+
+class Answer:
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def basic(user="ops", password=PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def call(app, method: str, path: str, *, auth: str | None = basic(), form: dict | None = None,
+         headers: dict | None = None) -> Answer:
+    parts = urlsplit(path)
+    body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
+    environ = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
+        "SERVER_NAME": HOST, "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": HOST,
+        "wsgi.url_scheme": "https", "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
+        "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded",
+    }
+    if auth:
+        environ["HTTP_AUTHORIZATION"] = auth
+    for name, value in (headers or {}).items():
+        environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = {name.lower(): value for name, value in response_headers}
+
+    iterable = app(environ, start_response)
+    try:
+        body = b"".join(iterable)
+    finally:
+        if hasattr(iterable, "close"):
+            iterable.close()  # as a WSGI server does
+    return Answer(answer["status"], answer["headers"], body)
+
+
+def csrf_token(app) -> str:
+    page = call(app, "GET", "/ops/rejections")
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def post(app, path: str, form: dict, *, origin: str | None = ORIGIN, **kwargs) -> Answer:
+    headers = {"Origin": origin} if origin else {}
+    return call(app, "POST", path, form=form, headers={**headers, **kwargs.pop("headers", {})}, **kwargs)
+
+
+def set_aside(worker, *bodies) -> list[str]:
+    ids = [worker.enrolments.send(body) for body in bodies]
+    worker.run(once=True)
+    return ids
+
+
+PAGES = ["/ops/", "/ops/enrolments", "/ops/enrolments?q=acme&by=company_name", "/ops/rejections",
+         "/ops/messages/m-1", "/ops/export.csv?table=enrolments", "/ops/console.css", "/ops/no-such-page"]
+
+
+# authentication
+
+
+def test_the_console_is_off_without_ops_password(worker):
+    settings = Settings.from_environ({"UI_SECRET": "not-a-real-ui-secret", "DATABASE_URL": worker.settings.database_url,
+                                      "SQS_ENROLMENT_QUEUE_NAME": "e", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "i"})
+    application = web.make_app(settings, worker.enrolments)
+    answer = call(application, "GET", "/ops/")
+    assert answer.status == 404
+    assert answer.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("auth", [
+    None, basic(password="wrong"), basic(user="admin"), basic(password=PASSWORD + "x"), "Bearer abc",
+    "Basic !!!not-base64", "Basic " + base64.b64encode(PASSWORD.encode()).decode(),
+])
+@pytest.mark.parametrize("path", ["/ops/", "/ops/rejections", "/ops/export.csv?table=suppliers", "/ops/no-such-page"])
+def test_without_the_right_credentials_every_path_is_401_asking_for_basic(app, auth, path):
+    answer = call(app, "GET", path, auth=auth)
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"].startswith("Basic ")
+    assert b"<" not in answer.body and b"csv" not in answer.body.lower()
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_the_password_is_compared_in_constant_time(app, monkeypatch):
+    compared = []
+    real = console.hmac.compare_digest
+    monkeypatch.setattr(console.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    call(app, "GET", "/ops/", auth=basic(password="guess"))
+    assert (b"guess", PASSWORD.encode()) in compared
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("path", PAGES)
+def test_every_answer_carries_the_security_headers(app, path):
+    for auth in (basic(), None):
+        headers = call(app, "GET", path, auth=auth).headers
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["cache-control"] == "no-store"
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "http" not in csp  # no other origin
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("path", PAGES[:5])
+def test_no_page_loads_anything_from_another_origin_or_runs_script(app, path):
+    text = call(app, "GET", path).text
+    assert "<script" not in text.lower()
+    assert not re.search(r'(src|href|action)="(https?:)?//', text)
+
+
+# CSRF and same origin
+
+
+@pytest.fixture
+def one_rejection(worker):
+    [message_id] = set_aside(worker, enrolment_body(export_status="MAYBE"))
+    return message_id
+
+
+def nothing_moved(worker) -> bool:
+    return worker.enrolments.depth().waiting == 0 and Rejection.get().redriven is None
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("path", ["/ops/rejections/redrive", "/ops/rejections/redrive-all"])
+def test_a_post_without_the_csrf_token_is_403_and_moves_nothing(app, worker, one_rejection, path):
+    answer = post(app, path, {"message_id": one_rejection})
+    assert answer.status == 403
+    assert "security token" in answer.text
+    assert nothing_moved(worker)
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("token", ["", "abc", "123.abc", f"{int(time.time())}.{'0' * 64}", "1.2.3"])
+def test_a_post_with_a_forged_csrf_token_is_403_and_moves_nothing(app, worker, one_rejection, token):
+    answer = post(app, "/ops/rejections/redrive", {"message_id": one_rejection, "csrf_token": token})
+    assert answer.status == 403
+    assert nothing_moved(worker)
+
+
+def test_an_expired_csrf_token_is_refused():
+    tokens = console.CsrfTokens(b"pw", clock=lambda: 1_000_000)
+    old = tokens.new()
+    tokens.clock = lambda: 1_000_000 + console.CSRF_LIFETIME_SECONDS + 1
+    assert not tokens.valid(old)
+    assert tokens.valid(tokens.new())
+
+
+def test_a_csrf_token_made_under_another_password_is_refused():
+    assert not console.CsrfTokens(b"one").valid(console.CsrfTokens(b"two").new())
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example.test"},
+    {"Origin": "null"},
+    {"Origin": f"https://{HOST}:8443"},
+    {"Origin": f"https://{HOST}.evil.example.test"},
+    {"Referer": "https://evil.example.test/ops/rejections"},
+    {},
+])
+def test_a_cross_origin_post_is_403_and_moves_nothing_even_with_a_valid_token(app, worker, one_rejection, headers):
+    answer = post(app, "/ops/rejections/redrive", {"message_id": one_rejection, "csrf_token": csrf_token(app)},
+                  origin=None, headers=headers)
+    assert answer.status == 403
+    assert "Origin or Referer" in answer.text
+    assert nothing_moved(worker)
+
+
+def test_a_same_origin_referer_stands_in_for_a_missing_origin(app, worker, one_rejection):
+    answer = post(app, "/ops/rejections/redrive", {"message_id": one_rejection, "csrf_token": csrf_token(app)},
+                  origin=None, headers={"Referer": f"{ORIGIN}/ops/rejections"})
+    assert answer.status == 303
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("path", [
+    "/ops/rejections/redrive", "/ops/rejections/redrive-all",
+    "/ops/rejections?message_id=ID&redrive=1", "/ops/rejections/redrive?message_id=ID",
+])
+def test_a_get_changes_nothing(app, worker, one_rejection, path):
+    answer = call(app, "GET", path.replace("ID", one_rejection))
+    assert answer.status in (200, 405)
+    assert nothing_moved(worker)
+
+
+# pages
+
+
+def test_the_overview_shows_the_status_figures(app, worker, one_rejection):
+    saving.save("saved", enrolment_payload())
+    text = call(app, "GET", "/ops/").text
+    assert re.search(r"<th scope=\"row\">enrolments</th><td class=\"number\">1</td>", text)
+    assert re.search(r"rejections</a> not re-driven</th><td class=\"number\">1</td>", text)
+    assert "invalid <small>enrolment-invalid</small></th><td class=\"number\">1</td>" in text
+
+
+def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_everything(app, worker):
+    created = saving.save("message-77", enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77))
+    page = call(app, "GET", "/ops/enrolments?q=sc777777").text
+    assert f'<a href="/ops/enrolments/{created.enrolment_id}">SC777777</a>' in page
+    detail = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
+    for shown in ("Seven Ltd", "message-77", "<dd>77</dd>", "&quot;company_number&quot;: &quot;SC777777&quot;",
+                  "<h2>Confirmation e-mail</h2>\n<p>waiting</p>"):
+        assert shown in detail
+    assert call(app, "GET", f"/ops/enrolments/{created.enrolment_id + 1}").status == 404
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_search_pages_with_a_link_to_older_results(app, worker):
+    for _ in range(ops.PAGE_SIZE + 1):
+        saving.save(f"m-{_}", enrolment_payload())
+    first = call(app, "GET", "/ops/enrolments").text
+    older = re.search(r'<a href="(\?[^"]+)">Older results</a>', first).group(1).replace("&amp;", "&")
+    assert parse_qs(older[1:])["before"]
+    assert call(app, "GET", "/ops/enrolments" + older).text.count("<tr>") == 2  # header row and the oldest
+
+
+def test_a_company_name_holding_script_is_shown_escaped(app, worker):
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    created = saving.save("m-evil", enrolment_payload(company_number="SC666666", company_name=evil))
+    for path in ("/ops/enrolments?q=SC666666", f"/ops/enrolments/{created.enrolment_id}"):
+        text = call(app, "GET", path).text
+        assert "<script" not in text and "<img" not in text
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_search_query_is_echoed_escaped(app):
+    text = call(app, "GET", '/ops/enrolments?q="><script>alert(1)</script>').text
+    assert "<script>" not in text and 'value="&quot;&gt;&lt;script&gt;' in text
+
+
+def test_rejections_list_their_reasons_with_a_redrive_button(app, worker, one_rejection):
+    text = call(app, "GET", "/ops/rejections").text
+    assert one_rejection in text and "export_status" in text
+    assert f'<input type="hidden" name="message_id" value="{one_rejection}">' in text
+    assert 'action="/ops/rejections/redrive-all"' in text
+
+
+def test_redrive_one_moves_it_and_the_worker_saves_it_under_its_original_id(app, worker):
+    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    [message_id] = set_aside(worker, enrolment_body(company_number="01234567"))
+    Company.delete().where(Company.number == "01234567").execute()  # the cause, put right
+    answer = post(app, "/ops/rejections/redrive", {"message_id": message_id, "csrf_token": csrf_token(app)})
+    assert answer.status == 303
+    assert answer.headers["location"].endswith(f"/ops/rejections?moved={message_id}")
+    assert f"Re-driven: {message_id}." in call(app, "GET", f"/ops/rejections?moved={message_id}").text
+    worker.run(once=True)
+    state = call(app, "GET", "/ops/rejections").text
+    assert re.search(r'<a href="/ops/enrolments/\d+">created: enrolment \d+</a>', state)
+    assert "saved as enrolment" in call(app, "GET", f"/ops/messages/{message_id}").text
+
+
+def test_redrive_all_moves_every_set_aside_message(app, worker):
+    set_aside(worker, *(enrolment_body(export_status="MAYBE") for _ in range(3)))
+    answer = post(app, "/ops/rejections/redrive-all", {"csrf_token": csrf_token(app)})
+    assert answer.headers["location"].endswith("/ops/rejections?moved_count=3")
+    assert worker.enrolments.depth().waiting == 3
+    assert "No rejection waiting for a re-drive." in call(app, "GET", "/ops/rejections").text
+
+
+def test_redrive_of_an_id_no_longer_on_the_queue_says_so(app, worker):
+    token = console.CsrfTokens(PASSWORD.encode()).new()  # no rejection listed: no form to take it from
+    answer = post(app, "/ops/rejections/redrive", {"message_id": "gone", "csrf_token": token})
+    assert answer.headers["location"].endswith("/ops/rejections?missing=gone")
+    assert "gone is not on the invalid queue" in call(app, "GET", "/ops/rejections?missing=gone").text
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("table", sorted(ops.EXPORTS))
+def test_each_export_downloads_as_csv_named_as_the_2017_service_named_it(app, worker, table):
+    saving.save("m-1", enrolment_payload())
+    answer = call(app, "GET", f"/ops/export.csv?table={table}")
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(rf'attachment; filename="find-a-buyer_{table}_\d{{14}}\.csv"',
+                        answer.headers["content-disposition"])
+    assert answer.text.startswith(",".join(ops.EXPORTS[table].columns) + "\r\n")
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_an_export_since_a_bad_date_is_400(app):
+    assert call(app, "GET", "/ops/export.csv?table=enrolments&since=soon").status == 400
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_ops_without_the_slash_redirects_to_the_console(app):
+    answer = call(app, "GET", "/ops")
+    assert answer.status == 301 and answer.headers["location"].endswith("/ops/")
+
+
+def test_the_templates_are_read_through_importlib_resources_so_they_load_from_the_pyz():
+    assert "{{!body}}" in console._template_text("base.tpl")
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypatch):
+    settings = Settings.from_environ({
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing", "UI_SECRET": "not-a-real-ui-secret",
+        "SQS_ENROLMENT_QUEUE_NAME": "enrolment", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
+        "QUEUE_BACKEND": "sqs", "OPS_PASSWORD": PASSWORD,
+    })
+    unreachable = db_module.database_for(settings.database_url)
+    monkeypatch.setattr(console, "open_queue", lambda settings, name: worker.enrolments)
+    monkeypatch.setattr(db_module.models.database, "obj", unreachable)  # the models bound to it
+    application = web.make_app(settings, worker.enrolments)
+    monkeypatch.setattr(ops.Enrolment._meta, "database", unreachable)
+    answer = call(application, "GET", "/ops/enrolments/1")
+    assert answer.status == 503
+    assert "The database does not answer now" in answer.text
+    assert answer.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_the_console_takes_at_most_its_share_of_threads_and_then_answers_503(app, monkeypatch):
+    held = []
+    for _ in range(console.CONSOLE_REQUESTS):  # requests in flight: each holds a slot until its body is closed
+        held.append(call_open(app, "/ops/export.csv?table=enrolments"))
+    answer = call(app, "GET", "/ops/")
+    assert answer.status == 503 and answer.headers["retry-after"] == "5"
+    assert answer.headers["x-frame-options"] == "DENY"
+    for body in held:
+        body.close()
+    assert call(app, "GET", "/ops/").status == 200
+
+
+def call_open(app, path: str):
+    """Start a GET and leave its body unread and open, as a slow download would."""
+    parts = urlsplit(path)
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
+        "SERVER_NAME": HOST, "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": HOST,
+        "wsgi.url_scheme": "https", "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(),
+        "HTTP_AUTHORIZATION": basic(),
+    }
+    return app(environ, lambda status, headers, exc_info=None: None)

@@ -1,0 +1,388 @@
+"""ops: the figures of status, export's rows, the console's queries and redrive, on both queues and databases."""
+
+import csv
+import datetime
+import io
+import json
+
+import peewee
+import pytest
+
+from directory_api import db as db_module
+from directory_api import ops, saving
+from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
+from directory_api.queues import MessageRefused, QueueUnavailable
+from tests.factories import enrolment_body, enrolment_payload
+from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def worker(make_worker):
+    return make_worker()
+
+
+def set_aside(worker, *bodies) -> list[str]:
+    """Send bodies that cannot be saved and let the worker set them aside; their message ids."""
+    ids = [worker.enrolments.send(body) for body in bodies]
+    worker.run(once=True)
+    return ids
+
+
+def redrive(worker, ids=None, **options) -> ops.Redriven:
+    return ops.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0,
+                       mark=ops.mark_redriven(db_module.bound()), **options)
+
+
+def invalid_body(**overrides) -> str:
+    return enrolment_body(export_status="MAYBE", **overrides)
+
+
+# status
+
+
+def test_status_counts_what_the_queues_and_the_database_hold(worker):
+    saving.save("saved-1", enrolment_payload())
+    saving.save("saved-2", enrolment_payload())
+    Enrolment.update(created=utcnow() - datetime.timedelta(days=2)).where(Enrolment.sqs_message_id == "saved-1").execute()
+    set_aside(worker, invalid_body())
+    worker.enrolments.send(enrolment_body())
+    worker.enrolments.send(enrolment_body())
+    received = worker.enrolments.receive(1, 0)
+    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
+    assert result.complete
+    assert result.figures.pop("emails") == {"waiting": 2, "sent": 0, "failed": 0, "logged": 0}
+    assert result.figures == {
+        "queues": {"enrolment": {"waiting": 1, "in_flight": len(received)}, "invalid": {"waiting": 1, "in_flight": 0}},
+        "database": {"enrolments": 2, "enrolments_last_24h": 1, "companies": 2, "suppliers": 2, "rejections": 1},
+    }
+
+
+def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
+    database.execute_sql("DROP TABLE email")  # a database not migrated to the outbox's step yet
+    assert ops.email_figures(database) == {"waiting": None, "sent": None, "failed": None, "logged": None}
+
+
+def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
+    created = saving.save("m-1", enrolment_payload())
+    Email.delete().execute()
+    assert ops.enrolment_email(created.enrolment_id) == {"state": None, "detail": None}
+
+
+def test_the_email_figures_count_the_outbox_by_state(database):
+    ids = [saving.save(f"m-{n}", enrolment_payload()).enrolment_id for n in range(4)]  # each records its e-mail
+    Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
+    Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
+    assert ops.email_figures(database) == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
+    assert ops.enrolment_email(ids[3]) == {"state": "failed", "detail": "550 no such user"}
+    assert ops.enrolment_email(ids[0]) == {"state": "waiting", "detail": None}
+
+
+def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monkeypatch):
+    def down():
+        raise QueueUnavailable("SQS queue enrolment-invalid: get attributes failed: down")
+
+    monkeypatch.setattr(worker.invalid, "depth", down)
+    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
+    assert not result.complete
+    assert result.figures["queues"]["invalid"] == {"waiting": None, "in_flight": None}
+    assert result.figures["queues"]["enrolment"] == {"waiting": 0, "in_flight": 0}
+    assert result.unanswered == ["invalid queue enrolment-invalid: SQS queue enrolment-invalid: get attributes failed: down"]
+
+
+def test_a_database_that_does_not_answer_has_null_figures():
+    unreachable = db_module.database_for("postgres://postgres@127.0.0.1:1/x")
+    unanswered = []
+    assert ops._database_figures(unreachable, unanswered) == dict.fromkeys(ops.DATABASE_FIGURES)
+    assert unanswered[0].startswith("database: ")
+
+
+# export
+
+
+def exported(database, table, since=None) -> list[list[str]]:
+    out = io.StringIO(newline="")
+    ops.write_csv(ops.export_rows(database, table, since), out)
+    return list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+
+
+def test_export_writes_a_header_then_every_row_oldest_first(database):
+    first = saving.save("m-1", enrolment_payload(company_name='Quote " and, comma\nLtd'))
+    saving.save("m-2", enrolment_payload())
+    rows = exported(database, "enrolments")
+    assert rows[0] == ["id", "created", "sqs_message_id", "data"]
+    assert [row[2] for row in rows[1:]] == ["m-1", "m-2"]
+    assert json.loads(rows[1][3]) == Enrolment.get_by_id(first.enrolment_id).data
+    companies = exported(database, "companies")
+    assert companies[1][2] == 'Quote " and, comma\nLtd'
+    assert companies[1][5] == "125000.50"
+
+
+def test_export_lines_end_in_crlf_as_rfc_4180_says(database):
+    saving.save("m-1", enrolment_payload())
+    out = io.StringIO(newline="")
+    assert ops.write_csv(ops.export_rows(database, "suppliers"), out) == 1
+    assert out.getvalue().count("\r\n") == 2
+
+
+def test_export_since_keeps_rows_created_on_or_after_that_day(database):
+    saving.save("old", enrolment_payload())
+    saving.save("new", enrolment_payload())
+    Enrolment.update(created=datetime.datetime(2026, 1, 1, 23, 59)).where(Enrolment.sqs_message_id == "old").execute()
+    Enrolment.update(created=datetime.datetime(2026, 1, 2, 0, 0)).where(Enrolment.sqs_message_id == "new").execute()
+    rows = exported(database, "enrolments", datetime.date(2026, 1, 2))
+    assert [row[2] for row in rows[1:]] == ["new"]
+
+
+@pytest.mark.parametrize("table", sorted(ops.EXPORTS))
+def test_every_table_exports_its_header_when_empty(database, table):
+    assert exported(database, table) == [list(ops.EXPORTS[table].columns)]
+
+
+def test_a_since_that_is_not_a_date_names_the_option():
+    with pytest.raises(ops.UserError, match="--since '2026-13-01': not a date of the form YYYY-MM-DD"):
+        ops.parse_since("2026-13-01")
+
+
+def test_csv_chunks_stream_the_same_text_as_write_csv(database):
+    for _ in range(30):
+        saving.save(f"m-{_}", enrolment_payload())
+    out = io.StringIO(newline="")
+    ops.write_csv(ops.export_rows(database, "companies"), out)
+    chunks = list(ops.csv_chunks(ops.export_rows(database, "companies"), size=100))
+    assert len(chunks) > 1
+    assert b"".join(chunks).decode("utf-8") == out.getvalue()
+
+
+# the console's queries
+
+
+@pytest.fixture
+def companies(database):
+    saving.save("m-acme", enrolment_payload(company_number="SC123456", company_name="Acme Widgets Ltd", sso_id=11,
+                                            company_email="Sales@Acme.example.com"))
+    saving.save("m-acorn", enrolment_payload(company_number="01234567", company_name="ACORN 100% Ltd", sso_id=12))
+    saving.save("m-other", enrolment_payload(company_number="07654321", company_name="Other Ltd", sso_id=1234567))
+
+
+def numbers(page: ops.Page) -> list[str]:
+    return [found.company_number for found in page.rows]
+
+
+@pytest.mark.parametrize("query, field, expected", [
+    ("sc123456", "company_number", ["SC123456"]),
+    ("SC123456", "any", ["SC123456"]),
+    ("acme", "company_name", ["SC123456"]),
+    ("ac", "any", ["01234567", "SC123456"]),
+    ("acorn 100%", "company_name", ["01234567"]),
+    ("acorn 1_0", "company_name", []),
+    ("12", "sso_id", ["01234567"]),
+    ("12", "any", ["01234567"]),
+    ("sales@acme.EXAMPLE.com", "email", ["SC123456"]),
+    ("sales@acme.example.com", "any", ["SC123456"]),
+    ("", "any", ["07654321", "01234567", "SC123456"]),
+    ("not a number", "sso_id", []),
+    ("99999999999999999999", "sso_id", []),
+])
+def test_search_finds_by_each_field(companies, query, field, expected):
+    assert numbers(ops.search(query, field)) == expected
+
+
+def test_eight_digits_find_a_company_number_and_an_sso_id(database):
+    saving.save("a", enrolment_payload(company_number="12345678", sso_id=1))
+    saving.save("b", enrolment_payload(company_number="00000001", sso_id=12345678))
+    assert numbers(ops.search("12345678")) == ["00000001", "12345678"]
+
+
+def test_a_search_result_links_its_enrolment_and_supplier(companies):
+    [found] = ops.search("SC123456").rows
+    assert found.enrolment_id == Enrolment.get(sqs_message_id="m-acme").id
+    assert (found.company_name, found.sso_id, found.company_email) == (
+        "Acme Widgets Ltd", 11, "Sales@Acme.example.com")
+
+
+def test_search_pages_newest_first_with_a_keyset(database):
+    for _ in range(5):
+        saving.save(f"m-{_}", enrolment_payload())
+    first = ops.search("", limit=2)
+    second = ops.search("", before=first.next_before, limit=2)
+    third = ops.search("", before=second.next_before, limit=2)
+    assert [len(first.rows), len(second.rows), len(third.rows)] == [2, 2, 1]
+    ids = [found.company_id for page in (first, second, third) for found in page.rows]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
+    assert third.next_before is None
+
+
+def test_enrolment_detail_has_its_company_supplier_and_retries(database):
+    payload = enrolment_payload()
+    created = saving.save("first", payload)
+    saving.save("retry", payload)
+    detail = ops.enrolment_detail(created.enrolment_id)
+    assert detail.company.number == payload["company_number"]
+    assert detail.supplier.sso_id == payload["sso_id"]
+    assert detail.retries == ["retry"]
+    assert ops.enrolment_detail(created.enrolment_id + 100) is None
+
+
+def test_rejections_page_lists_those_not_redriven_newest_first(database):
+    for n in range(3):
+        Rejection.create(message_id=f"r-{n}", errors={"sso_id": ["bad"]})
+    Rejection.update(redriven=utcnow()).where(Rejection.message_id == "r-1").execute()
+    page = ops.rejections_page(limit=1)
+    assert [r.message_id for r in page.rows] == ["r-2"]
+    assert [r.message_id for r in ops.rejections_page(before=page.next_before).rows] == ["r-0"]
+    [(rejection, state, enrolment_id)] = ops.recently_redriven()
+    assert (rejection.message_id, state, enrolment_id) == ("r-1", "redriven", None)
+
+
+def test_message_state_follows_a_message_from_rejected_to_created(database):
+    Rejection.create(message_id="m", errors={})
+    assert ops.message_state("m") == ("rejected", None)
+    created = saving.save("m", enrolment_payload())
+    assert ops.message_state("m") == ("created", created.enrolment_id)
+    assert ops.message_state("nothing") == ("unknown", None)
+
+
+CONSOLE_QUERIES = {
+    "search by company number": lambda: ops.search("SC123456", "company_number"),
+    "search by company name": lambda: ops.search("acme", "company_name"),
+    "search by sso id": lambda: ops.search("11", "sso_id"),
+    "search by e-mail": lambda: ops.search("sales@acme.example.com", "email"),
+    "rejections page": lambda: ops.rejections_page(),
+    "recently re-driven": lambda: ops.recently_redriven(),
+    "enrolment lookup by company number": lambda: ops._enrolment_ids(["SC123456"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONSOLE_QUERIES))
+def test_every_console_query_uses_an_index_not_a_full_scan(companies, database, name, monkeypatch):
+    plans = []
+    execute_sql = database.execute_sql
+
+    def explained(sql, params=None, *args, **kwargs):
+        if sql.lstrip().upper().startswith("SELECT"):
+            prefix = "EXPLAIN " if db_module.is_postgres(database) else "EXPLAIN QUERY PLAN "
+            plans.append(" | ".join(str(row[-1]) for row in execute_sql(prefix + sql, params).fetchall()))
+        return execute_sql(sql, params, *args, **kwargs)
+
+    if db_module.is_postgres(database):
+        database.execute_sql("SET enable_seqscan = off")  # tiny tables: make the planner show what it can use
+    monkeypatch.setattr(database, "execute_sql", explained)
+    CONSOLE_QUERIES[name]()
+    assert plans
+    for plan in plans:
+        assert "Seq Scan" not in plan, plan
+        # SQLite: "SCAN t1" alone reads the whole table; "SEARCH" or "SCAN t1 USING ... INDEX" uses an index.
+        for step in plan.split(" | "):
+            assert not step.startswith("SCAN ") or "INDEX" in step, plan
+
+
+# redrive
+
+
+def test_redrive_moves_a_message_back_with_its_original_id_and_the_worker_saves_it(worker):
+    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    body = enrolment_body(company_number="01234567")
+    [message_id] = set_aside(worker, body)
+    Company.delete().where(Company.number == "01234567").execute()  # the cause, put right
+    result = redrive(worker, [message_id])
+    assert (result.moved, result.missing) == ([message_id], [])
+    assert Rejection.get(message_id=message_id).redriven is not None
+    assert received(worker.invalid) == []
+    worker.run(once=True)
+    assert Enrolment.get(sqs_message_id=message_id).data == json.loads(body)
+    assert ops.message_state(message_id)[0] == "created"
+
+
+def test_redrive_all_moves_every_message_and_the_rest_of_the_queue_stays(worker):
+    ids = set_aside(worker, invalid_body(), invalid_body(), "{not json")
+    result = redrive(worker, ids[:1])
+    assert result.moved == ids[:1]
+    assert len(received(worker.invalid)) == 2  # the others were handed back
+    worker.invalid.release(received(worker.invalid) or [])
+
+
+def test_redrive_all_moves_everything(worker):
+    ids = set_aside(worker, *(invalid_body() for _ in range(13)))
+    result = redrive(worker, None)
+    assert sorted(result.moved) == sorted(ids)
+    assert received(worker.invalid) == []
+    assert worker.enrolments.depth().waiting == 13
+
+
+def test_redrive_dry_run_lists_and_moves_nothing(worker):
+    ids = set_aside(worker, invalid_body(), invalid_body())
+    listed = []
+    result = redrive(worker, None, dry_run=True, on_message=lambda message: listed.append(ops.errors_of(message)))
+    assert sorted(result.moved) == sorted(ids)
+    assert list(listed[0]) == ["export_status"]
+    assert worker.enrolments.depth().waiting == 0
+    assert worker.invalid.depth().waiting == 2
+    assert Rejection.select().where(Rejection.redriven.is_null(False)).count() == 0
+
+
+def test_an_id_not_on_the_invalid_queue_is_missing_and_the_others_are_moved(worker):
+    [message_id] = set_aside(worker, invalid_body())
+    result = redrive(worker, ["no-such-id", message_id])
+    assert (result.moved, result.missing) == ([message_id], ["no-such-id"])
+
+
+def test_a_redrive_cut_short_between_send_and_delete_then_run_again_saves_each_enrolment_once(worker, monkeypatch):
+    saving.save("earlier-1", enrolment_payload(company_number="01234567"))
+    saving.save("earlier-2", enrolment_payload(company_number="07654321"))
+    ids = set_aside(worker, enrolment_body(company_number="01234567"), enrolment_body(company_number="07654321"))
+    Company.delete().execute()
+
+    class Crash(BaseException):
+        pass
+
+    def crash(original_ids):
+        raise Crash()  # as a kill -9 would: sent to the enrolment queue, never deleted from the invalid one
+
+    in_hand = []
+    receive = worker.invalid.receive
+    monkeypatch.setattr(worker.invalid, "receive", lambda *args: in_hand.extend(receive(*args)) or in_hand)
+    with pytest.raises(Crash):
+        ops.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=crash)
+    monkeypatch.undo()
+    assert worker.enrolments.depth().waiting == 1
+    worker.invalid.release(in_hand)  # as the visibility timeout would
+    assert sorted(redrive(worker, None).moved) == sorted(ids)
+    worker.run(once=True)
+    assert sorted(e.sqs_message_id for e in Enrolment.select().where(Enrolment.sqs_message_id.in_(ids))) == sorted(ids)
+    assert Company.select().count() == 2 and Supplier.select().count() == 2
+    assert received(worker.invalid) == [] and received(worker.enrolments) == []
+
+
+def test_an_original_id_is_moved_once_a_run_even_when_set_aside_again_meanwhile(worker):
+    [message_id] = set_aside(worker, invalid_body())
+    moves = []
+
+    def worker_between(original_ids):
+        moves.append(original_ids)
+        worker.run(once=True)  # sets it aside again at once: the run must not pick it up again
+
+    result = ops.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=worker_between)
+    assert result.moved == [message_id] and len(moves) == 1
+    assert worker.invalid.depth().waiting == 1
+
+
+def test_mark_redriven_with_the_database_down_only_logs(caplog):
+    unreachable = db_module.database_for("postgres://postgres@127.0.0.1:1/x")
+    ops.mark_redriven(unreachable)(["m-1"])
+    assert "re-driven, but not marked so in the database" in caplog.text
+
+
+def test_a_message_the_enrolment_queue_refuses_stays_set_aside_and_the_others_are_moved(worker, monkeypatch):
+    ids = set_aside(worker, invalid_body(), invalid_body(company_name="Refused Ltd"))
+    send = worker.enrolments.send
+
+    def refuse_one(body, attributes=None):
+        if "Refused Ltd" in body:
+            raise MessageRefused("SQS queue enrolment: send failed: InvalidParameterValue")
+        return send(body, attributes)
+
+    monkeypatch.setattr(worker.enrolments, "send", refuse_one)
+    result = redrive(worker, None)
+    assert result.moved == [ids[0]]
+    assert result.refused == {ids[1]: "SQS queue enrolment: send failed: InvalidParameterValue"}
+    assert worker.invalid.depth().waiting == 1
