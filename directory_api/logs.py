@@ -54,7 +54,7 @@ def request_id_for(raw: str | None) -> str:
 
 
 def utc_timestamp(created: float) -> str:
-    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -43,7 +43,8 @@ def shared_between_processes() -> Iterator[str]:
 
     removed = tempdirs.remove_abandoned(TEMPORARY_PREFIX)
     if removed:
-        log.info("removed %d metrics director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
+        log.info("removed %d metrics director%s left by killed processes",
+                 len(removed), "y" if len(removed) == 1 else "ies")
     directory, owner = tempdirs.make(TEMPORARY_PREFIX)
     previous = os.environ.get(MULTIPROCESS_DIRECTORY)
     os.environ[MULTIPROCESS_DIRECTORY] = directory

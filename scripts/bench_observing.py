@@ -21,9 +21,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from directory_api import access, logs, metrics, web  # noqa: E402
-from directory_api.settings import Settings  # noqa: E402
-from directory_api.signature import NonceStore  # noqa: E402
+from directory_api import access, logs, metrics, web
+from directory_api.settings import Settings
+from directory_api.signature import NonceStore
 
 
 class NoQueue:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from directory_api import metrics, worker as worker_module
+from directory_api import metrics
+from directory_api import worker as worker_module
 from directory_api.metrics import HttpMetrics, Registry, WorkMetrics
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
