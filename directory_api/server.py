@@ -23,8 +23,6 @@ import sys
 import threading
 import time
 
-import peewee
-
 from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
 from directory_api.eventloop import ChannelMap, EventLoop
@@ -357,7 +355,7 @@ def serve(
     `observe` off leaves out request ids, access lines and /metrics: only to measure what they cost.
     """
     raise_open_file_limit(CONNECTION_LIMIT + FD_RESERVE + 4 * threads)
-    database = open_database(settings)
+    open_database(settings)
     sock = bind_socket(host, port)
     address = sock.getsockname()
     log.info(
@@ -370,7 +368,7 @@ def serve(
     nonces = NonceStore.temporary()
     try:
         if processes == 1:
-            serve_process(settings, database, sock, threads, nonces, metrics.Registry() if observe else None)
+            serve_process(settings, sock, threads, nonces, metrics.Registry() if observe else None)
         else:
             # One metrics directory for the children, made before they fork: /metrics sums them all.
             with metrics.shared_between_processes() as directory:
@@ -378,7 +376,7 @@ def serve(
                 code = run_children(
                     processes,
                     lambda: serve_process(
-                        settings, database, sock, threads, nonces, metrics.Registry(directory) if observe else None
+                        settings, sock, threads, nonces, metrics.Registry(directory) if observe else None
                     ),
                     sock,
                     on_exit=lambda pid: metrics.mark_process_dead(directory, pid),
@@ -390,8 +388,8 @@ def serve(
     log.info("stopped")
 
 
-def open_database(settings: Settings) -> peewee.Database:
-    """Bind the models and check the schema when the database answers.
+def open_database(settings: Settings) -> None:
+    """Bind the models (db.bind) and check the schema when the database answers.
 
     On SQS, serve accepts enrolments without the database, so one that does
     not answer is only logged; the database queue cannot work without it.
@@ -399,26 +397,24 @@ def open_database(settings: Settings) -> peewee.Database:
     database = db.bind(settings.database_url)
     try:
         database.connect()
-    except peewee.OperationalError as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         if settings.queue_backend == "database":
             raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
         log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
-        return database
+        return
     try:
         migrations.ensure_current(database, auto_migrate=settings.debug)
-    except peewee.PeeweeException as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         raise UserError(f"DATABASE_URL: cannot check the schema: {reason}") from None
     finally:
         # Each process (and thread) opens its own connection when it first needs one.
         database.close()
-    return database
 
 
 def serve_process(
     settings: Settings,
-    database: peewee.Database,
     sock: socket.socket,
     threads: int,
     nonces: NonceStore,
@@ -435,7 +431,7 @@ def serve_process(
         log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
     app = web.make_app(
-        settings, GroupSender(queue), database=database, nonce_store=nonces, database_requests=max(1, threads // 2)
+        settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)
     )
     if registry is not None:
         app = access.observed(app, registry)

@@ -8,10 +8,12 @@ import pytest
 from throwaway_postgres import LOCAL_ADMIN_URL, ThrowawayPostgres, emptied
 
 from directory_api import db, migrations
-from tests.support import IN_CI
 
 # Fixtures every kind of test may use (tests/support.py) and the e2e harness's (tests/e2e/harness.py).
 pytest_plugins = ("tests.support", "tests.e2e.harness")
+# Imported here too, for IN_CI: asserts in a module imported before pytest loads it as a plugin are rewritten only so.
+pytest.register_assert_rewrite(*pytest_plugins)
+from tests import support  # noqa: E402
 
 # The server the PostgreSQL tests use; each test session makes its own throwaway database there.
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", LOCAL_ADMIN_URL)
@@ -25,7 +27,7 @@ def postgres_url():
         url = database.__enter__()
     except psycopg2.OperationalError as error:
         message = f"PostgreSQL at {POSTGRES_ADMIN_URL} cannot be reached: {error}"
-        if IN_CI:
+        if support.IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     yield url

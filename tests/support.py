@@ -271,7 +271,7 @@ def make_worker(backend, database, database_url, request, no_lingering_in_once):
             queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
         for queue in queues:
             queue.ensure_exists()
-        return Worker(settings, database, *queues, rng=lambda: 0.0)
+        return Worker(settings, *queues, rng=lambda: 0.0)
 
     return make
 
