@@ -16,6 +16,7 @@ from directory_api import __version__, logs
 from directory_api.errors import SettingsError, UserError, first_line
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
+
 @dataclasses.dataclass
 class GlobalOptions:
     """--debug and --env-file, given before the command's name or after it."""

@@ -15,7 +15,7 @@ dispatched by wasyncore.readwrite.
 import collections
 import select
 
-from waitress import wasyncore
+from directory_api.vendored_internals import fileno, wasyncore
 
 READ = select.POLLIN | select.POLLPRI
 WRITE = select.POLLOUT
@@ -105,7 +105,7 @@ class EventLoop:
                 pass  # closed already, which took it out of epoll if no other process holds it
 
     def _recheck(self, channel) -> None:
-        fd = channel._fileno
+        fd = fileno(channel)
         if fd is not None and self.channels.get(fd) is channel and fd not in self.channels.touched:
             self._watch(fd, channel)
 

@@ -22,7 +22,15 @@ from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
 from directory_api.models import (
-    Company, Email, Enrolment, EnrolmentRetry, JSONField, Rejection, Supplier, enrolment_company_number, utcnow,
+    Company,
+    Email,
+    Enrolment,
+    EnrolmentRetry,
+    JSONField,
+    Rejection,
+    Supplier,
+    enrolment_company_number,
+    utcnow,
 )
 from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
 

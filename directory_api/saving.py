@@ -30,7 +30,14 @@ import peewee
 from directory_api import enrolment, mail
 from directory_api.db import is_postgres
 from directory_api.models import (
-    Company, Enrolment, EnrolmentRetry, Rejection, Supplier, database, enrolment_company_number, utcnow,
+    Company,
+    Enrolment,
+    EnrolmentRetry,
+    Rejection,
+    Supplier,
+    database,
+    enrolment_company_number,
+    utcnow,
 )
 
 COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."

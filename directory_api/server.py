@@ -23,19 +23,25 @@ import sys
 import threading
 import time
 
-from waitress import wasyncore
-from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
-from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
-
 from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
 from directory_api.eventloop import ChannelMap, EventLoop
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
+from directory_api.vendored_internals import (
+    Adjustments,
+    ErrorTask,
+    HTTPChannel,
+    HTTPRequestParser,
+    ParsingError,
+    TcpWSGIServer,
+    ThreadedTaskDispatcher,
+    WSGITask,
+    socket_map,
+    tcp_server,
+    wasyncore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +192,7 @@ class GuardedServer(TcpWSGIServer):
         channel = getattr(_answering, "channel", None)
         if channel is not None:
             channel.woke_loop = True
-            self._map.changed.append(channel)
+            socket_map(self).changed.append(channel)
         super().pull_trigger()
 
     def readable(self):
@@ -218,7 +224,7 @@ class GuardedServer(TcpWSGIServer):
                 # Every connection is being answered: one more would only push the process past its file limit.
                 sock.close()
                 continue
-            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=self._map)
+            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=socket_map(self))
 
     def _make_room(self) -> None:
         quiet = [channel for channel in self.active_channels.values() if not channel.answering()]
@@ -241,7 +247,7 @@ class GuardedServer(TcpWSGIServer):
             if channel.request is not None and not channel.answering() and channel.request.overdue(monotonic_now):
                 channel.will_close = True
         # Connections closing above (and waitress's idle ones) now want to be written to: the loop must ask them.
-        self._map.changed.extend(self.active_channels.values())
+        socket_map(self).changed.extend(self.active_channels.values())
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -279,16 +285,7 @@ def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int =
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
-    # As waitress.create_server builds it for one socket, with this class.
-    return GuardedServer(
-        app,
-        ChannelMap(),
-        _sock=sock,
-        dispatcher=dispatcher,
-        adj=adjustments,
-        bind_socket=False,
-        sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
-    )
+    return tcp_server(GuardedServer, app, ChannelMap(), sock, dispatcher, adjustments)
 
 
 def connection_limit(open_files: int, threads: int) -> int:
@@ -316,7 +313,7 @@ def raise_open_file_limit(needed: int) -> None:
 def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
     """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
     # The listener is asked every turn: its readable() runs the maintenance when due.
-    loop = EventLoop(server._map, every_turn=[server])
+    loop = EventLoop(socket_map(server), every_turn=[server])
     try:
         while not stopping.is_set():
             loop.turn(LOOP_SECONDS)
@@ -326,7 +323,7 @@ def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECON
         if unfinished:
             log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-        wasyncore.close_all(server._map)
+        wasyncore.close_all(socket_map(server))
     finally:
         loop.close()
 

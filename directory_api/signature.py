@@ -19,11 +19,9 @@ import weakref
 from urllib.parse import quote, urlsplit
 
 import mohawk
-import mohawk.base
-import mohawk.util
 from mohawk.exc import AlreadyProcessed, HawkFail, MissingAuthorization, TokenExpired
 
-from directory_api import tempdirs
+from directory_api import tempdirs, vendored_internals
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ class _PprintWhenDebugging:
         return "(not formatted)"
 
 
-mohawk.base.pprint = mohawk.util.pprint = _PprintWhenDebugging
+vendored_internals.replace_pprint(_PprintWhenDebugging)
 
 
 def _strings_match(ours: bytes | str, theirs: bytes | str) -> bool:
@@ -54,7 +52,7 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
-mohawk.base.strings_match = mohawk.util.strings_match = _strings_match
+vendored_internals.replace_strings_match(_strings_match)
 
 HEADER_ENVIRON_KEY = "HTTP_X_SIGNATURE"
 ALGORITHM = "sha256"
@@ -264,7 +262,7 @@ def _mac(header: str) -> str:
     CPU a request).
     """
     _, _, attributes = header.partition(" ")
-    for attribute in mohawk.util.HAWK_HEADER_RE.finditer(attributes):
+    for attribute in vendored_internals.header_attributes(attributes):
         if attribute["key"] == "mac":
             return attribute["value"]
     return ""

@@ -209,8 +209,9 @@ class Keepalive:
     was received or last extended; the thread looks four times a timeout.
     """
 
-    def __init__(self, queue: Queue, visibility_timeout: int, *, clock: Callable[[], float] = time.monotonic):
-        self.queue, self.visibility_timeout, self.clock = queue, visibility_timeout, clock
+    def __init__(self, queue: Queue, visibility_timeout: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.queue, self.visibility_timeout, self.clock, self.sleep = queue, visibility_timeout, clock, sleep
         self._lock = threading.Lock()
         self._in_hand: Sequence[Message] = ()
         self._due = 0.0
@@ -232,7 +233,7 @@ class Keepalive:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.visibility_timeout / 4)
+            self.sleep(self.visibility_timeout / 4)
             with self._lock:
                 in_hand, due = self._in_hand, self._due
             if not in_hand or self.clock() < due:

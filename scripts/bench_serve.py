@@ -17,6 +17,7 @@ spreads over the processes, must all be refused with 401.
 """
 
 import argparse
+import contextlib
 import datetime
 import os
 import sqlite3
@@ -39,6 +40,8 @@ COLUMNS = [
     ("server_cpu_ms", "server CPU ms/req"), ("client_cpu_us", "client CPU us/req"),
     ("machine_busy_pct", "machine busy %"), ("other_work_pct", "other work %"),
 ]
+# The table printed and in docs/bench.md: the measures, then how they compare.
+TABLE_COLUMNS = COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]
 
 
 def payload(number: int) -> bytes:
@@ -184,9 +187,6 @@ def main() -> int:
     info = benchlib.machine()
     print(benchlib.describe_machine(info))
     print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
-    if not benchlib.is_built("serve"):
-        print("serve is not built yet: measuring the floor only")
-        wanted = [name for name in wanted if name == "floor"]
 
     work_directory = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     logs = benchlib.RESULTS / "logs"
@@ -217,7 +217,7 @@ def main() -> int:
     rows = benchlib.best_of(rows, ("target", "connections"))
     add_ratios(rows)
     print()
-    print(benchlib.table(rows, COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]))
+    print(benchlib.table(rows, TABLE_COLUMNS))
     print()
     for name in dict.fromkeys(row["target"] for row in rows):
         row = next(row for row in rows if row["target"] == name)
@@ -257,14 +257,6 @@ def observing_cost(rows: list[dict]) -> list[str]:
     return lines
 
 
-class NoDatabase:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
-
-
 def make_target(name: str, app: list[str], endpoint: str, directory: Path) -> Target | None:
     """The target called `name`, with the database it needs (entered by the caller)."""
     sqlite_url = f"sqlite:///{directory / (name + '.sqlite3')}"
@@ -274,7 +266,7 @@ def make_target(name: str, app: list[str], endpoint: str, directory: Path) -> Ta
                                       "--queue", QUEUE], {**benchlib.FAKE_AWS, "UI_SECRET": benchlib.FAKE_SECRET,
                                                           "SQS_ENDPOINT_URL": endpoint},
                         lambda: benchlib.stub_message_ids(endpoint, QUEUE))
-        target.database, target.migrate_url = NoDatabase(), None
+        target.database, target.migrate_url = contextlib.nullcontext(), None
         return target
     if name.removesuffix("-bare") in ("serve-1", "serve-auto"):
         processes = "1" if name.startswith("serve-1") else "auto"
@@ -282,17 +274,17 @@ def make_target(name: str, app: list[str], endpoint: str, directory: Path) -> Ta
         bare = ["--bare"] if name.endswith("-bare") else []
         target = Target(name, "sqs", serve + [processes] + bare, serve_env(endpoint, sqlite_url, "sqs"),
                         lambda: benchlib.stub_message_ids(endpoint, QUEUE))
-        target.database, target.migrate_url = NoDatabase(), sqlite_url
+        target.database, target.migrate_url = contextlib.nullcontext(), sqlite_url
         return target
     if name == "serve-auto-sqlite":
         target = Target(name, "sqlite", serve + ["auto"], serve_env(None, sqlite_url, "database"),
                         database_queue_ids(sqlite_url))
-        target.database, target.migrate_url = NoDatabase(), sqlite_url
+        target.database, target.migrate_url = contextlib.nullcontext(), sqlite_url
         return target
     if name == "serve-auto-postgres":
         if not benchlib.postgres_available():
             return None
-        database = benchlib.ThrowawayPostgres("serve")
+        database = benchlib.throwaway_postgres("serve")
         target = Target(name, "postgres", serve + ["auto"], serve_env(None, database.url, "database"),
                         database_queue_ids(database.url))
         target.database, target.migrate_url = database, database.url

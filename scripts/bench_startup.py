@@ -221,9 +221,6 @@ def main() -> int:
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.repeats = 2
-    if not benchlib.is_built("serve"):
-        print("serve is not built yet")
-        return 1
     info = benchlib.machine()
     print(benchlib.describe_machine(info))
     directory = Path(tempfile.mkdtemp(prefix="bench-startup-"))
@@ -256,10 +253,9 @@ def own_rows(quick: bool, repeats: int, directory: Path, logs: Path) -> list[dic
         rows.append({"measure": "pyz size", "state": "dist/directory-api.pyz",
                      "median": round(benchlib.PYZ.stat().st_size / 1024 / 1024, 2), "unit": "MiB", "runs": 1})
     rows.append(serve_rss(directory, logs, 500 if quick else 4000))
-    if benchlib.is_built("work"):
-        work = work_rss(logs, 300 if quick else 5000)
-        if work:
-            rows.append(work)
+    work = work_rss(logs, 300 if quick else 5000)
+    if work:
+        rows.append(work)
     return rows
 
 

@@ -4,7 +4,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +11,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from throwaway_postgres import ThrowawayPostgres
+from throwaway_postgres import reachable as throwaway_postgres_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
@@ -305,48 +307,15 @@ def app_kind() -> str:
     return "checkout (dist/directory-api.pyz is older than the sources)" if PYZ.exists() else "checkout"
 
 
-def is_built(command: str) -> bool:
-    """Whether `directory-api COMMAND` exists yet (the placeholders say "not built yet")."""
-    source = ROOT / "directory_api" / {"serve": "server.py", "work": "worker.py"}[command]
-    return "not built yet" not in source.read_text()
-
-
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
-class ThrowawayPostgres:
-    """A fresh PostgreSQL database on 127.0.0.1, dropped on exit."""
-
-    def __init__(self, label: str):
-        self.name = f"bench_{label}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-        self.url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{self.name}"
-
-    def _admin(self, statement: str) -> None:
-        import psycopg2
-
-        connection = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=5)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
-        finally:
-            connection.close()
-
-    def __enter__(self) -> str:
-        self._admin(f'CREATE DATABASE "{self.name}"')
-        return self.url
-
-    def __exit__(self, *exc) -> None:
-        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+def throwaway_postgres(label: str) -> ThrowawayPostgres:
+    """A fresh database on the benchmark's PostgreSQL server (`with ... as url`), dropped on exit."""
+    return ThrowawayPostgres(f"bench_{label}", POSTGRES_ADMIN_URL)
 
 
 def postgres_available() -> bool:
-    try:
-        import psycopg2
-
-        psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "skip the PostgreSQL rows"
-        return False
+    return throwaway_postgres_reachable(POSTGRES_ADMIN_URL)
 
 
 def migrate(database_url: str) -> None:
@@ -418,6 +387,3 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     lines += ["| " + " | ".join(value.ljust(width) for value, width in zip(line, widths)) + " |" for line in cells]
     return "\n".join(lines)
 
-
-def which(tool: str) -> str | None:
-    return shutil.which(tool)

@@ -74,10 +74,8 @@ def markdown(serve_rows: list[dict], work_rows: list[dict], startup_rows: list[d
              "Made by `make bench` (scripts/bench_*.py, then scripts/plot_bench.py); "
              "raw rows in bench-results/*.jsonl.", ""]
     for title, rows, columns in (
-        ("serve: signed POST /enrolment/", serve_rows, bench_serve.COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]),
-        ("work: drain into PostgreSQL", work_rows,
-         bench_work.COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time"),
-                               ("rates", "msg/s of each round")]),
+        ("serve: signed POST /enrolment/", serve_rows, bench_serve.TABLE_COLUMNS),
+        ("work: drain into PostgreSQL", work_rows, bench_work.TABLE_COLUMNS),
         ("start-up and footprint", startup_rows, bench_startup.COLUMNS),
     ):
         if not rows:

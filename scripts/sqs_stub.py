@@ -2,8 +2,8 @@
 
 Why not moto: moto_server is a faithful SQS, but far too slow to measure
 `serve` against; the benchmark would measure moto. On the 2-core benchmark
-machine (shared with other work), `.venv/bin/python scripts/sqs_stub.py
---measure-send`, which starts both, measured:
+machine (shared with other work), both were measured once, when the stub was
+written:
 
     moto_server:  26-37 SendMessage/s   (one boto3 client, 1,000 messages)
     this stub:    550-615 SendMessage/s (the same; boto3's own client CPU bounds it)
@@ -33,7 +33,6 @@ import heapq
 import itertools
 import json
 import struct
-import sys
 import time
 import uuid
 from collections import deque
@@ -480,64 +479,11 @@ async def serve(host: str, port: int) -> None:
         await server.serve_forever()
 
 
-def measure_send(count: int = 1000) -> None:
-    """Print SendMessage/s of one boto3 client against this stub and against moto_server."""
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import benchlib
-
-    for name, command in (
-        ("stub", [sys.executable, os.path.abspath(__file__), "--port", "{port}"]),
-        ("moto_server", [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-p", "{port}"]),
-    ):
-        port = benchlib.free_port()
-        process = benchlib.start([part.format(port=port) for part in command])
-        try:
-            benchlib.wait_for_port(port, timeout=30)
-            client = benchlib.sqs_client(f"http://127.0.0.1:{port}")
-            url = client.create_queue(QueueName="measure")["QueueUrl"]
-            for _ in range(20):
-                client.send_message(QueueUrl=url, MessageBody="warm-up")
-            started = time.perf_counter()
-            for number in range(count):
-                client.send_message(QueueUrl=url, MessageBody=f'{{"n": {number}}}')
-            elapsed = time.perf_counter() - started
-            print(f"{name}: {count / elapsed:,.0f} SendMessage/s ({count} messages, one boto3 client)")
-            if name == "stub":
-                print(raw_send_rate(process.pid, port, url))
-        finally:
-            benchlib.stop(process)
-
-
-def raw_send_rate(pid: int, port: int, queue_url: str, count: int = 20000) -> str:
-    """The stub's own capacity: pre-built SendMessage requests on 8 keep-alive connections, and its CPU."""
-    import os
-
-    import benchlib
-    import loadgen
-
-    headers = {"X-Amz-Target": "AmazonSQS.SendMessage", "Content-Type": "application/x-amz-json-1.0"}
-    requests = [loadgen.build_request("POST", "/", port, headers,
-                                      json.dumps({"QueueUrl": queue_url, "MessageBody": f'{{"n": {n}}}'}).encode())
-                for n in range(count)]
-    meter = benchlib.cpu_meter_for(stub=[pid], client=[os.getpid()])
-    run = loadgen.run(port, requests, connections=8)
-    cpu = meter.result()
-    return (f"stub, raw: {run.rate:,.0f} SendMessage/s on 8 connections, "
-            f"{1e6 * cpu['cpu_s_stub'] / count:.0f} us of stub CPU each, statuses {run.statuses()}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=9324, help="port (0: any free one, printed at start)")
-    parser.add_argument("--measure-send", action="store_true",
-                        help="instead of serving, measure SendMessage/s of this stub and of moto_server")
     arguments = parser.parse_args()
-    if arguments.measure_send:
-        measure_send()
-        return
     try:
         asyncio.run(serve(arguments.host, arguments.port))
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import psycopg2
 
+from tests.support import pg_rows
+
 
 @contextlib.contextmanager
 def postgres_table_locked(url: str, table: str = "enrolment") -> Iterator[None]:
@@ -45,3 +47,22 @@ def writes_locked(url: str) -> Iterator[None]:
     else:
         with postgres_table_locked(url):
             yield
+
+
+def lock_waits(url: str) -> int:
+    """Sessions of the PostgreSQL database at `url` waiting for a lock now."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return pg_rows(url, query)[0][0]
+
+
+def write_lock_is_free(database_url: str) -> bool:
+    """Whether SQLite's write lock can be taken now (within half a second)."""
+    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0.5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()

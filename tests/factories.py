@@ -1,21 +1,35 @@
-"""Test data shared by the worker's tests: valid enrolment payloads and settings."""
+"""The one place test payloads and settings are built: valid enrolments (as dicts, bodies and batches) and Settings."""
 
 import itertools
 import json
 
 from directory_api.settings import Settings
+from tests.support import UI_SECRET
 
-_numbers = itertools.count(1)
+# Unnumbered payloads count from here, clear of the small numbers tests pass on purpose.
+_numbers = itertools.count(1_000_000)
 
 
-def enrolment_payload(**overrides) -> dict:
-    """A valid enrolment payload, unique in its company number and sso_id unless overridden."""
-    number = next(_numbers)
+# One fixed enrolment, for tests that spell out what is sent or stored.
+ENROLMENT = {
+    "sso_id": 7,
+    "company_number": "SC123456",
+    "company_name": "Acme Exports Ltd",
+    "company_email": "enquiries@acme.example.com",
+    "export_status": "NOT_YET",
+    "date_of_creation": "2012-04-02",
+}
+
+
+def enrolment_payload(n: int | None = None, **overrides) -> dict:
+    """The n-th valid enrolment (the next unused one without n): distinct n give distinct sso_id and company_number."""
+    if n is None:
+        n = next(_numbers)
     payload = {
-        "sso_id": number,
-        "company_number": f"{number:08d}",
-        "company_name": f"Company {number}",
-        "company_email": f"company{number}@example.com",
+        "sso_id": n + 1,
+        "company_number": f"{n:08d}",
+        "company_name": f"Company {n}",
+        "company_email": f"company{n}@example.com",
         "export_status": "YES",
         "date_of_creation": "2001-02-03",
         "mobile_number": "07700900000",
@@ -26,8 +40,18 @@ def enrolment_payload(**overrides) -> dict:
     return payload
 
 
-def enrolment_body(**overrides) -> str:
-    return json.dumps(enrolment_payload(**overrides))
+def enrolment_body(n: int | None = None, **overrides) -> str:
+    return json.dumps(enrolment_payload(n, **overrides))
+
+
+def deeply_nested_body(levels: int, n: int | None = None) -> str:
+    """A valid enrolment (the n-th, or the next unused) with an extra field of arrays `levels` deep."""
+    return enrolment_body(n)[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
+
+
+def enrolment_bodies(count: int, start: int = 0) -> list[str]:
+    """The bodies of enrolments start .. start + count - 1."""
+    return [enrolment_body(n) for n in range(start, start + count)]
 
 
 def worker_settings(database_url: str, **environ) -> Settings:
@@ -38,3 +62,8 @@ def worker_settings(database_url: str, **environ) -> Settings:
         "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid",
     }
     return Settings.from_environ({**base, **environ}, require=())
+
+
+def web_settings(**environ) -> Settings:
+    """Settings as `serve --debug` builds them, signed with tests/support.py's UI_SECRET."""
+    return Settings.from_environ({"UI_SECRET": UI_SECRET, **environ}, debug=True)

@@ -4,19 +4,11 @@ import datetime
 import email
 import email.policy
 import ipaddress
-import socket
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import smtp_sink
 
-import smtp_sink  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import free_port
 
 
 class SmtpServer:

@@ -1,6 +1,5 @@
 """access: every answer carries a request id, each request is one access line and counted once, GET /metrics."""
 
-import io
 import json
 import logging
 
@@ -11,7 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from directory_api import access, logs, web
 from directory_api.metrics import HttpMetrics, Registry
 from directory_api.signature import NonceStore
-from tests.test_web import ENROLMENT, FakeQueue, settings, signed_headers
+from tests.factories import ENROLMENT
+from tests.factories import web_settings as settings
+from tests.support import FakeQueue, metric_samples
+from tests.support import app_signed_headers as signed_headers
+from tests.support import wsgi_call as call
 
 HOSTILE_REQUEST_IDS = ["has spaces", "new\nline", "x" * 10_240, "semi;colon", "tab\there"]
 
@@ -42,30 +45,6 @@ def app(queue, registry, tmp_path):
     return access.observed(inner, registry)
 
 
-def call(app, method, path, body=b"", headers=None):
-    """One request through the WSGI app: (status code, headers, raw body)."""
-    env = {
-        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
-        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer["status"] = int(status.split()[0])
-        answer["headers"] = {name.lower(): value for name, value in response_headers}
-
-    iterable = app(env, start_response)
-    raw = b"".join(iterable)
-    if hasattr(iterable, "close"):
-        iterable.close()
-    return answer["status"], answer["headers"], raw
-
-
 def enrol(app, request_id=None):
     body = json.dumps(ENROLMENT).encode()
     headers = signed_headers("POST", "/enrolment/", body)
@@ -75,13 +54,7 @@ def enrol(app, request_id=None):
 
 
 def samples(registry) -> dict:
-    """(name, labels as sorted tuple) -> value, from /metrics parsed by prometheus_client's own parser."""
-    text = registry.exposition().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return metric_samples(registry.exposition().decode())
 
 
 def test_the_clients_request_id_is_echoed(app):

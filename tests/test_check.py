@@ -2,19 +2,18 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
+from throwaway_postgres import emptied
 
 from directory_api import check as checking
 from directory_api import db, migrations
 from directory_api.check import Finding, check, report
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -37,24 +36,10 @@ def environ_for(database_url: str, **overrides) -> dict[str, str]:
     }
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def migrated_url(database_url) -> str:
     migrations.migrate(db.bind(database_url))
     return database_url
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("sqs", region_name="eu-west-1")
 
 
 # A good configuration
@@ -69,12 +54,12 @@ def test_all_good_on_the_database_backend(migrated_url):
     assert f"ok       e-mail: {checking.EMAIL_LOGGED_ONLY}" in lines
 
 
-def test_all_good_on_sqs_creates_the_missing_queues(migrated_url, aws):
+def test_all_good_on_sqs_creates_the_missing_queues(migrated_url, aws_sqs):
     good, lines = run_check(environ_for(migrated_url, QUEUE_BACKEND="sqs"))
 
     assert good, lines
     assert "ok       queue enrolment: exists on SQS" in lines
-    assert aws.get_queue_url(QueueName="enrolment-invalid")["QueueUrl"]
+    assert aws_sqs.get_queue_url(QueueName="enrolment-invalid")["QueueUrl"]
 
 
 def test_debug_defaults_are_a_good_configuration(tmp_path, monkeypatch):
@@ -130,7 +115,7 @@ def test_a_missing_sqlite_file_is_a_problem_and_is_not_created(tmp_path):
 
 
 def test_an_unreachable_database_says_to_check_the_url():
-    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{closed_port()}/directory_api"
+    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{free_port()}/directory_api"
 
     good, lines = run_check(environ_for(url))
 
@@ -141,7 +126,7 @@ def test_an_unreachable_database_says_to_check_the_url():
 
 
 def test_the_report_never_shows_the_database_password():
-    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{closed_port()}/directory_api"
+    url = f"postgresql://directory:not-a-real-secret@127.0.0.1:{free_port()}/directory_api"
 
     _, lines = run_check(environ_for(url))
 
@@ -222,10 +207,7 @@ def test_a_full_disk_under_sqlite_is_a_problem_not_all_good(tmp_path, monkeypatc
 
 @pytest.mark.postgres
 def test_a_read_only_postgres_is_a_problem_not_all_good(postgres_url):
-    from tests.conftest import _empty_postgres
-
-    _empty_postgres(postgres_url)
-    migrations.migrate(db.bind(postgres_url))
+    migrations.migrate(db.bind(emptied(postgres_url)))
     database_name = postgres_url.rsplit("/", 1)[1]
     admin = db.database_for(postgres_url.rsplit("/", 1)[0] + "/postgres")
     admin.execute_sql(f'ALTER DATABASE "{database_name}" SET default_transaction_read_only = on')
@@ -252,7 +234,7 @@ def test_database_queues_are_skipped_while_the_database_is_broken(tmp_path):
 def test_an_unreachable_sqs_endpoint_says_what_to_check(migrated_url, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    environ = environ_for(migrated_url, QUEUE_BACKEND="sqs", SQS_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
+    environ = environ_for(migrated_url, QUEUE_BACKEND="sqs", SQS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
 
     good, lines = run_check(environ)
 
@@ -262,7 +244,7 @@ def test_an_unreachable_sqs_endpoint_says_what_to_check(migrated_url, monkeypatc
     assert all(line.endswith(f"-> {checking.FIX_SQS}") for line in problems)
 
 
-def test_sqs_is_checked_even_when_the_database_is_broken(tmp_path, aws):
+def test_sqs_is_checked_even_when_the_database_is_broken(tmp_path, aws_sqs):
     _, lines = run_check(environ_for(f"sqlite:///{tmp_path / 'absent.sqlite3'}", QUEUE_BACKEND="sqs"))
 
     assert "ok       queue enrolment: exists on SQS" in lines
@@ -337,7 +319,7 @@ def test_a_refused_smtp_login_is_a_problem_naming_the_reply_and_never_the_passwo
 
 
 def test_an_unreachable_smtp_server_is_a_problem(migrated_url):
-    good, lines = run_check(email_environ(migrated_url, closed_port()))
+    good, lines = run_check(email_environ(migrated_url, free_port()))
 
     assert not good
     assert any(line.startswith("PROBLEM  e-mail: SMTP server") and "Connection refused" in line for line in lines)

@@ -9,22 +9,15 @@ from pathlib import Path
 import pytest
 import typer.main
 from dotenv import dotenv_values
-from typer.testing import CliRunner
 
 from directory_api import __version__, db, migrations
 from directory_api.cli import app
 from directory_api.envwrite import MISSING_VARIABLE
 from directory_api.errors import UserError
-from directory_api.settings import VARIABLES
+from tests.support import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = typer.main.get_command(app).commands
-# Every variable the CLI reads, unset, so the developer's own environment cannot leak in.
-CLEAN = {variable.name: None for variable in VARIABLES} | {f"DIRECTORY_API_{v.name}": None for v in VARIABLES}
-
-
-def invoke(*args: str, **env: str):
-    return CliRunner().invoke(app, list(args), env={**CLEAN, **env}, catch_exceptions=False)
 
 
 def test_every_spec_command_exists():

@@ -13,7 +13,7 @@ from directory_api import db as db_module
 from directory_api.models import Company, Rejection
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
-from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
+from tests.support import wsgi_call
 
 PASSWORD = "not-a-real-ops-password"
 HOST = "ops.example.test"
@@ -55,29 +55,12 @@ def call(app, method: str, path: str, *, auth: str | None = basic(), form: dict 
          headers: dict | None = None) -> Answer:
     parts = urlsplit(path)
     body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
-    environ = {
-        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
-        "SERVER_NAME": HOST, "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": HOST,
-        "wsgi.url_scheme": "https", "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
-        "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded",
-    }
+    sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
     if auth:
-        environ["HTTP_AUTHORIZATION"] = auth
-    for name, value in (headers or {}).items():
-        environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer["status"] = int(status.split()[0])
-        answer["headers"] = {name.lower(): value for name, value in response_headers}
-
-    iterable = app(environ, start_response)
-    try:
-        body = b"".join(iterable)
-    finally:
-        if hasattr(iterable, "close"):
-            iterable.close()  # as a WSGI server does
-    return Answer(answer["status"], answer["headers"], body)
+        sent["Authorization"] = auth
+    status, answer_headers, raw = wsgi_call(app, method, parts.path, body, sent, parts.query, SERVER_NAME=HOST,
+                                           SERVER_PORT="443", HTTP_HOST=HOST, **{"wsgi.url_scheme": "https"})
+    return Answer(status, answer_headers, raw)
 
 
 def csrf_token(app) -> str:

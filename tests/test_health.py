@@ -9,6 +9,7 @@ import pytest
 from directory_api import db, health, migrations
 from directory_api.health import Health
 from tests.database_locks import writes_locked
+from tests.support import ManualClock
 
 
 class FakeQueue:
@@ -19,14 +20,6 @@ class FakeQueue:
 
     def ensure_exists(self) -> None:
         self.calls += 1
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -115,7 +108,7 @@ def test_the_kept_connection_serves_request_threads_that_live_on(database):
 
 
 def test_a_flood_of_health_checks_probes_once_a_cache_period(database, monkeypatch):
-    clock, queue = Clock(), FakeQueue()
+    clock, queue = ManualClock(start=1000.0), FakeQueue()
     probes = []
     monkeypatch.setattr(db, "write_problem", lambda database: probes.append(1))
     probe = Health(database, queue, clock=clock)
@@ -128,7 +121,7 @@ def test_a_flood_of_health_checks_probes_once_a_cache_period(database, monkeypat
 
 
 def test_while_one_request_probes_the_others_get_the_last_answer_at_once(database, monkeypatch):
-    clock = Clock()
+    clock = ManualClock(start=1000.0)
     probe = Health(database, FakeQueue(), clock=clock)
     probe.parts()
     clock.now += health.CACHE_SECONDS

@@ -7,10 +7,7 @@ ACCESS EXCLUSIVE MODE on PostgreSQL, BEGIN EXCLUSIVE on SQLite.
 import threading
 import time
 
-import boto3
-import psycopg2
 import pytest
-from moto import mock_aws
 
 from directory_api import db, health, migrations, web
 from directory_api.models import Enrolment
@@ -18,27 +15,13 @@ from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
 from directory_api.signature import NonceStore
 from directory_api.worker import Worker
-from tests.database_locks import postgres_table_locked, sqlite_path, sqlite_write_locked
-from tests.factories import enrolment_body, worker_settings
-from tests.test_web import ENROLMENT, FakeQueue, call, post, settings, signed_get
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def lock_waits(url: str) -> int:
-    """Sessions of the test database waiting for a lock now."""
-    with psycopg2.connect(url, connect_timeout=5) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
+from tests.database_locks import lock_waits, postgres_table_locked, sqlite_path, sqlite_write_locked
+from tests.factories import ENROLMENT, enrolment_body, worker_settings
+from tests.factories import web_settings as settings
+from tests.support import FakeQueue, wait_until
+from tests.support import app_call as call
+from tests.support import app_post as post
+from tests.support import app_signed_get as signed_get
 
 # serve
 
@@ -90,14 +73,6 @@ def test_healthcheck_answers_within_seconds_while_sqlite_is_write_locked(tmp_pat
 # work
 
 
-@pytest.fixture
-def sqs(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        yield boto3.client("sqs", region_name="eu-west-1")
-
-
 def start_worker(worker: Worker) -> threading.Thread:
     """Run the worker in a thread; return once it has passed its start-up checks and receives."""
     thread = threading.Thread(target=worker.run, name="worker-under-test")
@@ -124,9 +99,9 @@ def handed_back(queue) -> list:
     return received
 
 
-def in_flight(sqs, name: str) -> int:
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+def in_flight(aws_sqs, name: str) -> int:
+    url = aws_sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = aws_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
     return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
 
 
@@ -149,19 +124,19 @@ def test_a_stop_while_a_save_waits_on_a_locked_table_returns_within_2_s_and_hand
     assert Enrolment.select().count() == 0
 
 
-def test_a_stop_while_a_save_waits_for_sqlites_write_lock_returns_within_2_s(tmp_path, sqs):
+def test_a_stop_while_a_save_waits_for_sqlites_write_lock_returns_within_2_s(tmp_path, aws_sqs):
     url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
     database = db.bind(url)
     migrations.migrate(database)
     settings_ = worker_settings(url, SQS_WAIT_TIME="0", SQS_VISIBILITY_TIMEOUT="60")
-    enrolments, invalid = (SqsQueue(settings_, name, client=sqs) for name in ("enrolment", "enrolment-invalid"))
+    enrolments, invalid = (SqsQueue(settings_, name, client=aws_sqs) for name in ("enrolment", "enrolment-invalid"))
     for queue in (enrolments, invalid):
         queue.ensure_exists()
     worker = Worker(settings_, enrolments, invalid, rng=lambda: 0.0)
     thread = start_worker(worker)
     with sqlite_write_locked(sqlite_path(url)):
         message_id = enrolments.send(enrolment_body())
-        took = stop_while_saving(worker, thread, lambda: in_flight(sqs, "enrolment") == 1)
+        took = stop_while_saving(worker, thread, lambda: in_flight(aws_sqs, "enrolment") == 1)
         back = handed_back(enrolments)
     assert took < 2
     assert [message.id for message in back] == [message_id]

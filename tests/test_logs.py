@@ -9,14 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from directory_api import logs
-from directory_api.cli import app
-from directory_api.settings import VARIABLES
+from tests.support import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]
-CLEAN = {variable.name: None for variable in VARIABLES}
 THIRD_PARTY = ("mohawk", "botocore", "boto3", "urllib3", "waitress", "peewee", "s3transfer")
 
 
@@ -129,10 +126,6 @@ def test_log_level_debug_shows_third_party_debug_lines_too():
 
     for name in THIRD_PARTY:
         assert logging.getLogger(name).isEnabledFor(logging.DEBUG), name
-
-
-def invoke(*args: str, **env: str):
-    return CliRunner().invoke(app, list(args), env={**CLEAN, **env}, catch_exceptions=False)
 
 
 def test_a_configuration_error_under_log_format_json_is_one_json_object_a_variable():

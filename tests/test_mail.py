@@ -15,6 +15,7 @@ from directory_api.queues.database import DatabaseQueue
 from directory_api.worker import Worker
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
+from tests.support import wait_until
 
 CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 
@@ -246,15 +247,10 @@ def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database,
     saved()
     sender.start()
     try:
-        deadline = time.monotonic() + 5
-        while Email.get().attempts == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: Email.get().attempts > 0, 5, "the first attempt", interval=0.05)
         server.start()
         make_due()
-        deadline = time.monotonic() + 10
-        while states() != [SENT] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert states() == [SENT]
+        wait_until(lambda: states() == [SENT], 10, "the e-mail sent", interval=0.05)
         assert any("Connection refused" in record.getMessage() for record in caplog.records)
     finally:
         sender.stop()
@@ -267,9 +263,7 @@ def test_a_stop_during_a_stalled_conversation_returns_at_once_and_hands_the_emai
     sender = make_sender(smtp.port)
     saved()
     sender.start()
-    deadline = time.monotonic() + 5
-    while not smtp.sink.count and Email.get().attempts == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: smtp.sink.count or Email.get().attempts > 0, 5, "the conversation to begin", interval=0.05)
     time.sleep(0.3)  # in DATA, waiting for the server's answer
     started = time.monotonic()
     sender.stop()
@@ -285,9 +279,7 @@ def test_two_senders_send_each_email_once(database, database_url, smtp):
     for sender in senders:
         sender.start()
     try:
-        deadline = time.monotonic() + 30
-        while smtp.sink.count < 40 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: smtp.sink.count >= 40, 30, "40 e-mails")
         time.sleep(0.5)
     finally:
         for sender in senders:
@@ -379,9 +371,7 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     worker = Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
     running = threading.Thread(target=worker.run)
     running.start()
-    deadline = time.monotonic() + 10
-    while not (Email.select().where(Email.attempts == 1).exists()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: Email.select().where(Email.attempts == 1).exists(), 10, "the first attempt", interval=0.05)
     time.sleep(0.3)
     started = time.monotonic()
     worker.shutdown.requested = True
@@ -396,9 +386,7 @@ def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make
     sender.failures = 6  # the next pause would be 32-64 s
     sender.start()
     try:
-        deadline = time.monotonic() + 5
-        while not Email.select().where(Email.last_error != "").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: Email.select().where(Email.last_error != "").exists(), 5, "a failed attempt", interval=0.05)
         started = time.monotonic()
         assert sender.finish().wait(5) and time.monotonic() - started < 5
     finally:

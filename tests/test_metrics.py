@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from directory_api import metrics
 from directory_api import worker as worker_module
@@ -16,17 +15,13 @@ from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from directory_api.worker import Worker
 from tests.factories import enrolment_body, worker_settings
+from tests.support import metric_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def samples(registry: Registry) -> dict:
-    """(name, labels as sorted tuple) -> value, from the exposition parsed by prometheus_client's own parser."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(registry.exposition().decode())
-        for sample in family.samples
-    }
+    return metric_samples(registry.exposition().decode())
 
 
 def outcomes(registry: Registry) -> dict[str, float]:

@@ -7,6 +7,7 @@ import pytest
 from directory_api import db, migrations, models
 from directory_api.errors import SchemaError
 from directory_api.models import ALL_MODELS
+from tests.support import errors_in_threads
 
 
 @pytest.fixture
@@ -59,22 +60,15 @@ def test_concurrent_migrations_all_succeed(database_url):
     # Each thread gets its own connection (peewee connections are per thread).
     database = db.bind(database_url)
     barrier = threading.Barrier(4)
-    errors = []
 
     def run():
         barrier.wait()
         try:
             migrations.migrate(database)
-        except Exception as error:  # noqa: BLE001 - collected and asserted below
-            errors.append(error)
         finally:
             database.close()
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = errors_in_threads(run, 4, timeout=60)
     assert errors == []
     assert migrations.current_version(database) == migrations.LATEST
     database.close()

@@ -7,7 +7,6 @@ import peewee
 import pytest
 
 from directory_api import db, migrations
-
 from directory_api.models import Company, Enrolment, QueueMessage, Rejection, Supplier
 
 

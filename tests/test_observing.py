@@ -5,18 +5,15 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from directory_api import logs
 from tests.factories import enrolment_body
-from tests.test_server import SECRET, Serve, free_port, signed_post, wait_until
+from tests.support import SOURCE_CLI, free_port, metric_samples, signed_post, start_work, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,17 +31,9 @@ def database_env(tmp_path) -> dict:
 
 
 @pytest.fixture
-def serving(tmp_path):
-    started: list[Serve] = []
-
-    def start(env: dict, *args: str) -> Serve:
-        serve = Serve(tmp_path, env, "--debug", *args)
-        started.append(serve)
-        return serve.wait_ready()
-
-    yield start
-    for serve in started:
-        serve.kill()
+def serving(serving):
+    """serve --debug: it migrates the database."""
+    return lambda env, *args: serving(env, "--debug", *args)
 
 
 def json_lines(text: str) -> list[dict]:
@@ -59,12 +48,7 @@ def json_lines(text: str) -> list[dict]:
 
 
 def scrape(url: str) -> dict:
-    text = requests.get(url, timeout=5).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return metric_samples(requests.get(url, timeout=5).text)
 
 
 def requests_total(found: dict, route: str, method: str, status: str) -> float:
@@ -103,7 +87,7 @@ def test_serve_processes_2_metrics_count_every_request_of_both_processes_exactly
     for _ in range(3):
         requests.get(serve.url + "/no-such-path", timeout=5)
     for _ in range(4):
-        assert signed_post(serve.url, json.loads(enrolment_body())).status_code == 202
+        assert signed_post(serve.url, enrolment_body().encode()).status_code == 202
 
     found = scrape(serve.url + "/metrics")
 
@@ -121,7 +105,7 @@ def test_serve_processes_2_metrics_count_every_request_of_both_processes_exactly
 
 def test_every_line_serve_writes_under_log_format_json_parses(serving, database_env):
     serve = serving(database_env)
-    signed_post(serve.url, json.loads(enrolment_body()))
+    signed_post(serve.url, enrolment_body().encode())
     requests.get(serve.url + "/no-such-path", timeout=5)
     raw_request(serve.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")  # waitress's own 400
     assert serve.stop() == 0
@@ -159,45 +143,35 @@ def test_a_newline_in_a_request_id_is_refused_by_the_server_with_a_request_id_of
     assert "Injected" not in serve.log()
 
 
-def start_work(env: dict, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / f"work-{len(list(tmp_path.glob('work-*')))}.log"
-    process = subprocess.Popen(
-        [sys.executable, "directory_api.py", "work", "--debug", *args], cwd=ROOT,
-        env={"PATH": os.environ["PATH"], **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    return process, log
+def work(processes, env: dict, *args: str):
+    return start_work(processes, SOURCE_CLI, {"PATH": os.environ["PATH"], **env}, "--debug", *args)
 
 
-def test_a_request_id_goes_from_the_client_through_the_access_line_to_the_workers_line(serving, database_env, tmp_path):
+def test_a_request_id_goes_from_the_client_through_the_access_line_to_the_workers_line(
+        serving, database_env, processes):
     serve = serving(database_env)
     answer = _signed_post_with_request_id(serve.url, "client-req.42")
     assert answer.status_code == 202 and answer.headers["X-Request-ID"] == "client-req.42"
     message_id = answer.json()["id"]
     assert serve.stop() == 0
 
-    work, log = start_work(database_env, tmp_path, "--once")
-    assert work.wait(60) == 0, log.read_text()
+    worker = work(processes, database_env, "--once")
+    assert worker.popen.wait(60) == 0, worker.full_log()
 
     access = [e for e in json_lines(serve.log()) if e.get("request_id") == "client-req.42"]
     assert [(e["logger"], e["method"], e["path"], e["status"]) for e in access] == [
         ("directory_api.access", "POST", "/enrolment/", 202)]
-    worker_lines = [e for e in json_lines(log.read_text()) if e.get("request_id") == "client-req.42"]
+    worker_lines = [e for e in json_lines(worker.full_log()) if e.get("request_id") == "client-req.42"]
     assert worker_lines and worker_lines[0]["message_id"] == message_id
     assert worker_lines[0]["logger"] == "directory_api.worker"
 
 
 def _signed_post_with_request_id(url: str, request_id: str) -> requests.Response:
-    from sigauth.helpers import RequestSigner
-
-    body = enrolment_body().encode()
-    headers = RequestSigner(secret=SECRET, sender_id="directory-ui").get_signature_headers(
-        url + "/enrolment/", body, "POST", "application/json")
-    headers.update({"Content-Type": "application/json", "X-Request-ID": request_id})
-    return requests.post(url + "/enrolment/", data=body, headers=headers, timeout=10)
+    return signed_post(url, enrolment_body().encode(), headers={"X-Request-ID": request_id})
 
 
 def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_with_a_set_aside_message(
-        serving, database_env, tmp_path):
+        serving, database_env, processes):
     serve = serving(database_env)  # migrates the database (--debug) and queues what the worker drains
     for _ in range(3):
         assert _signed_post_with_request_id(serve.url, "r").status_code == 202
@@ -205,7 +179,7 @@ def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_wit
     _queue_raw(database_env, "not json")
     port = free_port()
 
-    work, log = start_work(database_env, tmp_path, "--metrics-port", str(port))
+    worker = work(processes, database_env, "--metrics-port", str(port))
     try:
         url = f"http://127.0.0.1:{port}/metrics"
 
@@ -214,10 +188,10 @@ def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_wit
             done = found[("directory_api_worker_messages_total", (("outcome", "set_aside"),))] == 1
             return done and found[("directory_api_emails_total", (("outcome", "logged"),))] == 3 and found
 
-        found = wait_until(drained, "the worker's metrics after the drain")
+        found = wait_until(drained, 20, "the worker's metrics after the drain")
     finally:
-        work.send_signal(signal.SIGTERM)
-        assert work.wait(10) == 0, log.read_text()
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(10) == 0, worker.full_log()
 
     counts = {outcome: found[("directory_api_worker_messages_total", (("outcome", outcome),))]
               for outcome in ("saved", "duplicate", "set_aside", "retried")}
@@ -226,7 +200,7 @@ def test_work_metrics_port_serves_the_message_and_email_counts_after_a_drain_wit
               for outcome in ("sent", "failed", "retried", "logged")}
     assert emails == {"sent": 0, "failed": 0, "retried": 0, "logged": 3}
     assert found[("directory_api_worker_batch_duration_seconds_count", ())] >= 1
-    json_lines(log.read_text())
+    json_lines(worker.full_log())
 
 
 def _queue_raw(env: dict, body: str) -> None:

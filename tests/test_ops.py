@@ -5,7 +5,6 @@ import datetime
 import io
 import json
 
-import peewee
 import pytest
 
 from directory_api import db as db_module
@@ -13,7 +12,7 @@ from directory_api import ops, saving
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
 from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload
-from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
+from tests.support import received
 
 
 @pytest.fixture

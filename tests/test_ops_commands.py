@@ -15,18 +15,19 @@ from directory_api import saving
 from directory_api.models import Company, Enrolment, Rejection, Supplier
 from directory_api.queues import open_queue
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
-from tests.test_worker_process import FAKE_AWS, REPO, moto_endpoint, queue_names, wait_until  # noqa: F401 - fixtures
+from tests.support import FAKE_AWS, REPO, queue_names, wait_until
 
 
 @pytest.fixture(params=["sqs", "database"])
-def environ(request, database, database_url, queue_names):
+def environ(request, database, database_url):
     """The variables of every command of the test: its database, its queues on each backend."""
+    names = queue_names()
     env = {
         **os.environ, **FAKE_AWS,
         "DATABASE_URL": database_url,
         "QUEUE_BACKEND": request.param,
-        "SQS_ENROLMENT_QUEUE_NAME": queue_names[0],
-        "SQS_INVALID_ENROLMENT_QUEUE_NAME": queue_names[1],
+        "SQS_ENROLMENT_QUEUE_NAME": names[0],
+        "SQS_INVALID_ENROLMENT_QUEUE_NAME": names[1],
         "SQS_WAIT_TIME": "1",
         "SQS_VISIBILITY_TIMEOUT": "2",
     }

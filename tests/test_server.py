@@ -1,148 +1,35 @@
 """server: real `python directory_api.py serve` processes on real ports, SQS from a moto server over HTTP."""
 
+import contextlib
 import errno
 import json
-import os
 import random
 import re
 import resource
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import boto3
 import pytest
 import requests
-from sigauth.helpers import RequestSigner
-from waitress import wasyncore
 
 from directory_api import server
+from directory_api.vendored_internals import socket_map, wasyncore
+from tests import support
+from tests.factories import enrolment_payload
+from tests.support import free_port, received_until_closed, signed_headers, sqs_client, statuses, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "not-a-real-secret"
-ENROLMENT = {
-    "sso_id": 11,
-    "company_number": "01234567",
-    "company_name": "Acme Exports Ltd",
-    "company_email": "enquiries@acme.example.com",
-    "export_status": "YES",
-    "date_of_creation": "2015-01-31",
-}
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (OSError, requests.RequestException):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-class Serve:
-    """A `serve` subprocess on a free port, logging to a file."""
-
-    def __init__(self, tmp_path: Path, env: dict, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"serve-{self.port}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "directory_api.py", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            cwd=ROOT,
-            env={"PATH": os.environ["PATH"], "UI_SECRET": SECRET, **env},
-            stdout=self.log_path.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_ready(self) -> "Serve":
-        def answers():
-            assert self.process.poll() is None, f"serve exited early:\n{self.log()}"
-            return requests.get(self.url + "/", timeout=1).status_code == 200
-
-        wait_until(answers, f"serve on port {self.port}")
-        return self
-
-    def stop(self, signum=signal.SIGTERM, timeout: float = 15) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def serving(tmp_path):
-    started: list[Serve] = []
-
-    def start(env: dict, *args: str, ready: bool = True) -> Serve:
-        serve = Serve(tmp_path, env, *args)
-        started.append(serve)
-        return serve.wait_ready() if ready else serve
-
-    yield start
-    for serve in started:
-        serve.kill()
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    moto_server = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen([str(moto_server), "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: requests.get(endpoint + "/moto-api/", timeout=1).ok, "moto_server")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
+ENROLMENT = enrolment_payload(11)
 
 
 def sqs_env(moto_endpoint: str, name: str, database_url: str) -> dict:
-    return {
-        **FAKE_AWS,
-        "QUEUE_BACKEND": "sqs",
-        "SQS_ENDPOINT_URL": moto_endpoint,
-        "SQS_ENROLMENT_QUEUE_NAME": name,
-        "SQS_INVALID_ENROLMENT_QUEUE_NAME": f"{name}-invalid",
-        "DATABASE_URL": database_url,
-    }
-
-
-def sqs_client(moto_endpoint: str):
-    return boto3.client("sqs", endpoint_url=moto_endpoint, region_name="eu-west-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return support.sqs_env(moto_endpoint, (name, f"{name}-invalid"), database_url)
 
 
 def signed_post(url: str, payload=ENROLMENT, path="/enrolment/", **kwargs) -> requests.Response:
-    body = json.dumps(payload).encode()
-    headers = RequestSigner(secret=SECRET, sender_id="directory-ui").get_signature_headers(
-        url + path, body, "POST", "application/json"
-    )
-    return requests.post(url + path, data=body, headers={**headers, "Content-Type": "application/json"},
-                         timeout=10, **kwargs)
+    return support.signed_post(url, json.dumps(payload).encode(), path, **kwargs)
 
 
 def test_a_sigauth_signed_enrolment_to_serve_debug_lands_on_the_database_queue(serving, tmp_path):
@@ -203,9 +90,7 @@ def test_a_chunked_body_over_256_kib_gets_a_json_413_from_the_server(serving, tm
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(serving, tmp_path):
     serve = serving({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}, "--debug")
     body = json.dumps(ENROLMENT).encode()
-    headers = RequestSigner(secret=SECRET, sender_id="directory-ui").get_signature_headers(
-        serve.url + "/enrolment/", body, "POST", "application/json"
-    )
+    headers = signed_headers(serve.url + "/enrolment/", body)
     head = (
         "POST /enrolment/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nX-Signature: {headers['X-Signature']}\r\n\r\n"
@@ -234,10 +119,7 @@ def test_processes_share_one_port_and_refuse_a_replay_to_any_of_them(serving, mo
     env = sqs_env(moto_endpoint, "processes", f"sqlite:///{tmp_path / 'db.sqlite3'}")
     serve = serving(env, "--debug", "--processes", "2")
     body = json.dumps(ENROLMENT).encode()
-    headers = RequestSigner(secret=SECRET, sender_id="directory-ui").get_signature_headers(
-        serve.url + "/enrolment/", body, "POST", "application/json"
-    )
-    headers["Content-Type"] = "application/json"
+    headers = signed_headers(serve.url + "/enrolment/", body)
     # A fresh connection each time, so the requests spread over both processes.
     statuses = [
         requests.post(serve.url + "/enrolment/", data=body, headers={**headers, "Connection": "close"}, timeout=10).status_code
@@ -274,6 +156,28 @@ class InProcess:
         self.thread.join(10)
 
 
+@contextlib.contextmanager
+def turned_by_hand(app=hello_app):
+    """create_server(app) with one thread and no loop running: the test calls its handlers itself."""
+    http = server.create_server(app, host="127.0.0.1", port=0, threads=1)
+    try:
+        yield http
+    finally:
+        wasyncore.close_all(socket_map(http))
+        http.task_dispatcher.shutdown()
+
+
+@contextlib.contextmanager
+def connected(http, count: int):
+    """`count` client connections to `http`, waiting in its backlog until it accepts them; closed at the end."""
+    clients = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(count)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
 @pytest.fixture
 def in_process():
     """Start an InProcess server (keyword arguments as InProcess) and return its port; stopped after the test."""
@@ -288,25 +192,6 @@ def in_process():
         running.stop()
 
 
-def exchange(port: int, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
-    """Send `data`; return (everything received, whether the server closed the connection within `timeout`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:
-            pass
-    return received, True
-
-
-def statuses(received: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
-
-
 def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(in_process):
     # Regression: it was answered and the connection kept, so a pipelined second request was served.
     port = in_process()
@@ -314,7 +199,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
     )
-    received, closed = exchange(port, smuggling)
+    received, closed = received_until_closed(port, smuggling)
     assert statuses(received) == [400] and closed, received
     assert b"Transfer-Encoding" in received  # the JSON detail says why
 
@@ -322,14 +207,14 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
 def test_transfer_encoding_on_http_1_0_is_refused_and_the_connection_closed(in_process):
     port = in_process()
     request = b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-    received, closed = exchange(port, request + b"GET / HTTP/1.0\r\n\r\n")
+    received, closed = received_until_closed(port, request + b"GET / HTTP/1.0\r\n\r\n")
     assert statuses(received) == [400] and closed, received
 
 
 def test_a_chunked_request_alone_is_still_served_on_a_kept_connection(in_process):
     port = in_process()
     request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
-    received, closed = exchange(port, request + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)
+    received, closed = received_until_closed(port, request + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=1)
     assert statuses(received) == [200, 200] and not closed, received
 
 
@@ -337,7 +222,7 @@ def test_expect_100_continue_over_the_limit_gets_413_without_100_continue(in_pro
     # Regression: waitress sent "100 Continue" for a body it had refused, then read it before the 413.
     port = in_process()
     head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n"
-    received, closed = exchange(port, head)
+    received, closed = received_until_closed(port, head)
     assert statuses(received) == [413] and closed, received
 
 
@@ -355,7 +240,7 @@ def test_more_idle_connections_than_waitress_allows_do_not_keep_a_request_out(in
     port = in_process()
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
     try:
-        received, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
+        received, _ = received_until_closed(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
         assert statuses(received) == [200]
     finally:
         for sock in idle:
@@ -380,7 +265,7 @@ def test_at_the_connection_limit_the_quietest_connections_make_room(in_process, 
         for _ in range(60):
             idle.append(socket.create_connection(("127.0.0.1", port)))
             time.sleep(0.005)  # accepted in order, so the oldest are the quietest
-        received, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
+        received, _ = received_until_closed(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=1)
         assert statuses(received) == [200]
         closed = [closed_by_server(sock) for sock in idle]
         assert sum(closed) >= 40 and not any(closed[-10:]), closed
@@ -487,16 +372,9 @@ def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process
 def test_one_turn_of_the_loop_accepts_every_connection_waiting():
     # Regression: waitress accepts one a turn, and a turn costs more the more connections are open:
     # at 4,000 open, a burst of new ones waited in the backlog for up to 10 s.
-    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
-    waiting = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(50)]
-    try:
+    with turned_by_hand() as http, connected(http, 50):
         http.handle_accept()
         assert len(http.active_channels) == 50
-    finally:
-        for sock in waiting:
-            sock.close()
-        wasyncore.close_all(http._map)
-        http.task_dispatcher.shutdown()
 
 
 def out_of_files():
@@ -504,37 +382,24 @@ def out_of_files():
 
 
 def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monkeypatch):
-    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
-    quiet = [socket.create_connection(http.socket.getsockname()[:2]) for _ in range(3)]
-    try:
+    with turned_by_hand() as http, connected(http, 3):
         http.handle_accept()
         monkeypatch.setattr(http, "accept", out_of_files)
         http.handle_accept()
         assert len(http.active_channels) == 0
-    finally:
-        for sock in quiet:
-            sock.close()
-        wasyncore.close_all(http._map)
-        http.task_dispatcher.shutdown()
 
 
 def test_a_channel_whose_task_is_sending_its_answer_is_not_writable():
     # Regression: waitress said writable whenever output was buffered, also while the task answering held the
     # buffer's lock to send it itself: handle_write could send nothing, and the loop spun on the always-writable
     # socket (~36 turns a request at 16 connections), starving that very task of the GIL.
-    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
-    client = socket.create_connection(http.socket.getsockname()[:2])
-    try:
+    with turned_by_hand() as http, connected(http, 1):
         http.handle_accept()
         (channel,) = http.active_channels.values()
         channel.requests, channel.total_outbufs_len = ["a request being answered"], 100
         assert not channel.writable()
         channel.requests = []
         assert channel.writable()  # answered: the loop sends what is left
-    finally:
-        client.close()
-        wasyncore.close_all(http._map)
-        http.task_dispatcher.shutdown()
 
 
 def test_an_answer_larger_than_the_output_buffer_reaches_a_slow_reader_whole(in_process):
@@ -570,7 +435,7 @@ def test_idle_connections_cost_the_loop_nothing_while_another_is_answered(monkey
     idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(200)]
     try:
         with socket.create_connection(("127.0.0.1", running.port), timeout=3) as sock:
-            wait_until(lambda: len(running.http.active_channels) == 201, "every connection accepted")
+            wait_until(lambda: len(running.http.active_channels) == 201, 20, "every connection accepted")
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             read_response(sock)
             asked.clear()

@@ -7,6 +7,7 @@ import pytest
 
 from directory_api.queues import Message, QueueUnavailable
 from directory_api.threads import Background, Keepalive, Lane, Shutdown, StopNow, retry_until_done
+from tests.support import ManualClock
 
 
 def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
@@ -28,19 +29,21 @@ class ExtendingQueue:
         self.extended.append((message, seconds))
 
 
-def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    with Keepalive(queue, visibility_timeout=1).watch([message]):
-        time.sleep(1.3)
-    assert queue.extended[:2] == [(message, 1), (message, 1)]
+def test_the_visibility_of_messages_whose_handling_runs_long_is_extended_each_half_timeout():
+    queue, message, clock = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1"), ManualClock()
+    with Keepalive(queue, visibility_timeout=1, clock=clock, sleep=clock.sleep).watch([message]):
+        clock.wait_for_sleepers()
+        clock.advance(1.3)
+    assert queue.extended == [(message, 1), (message, 1)]  # at 0.5 s and 1.0 s
 
 
 def test_a_batch_handled_quickly_is_never_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    keepalive = Keepalive(queue, visibility_timeout=1)
+    queue, message, clock = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1"), ManualClock()
+    keepalive = Keepalive(queue, visibility_timeout=1, clock=clock, sleep=clock.sleep)
     with keepalive.watch([message]):
         pass
-    time.sleep(1.3)
+    clock.wait_for_sleepers()
+    clock.advance(1.3)
     assert queue.extended == []
 
 

@@ -1,45 +1,22 @@
 """web: every row and error of SPEC.md's HTTP API, through the WSGI app with raw environs."""
 
-import io
 import json
 
 import pytest
 from openapi_spec_validator import validate as validate_openapi
-from sigauth.helpers import RequestSigner
 
 from directory_api import db, migrations, models, openapi, web
-from directory_api.queues import QueueUnavailable
-from directory_api.settings import Settings
 from directory_api.signature import NonceStore, legacy_signature
+from tests import support
+from tests.factories import ENROLMENT
+from tests.factories import web_settings as settings
+from tests.support import FakeQueue
+from tests.support import app_call as call
+from tests.support import app_post as post
+from tests.support import app_signed_get as signed_get
+from tests.support import app_signed_headers as signed_headers
 
-SECRET = "not-a-real-secret"
-ENROLMENT = {
-    "sso_id": 7,
-    "company_number": "SC123456",
-    "company_name": "Acme Exports Ltd",
-    "company_email": "enquiries@acme.example.com",
-    "export_status": "NOT_YET",
-    "date_of_creation": "2012-04-02",
-}
-
-
-class FakeQueue:
-    """A Queue double: remembers what was sent; `down` makes it refuse like an unreachable backend."""
-
-    name = "enrolment"
-
-    def __init__(self):
-        self.sent: list[str] = []
-        self.down = False
-
-    def ensure_exists(self) -> None:
-        if self.down:
-            raise QueueUnavailable("fake queue is down")
-
-    def send(self, body: str, attributes=None) -> str:
-        self.ensure_exists()
-        self.sent.append(body)
-        return f"message-{len(self.sent)}"
+SECRET = support.UI_SECRET
 
 
 class ExplodingInput:
@@ -56,10 +33,6 @@ class ExplodingInput:
         return b"x" * size
 
 
-def settings(**environ) -> Settings:
-    return Settings.from_environ({"UI_SECRET": SECRET, **environ}, debug=True)
-
-
 @pytest.fixture
 def queue():
     return FakeQueue()
@@ -74,56 +47,6 @@ def unbound(monkeypatch):
 @pytest.fixture
 def app(queue, tmp_path, unbound):
     return web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "nonces.sqlite3")))
-
-
-def call(app, method, path, body=b"", headers=None, query="", **environ):
-    """Run one request through the WSGI app; return (status code, lower-cased headers, JSON body)."""
-    request_uri = path + (f"?{query}" if query else "")
-    env = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "REQUEST_URI": request_uri,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": io.StringIO(),
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
-    env.update(environ)
-    answer = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        answer["status"] = int(status.split()[0])
-        answer["headers"] = {name.lower(): value for name, value in response_headers}
-
-    raw = b"".join(app(env, start_response))
-    assert answer["headers"]["content-type"] == "application/json"
-    return answer["status"], answer["headers"], json.loads(raw)
-
-
-def signed_headers(method, path, body=b"", content_type="application/json", secret=SECRET):
-    headers = RequestSigner(secret=secret, sender_id="directory-ui").get_signature_headers(
-        f"http://testserver{path}", body, method, content_type
-    )
-    if content_type:
-        headers["Content-Type"] = content_type
-    return headers
-
-
-def post(app, body, path="/enrolment/", **kwargs):
-    body = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return call(app, "POST", path, body, signed_headers("POST", path, body), **kwargs)
-
-
-def signed_get(app, path):
-    return call(app, "GET", path, b"", signed_headers("GET", path, content_type=None))
 
 
 def test_root_says_hello_without_a_signature(app):

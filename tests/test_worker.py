@@ -3,9 +3,7 @@ import logging
 import threading
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from directory_api import db, enrolment, saving
 from directory_api import worker as worker_module
@@ -13,55 +11,16 @@ from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
-from directory_api.queues.database import DatabaseQueue
-from directory_api.queues.sqs import SqsQueue
-from directory_api.worker import Outcome, Worker, backoff
-from tests.factories import enrolment_body, enrolment_payload, worker_settings
-from tests.queues.test_database import insert_raw_row, write_lock_is_free
-from tests.queues.test_sqs import answering, twice, without_receive_count
+from directory_api.worker import Outcome, backoff
+from tests.database_locks import write_lock_is_free
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
+from tests.support import answering, insert_raw_row, received, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
 
-@pytest.fixture(autouse=True)
-def no_lingering_in_once(monkeypatch):
-    # The moto and database queues answer a poll at once: no need for --once's one-second wait.
-    monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
-
-
-@pytest.fixture
-def sqs(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        yield boto3.client("sqs", region_name="eu-west-1")
-
-
-@pytest.fixture(params=["sqs", "database"])
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def make_worker(backend, database, database_url, request):
-    """A Worker on the backend and database of the test, with settings from a few variables."""
-
-    def make(**environ) -> Worker:
-        settings = worker_settings(database_url, **{"QUEUE_BACKEND": backend, "SQS_WAIT_TIME": "0", **environ})
-        if backend == "sqs":
-            client = request.getfixturevalue("sqs")
-            queues = [SqsQueue(settings, name, client=client) for name in ("enrolment", "enrolment-invalid")]
-        else:
-            queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
-        for queue in queues:
-            queue.ensure_exists()
-        return Worker(settings, *queues, rng=lambda: 0.0)
-
-    return make
-
-
-def received(queue) -> list[Message]:
-    return queue.receive(10, 0)
+# The moto and database queues answer a poll at once: no need for --once's one-second wait.
+pytestmark = pytest.mark.usefixtures("no_lingering_in_once")
 
 
 def test_a_valid_message_is_saved_and_deleted(make_worker):
@@ -131,10 +90,6 @@ def test_one_bad_message_in_a_batch_does_not_keep_the_others_from_being_saved(ma
     assert Enrolment.select().count() == 2
     assert len(received(worker.invalid)) == 2
     assert received(worker.enrolments) == []
-
-
-def deeply_nested_body(levels: int) -> str:
-    return enrolment_body()[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
 
 
 @pytest.mark.parametrize("levels", [500, 970])
@@ -367,9 +322,9 @@ def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_d
 
 
 @pytest.mark.parametrize("backend", ["sqs"])
-def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, sqs):
+def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_coming_back(make_worker, aws_sqs):
     worker = make_worker()
-    sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
+    aws_sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
     message_id = worker.enrolments.send(invalid_body_of(1500))
     messages = received(worker.enrolments)
     assert worker.handle(messages) is Outcome.SAVED

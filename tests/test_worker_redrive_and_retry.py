@@ -5,10 +5,9 @@ import json
 from directory_api import saving, web
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier, utcnow
 from directory_api.saving import COMPANY_ALREADY_REGISTERED
-from tests.factories import enrolment_body, enrolment_payload
-from tests.test_web import settings as web_settings
-from tests.test_web import signed_get
-from tests.test_worker import backend, make_worker, no_lingering_in_once, received, sqs  # noqa: F401 - fixtures
+from tests.factories import enrolment_body, enrolment_payload, web_settings
+from tests.support import app_signed_get as signed_get
+from tests.support import received
 
 
 def rows() -> tuple[int, int, int]:

@@ -6,7 +6,6 @@ from typing import Protocol
 
 from directory_api.settings import Settings
 
-
 # An empty queue is polled at growing intervals, not in a tight loop.
 FIRST_POLL_INTERVAL = 0.2
 LONGEST_POLL_INTERVAL = 1.0

@@ -1,22 +1,14 @@
-"""The built artifact for the e2e tests: `pyz` (built once a session when stale) and `pyz_env`."""
+"""The built artifact for the e2e tests: `pyz` (built once a session when stale) and `pyz_env`.
+
+The harness's fixtures (servers, processes, queues, databases) come as a plugin: see tests/conftest.py.
+"""
 
 import subprocess
 from pathlib import Path
 
 import pytest
 
-# The harness's fixtures (servers, processes, queues, databases), found by pytest through this conftest.
-from tests.e2e.harness import (  # noqa: F401
-    base_env,
-    cli,
-    live_api,
-    moto_endpoint,
-    pg,
-    processes,
-    proxy_to,
-    queues,
-    sqs,
-)
+from tests.e2e.harness import bare_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"
@@ -55,12 +47,7 @@ def pyz() -> Path:
 
 @pytest.fixture
 def pyz_env(tmp_path) -> dict[str, str]:
-    """An environment that shares nothing with the developer's: own HOME and SHIV_ROOT, no PYTHONPATH."""
+    """A bare environment of the test's own."""
     home = tmp_path / "home"
     home.mkdir()
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "SHIV_ROOT": str(tmp_path / "shiv"),
-    }
+    return bare_env(home, tmp_path / "shiv")

@@ -8,14 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    UI_SECRET,
-    payload,
-    raw_exchange,
-    request_bytes,
-    signed_headers,
-    stale_headers,
-)
+from tests.e2e.harness import raw_exchange, request_bytes
+from tests.factories import enrolment_payload
+from tests.support import UI_SECRET, signed_headers, stale_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -29,8 +24,8 @@ def signed(live_api, body: bytes, path: str = PATH, content_type: str = "applica
 
 def body_of_size(size: int, n: int = 0) -> bytes:
     """A valid enrolment padded with an unknown field to exactly `size` bytes."""
-    empty = json.dumps({**payload(n), "padding": ""}).encode()
-    return json.dumps({**payload(n), "padding": "x" * (size - len(empty))}).encode()
+    empty = json.dumps({**enrolment_payload(n), "padding": ""}).encode()
+    return json.dumps({**enrolment_payload(n), "padding": "x" * (size - len(empty))}).encode()
 
 
 def assert_json_error(response, status: int) -> dict:
@@ -92,7 +87,7 @@ def test_a_content_length_of_a_gigabyte_is_refused_without_reading_it(live_api, 
 
 
 def test_a_truncated_body_then_close_queues_nothing_and_the_server_keeps_serving(live_api, nothing_queued):
-    body = json.dumps(payload(3)).encode()
+    body = json.dumps(enrolment_payload(3)).encode()
     request = request_bytes("POST", PATH, body, signed(live_api, body), content_length=len(body) + 500)
 
     response = raw_exchange(live_api.port, [request], half_close=True, timeout=10)
@@ -102,7 +97,7 @@ def test_a_truncated_body_then_close_queues_nothing_and_the_server_keeps_serving
 
 
 def test_a_slow_client_is_served_and_does_not_hold_up_others(live_api):
-    body = json.dumps(payload(4)).encode()
+    body = json.dumps(enrolment_payload(4)).encode()
     request = request_bytes("POST", PATH, body, signed(live_api, body))
     pieces = [request[start : start + 16] for start in range(0, len(request), 16)]
     pause = 3.0 / len(pieces)  # the whole request dribbles in over about 3 seconds
@@ -140,7 +135,7 @@ def test_a_body_that_is_not_a_json_object_is_refused_with_400(live_api, nothing_
 
 
 def test_invalid_fields_are_refused_with_400_naming_each_field(live_api, nothing_queued):
-    body = json.dumps(payload(5, sso_id=0, company_number="nope")).encode()
+    body = json.dumps(enrolment_payload(5, sso_id=0, company_number="nope")).encode()
 
     response = post(live_api, body, signed(live_api, body))
 
@@ -149,7 +144,7 @@ def test_invalid_fields_are_refused_with_400_naming_each_field(live_api, nothing
 
 # -- signatures -------------------------------------------------------------------------------
 
-BODY = json.dumps(payload(6)).encode()
+BODY = json.dumps(enrolment_payload(6)).encode()
 
 
 def test_a_request_without_signature_is_refused_with_401(live_api, nothing_queued):
@@ -170,7 +165,7 @@ def test_a_signature_outside_the_60_second_skew_is_refused_with_401(live_api, no
 
 
 def test_a_replayed_signature_is_refused_with_401_and_queues_once(live_api):
-    body = json.dumps(payload(7)).encode()
+    body = json.dumps(enrolment_payload(7)).encode()
     headers = signed(live_api, body)
     before = live_api.queued()
 
@@ -189,7 +184,7 @@ def test_a_signature_for_another_path_is_refused_with_401(live_api, nothing_queu
 
 
 def test_a_signature_for_another_body_is_refused_with_401(live_api, nothing_queued):
-    headers = signed(live_api, json.dumps(payload(8)).encode())
+    headers = signed(live_api, json.dumps(enrolment_payload(8)).encode())
 
     assert_json_error(post(live_api, BODY, headers), 401)
 

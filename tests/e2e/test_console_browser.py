@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import IN_CI, free_port, payload, signed_headers, wait_for_root, wait_until
+from tests.factories import enrolment_payload
+from tests.support import IN_CI, free_port, signed_headers, wait_for_root, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -108,9 +109,9 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(brow
     # Enrolments as directory-ui sends them; one repeats a registered company and is set aside.
     for n, name in enumerate(["Acme Widgets Ltd", "Bright Lamps Ltd", "Coastal Ropes & Sails Ltd",
                               '<script>alert("not run")</script> Ltd']):
-        post(base_url, payload(100 + n, company_number=f"SC10000{n}", company_name=name))
-    taken = post(base_url, payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd"))
-    post(base_url, payload(201, sso_id=101))  # a user already a supplier
+        post(base_url, enrolment_payload(100 + n, company_number=f"SC10000{n}", company_name=name))
+    taken = post(base_url, enrolment_payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd"))
+    post(base_url, enrolment_payload(201, sso_id=101))  # a user already a supplier
     wait_until(lambda: status(base_url, taken)["status"] == "rejected", 30, "the repeat to be set aside")
 
     assert requests.get(f"{base_url}/ops/", timeout=10).status_code == 401  # no password, no console

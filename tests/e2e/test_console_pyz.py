@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import free_port, wait_for_root
+from tests.support import free_port, wait_for_root
 
 pytestmark = pytest.mark.e2e
 

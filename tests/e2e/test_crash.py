@@ -4,15 +4,9 @@ import time
 
 import pytest
 
-from tests.e2e.harness import (
-    assert_saved_exactly_once,
-    bodies,
-    saved_message_ids,
-    service_env,
-    start_work,
-    wait_all_saved,
-    wait_until,
-)
+from tests.e2e.harness import assert_saved_exactly_once, saved_message_ids, service_env, wait_all_saved
+from tests.factories import enrolment_bodies
+from tests.support import start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -26,7 +20,7 @@ SLOW_QUEUE = 1.0
 def test_kill_9_between_save_and_delete_then_restart_saves_each_message_exactly_once(
     cli, base_env, pg, sqs, moto_endpoint, queues, processes, proxy_to
 ):
-    sent = sqs.send_batch(queues[0], bodies(MESSAGES))
+    sent = sqs.send_batch(queues[0], enrolment_bodies(MESSAGES))
     proxy = proxy_to(moto_endpoint)
     env = service_env(
         base_env, database_url=pg, sqs_endpoint=f"http://{proxy.address}", queues=queues,

@@ -4,15 +4,9 @@ import time
 
 import pytest
 
-from tests.e2e.harness import (
-    assert_saved_exactly_once,
-    bodies,
-    proxied_url,
-    saved_message_ids,
-    service_env,
-    start_work,
-    wait_all_saved,
-)
+from tests.e2e.harness import assert_saved_exactly_once, proxied_url, saved_message_ids, service_env, wait_all_saved
+from tests.factories import enrolment_bodies
+from tests.support import start_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -28,11 +22,11 @@ def test_messages_arriving_while_postgres_is_down_are_kept_and_saved_once_it_is_
         SQS_VISIBILITY_TIMEOUT=2, SQS_MAX_RECEIVE_COUNT=2,
     )
     worker = start_work(processes, cli, env)
-    before = sqs.send_batch(queues[0], bodies(20))
+    before = sqs.send_batch(queues[0], enrolment_bodies(20))
     wait_all_saved(pg, sqs, queues[0], before, timeout=30, processes=processes)
 
     proxy.down()
-    during = sqs.send_batch(queues[0], bodies(50, start=20))
+    during = sqs.send_batch(queues[0], enrolment_bodies(50, start=20))
     time.sleep(OUTAGE)
 
     assert worker.alive(), f"the worker died while the database was down:\n{worker.log()}"
@@ -53,7 +47,7 @@ def test_a_worker_started_while_postgres_is_down_waits_for_it(
 ):
     proxy = proxy_to(pg)
     proxy.down()
-    sent = sqs.send_batch(queues[0], bodies(10))
+    sent = sqs.send_batch(queues[0], enrolment_bodies(10))
     env = service_env(base_env, database_url=proxied_url(pg, proxy), sqs_endpoint=moto_endpoint, queues=queues)
     worker = start_work(processes, cli, env)
     time.sleep(4)

@@ -5,28 +5,17 @@ operator's forgotten transaction or a long migration would: every statement
 on the table waits for it.
 """
 
-import contextlib
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2
 import pytest
 import requests
 
-from tests.database_locks import postgres_table_locked, sqlite_write_locked
-from tests.e2e.harness import (
-    assert_saved_exactly_once,
-    bodies,
-    get_signed,
-    payload,
-    post_enrolment,
-    service_env,
-    start_serve,
-    start_work,
-    wait_all_saved,
-    wait_until,
-)
+from tests.database_locks import lock_waits, postgres_table_locked, sqlite_write_locked
+from tests.e2e.harness import assert_saved_exactly_once, get_signed, post_enrolment, service_env, wait_all_saved
+from tests.factories import enrolment_bodies, enrolment_payload
+from tests.support import pg_rows, start_serve, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -34,14 +23,7 @@ EXIT_WITHIN = 2.0
 
 
 def query(url: str, sql: str):
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
-
-
-def lock_waits(url: str) -> int:
-    return query(url, "SELECT count(*) FROM pg_stat_activity "
-                      "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return pg_rows(url, sql)[0][0]
 
 
 def sessions_opened(url: str) -> int:
@@ -61,7 +43,7 @@ def test_serve_takes_enrolments_and_answers_health_while_status_requests_wait_on
         wait_until(lambda: lock_waits(pg) >= 1, 10, "status requests waiting on the lock")
 
         started = time.monotonic()
-        posted = post_enrolment(base_url, payload(1), timeout=5)
+        posted = post_enrolment(base_url, enrolment_payload(1), timeout=5)
         assert posted.status_code == 202, posted.text
         assert time.monotonic() - started < 1
 
@@ -106,7 +88,7 @@ def worker_saving_against_a_lock(cli, base_env, pg, sqs, moto_endpoint, queues, 
     worker = start_work(processes, cli, env)
     wait_for_receiving(worker, sqs, queues)
     with postgres_table_locked(pg):
-        sent = sqs.send_batch(queues[0], bodies(5))
+        sent = sqs.send_batch(queues[0], enrolment_bodies(5))
         wait_until(lambda: lock_waits(pg) >= 1, 15, "the worker's batch to wait on the lock")
         yield worker, sent
 
@@ -151,7 +133,7 @@ def test_a_table_locked_for_longer_than_the_receive_limit_turns_no_good_message_
     worker = start_work(processes, cli, env)
     wait_for_receiving(worker, sqs, queues)
     with postgres_table_locked(pg):
-        sent = sqs.send_batch(queues[0], bodies(20))
+        sent = sqs.send_batch(queues[0], enrolment_bodies(20))
         time.sleep(15)  # three lock timeouts, five visibility timeouts
         assert worker.alive(), worker.log()
     wait_all_saved(pg, sqs, queues[0], sent, timeout=60, processes=processes)
@@ -174,7 +156,7 @@ def test_sigterm_while_a_batch_waits_for_sqlites_write_lock_exits_0_within_2_s_a
     worker = start_work(processes, cli, env)
     wait_for_receiving(worker, sqs, queues)
     with sqlite_write_locked(str(path)):
-        sent = sqs.send_batch(queues[0], bodies(5))
+        sent = sqs.send_batch(queues[0], enrolment_bodies(5))
         wait_until(lambda: sqs.counts(queues[0]) == (0, len(sent)), 15, "the worker to receive the batch")
         time.sleep(0.5)  # its save now waits for the write lock
 

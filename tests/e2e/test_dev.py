@@ -5,13 +5,8 @@ import json
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    free_port,
-    payload,
-    signed_headers,
-    wait_for_root,
-    wait_until,
-)
+from tests.factories import enrolment_payload
+from tests.support import free_port, signed_headers, wait_for_root, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +20,7 @@ def test_dev_in_an_empty_directory_queues_and_saves_a_signed_enrolment(cli, base
     process = processes.start([*cli, "dev", "--port", str(port)], base_env, "dev", cwd=workdir)
     base_url = f"http://127.0.0.1:{port}"
     wait_for_root(process, base_url)
-    body = json.dumps(payload(0)).encode()
+    body = json.dumps(enrolment_payload(0)).encode()
     url = f"{base_url}/enrolment/"
 
     queued = requests.post(url, data=body, headers=signed_headers(url, body, secret=DEBUG_SECRET), timeout=10)
@@ -42,5 +37,6 @@ def test_dev_in_an_empty_directory_queues_and_saves_a_signed_enrolment(cli, base
     assert answer["id"] == queued.json()["id"] and answer["enrolment_id"], answer
     assert (workdir / "directory-api-debug.sqlite3").is_file(), "dev did not use the embedded SQLite default"
     # No EMAIL_HOST under dev: the confirmation e-mail is logged, showing what would be sent.
-    wait_until(lambda: f"e-mail to {payload(0)['company_email']}, subject \"Your company's trade profile\": logged"
+    email = enrolment_payload(0)["company_email"]
+    wait_until(lambda: f"e-mail to {email}, subject \"Your company's trade profile\": logged"
                in process.log(), 10, "the confirmation e-mail logged")

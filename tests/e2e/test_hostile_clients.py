@@ -12,16 +12,9 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    free_port,
-    payload,
-    post_enrolment,
-    request_bytes,
-    service_env,
-    signed_headers,
-    start_serve,
-    wait_for_root,
-)
+from tests.e2e.harness import post_enrolment, request_bytes, service_env
+from tests.factories import enrolment_payload
+from tests.support import received_until_closed, signed_headers, start_serve, statuses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -92,13 +85,9 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
 ):
     # Regression: waitress accepted 100 connections a process, and every dribbled byte reset its idle
     # timeout: 205 idle sockets made signed POSTs time out, 250 dribbling ones kept serve down for minutes.
-    port = free_port()
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
-    serve = processes.start(
-        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--processes", "2"], env, "serve"
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(serve, base_url)
+    serve, base_url = start_serve(processes, cli, env, "--processes", "2")
+    port = int(base_url.rsplit(":", 1)[1])
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(IDLE)]
     dribblers = Dribblers(port, DRIBBLING, DRIBBLE_EVERY)
     try:
@@ -106,7 +95,8 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
         deadline = time.monotonic() + ATTACK_SECONDS
         while time.monotonic() < deadline:
             n += 1
-            posted, seconds = timed(lambda n=n: post_enrolment(base_url, payload(n), timeout=ANSWERED_WITHIN * 5))
+            enrolment = enrolment_payload(n)
+            posted, seconds = timed(lambda enrolment=enrolment: post_enrolment(base_url, enrolment, timeout=ANSWERED_WITHIN * 5))
             assert posted.status_code == 202, posted.text
             hello, hello_seconds = timed(lambda: requests.get(f"{base_url}/", timeout=ANSWERED_WITHIN * 5))
             assert hello.status_code == 200
@@ -121,28 +111,9 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
             sock.close()
 
 
-def received_until_closed(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Send `data`; return what came back and whether the server closed the connection within `timeout`."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:
-            pass
-    return received, True
-
-
-def statuses(received: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
-
-
 def test_content_length_with_transfer_encoding_is_answered_on_a_connection_then_closed(live_api):
     # Regression: it was answered on a kept connection, so a pipelined second request was served too.
-    body = json.dumps(payload(1)).encode()
+    body = json.dumps(enrolment_payload(1)).encode()
     chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -172,7 +143,7 @@ def test_expect_100_continue_with_a_gigabyte_body_gets_413_without_100_continue(
 
 def test_a_signed_request_sent_again_under_three_other_hawk_ids_is_queued_once(live_api):
     # Regression: the Hawk id is outside the MAC but was inside the nonce key: one signature queued 4 enrolments.
-    body = json.dumps(payload(2)).encode()
+    body = json.dumps(enrolment_payload(2)).encode()
     headers = signed_headers(live_api.base_url + PATH, body)
     before = live_api.queued()
 

@@ -6,14 +6,9 @@ import threading
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    bodies,
-    payload,
-    service_env,
-    signed_headers,
-    start_work,
-    wait_all_saved,
-)
+from tests.e2e.harness import service_env, wait_all_saved
+from tests.factories import deeply_nested_body, enrolment_bodies, enrolment_payload
+from tests.support import signed_post, start_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -21,21 +16,15 @@ PATH = "/enrolment/"
 TOO_DEEP = "The body is not JSON this service accepts: it is nested deeper than 100 levels."
 
 
-def deeply_nested(n: int, levels: int) -> str:
-    """The n-th valid enrolment with an extra field of arrays `levels` deep."""
-    return json.dumps(payload(n))[:-1] + ', "extra": ' + "[" * levels + "]" * levels + "}"
-
-
 def post(live_api, body: bytes) -> requests.Response:
-    url = f"{live_api.base_url}{PATH}"
-    return requests.post(url, data=body, headers=signed_headers(url, body), timeout=30)
+    return signed_post(live_api.base_url, body, PATH, timeout=30)
 
 
 @pytest.mark.parametrize("levels", [400, 970])
 def test_an_enrolment_nested_hundreds_deep_is_a_400_and_logs_no_traceback(live_api, levels):
     queued, logged = live_api.queued(), len(live_api.process.log())
 
-    response = post(live_api, deeply_nested(levels, levels).encode())
+    response = post(live_api, deeply_nested_body(levels, n=levels).encode())
 
     assert (response.status_code, response.json()) == (400, {"detail": TOO_DEEP})
     assert live_api.queued() == queued
@@ -45,7 +34,7 @@ def test_an_enrolment_nested_hundreds_deep_is_a_400_and_logs_no_traceback(live_a
 @pytest.mark.parametrize("character", ["\x01", "\ufffe"])
 def test_an_enrolment_holding_a_character_sqs_cannot_carry_is_a_400_naming_it(live_api, character):
     queued = live_api.queued()
-    body = (json.dumps(payload(1000))[:-1] + f', "referrer": "x{character}"}}').encode()
+    body = (json.dumps(enrolment_payload(1000))[:-1] + f', "referrer": "x{character}"}}').encode()
 
     response = post(live_api, body)
 
@@ -58,7 +47,7 @@ def test_ten_enrolments_of_250_kib_at_once_are_all_queued(live_api):
     """They were merged into SendMessageBatch calls over SQS's 1 MiB, refused whole: every one got 503."""
     queued = live_api.queued()
     padding = "x" * 250 * 1024
-    posts = [json.dumps({**payload(2000 + n), "padding": padding}).encode() for n in range(10)]
+    posts = [json.dumps({**enrolment_payload(2000 + n), "padding": padding}).encode() for n in range(10)]
     start, statuses = threading.Barrier(len(posts)), []
 
     def send(body: bytes) -> None:
@@ -79,7 +68,7 @@ def test_a_message_nested_too_deeply_is_set_aside_alone_and_its_nine_batch_mates
     cli, base_env, pg, sqs, moto_endpoint, queues, processes
 ):
     """It crashed its batch: the nine, a valid enrolment among them, went to the invalid queue as received too often."""
-    deep, *valid = sqs.send_batch(queues[0], [deeply_nested(0, 500), *bodies(9, start=1)])
+    deep, *valid = sqs.send_batch(queues[0], [deeply_nested_body(500, n=0), *enrolment_bodies(9, start=1)])
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
     start_work(processes, cli, env)
 

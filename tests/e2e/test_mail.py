@@ -1,6 +1,5 @@
 """The confirmation e-mail from the built pyz: `work` against a real SMTP server (scripts/smtp_sink.py) in its own process."""
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -8,11 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.e2e.harness import bodies, free_port, payload, service_env, start_work, wait_until
+from tests.e2e.harness import service_env
+from tests.factories import enrolment_bodies, enrolment_payload
 from tests.smtp import parse, parts, self_signed_certificate
+from tests.support import free_port, pg_rows, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -52,10 +52,7 @@ def mail_env(base_env, pg, moto_endpoint, queues, port, **settings):
 
 def emails(database_url: str) -> list[tuple]:
     """(state, attempts, last_error, token, recipient) of every e-mail row, oldest first."""
-    with contextlib.closing(psycopg2.connect(database_url, connect_timeout=5)) as connection, \
-            connection.cursor() as cursor:
-        cursor.execute("SELECT state, attempts, last_error, token, recipient FROM email ORDER BY id")
-        return cursor.fetchall()
+    return pg_rows(database_url, "SELECT state, attempts, last_error, token, recipient FROM email ORDER BY id")
 
 
 def states(database_url: str) -> list[str]:
@@ -65,14 +62,15 @@ def states(database_url: str) -> list[str]:
 def test_work_sends_each_new_supplier_a_confirmation_with_a_text_and_an_html_part(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     sink = SinkProcess(processes, tmp_path)
-    sqs.send_batch(queues[0], bodies(3))
+    sqs.send_batch(queues[0], enrolment_bodies(3))
     start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
     wait_until(lambda: len(sink.records()) == 3 and states(pg) == ["sent"] * 3, 30, "3 e-mails sent")
     by_recipient = {record["rcpt_tos"][0]: parse(record["data"]) for record in sink.records()}
-    assert set(by_recipient) == {payload(n)["company_email"] for n in range(3)}
-    message = by_recipient[payload(0)["company_email"]]
+    assert set(by_recipient) == {enrolment_payload(n)["company_email"] for n in range(3)}
+    message = by_recipient[enrolment_payload(0)["company_email"]]
     bodies_of = parts(message)
-    assert "You recently registered a trade profile for your company, Test Company 0 Ltd" in bodies_of["text/plain"]
+    company = enrolment_payload(0)["company_name"]
+    assert f"You recently registered a trade profile for your company, {company}" in bodies_of["text/plain"]
     assert f'href="{CONFIRMATION_URL}"' in bodies_of["text/html"]
     assert message["Message-ID"] in {f"<{row[3]}@example.com>" for row in emails(pg)}
 
@@ -80,7 +78,7 @@ def test_work_sends_each_new_supplier_a_confirmation_with_a_text_and_an_html_par
 def test_an_smtp_server_down_then_up_gets_every_email_once(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     port = free_port()
-    sqs.send_batch(queues[0], bodies(5))
+    sqs.send_batch(queues[0], enrolment_bodies(5))
     start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, port))
     wait_until(lambda: any(row[2] for row in emails(pg)), 30, "a failed try while the server is down")
     assert len(emails(pg)) == 5 and set(states(pg)) == {"waiting"}
@@ -93,7 +91,7 @@ def test_an_smtp_server_down_then_up_gets_every_email_once(
 def test_a_550_marks_the_email_failed_with_the_reply_and_it_is_never_tried_again(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     sink = SinkProcess(processes, tmp_path, None, "refuse")
-    sqs.send_batch(queues[0], bodies(1))
+    sqs.send_batch(queues[0], enrolment_bodies(1))
     work = start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
     wait_until(lambda: states(pg) == ["failed"], 30, "the e-mail marked failed")
     [(_, attempts, last_error, _, _)] = emails(pg)
@@ -106,7 +104,7 @@ def test_a_550_marks_the_email_failed_with_the_reply_and_it_is_never_tried_again
 def test_sigterm_while_the_smtp_server_stalls_exits_0_within_2_s_and_the_email_goes_later_with_its_message_id(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     stalling = SinkProcess(processes, tmp_path, None, "stall")
-    sqs.send_batch(queues[0], bodies(1))
+    sqs.send_batch(queues[0], enrolment_bodies(1))
     work = start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, stalling.port))
     wait_until(lambda: [row[1] for row in emails(pg)] == [1], 30, "the e-mail claimed")
     time.sleep(1)  # in DATA now, waiting for an answer that never comes
@@ -114,17 +112,17 @@ def test_sigterm_while_the_smtp_server_stalls_exits_0_within_2_s_and_the_email_g
     assert (code, seconds < 2) == (0, True), (code, seconds, work.log())
     assert states(pg) == ["waiting"]
     sink = SinkProcess(processes, tmp_path)
-    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port), "work-again")
+    start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port), name="work-again")
     wait_until(lambda: states(pg) == ["sent"], 30, "the e-mail sent by the next worker")
     assert sink.message_ids() == [f"<{emails(pg)[0][3]}@example.com>"]
 
 
 def test_two_workers_send_each_email_once(cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     sink = SinkProcess(processes, tmp_path)
-    sqs.send_batch(queues[0], bodies(60))
+    sqs.send_batch(queues[0], enrolment_bodies(60))
     env = mail_env(base_env, pg, moto_endpoint, queues, sink.port)
     for name in ("work-1", "work-2"):
-        start_work(processes, cli, env, name)
+        start_work(processes, cli, env, name=name)
     wait_until(lambda: states(pg) == ["sent"] * 60, 90, "60 e-mails sent")
     ids = sink.message_ids()
     assert len(ids) == len(set(ids)) == 60
@@ -133,7 +131,7 @@ def test_two_workers_send_each_email_once(cli, base_env, pg, moto_endpoint, sqs,
 def test_a_company_name_carrying_headers_cannot_add_a_recipient_or_a_header(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
     sink = SinkProcess(processes, tmp_path)
-    injected = payload(0, company_name="Evil Ltd\r\nBcc: victim@example.org\r\nX-Injected: yes")
+    injected = enrolment_payload(0, company_name="Evil Ltd\r\nBcc: victim@example.org\r\nX-Injected: yes")
     sqs.send_batch(queues[0], [json.dumps(injected)])
     start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port))
     wait_until(lambda: len(sink.records()) == 1, 30, "the e-mail sent")
@@ -149,7 +147,7 @@ def test_starttls_to_a_server_with_a_self_signed_certificate_the_machine_trusts(
     cert, key = self_signed_certificate(tmp_path)
     sink = SinkProcess(processes, tmp_path, None, "accept", "--tls-cert", str(cert), "--tls-key", str(key),
                        "--user", "mailer", "--password", "not-a-real-password")
-    sqs.send_batch(queues[0], bodies(1))
+    sqs.send_batch(queues[0], enrolment_bodies(1))
     env = mail_env(base_env, pg, moto_endpoint, queues, sink.port, EMAIL_USE_TLS="true", EMAIL_HOST_USER="mailer",
                    EMAIL_HOST_PASSWORD="not-a-real-password", SSL_CERT_FILE=str(cert))
     result = subprocess.run([*cli, "check"], env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -161,11 +159,11 @@ def test_starttls_to_a_server_with_a_self_signed_certificate_the_machine_trusts(
 
 def test_without_email_host_work_logs_each_email_and_counts_it_logged(
         cli, base_env, pg, moto_endpoint, sqs, queues, processes):
-    sqs.send_batch(queues[0], bodies(2))
+    sqs.send_batch(queues[0], enrolment_bodies(2))
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
     work = processes.start([*cli, "work", "--once"], env, "work-once")
     assert work.popen.wait(60) == 0, work.log()
     assert states(pg) == ["logged"] * 2
     log = work.log()
     for n in range(2):
-        assert f"e-mail to {payload(n)['company_email']}, subject \"Your company's trade profile\": logged" in log
+        assert f"e-mail to {enrolment_payload(n)['company_email']}, subject \"Your company's trade profile\": logged" in log

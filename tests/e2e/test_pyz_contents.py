@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT
-from tests.e2e.harness import REGION
+from tests.support import REGION
 
 pytestmark = pytest.mark.e2e
 

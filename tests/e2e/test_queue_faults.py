@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests.e2e.harness import payload, service_env, start_work, table_count, wait_until
-from tests.queues.test_database import insert_raw_row
+from tests.e2e.harness import service_env, table_count
+from tests.factories import enrolment_body, enrolment_payload
+from tests.support import insert_raw_row, start_work, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ def test_a_rejected_message_the_invalid_queue_refuses_is_recorded_and_stops_comi
     # An invalid queue whose limit the message passes, as a 256 KiB queue with a body near 256 KiB.
     sqs.client.create_queue(QueueName=queues[1], Attributes={"MaximumMessageSize": "1024"})
     sqs.client.create_queue(QueueName=queues[0], Attributes={"VisibilityTimeout": "2"})
-    [message_id] = sqs.send_batch(queues[0], [json.dumps(payload(0, export_status="MAYBE", notes="x" * 1300))])
+    [message_id] = sqs.send_batch(queues[0], [enrolment_body(0, export_status="MAYBE", notes="x" * 1300)])
     env = service_env(base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues)
     worker = start_work(processes, cli, env)
     wait_until(lambda: table_count(pg, "rejection") == 1 and sqs.total(queues[0]) == 0, 30,
@@ -65,7 +66,7 @@ def test_a_sqlite_queue_row_that_is_not_utf8_is_set_aside_and_the_others_are_sav
         connection.executemany(
             "INSERT INTO queue_message (id, queue, body, attributes, visible_at, receive_count, created)"
             " VALUES (?, 'enrolment', ?, '{}', 0, 0, '2026-01-01 00:00:00')",
-            [(f"good-{n}", json.dumps(payload(n))) for n in range(25)],
+            [(f"good-{n}", json.dumps(enrolment_payload(n))) for n in range(25)],
         )
     insert_raw_row(database_url, "written-elsewhere", b'{"company_name": "caf\xe9"}')
     worker = start_work(processes, cli, env)

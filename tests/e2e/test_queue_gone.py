@@ -5,17 +5,9 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    assert_saved_exactly_once,
-    bodies,
-    payload,
-    post_enrolment,
-    service_env,
-    start_serve,
-    start_work,
-    wait_all_saved,
-    wait_until,
-)
+from tests.e2e.harness import assert_saved_exactly_once, post_enrolment, service_env, wait_all_saved
+from tests.factories import enrolment_bodies, enrolment_payload
+from tests.support import start_serve, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -26,11 +18,11 @@ def test_serve_answers_503_with_retry_after_and_queues_nothing_while_sqs_is_down
     proxy = proxy_to(moto_endpoint)
     env = service_env(base_env, database_url=pg, sqs_endpoint=f"http://{proxy.address}", queues=queues)
     _, base_url = start_serve(processes, cli, env)
-    assert post_enrolment(base_url, payload(0)).status_code == 202
+    assert post_enrolment(base_url, enrolment_payload(0)).status_code == 202
     queued_before = sqs.total(queues[0])
 
     proxy.down()
-    answers = [post_enrolment(base_url, payload(n), timeout=60) for n in range(1, 4)]
+    answers = [post_enrolment(base_url, enrolment_payload(n), timeout=60) for n in range(1, 4)]
 
     for answer in answers:
         assert answer.status_code == 503, answer.text
@@ -42,7 +34,7 @@ def test_serve_answers_503_with_retry_after_and_queues_nothing_while_sqs_is_down
     assert health.status_code == 503 and health.json()["queue"] != "ok", health.text
     proxy.up()
     assert sqs.total(queues[0]) == queued_before, "a request answered 503 left a message on the queue"
-    assert post_enrolment(base_url, payload(9)).status_code == 202, "serve did not recover when SQS came back"
+    assert post_enrolment(base_url, enrolment_payload(9)).status_code == 202, "serve did not recover when SQS came back"
 
 
 def test_the_worker_keeps_retrying_while_sqs_is_down_and_recovers_when_it_is_back(
@@ -51,11 +43,11 @@ def test_the_worker_keeps_retrying_while_sqs_is_down_and_recovers_when_it_is_bac
     proxy = proxy_to(moto_endpoint)
     env = service_env(base_env, database_url=pg, sqs_endpoint=f"http://{proxy.address}", queues=queues)
     worker = start_work(processes, cli, env)
-    before = sqs.send_batch(queues[0], bodies(10))
+    before = sqs.send_batch(queues[0], enrolment_bodies(10))
     wait_all_saved(pg, sqs, queues[0], before, timeout=30, processes=processes)
 
     proxy.down()
-    during = sqs.send_batch(queues[0], bodies(30, start=10))
+    during = sqs.send_batch(queues[0], enrolment_bodies(30, start=10))
     time.sleep(6)
     assert worker.alive(), f"the worker died while SQS was down:\n{worker.log()}"
 
@@ -77,6 +69,6 @@ def test_a_worker_started_while_sqs_is_down_creates_its_queues_when_it_answers(
 
     proxy.up()
     wait_until(lambda: all(map(sqs.exists, queues)), 45, "the worker to create both queues")
-    sent = sqs.send_batch(queues[0], bodies(5))
+    sent = sqs.send_batch(queues[0], enrolment_bodies(5))
     wait_all_saved(pg, sqs, queues[0], sent, timeout=45, processes=processes)
     assert_saved_exactly_once(pg, sent)

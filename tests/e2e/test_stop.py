@@ -8,18 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.e2e.harness import (
-    assert_saved_exactly_once,
-    bodies,
-    payload,
-    post_enrolment,
-    saved_message_ids,
-    service_env,
-    start_serve,
-    start_work,
-    wait_all_saved,
-    wait_until,
-)
+from tests.e2e.harness import assert_saved_exactly_once, post_enrolment, saved_message_ids, service_env, wait_all_saved
+from tests.factories import enrolment_bodies, enrolment_payload
+from tests.support import start_serve, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -59,7 +50,7 @@ def test_messages_a_cut_long_poll_took_are_saved_after_the_visibility_timeout(
     worker, env = worker_in_long_poll
     worker.signal_and_time(signal.SIGTERM)
     # The abandoned poll may still be open on the server and be handed these.
-    sent = sqs.send_batch(queues[0], bodies(5))
+    sent = sqs.send_batch(queues[0], enrolment_bodies(5))
 
     start_work(processes, cli, env, name="work-restarted")
     wait_all_saved(pg, sqs, queues[0], sent, timeout=30, processes=processes)
@@ -71,7 +62,7 @@ def test_sigterm_while_draining_exits_0_within_2_seconds_and_a_restart_saves_the
     cli, base_env, pg, sqs, moto_endpoint, queues, processes
 ):
     messages = 200
-    sent = sqs.send_batch(queues[0], bodies(messages))
+    sent = sqs.send_batch(queues[0], enrolment_bodies(messages))
     # A long visibility timeout: what the restart finds quickly, the stopped worker handed back.
     env = service_env(
         base_env, database_url=pg, sqs_endpoint=moto_endpoint, queues=queues, SQS_VISIBILITY_TIMEOUT=60
@@ -101,7 +92,7 @@ def test_sigterm_to_serve_under_load_exits_0_within_2_seconds_and_every_202_is_s
     def client():
         while not stop.is_set():
             try:
-                response = post_enrolment(base_url, payload(next(numbers)))
+                response = post_enrolment(base_url, enrolment_payload(next(numbers)))
             except requests.RequestException:
                 continue  # refused once the server stopped listening: the client would retry
             if response.status_code == 202:

@@ -10,22 +10,14 @@ from directory_api import db, migrations
 from directory_api.models import QueueMessage
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
+from tests.database_locks import write_lock_is_free
 from tests.factories import worker_settings
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
+from tests.support import ManualClock, errors_in_threads, insert_raw_row
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return ManualClock(start=1_000_000.0)
 
 
 @pytest.fixture
@@ -155,49 +147,18 @@ def test_a_dropped_connection_is_reopened_on_the_next_call(postgres_url):
 
 def test_concurrent_receivers_never_share_a_message(queue, database):
     queue.send_batch([f"body {n}" for n in range(40)])
-    received, errors = [], []
+    received = []
 
     def drain():
         try:
             while batch := queue.receive(3, 0):
                 received.extend(m.id for m in batch)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
         finally:
             database.close()
 
-    threads = [threading.Thread(target=drain) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    errors = errors_in_threads(drain, 4)
     assert errors == []
     assert len(received) == len(set(received)) == 40
-
-
-def insert_raw_row(database_url: str, message_id: str, body: bytes, attributes: bytes = b"{}",
-                   queue: str = "enrolment") -> None:
-    """A queue row as another tool might write it, bytes and all, outside peewee."""
-    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-    with connection:
-        connection.execute(
-            "INSERT INTO queue_message (id, queue, body, attributes, visible_at, receive_count, created)"
-            " VALUES (?, ?, CAST(? AS TEXT), CAST(? AS TEXT), 0, 0, '2026-01-01 00:00:00')",
-            (message_id, queue, body, attributes),
-        )
-    connection.close()
-
-
-def write_lock_is_free(database_url: str) -> bool:
-    connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0.5)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.rollback()
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -1,22 +1,12 @@
 import time
 
-import boto3
 import botocore.exceptions
 import pytest
-from moto import mock_aws
 
 from directory_api.queues import MessageRefused, QueueUnavailable
 from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for
 from tests.factories import worker_settings
-
-
-@pytest.fixture
-def aws_credentials(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+from tests.support import answering, twice, without_receive_count
 
 
 @pytest.fixture
@@ -25,30 +15,24 @@ def settings(tmp_path):
 
 
 @pytest.fixture
-def sqs(aws_credentials):
-    with mock_aws():
-        yield boto3.client("sqs", region_name="eu-west-1")
-
-
-@pytest.fixture
-def queue(sqs, settings):
-    queue = SqsQueue(settings, "enrolment", client=sqs)
+def queue(aws_sqs, settings):
+    queue = SqsQueue(settings, "enrolment", client=aws_sqs)
     queue.ensure_exists()
     return queue
 
 
-def test_ensure_exists_creates_a_missing_queue_with_the_visibility_timeout(sqs, settings):
-    SqsQueue(settings, "new-queue", client=sqs).ensure_exists()
-    url = sqs.get_queue_url(QueueName="new-queue")["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+def test_ensure_exists_creates_a_missing_queue_with_the_visibility_timeout(aws_sqs, settings):
+    SqsQueue(settings, "new-queue", client=aws_sqs).ensure_exists()
+    url = aws_sqs.get_queue_url(QueueName="new-queue")["QueueUrl"]
+    attributes = aws_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
     assert attributes["VisibilityTimeout"] == "30"
 
 
-def test_ensure_exists_keeps_an_existing_queue(sqs, settings):
-    url = sqs.create_queue(QueueName="existing")["QueueUrl"]
-    sqs.send_message(QueueUrl=url, MessageBody="kept")
-    SqsQueue(settings, "existing", client=sqs).ensure_exists()
-    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
+def test_ensure_exists_keeps_an_existing_queue(aws_sqs, settings):
+    url = aws_sqs.create_queue(QueueName="existing")["QueueUrl"]
+    aws_sqs.send_message(QueueUrl=url, MessageBody="kept")
+    SqsQueue(settings, "existing", client=aws_sqs).ensure_exists()
+    assert aws_sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "kept"
 
 
 def test_a_sent_message_is_received_with_its_attributes_and_receive_count(queue):
@@ -96,7 +80,7 @@ def test_released_messages_come_back_at_once(queue):
     assert [m.body for m in queue.receive(10, 0)] == ["body"]
 
 
-def test_extend_keeps_a_message_hidden_from_now(queue, sqs, monkeypatch):
+def test_extend_keeps_a_message_hidden_from_now(queue, aws_sqs, monkeypatch):
     queue.send("body")
     [message] = queue.receive(10, 0)
     calls = []
@@ -138,21 +122,6 @@ def test_every_queue_of_a_process_shares_one_client(aws_credentials, settings):
     assert client_for(settings) is SqsQueue(settings, "enrolment").client
 
 
-def answering(queue, monkeypatch, change):
-    """Make the queue's ReceiveMessage answer what `change` makes of moto's answer."""
-    receive = queue.client.receive_message
-    monkeypatch.setattr(queue.client, "receive_message", lambda **kwargs: change(receive(**kwargs)))
-
-
-def twice(response):
-    return {**response, "Messages": response.get("Messages", []) * 2}
-
-
-def without_receive_count(response):
-    messages = response.get("Messages", [])
-    return {**response, "Messages": [{k: v for k, v in m.items() if k != "Attributes"} for m in messages]}
-
-
 def test_a_receive_that_returns_one_message_twice_gives_it_once_with_the_last_receipt(queue, monkeypatch):
     queue.send("body")
     answering(queue, monkeypatch, lambda response: {**response, "Messages": [
@@ -188,14 +157,14 @@ def test_own_receive_counts_keep_at_most_their_limit_forgetting_the_longest_unse
     assert (counts.received("a"), counts.received("b")) == (3, 1)
 
 
-def test_a_message_over_the_queues_size_limit_is_refused_not_unavailable(queue, sqs):
-    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "1024"})
+def test_a_message_over_the_queues_size_limit_is_refused_not_unavailable(queue, aws_sqs):
+    aws_sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "1024"})
     with pytest.raises(MessageRefused, match="InvalidParameterValue"):
         queue.send("x" * 2000)
 
 
-def test_the_size_limit_is_the_queues_maximum_message_size(queue, sqs):
-    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "2048"})
+def test_the_size_limit_is_the_queues_maximum_message_size(queue, aws_sqs):
+    aws_sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"MaximumMessageSize": "2048"})
     assert queue.message_size_limit() == 2048
 
 

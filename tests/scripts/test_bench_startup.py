@@ -1,11 +1,6 @@
 """bench_startup's comparison: this build's figures over the base's, each against its target."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-import bench_startup  # noqa: E402
+import bench_startup
 
 COLD = "cold (fresh SHIV_ROOT)"
 

@@ -1,14 +1,9 @@
 """The benchmark's SQS stub behaves as boto3 expects SQS to (so the instrument itself is proven)."""
 
-import sys
 import time
-from pathlib import Path
 
+import benchlib
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-import benchlib  # noqa: E402
 
 
 @pytest.fixture(scope="module")
