@@ -265,7 +265,8 @@ class Console:
         notices = []
         moved = query.getall("moved")
         if moved:
-            notices.append(("done", f"Re-driven: {moved[0]}." if len(moved) == 1 else f"Re-driven: {len(moved)} messages."))
+            done = f"Re-driven: {moved[0]}." if len(moved) == 1 else f"Re-driven: {len(moved)} messages."
+            notices.append(("done", done))
         if query.get("moved_count") is not None:
             notices.append(("done", f"Re-driven: {_positive(query.get('moved_count')) or 0} message(s)."))
         for missing in query.getall("missing")[:10]:

@@ -74,7 +74,9 @@ CONFIG_BAD_NAME = (
 CONFIG_LISTED_TWICE = "{config}: env_vars: {name} is listed twice"
 CONFIG_NO_DIRECTORY = "{config}: file_path {target}: the directory {directory} does not exist"
 CONFIG_TARGET_IS_DIRECTORY = "{config}: file_path {target} is a directory"
-CONFIG_TARGET_IS_CONFIG = "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
+CONFIG_TARGET_IS_CONFIG = (
+    "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
+)
 CONFIG_SAME_TARGET = "{config}: file_path {target} is also written by {other}; give each config its own file"
 MISSING_VARIABLE = "{host_name} is not set (required by {config})"
 UNSAFE_VALUE = (

@@ -16,6 +16,7 @@ is the validated company_email (checked again here), the company name goes
 in the body only, escaped in the HTML.
 """
 
+import contextlib
 import dataclasses
 import functools
 import html
@@ -283,7 +284,10 @@ def local_hostname() -> str:
 
 
 class SmtpTransport:
-    """One SMTP connection at a time, opened when there is something to send; interrupt() cuts it from another thread."""
+    """One SMTP connection at a time, opened when there is something to send.
+
+    interrupt() cuts it from another thread.
+    """
 
     def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
         self.config = config
@@ -334,10 +338,8 @@ class SmtpTransport:
             self._interrupted = True
         sock = getattr(smtp, "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -> str:
@@ -414,7 +416,7 @@ class Sender:
             while not self._stopping.is_set():
                 try:
                     worked = self.run_once()
-                except Exception as error:  # noqa: BLE001 - the sender must outlive any failure
+                except Exception as error:  # the sender must outlive any failure
                     if not self._stopping.is_set():
                         self._pause_after(error)
                     continue

@@ -10,7 +10,7 @@ database = peewee.DatabaseProxy()
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 class JSONField(peewee.Field):
@@ -120,7 +120,8 @@ ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, Enro
 
 
 def enrolment_company_number() -> peewee.Node:
-    """The company number inside Enrolment.data, spelt as the index on it is (migrations._operating_it), so it is used."""
+    """The company number inside Enrolment.data, spelt as its index is (migrations._operating_it), so it is used."""
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         return peewee.NodeList((Enrolment.data, peewee.SQL("->> 'company_number'")))
-    return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))  # a literal: a parameter misses the index
+    # A literal: a parameter misses the index.
+    return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))

@@ -105,7 +105,10 @@ def document() -> dict:
                     "responses": {
                         "202": _json("Queued", "Queued; the id names the enrolment from now on."),
                         "400": {
-                            "description": "Not UTF-8, not JSON, nested deeper than 100 levels or holding a character SQS cannot carry ({detail}), or fields invalid ({field: [...]}).",
+                            "description": (
+                                "Not UTF-8, not JSON, nested deeper than 100 levels or holding a character SQS "
+                                "cannot carry ({detail}), or fields invalid ({field: [...]})."
+                            ),
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -143,7 +146,10 @@ def document() -> dict:
                 "get": {
                     "summary": "This document.",
                     "responses": {
-                        "200": {"description": "OpenAPI 3.", "content": {"application/json": {"schema": {"type": "object"}}}}
+                        "200": {
+                            "description": "OpenAPI 3.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
                     },
                 }
             },
@@ -154,7 +160,9 @@ def document() -> dict:
                     "type": "apiKey",
                     "in": "header",
                     "name": "X-Signature",
-                    "description": "Hawk (sha256) as written by sigauth.helpers.RequestSigner with the shared UI_SECRET.",
+                    "description": (
+                        "Hawk (sha256) as written by sigauth.helpers.RequestSigner with the shared UI_SECRET."
+                    ),
                 }
             },
             "schemas": {

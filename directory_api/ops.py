@@ -22,7 +22,15 @@ from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
 from directory_api.models import (
-    Company, Email, Enrolment, EnrolmentRetry, JSONField, Rejection, Supplier, enrolment_company_number, utcnow,
+    Company,
+    Email,
+    Enrolment,
+    EnrolmentRetry,
+    JSONField,
+    Rejection,
+    Supplier,
+    enrolment_company_number,
+    utcnow,
 )
 from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
 
@@ -175,7 +183,7 @@ def export_rows(database: peewee.Database, table: str, since: datetime.date | No
     sql, params = query.sql()
     # Raw rows (a model instance a row would cost more than the CSV), read as each field reads them.
     for row in _stream(database, sql, params):
-        yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row)]
+        yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row, strict=True)]
 
 
 def _stream(database: peewee.Database, sql: str, params) -> Iterator[tuple]:
@@ -363,15 +371,22 @@ def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
 
 
 def enrolment_email(enrolment_id: int) -> dict:
-    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id); None: none recorded."""
+    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id).
+
+    state None: none recorded.
+    """
     email = Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id.desc()).first()
     if email is None:
         return {"state": None, "detail": None}
-    return {"state": email.state, "detail": email.last_error or (f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None)}
+    sent = f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None
+    return {"state": email.state, "detail": email.last_error or sent}
 
 
 def message_state(message_id: str) -> tuple[str, int | None]:
-    """What became of a message: ("created", enrolment id), ("rejected", None), ("redriven", None) or ("unknown", None)."""
+    """What became of a message.
+
+    ("created", enrolment id), ("rejected", None), ("redriven", None) or ("unknown", None).
+    """
     saved = Enrolment.get_or_none(Enrolment.sqs_message_id == message_id)
     if saved is not None:
         return "created", saved.id
@@ -422,7 +437,8 @@ def redrive_wait(settings) -> float:
 class Redriven:
     moved: list[str] = dataclasses.field(default_factory=list)  # original ids, one a message moved (or listed)
     missing: list[str] = dataclasses.field(default_factory=list)  # ids asked for and not on the invalid queue
-    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # original id -> why the enrolment queue refused it
+    # original id -> why the enrolment queue refused it
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def redrive(

@@ -4,6 +4,7 @@ import dataclasses
 import email.utils
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from directory_api.enrolment import EMAIL_DOMAIN_LABEL, EMAIL_LOCAL
@@ -181,7 +182,8 @@ def _mail_sender(raw: str) -> str:
     """An address for From: noreply@example.com, or Name <noreply@example.com>; the domain may be one label."""
     _, address = email.utils.parseaddr(raw)
     local, at, domain = address.rpartition("@")
-    valid = at and EMAIL_LOCAL.fullmatch(local) and all(EMAIL_DOMAIN_LABEL.fullmatch(part) for part in domain.split("."))
+    labels_valid = all(EMAIL_DOMAIN_LABEL.fullmatch(part) for part in domain.split("."))
+    valid = at and EMAIL_LOCAL.fullmatch(local) and labels_valid
     if CONTROL.search(raw) or not valid:
         raise ValueError(f"{raw!r} is not an e-mail address such as noreply@example.com or Name <noreply@example.com>")
     return raw
@@ -269,6 +271,8 @@ REQUIRED_WHEN = {
 NEEDS_MAIL = tuple(REQUIRED_WHEN)
 NEEDS_QUEUES = ("DATABASE_URL", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME") + NEEDS_MAIL
 NEEDS_ALL = NEEDS_QUEUES + ("UI_SECRET",)
+# The variables a command may require (from_environ's `require`), which Settings.required hands back typed str.
+RequiredName = Literal["DATABASE_URL", "UI_SECRET", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +338,13 @@ class Settings:
         if problems:
             raise SettingsError("\n".join(problems))
         return cls(debug=debug, sources=sources, **values)
+
+    def required(self, name: RequiredName) -> str:
+        """A variable's value, typed str, for a command that required it (SettingsError naming it when unset)."""
+        value = getattr(self, BY_NAME[name].field)
+        if value is None:
+            raise SettingsError(f"{name} is not set{_required_hint(name)}")
+        return str(value)
 
     @property
     def confirmation_sender(self) -> str | None:

@@ -140,7 +140,8 @@ class NonceStore:
         """
         removed = remove_abandoned_stores()
         if removed:
-            log.info("removed %d nonce director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
+            plural = "y" if len(removed) == 1 else "ies"
+            log.info("removed %d nonce director%s left by killed processes", len(removed), plural)
         directory, owner = tempdirs.make(TEMPORARY_PREFIX)
         store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
         weakref.finalize(store, tempdirs.remove, directory, owner)

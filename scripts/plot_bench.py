@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
-import bench_serve  # noqa: E402
-import bench_startup  # noqa: E402
-import bench_work  # noqa: E402
+import bench_serve
+import bench_startup
+import bench_work
+import benchlib
 
 DOCS = benchlib.ROOT / "docs"
 
@@ -73,7 +73,8 @@ def markdown(serve_rows: list[dict], work_rows: list[dict], startup_rows: list[d
              "Made by `make bench` (scripts/bench_*.py, then scripts/plot_bench.py); "
              "raw rows in bench-results/*.jsonl.", ""]
     for title, rows, columns in (
-        ("serve: signed POST /enrolment/", serve_rows, bench_serve.COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]),
+        ("serve: signed POST /enrolment/", serve_rows,
+         bench_serve.COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]),
         ("work: drain into PostgreSQL", work_rows,
          bench_work.COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time"),
                                ("rates", "msg/s of each round")]),
