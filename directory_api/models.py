@@ -31,6 +31,7 @@ class JSONField(peewee.Field):
 
 
 class BaseModel(peewee.Model):
+    # Each model but QueueMessage (its own id) declares the `id = peewee.AutoField()` peewee adds, for mypy.
     class Meta:
         database = database
         legacy_table_names = False
@@ -39,12 +40,14 @@ class BaseModel(peewee.Model):
 class Enrolment(BaseModel):
     """One saved enrolment: the payload as received and the queue message it came in."""
 
+    id = peewee.AutoField()
     created = peewee.DateTimeField(default=utcnow)
     data = JSONField()
     sqs_message_id = peewee.CharField(max_length=255, unique=True)
 
 
 class Company(BaseModel):
+    id = peewee.AutoField()
     number = peewee.CharField(max_length=8, unique=True)
     name = peewee.CharField(max_length=255)
     export_status = peewee.CharField(max_length=20)
@@ -55,6 +58,7 @@ class Company(BaseModel):
 
 
 class Supplier(BaseModel):
+    id = peewee.AutoField()
     sso_id = peewee.BigIntegerField(unique=True)
     company_email = peewee.CharField(max_length=255)
     mobile_number = peewee.CharField(max_length=20, default="")
@@ -67,6 +71,7 @@ class Supplier(BaseModel):
 class Rejection(BaseModel):
     """A message set aside as invalid, so GET /enrolment/<id>/ can say why."""
 
+    id = peewee.AutoField()
     message_id = peewee.CharField(max_length=255, unique=True)
     errors = JSONField()
     created = peewee.DateTimeField(default=utcnow)
@@ -77,8 +82,10 @@ class Rejection(BaseModel):
 class EnrolmentRetry(BaseModel):
     """A client's retry: a message whose payload equals a saved enrolment's, answered with that enrolment."""
 
+    id = peewee.AutoField()
     message_id = peewee.CharField(max_length=255, unique=True)
     enrolment = peewee.ForeignKeyField(Enrolment, on_delete="CASCADE")
+    enrolment_id: int  # the foreign key's value, which peewee adds for `enrolment`
     created = peewee.DateTimeField(default=utcnow)
 
 
@@ -101,6 +108,7 @@ class QueueMessage(BaseModel):
 class Email(BaseModel):
     """A confirmation e-mail of the outbox: recorded with its enrolment, sent by `work` (mail.py)."""
 
+    id = peewee.AutoField()
     enrolment = peewee.ForeignKeyField(Enrolment, backref="emails", on_delete="CASCADE")
     # The validated company_email and company_name of the payload; the rest comes from the settings at send time.
     recipient = peewee.CharField(max_length=255)

@@ -60,7 +60,7 @@ def _json(schema_name: str, description: str, headers: dict | None = None) -> di
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 _UNSIGNED = _json("Detail", "Signature missing, wrong, stale or replayed.")
-_SIGNED = [{"hawk": []}]
+_SIGNED: list[dict[str, list[str]]] = [{"hawk": []}]
 
 
 def document() -> dict:

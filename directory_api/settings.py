@@ -4,7 +4,7 @@ import dataclasses
 import email.utils
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from directory_api.enrolment import EMAIL_DOMAIN_LABEL, EMAIL_LOCAL
@@ -69,7 +69,7 @@ class DatabaseUrl:
 
 
 URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-URL_AUTHORITY = re.compile(r"[^/?#]*")
+URL_AUTHORITY_END = re.compile(r"[/?#]")
 URL_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[^:]*))?")
 
 
@@ -120,7 +120,7 @@ def _userinfo_and_rest(rest: str) -> tuple[str, str | None, str]:
 
 def _authority_and_path(rest: str) -> tuple[str, str]:
     """host:port, and the path without query or fragment."""
-    authority = URL_AUTHORITY.match(rest)[0]
+    authority = URL_AUTHORITY_END.split(rest, maxsplit=1)[0]
     path = re.split("[?#]", rest[len(authority):], maxsplit=1)[0]
     return authority, path
 
@@ -223,7 +223,7 @@ class Variable:
     debug_default: object
     secret: bool = False
     # A further rule for a value given outside --debug (raises ValueError).
-    outside_debug: Callable[[object], None] | None = None
+    outside_debug: Callable[[Any], None] | None = None  # given what `parse` returned
 
 
 VARIABLES = (
@@ -271,8 +271,11 @@ REQUIRED_WHEN = {
 NEEDS_MAIL = tuple(REQUIRED_WHEN)
 NEEDS_QUEUES = ("DATABASE_URL", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME") + NEEDS_MAIL
 NEEDS_ALL = NEEDS_QUEUES + ("UI_SECRET",)
-# The variables a command may require (from_environ's `require`), which Settings.required hands back typed str.
-RequiredName = Literal["DATABASE_URL", "UI_SECRET", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME"]
+# The text variables a command requires (from_environ's `require`, or OPS_PASSWORD for the console it mounts),
+# which Settings.required hands back typed str.
+RequiredName = Literal[
+    "DATABASE_URL", "UI_SECRET", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME", "OPS_PASSWORD"
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +316,7 @@ class Settings:
     ) -> "Settings":
         """Build and validate the settings; raise SettingsError naming every bad variable."""
         required = set(require)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # field -> what its Variable's parse returned, of the field's type
         sources: dict[str, str] = {}
         problems: list[str] = []
         for variable in VARIABLES:

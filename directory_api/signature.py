@@ -205,7 +205,7 @@ class Verifier:
         if not request.header:
             raise SignatureError(MISSING)
         if self.legacy and not request.header.lstrip().lower().startswith("hawk "):
-            self._verify_legacy(request)
+            self._verify_legacy(request, request.header)
         else:
             self._verify_hawk(request)
 
@@ -239,9 +239,9 @@ class Verifier:
         # Every sender shares UI_SECRET; the sender id only names the client.
         return {"id": sender_id, "key": self.secret, "algorithm": ALGORITHM}
 
-    def _verify_legacy(self, request: SignedRequest) -> None:
+    def _verify_legacy(self, request: SignedRequest, header: str) -> None:
         expected = legacy_signature(self.secret, request.path, request.body)
-        if not hmac.compare_digest(expected.encode("ascii"), request.header.strip().lower().encode("utf-8")):
+        if not hmac.compare_digest(expected.encode("ascii"), header.strip().lower().encode("utf-8")):
             raise SignatureError(INCORRECT)
 
 
