@@ -2,6 +2,8 @@
 
 import datetime
 import json
+from collections.abc import Iterable
+from typing import Any, cast
 
 import peewee
 
@@ -127,9 +129,20 @@ class Email(BaseModel):
 ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, EnrolmentRetry)
 
 
-def enrolment_company_number() -> peewee.Node:
+def enrolment_company_number() -> peewee.ColumnBase:
     """The company number inside Enrolment.data, spelt as its index is (migrations._operating_it), so it is used."""
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         return peewee.NodeList((Enrolment.data, peewee.SQL("->> 'company_number'")))
     # A literal: a parameter misses the index.
     return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))
+
+
+# peewee's own stubs type .tuples() and .dicts() as yielding model instances; these say what the rows are.
+def tuple_rows(query: peewee.SelectBase) -> Iterable[tuple[Any, ...]]:
+    """The rows of `query` as tuples, in the order of its columns."""
+    return cast(Iterable[tuple[Any, ...]], query.tuples())
+
+
+def dict_rows(query: peewee.SelectBase) -> Iterable[dict[str, Any]]:
+    """The rows of `query` as dicts by column name (or alias)."""
+    return cast(Iterable[dict[str, Any]], query.dicts())

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import peewee
 
+from directory_api import mail
 from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
@@ -29,6 +30,7 @@ from directory_api.models import (
     JSONField,
     Rejection,
     Supplier,
+    dict_rows,
     enrolment_company_number,
     utcnow,
 )
@@ -63,7 +65,7 @@ class Status:
 
 QUEUE_FIGURES = ("waiting", "in_flight")
 DATABASE_FIGURES = ("enrolments", "enrolments_last_24h", "companies", "suppliers", "rejections")
-EMAIL_FIGURES = ("waiting", "sent", "failed", "logged")
+EMAIL_FIGURES = mail.STATES
 
 
 def status(database: peewee.Database, enrolments: Queue, invalid: Queue) -> Status:
@@ -108,10 +110,9 @@ def email_figures(database: peewee.Database) -> dict:
     """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
     try:
         with database.connection_context():
-            counts = dict(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state).tuples())
+            return mail.counts()
     except DATABASE_ERRORS:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
-    return {state: counts.get(state, 0) for state in EMAIL_FIGURES}
 
 
 def status_lines(result: Status) -> list[str]:
@@ -176,9 +177,10 @@ def export_rows(database: peewee.Database, table: str, since: datetime.date | No
     """The header, then each row of `table` (oldest first), created on or after `since`; streamed."""
     export = EXPORTS[table]
     fields = [export.model._meta.columns[column] for column in export.columns]
-    query = export.model.select(*fields).order_by(export.model.id)
+    query = export.model.select(*fields).order_by(export.model._meta.primary_key)
     if since is not None:
-        query = query.where(export.model.created >= datetime.datetime.combine(since, datetime.time()))
+        created = export.model._meta.columns["created"]
+        query = query.where(created >= datetime.datetime.combine(since, datetime.time()))
     yield list(export.columns)
     sql, params = query.sql()
     # Raw rows (a model instance a row would cost more than the CSV), read as each field reads them.
@@ -289,7 +291,7 @@ def search(query: str, field: str = "any", before: int | None = None, limit: int
             select = select.where(condition)
         if before is not None:
             select = select.where(Company.id < before)
-        rows.update((row["id"], row) for row in select.dicts())
+        rows.update((row["id"], row) for row in dict_rows(select))
     page = sorted(rows.values(), key=lambda row: row["id"], reverse=True)[:limit + 1]
     more = len(page) > limit
     page = page[:limit]
@@ -345,7 +347,7 @@ def _enrolment_ids(company_numbers: Sequence[str]) -> dict[str, int]:
         return {}
     number = enrolment_company_number()
     query = Enrolment.select(Enrolment.id, number.alias("number")).where(number.in_(list(company_numbers)))
-    return {row["number"]: row["id"] for row in query.dicts()}
+    return {row["number"]: row["id"] for row in dict_rows(query)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +401,7 @@ def message_state(message_id: str) -> tuple[str, int | None]:
     return "unknown", None
 
 
-def waiting_rejections() -> peewee.ModelSelect:
+def waiting_rejections() -> "peewee.ModelSelect[Rejection]":
     """Recorded rejections not re-driven since (the partial index rejection_waiting)."""
     return Rejection.select().where(Rejection.redriven.is_null())
 
