@@ -33,6 +33,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
+from directory_api.eventloop import ChannelMap, EventLoop
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
@@ -72,6 +73,9 @@ CLEANUP_SECONDS = 1
 # which the least busy process of a `serve --processes N` is the likeliest to accept, so a small
 # pool of long-lived connections cannot keep all its traffic on one process.
 REQUESTS_PER_CONNECTION = 100
+
+# The channel a task thread is answering, so that the loop knows whom the thread wakes it for.
+_answering = threading.local()
 
 
 class JsonErrorTask(ErrorTask):
@@ -133,10 +137,27 @@ class JsonErrorChannel(HTTPChannel):
     task_class = RecyclingTask
     parser_class = StrictRequestParser
     answered = 0
+    # Set when the task answering woke the loop for this channel: its output may need the loop's help.
+    woke_loop = False
 
     def service(self):
+        """Answer the next request (in a task thread)."""
         self.answered += 1
-        super().service()
+        self.woke_loop = False
+        _answering.channel = self
+        try:
+            super().service()
+        finally:
+            _answering.channel = None
+
+    def writable(self):
+        # waitress says writable whenever output is buffered, also while the task answering is sending
+        # it itself (write_soon flushes at once, holding the buffer's lock): handle_write then cannot
+        # send, and the loop spins on an always-writable socket, starving that very task of the GIL.
+        # A task that leaves output the socket would not take wakes the loop (see woke_loop).
+        if self.will_close or self.close_when_flushed:
+            return True
+        return bool(self.total_outbufs_len) and (not self.requests or self.woke_loop)
 
     def send_continue(self):
         # waitress sends "100 Continue" even for a request it has already refused (a declared body
@@ -160,6 +181,14 @@ class GuardedServer(TcpWSGIServer):
 
     channel_class = JsonErrorChannel
     overflowing = False
+
+    def pull_trigger(self):
+        """Wake the loop (from a task thread), telling it which channel to look at again."""
+        channel = getattr(_answering, "channel", None)
+        if channel is not None:
+            channel.woke_loop = True
+            self._map.changed.append(channel)
+        super().pull_trigger()
 
     def readable(self):
         now = time.time()
@@ -212,6 +241,8 @@ class GuardedServer(TcpWSGIServer):
         for channel in self.active_channels.values():
             if channel.request is not None and not channel.answering() and channel.request.overdue(monotonic_now):
                 channel.will_close = True
+        # Connections closing above (and waitress's idle ones) now want to be written to: the loop must ask them.
+        self._map.changed.extend(self.active_channels.values())
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -252,7 +283,7 @@ def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int =
     # As waitress.create_server builds it for one socket, with this class.
     return GuardedServer(
         app,
-        {},
+        ChannelMap(),
         _sock=sock,
         dispatcher=dispatcher,
         adj=adjustments,
@@ -285,19 +316,25 @@ def raise_open_file_limit(needed: int) -> None:
 
 def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
     """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
-    while not stopping.is_set():
-        wasyncore.loop(timeout=LOOP_SECONDS, map=server._map, use_poll=True, count=1)
-    # The listening socket goes, the trigger stays: it wakes the loop when a response is ready.
-    wasyncore.dispatcher.close(server)
-    unfinished = _drain(server._map, time.monotonic() + drain_seconds)
-    if unfinished:
-        log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
-    server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-    wasyncore.close_all(server._map)
+    # The listener is asked every turn: its readable() runs the maintenance when due.
+    loop = EventLoop(server._map, every_turn=[server])
+    try:
+        while not stopping.is_set():
+            loop.turn(LOOP_SECONDS)
+        # The listening socket goes, the trigger stays: it wakes the loop when a response is ready.
+        wasyncore.dispatcher.close(server)
+        unfinished = _drain(loop, time.monotonic() + drain_seconds)
+        if unfinished:
+            log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        wasyncore.close_all(server._map)
+    finally:
+        loop.close()
 
 
-def _drain(channels: dict, deadline: float) -> int:
+def _drain(loop: EventLoop, deadline: float) -> int:
     """Run the loop until no connection has a request in flight; return how many still do at the deadline."""
+    channels = loop.channels
     while True:
         busy = 0
         for channel in list(channels.values()):
@@ -311,7 +348,7 @@ def _drain(channels: dict, deadline: float) -> int:
                 channel.handle_close()
         if not busy or time.monotonic() >= deadline:
             return busy
-        wasyncore.loop(timeout=DRAIN_LOOP_SECONDS, map=channels, use_poll=True, count=1)
+        loop.turn(DRAIN_LOOP_SECONDS)
 
 
 def serve(

@@ -1,4 +1,4 @@
-"""Benchmark `serve`: signed enrolments/s and latency at 1, 16 and 64 connections, beside the single-process floor.
+"""Benchmark `serve`: signed enrolments/s and latency at 1, 16, 64 and 256 connections, beside the single-process floor.
 
 Targets, each in its own processes: the floor (scripts/floor_app.py: mohawk +
 json + boto3 on waitress, one process), `serve --processes 1` and
@@ -11,6 +11,7 @@ spreads over the processes, must all be refused with 401.
 
     .venv/bin/python scripts/bench_serve.py            # full run, a few minutes
     .venv/bin/python scripts/bench_serve.py --quick    # does it work? ~30 s
+    .venv/bin/python scripts/bench_serve.py --targets floor,serve-1   # one serve process against the floor
     # what request ids, access lines and metrics cost (each against serve --bare):
     .venv/bin/python scripts/bench_serve.py --targets serve-1,serve-1-bare,serve-auto,serve-auto-bare --repeats 3
 """
@@ -162,7 +163,7 @@ def measure(target: Target, levels: list[tuple[int, int]], max_seconds: float, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run that checks the script works")
-    parser.add_argument("--connections", default="1,16,64", help="comma-separated connection counts")
+    parser.add_argument("--connections", default="1,16,64,256", help="comma-separated connection counts")
     parser.add_argument("--requests", type=int, default=4000, help="requests per level (1 connection: a quarter)")
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="cap on each timed window (signatures are valid for 60 s)")

@@ -75,7 +75,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="waitress threads (its default)")
     arguments = parser.parse_args()
     app = make_app(os.environ["UI_SECRET"], os.environ["SQS_ENDPOINT_URL"], arguments.queue)
-    waitress.serve(app, host="127.0.0.1", port=arguments.port, threads=arguments.threads, _quiet=True)
+    # waitress stops accepting at 100 connections by default: at 256 most clients would wait in the backlog.
+    waitress.serve(app, host="127.0.0.1", port=arguments.port, threads=arguments.threads, connection_limit=1000,
+                   _quiet=True)
 
 
 if __name__ == "__main__":

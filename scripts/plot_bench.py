@@ -32,7 +32,8 @@ def plot(serve_rows: list[dict], work_rows: list[dict], path: Path) -> None:
         left.plot([row["connections"] for row in rows], [row["rate"] for row in rows], marker="o",
                   linestyle="--" if target == "floor" else "-", label=f"{target} ({rows[0]['queue']})")
     left.set_xscale("log", base=2)
-    left.set_xticks([1, 16, 64], ["1", "16", "64"])
+    levels = sorted({row["connections"] for row in serve_rows})
+    left.set_xticks(levels, [str(level) for level in levels])
     left.set_xlabel("connections")
     left.set_ylabel("signed enrolments / s (202)")
     left.set_title("serve")

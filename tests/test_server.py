@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -515,3 +516,110 @@ def test_out_of_files_the_quietest_connections_make_room_for_the_next_turn(monke
             sock.close()
         wasyncore.close_all(http._map)
         http.task_dispatcher.shutdown()
+
+
+def test_a_channel_whose_task_is_sending_its_answer_is_not_writable():
+    # Regression: waitress said writable whenever output was buffered, also while the task answering held the
+    # buffer's lock to send it itself: handle_write could send nothing, and the loop spun on the always-writable
+    # socket (~36 turns a request at 16 connections), starving that very task of the GIL.
+    http = server.create_server(hello_app, host="127.0.0.1", port=0, threads=1)
+    client = socket.create_connection(http.socket.getsockname()[:2])
+    try:
+        http.handle_accept()
+        (channel,) = http.active_channels.values()
+        channel.requests, channel.total_outbufs_len = ["a request being answered"], 100
+        assert not channel.writable()
+        channel.requests = []
+        assert channel.writable()  # answered: the loop sends what is left
+    finally:
+        client.close()
+        wasyncore.close_all(http._map)
+        http.task_dispatcher.shutdown()
+
+
+def test_an_answer_larger_than_the_output_buffer_reaches_a_slow_reader_whole(in_process):
+    # The task sends its own output; when the socket will not take it all, it wakes the loop, which
+    # must then send for it (past waitress's 16 MiB high watermark the task waits for the loop).
+    chunk, chunks = b"x" * (1 << 20), 48
+
+    def large_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(chunk) * chunks))])
+        return (chunk for _ in range(chunks))
+
+    port = in_process(app=large_app)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # the task fills the socket and the buffer meanwhile
+        received = bytearray()
+        while len(received) < len(chunk) * chunks and (data := sock.recv(1 << 20)):
+            received += data
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        while len(body) < len(chunk) * chunks and (data := sock.recv(1 << 20)):
+            body += data
+    assert head.startswith(b"HTTP/1.1 200") and body == chunk * chunks
+
+
+def test_idle_connections_cost_the_loop_nothing_while_another_is_answered(monkeypatch):
+    # Regression: every turn of waitress's loop asked each open connection what it wanted and polled them
+    # all, so each request cost O(connections): at 64 connections one process fell to a third of its rate.
+    monkeypatch.setattr(server, "CLEANUP_SECONDS", 3600)  # no maintenance sweep (it asks every connection) mid-test
+    asked = []
+    readable = server.JsonErrorChannel.readable
+    monkeypatch.setattr(server.JsonErrorChannel, "readable", lambda channel: asked.append(1) or readable(channel))
+    running = InProcess()
+    idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(200)]
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=3) as sock:
+            wait_until(lambda: len(running.http.active_channels) == 201, "every connection accepted")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_response(sock)
+            asked.clear()
+            for _ in range(50):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                read_response(sock)
+        assert len(asked) < 10 * 50
+    finally:
+        for sock in idle:
+            sock.close()
+        running.stop()
+
+
+def echo_length_app(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    answer = b'{"length": %d}' % len(body)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+def test_connections_opened_abandoned_and_reopened_at_once_are_each_answered_right(in_process):
+    # Socket numbers are reused as fast as clients close: the loop must never hand one
+    # connection's event or answer to another that took its number.
+    port = in_process(app=echo_length_app)
+    wrong: list[bytes] = []
+
+    def client(seed: int) -> None:
+        try:
+            requests_of(random.Random(seed))
+        except OSError as error:
+            wrong.append(repr(error).encode())
+
+    def requests_of(rnd: random.Random) -> None:
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                for _ in range(rnd.randint(1, 3)):
+                    body = b"x" * rnd.choice([0, 7, 5000])
+                    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                    if rnd.random() < 0.15:
+                        sock.sendall(request[: rnd.randint(1, len(request))])  # abandoned mid-request
+                        break
+                    sock.sendall(request)
+                    answer = read_response(sock)
+                    if not answer.endswith(b'{"length": %d}' % len(body)):
+                        wrong.append(answer)
+
+    clients = [threading.Thread(target=client, args=(seed,)) for seed in range(12)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(60)
+    assert not wrong and not any(thread.is_alive() for thread in clients)
