@@ -112,12 +112,10 @@ def check_database(settings: Settings) -> tuple["peewee.Database | None", list[F
     except Exception as error:  # any driver error means "cannot reach it"
         return database, [Finding("database", PROBLEM, f"cannot connect to {shown}: {first_line(error)}", FIX_CONNECT)]
     findings = [Finding("database", OK, f"reachable ({shown})")]
-    if version < migrations.LATEST:
-        detail = f"at version {version}, this release needs {migrations.LATEST}"
-        findings.append(Finding("database schema", PROBLEM, detail, FIX_MIGRATE))
-    elif version > migrations.LATEST:
-        detail = f"at version {version}, newer than this release ({migrations.LATEST})"
-        findings.append(Finding("database schema", PROBLEM, detail, FIX_NEWER))
+    problem = migrations.schema_problem(version)
+    if problem:
+        fix = FIX_MIGRATE if version < migrations.LATEST else FIX_NEWER
+        findings.append(Finding("database schema", PROBLEM, problem, fix))
     else:
         findings.append(Finding("database schema", OK, f"current (version {version})"))
         findings.append(check_writes(database))

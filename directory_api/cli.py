@@ -2,21 +2,74 @@
 
 import dataclasses
 import enum
-import functools
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from directory_api import __version__, logs
 from directory_api.errors import SettingsError, UserError, first_line
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
+@dataclasses.dataclass
+class GlobalOptions:
+    """--debug and --env-file, given before the command's name or after it."""
+
+    debug: bool = False
+    env_file: Optional[Path] = None
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value:
+        setattr(ctx.ensure_object(GlobalOptions), param.name, value)
+
+
+def _debug_option() -> click.Option:
+    return click.Option(
+        ["--debug"], is_flag=True, expose_value=False, callback=_remember,
+        help="Give every setting a working local default, log at DEBUG, print the settings chosen.",
+    )
+
+
+def _env_file_option() -> click.Option:
+    return click.Option(
+        ["--env-file"], type=click.Path(dir_okay=False, path_type=Path), expose_value=False, callback=_remember,
+        help="Load variables from this .env file first; real environment variables win.",
+    )
+
+
+# Commands that always run as under --debug, so take no --debug of their own.
+ALWAYS_DEBUG = frozenset({"dev"})
+
+
+class Commands(TyperGroup):
+    """The command group: every command takes --debug and --env-file after its name too, and a UserError
+    raised by any command is its message, one line a line, and its exit code, never a traceback."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params[:0] = [_debug_option(), _env_file_option()]
+        for name, command in self.commands.items():
+            shared = [_env_file_option()] if name in ALWAYS_DEBUG else [_debug_option(), _env_file_option()]
+            command.params.extend(shared)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            for line in str(error).splitlines():
+                logs.error(line)
+            raise typer.Exit(error.exit_code) from None
+
+
 app = typer.Typer(
     name="directory-api",
+    cls=Commands,
     help="The Export Directory enrolment service: HTTP API, queue worker and tools.",
     add_completion=False,
     no_args_is_help=True,
@@ -25,44 +78,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-Debug = Annotated[
-    bool,
-    typer.Option(
-        "--debug",
-        help="Give every setting a working local default, log at DEBUG, print the settings chosen.",
-    ),
-]
-EnvFile = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--env-file",
-        help="Load variables from this .env file first; real environment variables win.",
-        dir_okay=False,
-    ),
-]
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
 Port = Annotated[Optional[int], typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
-
-
-@dataclasses.dataclass
-class GlobalOptions:
-    debug: bool = False
-    env_file: Optional[Path] = None
-
-
-def user_errors(command):
-    """Turn a UserError into its one-line message and exit code, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as error:
-            for line in str(error).splitlines():
-                logs.error(line)
-            raise typer.Exit(error.exit_code) from None
-
-    return wrapper
 
 
 def _print_version(value: bool) -> None:
@@ -73,9 +90,6 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    ctx: typer.Context,
-    debug: Debug = False,
-    env_file: EnvFile = None,
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
     ] = False,
@@ -84,7 +98,6 @@ def main_options(
 
     Every command also takes --debug and --env-file after its name.
     """
-    ctx.obj = GlobalOptions(debug=debug, env_file=env_file)
 
 
 def load_env_file(path: Path) -> None:
@@ -114,20 +127,19 @@ def configure_logging(debug: bool) -> None:
         raise SettingsError("\n".join(problems))
 
 
-def prepare_environment(ctx: typer.Context, debug: bool, env_file: Optional[Path]) -> bool:
-    """Load the env file and set up logging; return whether --debug is on (before or after the command)."""
-    options = ctx.obj or GlobalOptions()
-    debug = debug or options.debug
-    env_file = env_file or options.env_file
-    if env_file:
-        load_env_file(env_file)
+def prepare_environment(ctx: typer.Context, *, always_debug: bool = False) -> bool:
+    """Load the env file and set up logging; return whether --debug is on (given before or after the command)."""
+    options = ctx.ensure_object(GlobalOptions)
+    debug = always_debug or options.debug
+    if options.env_file:
+        load_env_file(options.env_file)
     configure_logging(debug)
     return debug
 
 
-def prepare(ctx: typer.Context, debug: bool, env_file: Optional[Path], require) -> Settings:
+def prepare(ctx: typer.Context, *, require, always_debug: bool = False) -> Settings:
     """Everything a command does before its work: env file, logging, settings."""
-    debug = prepare_environment(ctx, debug, env_file)
+    debug = prepare_environment(ctx, always_debug=always_debug)
     settings = Settings.from_environ(os.environ, debug=debug, require=require)
     if debug:
         logs.emit(logging.INFO, f"settings (--debug):\n{settings.describe()}", "settings (--debug)",
@@ -150,7 +162,6 @@ def parse_processes(value: str) -> int:
 
 
 @app.command()
-@user_errors
 def serve(
     ctx: typer.Context,
     host: Host = "0.0.0.0",
@@ -163,8 +174,6 @@ def serve(
             "(its CPU affinity, capped by its cgroup's CPU quota)."
         ),
     ] = "1",
-    debug: Debug = False,
-    env_file: EnvFile = None,
     bare: Annotated[
         bool, typer.Option("--bare", hidden=True, help="No request ids, access lines or /metrics (to measure their cost).")
     ] = False,
@@ -174,7 +183,7 @@ def serve(
     Example: directory-api serve --port 8000 --processes auto
     """
     number_of_processes = parse_processes(processes)
-    settings = prepare(ctx, debug, env_file, NEEDS_ALL)
+    settings = prepare(ctx, require=NEEDS_ALL)
     from directory_api.server import serve as run_server
 
     run_server(settings, host=host, port=port or settings.port, threads=threads, processes=number_of_processes,
@@ -182,7 +191,6 @@ def serve(
 
 
 @app.command()
-@user_errors
 def work(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Drain what is queued now, then exit.")] = False,
@@ -191,47 +199,41 @@ def work(
         typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none).",
                      min=1, max=65535),
     ] = None,
-    debug: Debug = False,
-    env_file: EnvFile = None,
 ) -> None:
     """Save queued enrolments to the database, setting aside what can never be saved.
 
     Example: directory-api work --debug --metrics-port 9100
     """
-    settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
+    settings = prepare(ctx, require=NEEDS_QUEUES)
     from directory_api.worker import work as run_worker
 
     run_worker(settings, once=once, metrics_port=metrics_port or settings.metrics_port)
 
 
 @app.command("env-write")
-@user_errors
 def env_write(
     ctx: typer.Context,
     configs: Annotated[
         Optional[list[Path]], typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
     ] = None,
-    debug: Debug = False,
-    env_file: EnvFile = None,
 ) -> None:
     """Write .env files from DIRECTORY_API_-prefixed host variables.
 
     Example: DIRECTORY_API_PORT=8000 directory-api env-write env.json
     """
-    prepare_environment(ctx, debug, env_file)
+    prepare_environment(ctx)
     from directory_api.envwrite import env_write as write_files
 
     write_files(configs or [Path("env.json")], os.environ)
 
 
 @app.command()
-@user_errors
-def migrate(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) -> None:
+def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the database schema; safe to run again and from several machines.
 
     Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate
     """
-    settings = prepare(ctx, debug, env_file, NEEDS_DATABASE)
+    settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api import db, migrations
 
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
@@ -249,31 +251,28 @@ def migrate(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) 
 
 
 @app.command()
-@user_errors
 def dev(
     ctx: typer.Context,
     host: Host = "127.0.0.1",
     port: Port = None,
-    env_file: EnvFile = None,
 ) -> None:
     """Run serve and work together in one process on the embedded defaults.
 
     Example: directory-api dev, then POST signed enrolments to http://127.0.0.1:8000/enrolment/
     """
-    settings = prepare(ctx, True, env_file, NEEDS_ALL)
+    settings = prepare(ctx, require=NEEDS_ALL, always_debug=True)
     from directory_api.dev import dev as run_dev
 
     run_dev(settings, host=host, port=port or settings.port)
 
 
 @app.command()
-@user_errors
-def check(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) -> None:
+def check(ctx: typer.Context) -> None:
     """Check configuration, database and queues; exit 0 only when all are usable.
 
     Example: directory-api check --env-file /etc/directory-api.env
     """
-    debug = prepare_environment(ctx, debug, env_file)
+    debug = prepare_environment(ctx)
     from directory_api.check import check as run_check
 
     if not run_check(os.environ, debug=debug):
@@ -281,18 +280,15 @@ def check(ctx: typer.Context, debug: Debug = False, env_file: EnvFile = None) ->
 
 
 @app.command()
-@user_errors
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
-    debug: Debug = False,
-    env_file: EnvFile = None,
 ) -> None:
     """Show what the queues and the database hold now; exit 1 when a part does not answer.
 
     Example: directory-api status --json --env-file /etc/directory-api.env
     """
-    settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
+    settings = prepare(ctx, require=NEEDS_QUEUES)
     from directory_api.ops import status_command
 
     if not status_command(settings, as_json=as_json, out=typer.echo, err=logs.error):
@@ -300,14 +296,11 @@ def status(
 
 
 @app.command()
-@user_errors
 def redrive(
     ctx: typer.Context,
     ids: Annotated[Optional[list[str]], typer.Argument(help="Original message ids to move back.", show_default=False)] = None,
     all_messages: Annotated[bool, typer.Option("--all", help="Move every message of the invalid queue.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be moved; move nothing.")] = False,
-    debug: Debug = False,
-    env_file: EnvFile = None,
 ) -> None:
     """Move set-aside messages from the invalid queue back to the enrolment queue.
 
@@ -315,7 +308,7 @@ def redrive(
     """
     if bool(ids) == all_messages:
         raise typer.BadParameter("give message ids or --all (one of the two)", param_hint="IDS / --all")
-    settings = prepare(ctx, debug, env_file, NEEDS_QUEUES)
+    settings = prepare(ctx, require=NEEDS_QUEUES)
     from directory_api.ops import redrive_command
 
     if not redrive_command(settings, ids or [], dry_run=dry_run, out=typer.echo, err=logs.error):
@@ -330,21 +323,18 @@ class ExportTable(str, enum.Enum):
 
 
 @app.command()
-@user_errors
 def export(
     ctx: typer.Context,
     table: Annotated[ExportTable, typer.Argument(help="What to export.", case_sensitive=False)],
     since: Annotated[Optional[str], typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write to this file (atomically) instead of stdout.",
                                                    dir_okay=False)] = None,
-    debug: Debug = False,
-    env_file: EnvFile = None,
 ) -> None:
     """Write a table as CSV (RFC 4180, UTF-8, header row, oldest first), streamed.
 
     Example: directory-api export enrolments --since 2026-01-01 --output enrolments.csv
     """
-    settings = prepare(ctx, debug, env_file, NEEDS_DATABASE)
+    settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api.ops import export_command
 
     count = export_command(settings, table.value, since=since, output=output, stdout=sys.stdout.buffer)

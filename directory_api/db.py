@@ -1,5 +1,11 @@
 """The peewee Database named by DATABASE_URL, and binding the models to it.
 
+The models' DatabaseProxy (models.database) is the one database of a
+process: db.bind() points it at DATABASE_URL once, at start, and everything
+that reads or writes goes through it. What needs the Database behind it (to
+copy its connection parameters, or to tell SQLite from PostgreSQL) asks
+bound().
+
 Every call is bounded in time (SPEC): PostgreSQL cuts a statement or a lock
 wait short, SQLite gives up waiting for the write lock, and TCP keepalives
 notice a server that vanished mid-statement. A hung or locked database is
@@ -41,7 +47,11 @@ POSTGRES_KEEPALIVES = {
     "tcp_user_timeout": 10_000,
 }
 
-# What peewee raises when the database is down, unreachable, locked or not migrated.
+# The database as callers hold it: the models' DatabaseProxy (the one database of a process), or a Database.
+Handle = peewee.Database | peewee.DatabaseProxy
+
+# What peewee raises when the database is down, unreachable, locked, read-only or not migrated: the one
+# definition of "the database is unavailable now", which callers treat as transient.
 DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 
 # A write that writes nothing: it takes the enrolment table's write lock and passes every check a real
@@ -126,20 +136,30 @@ def one_connection(database: peewee.Database, *, timeout: float) -> peewee.Datab
     return _postgres(database.database, login, timeout, thread_safe=False)
 
 
-def is_postgres(database: peewee.Database) -> bool:
-    return isinstance(database, peewee.PostgresqlDatabase)
+def bound() -> peewee.Database | None:
+    """The Database the models are bound to (db.bind), or None before."""
+    return models.database.obj
 
 
-def drop_connection(database: peewee.Database) -> None:
+def behind(database: Handle) -> peewee.Database:
+    """`database`, or the Database a DatabaseProxy stands for."""
+    return database.obj if isinstance(database, peewee.DatabaseProxy) else database
+
+
+def is_postgres(database: Handle) -> bool:
+    return isinstance(behind(database), peewee.PostgresqlDatabase)
+
+
+def drop_connection(database: Handle) -> None:
     """Close this thread's connection after an error (unless in a transaction), so the next call opens a fresh one."""
     try:
         if not database.in_transaction():
             database.close()
-    except peewee.PeeweeException:
+    except DATABASE_ERRORS:
         pass  # closing a dead connection can fail too; it is gone either way
 
 
-def cancel(database: peewee.Database, connection) -> None:
+def cancel(database: Handle, connection) -> None:
     """Cut short the statement another thread runs on `connection`: it fails, and its transaction rolls back.
 
     It may block (PostgreSQL's cancel opens a connection of its own): call it off the thread that must not wait.
@@ -153,13 +173,13 @@ def cancel(database: peewee.Database, connection) -> None:
         pass
 
 
-def write_problem(database: peewee.Database) -> str | None:
+def write_problem(database: Handle) -> str | None:
     """Why an enrolment could not be written now (None: it could), found without writing anything.
 
     Raises the driver's error when the connection itself is lost, rather
     than calling that a refusal.
     """
-    if isinstance(database, peewee.SqliteDatabase):
+    if isinstance(behind(database), peewee.SqliteDatabase):
         folder = Path(database.database).resolve().parent
         free = free_bytes(folder)
         if free < MIN_FREE_BYTES:

@@ -9,11 +9,10 @@ import logging
 import threading
 
 from directory_api import access, mail, metrics, server, web
-from directory_api.db import drop_connection
 from directory_api.queues import open_queue
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
-from directory_api.worker import Shutdown, StopNow, Worker
+from directory_api.worker import Worker, stoppable
 
 log = logging.getLogger(__name__)
 
@@ -24,36 +23,32 @@ DRAIN_SECONDS = 2.0
 
 def dev(settings: Settings, *, host: str, port: int) -> None:
     """Serve and work until SIGINT/SIGTERM; blocks."""
-    shutdown = Shutdown()
-    shutdown.install()  # first, so a Ctrl-C during start-up is a clean stop too
-    database = server.open_database(settings)
-    enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-    invalid = open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
-    app = web.make_app(
-        settings, enrolments, database=database, nonce_store=NonceStore.temporary(),
-        database_requests=HTTP_THREADS // 2,
-    )
-    # One registry for both: /metrics on the one port shows the requests and the worker's messages.
-    registry = metrics.Registry()
-    http = server.create_server(access.observed(app, registry), host=host, port=port, threads=HTTP_THREADS)
-    stopping = threading.Event()
-    serving = threading.Thread(
-        target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
-    )
-    serving.start()
-    address = http.socket.getsockname()
-    log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
-             address[0], address[1], settings.enrolment_queue, settings.queue_backend)
-    try:
-        work_metrics = metrics.WorkMetrics(registry)
-        Worker(
-            settings, database, enrolments, invalid, shutdown=shutdown,
-            sender=mail.Sender(settings, on_outcome=work_metrics.emails.count), metrics=work_metrics,
-        ).run()
-    except StopNow:
-        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
-    finally:
-        stopping.set()
-        serving.join(DRAIN_SECONDS + 2)
-        drop_connection(database)
+    with stoppable() as shutdown:
+        server.open_database(settings)
+        enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
+        invalid = open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
+        app = web.make_app(
+            settings, enrolments, nonce_store=NonceStore.temporary(),
+            database_requests=HTTP_THREADS // 2,
+        )
+        # One registry for both: /metrics on the one port shows the requests and the worker's messages.
+        registry = metrics.Registry()
+        http = server.create_server(access.observed(app, registry), host=host, port=port, threads=HTTP_THREADS)
+        stopping = threading.Event()
+        serving = threading.Thread(
+            target=server.run, args=(http, stopping), kwargs={"drain_seconds": DRAIN_SECONDS}, name="serve"
+        )
+        serving.start()
+        address = http.socket.getsockname()
+        log.info("dev: serving on http://%s:%s and working queue %s (%s backend); Ctrl-C stops both",
+                 address[0], address[1], settings.enrolment_queue, settings.queue_backend)
+        try:
+            work_metrics = metrics.WorkMetrics(registry)
+            Worker(
+                settings, enrolments, invalid, shutdown=shutdown,
+                sender=mail.Sender(settings, on_outcome=work_metrics.emails.count), metrics=work_metrics,
+            ).run()
+        finally:
+            stopping.set()
+            serving.join(DRAIN_SECONDS + 2)
     log.info("dev: stopped")

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 NON_FIELD_ERRORS = "non_field_errors"
+MAX_BODY_BYTES = 256 * 1024  # SPEC: the largest enrolment body accepted
 
 EXPORT_STATUSES = ("YES", "ONE_TWO_YEARS_AGO", "OVER_TWO_YEARS_AGO", "NOT_YET", "NO_INTENTION")
 BIGINT_MAX = 2**63 - 1  # supplier.sso_id is a BIGINT

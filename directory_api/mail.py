@@ -38,7 +38,7 @@ import peewee
 
 from directory_api import enrolment
 from directory_api.backoff import backoff
-from directory_api.db import drop_connection, is_postgres
+from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
 from directory_api.errors import SettingsError, first_line
 from directory_api.models import Email, tuple_rows, utcnow
 from directory_api.settings import Settings
@@ -441,7 +441,7 @@ class Sender:
 
     def _pause_after(self, error: BaseException) -> None:
         self.failures += 1
-        if isinstance(error, peewee.PeeweeException):
+        if isinstance(error, DATABASE_ERRORS):
             drop_connection(self.database)
             what = f"database unreachable ({first_line(error)})"
         elif isinstance(error, (smtplib.SMTPException, OSError)):
@@ -449,7 +449,7 @@ class Sender:
         else:
             log.exception("e-mail sender: unexpected error")
             what = "unexpected error"
-        if self._until_idle and not isinstance(error, peewee.PeeweeException):
+        if self._until_idle and not isinstance(error, DATABASE_ERRORS):
             log.warning("e-mails: %s; those waiting are sent by the next `work`", what)
             self._stopping.set()  # --once
             return

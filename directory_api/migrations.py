@@ -8,7 +8,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
 from directory_api import models
-from directory_api.db import is_postgres
+from directory_api.db import Handle, behind, is_postgres
 from directory_api.errors import SchemaError
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x6469722D617069
 
 MIGRATE_HINT = "run `directory-api migrate` (or start with --debug, which migrates by itself)"
+NEWER_HINT = "run the newer directory-api"
 
 
 class SchemaVersion(peewee.Model):
@@ -104,15 +105,16 @@ STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_
 LATEST = len(STEPS)
 
 
-def current_version(database: peewee.Database) -> int:
+def current_version(database: Handle) -> int:
     """The highest step applied; 0 for an empty database."""
     if not database.table_exists(SchemaVersion._meta.table_name):
         return 0
     return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
 
 
-def migrate(database: peewee.Database) -> list[int]:
+def migrate(database: Handle) -> list[int]:
     """Apply the steps not applied yet; return their numbers. Safe to run concurrently."""
+    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
     with database.atomic():
         if is_postgres(database):
             # Held to the end of the transaction: a second migrate waits here,
@@ -128,17 +130,21 @@ def migrate(database: peewee.Database) -> list[int]:
     return applied
 
 
-def ensure_current(database: peewee.Database, *, auto_migrate: bool) -> None:
+def schema_problem(version: int) -> str | None:
+    """What is wrong with a schema at `version` for this release (older or newer); None when it is current."""
+    if version < LATEST:
+        return f"at version {version}, this release needs {LATEST}"
+    if version > LATEST:
+        return f"at version {version}, newer than this release ({LATEST})"
+    return None
+
+
+def ensure_current(database: Handle, *, auto_migrate: bool) -> None:
     """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
     version = current_version(database)
     if version < LATEST and auto_migrate:
         migrate(database)
-    elif version < LATEST:
-        raise SchemaError(
-            f"the database schema is at version {version}, this release needs {LATEST}: {MIGRATE_HINT}"
-        )
-    elif version > LATEST:
-        raise SchemaError(
-            f"the database schema is at version {version}, newer than this release ({LATEST}): "
-            "run the newer directory-api"
-        )
+        return
+    problem = schema_problem(version)
+    if problem:
+        raise SchemaError(f"the database schema is {problem}: {MIGRATE_HINT if version < LATEST else NEWER_HINT}")

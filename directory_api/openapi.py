@@ -2,7 +2,7 @@
 
 from directory_api import __version__, enrolment
 
-MAX_BODY_KIB = 256
+MAX_BODY_KIB = enrolment.MAX_BODY_BYTES // 1024
 
 _DETAIL = {
     "type": "object",
@@ -22,7 +22,7 @@ _ENROLMENT = {
     "additionalProperties": True,
     "properties": {
         "sso_id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": enrolment.BIGINT_MAX},
-        "company_number": {"type": "string", "pattern": "^([0-9]{8}|[A-Z]{2}[0-9]{6})$", "example": "SC123456"},
+        "company_number": {"type": "string", "pattern": f"^({enrolment.COMPANY_NUMBER.pattern})$", "example": "SC123456"},
         "company_name": {"type": "string", "minLength": 1, "maxLength": 255},
         "company_email": {"type": "string", "format": "email", "maxLength": 255},
         "export_status": {"type": "string", "enum": list(enrolment.EXPORT_STATUSES)},

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 
-import peewee
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -359,7 +358,7 @@ def serve(
     `observe` off leaves out request ids, access lines and /metrics: only to measure what they cost.
     """
     raise_open_file_limit(CONNECTION_LIMIT + FD_RESERVE + 4 * threads)
-    database = open_database(settings)
+    open_database(settings)
     sock = bind_socket(host, port)
     address = sock.getsockname()
     log.info(
@@ -372,7 +371,7 @@ def serve(
     nonces = NonceStore.temporary()
     try:
         if processes == 1:
-            serve_process(settings, database, sock, threads, nonces, metrics.Registry() if observe else None)
+            serve_process(settings, sock, threads, nonces, metrics.Registry() if observe else None)
         else:
             # One metrics directory for the children, made before they fork: /metrics sums them all.
             with metrics.shared_between_processes() as directory:
@@ -380,7 +379,7 @@ def serve(
                 code = run_children(
                     processes,
                     lambda: serve_process(
-                        settings, database, sock, threads, nonces, metrics.Registry(directory) if observe else None
+                        settings, sock, threads, nonces, metrics.Registry(directory) if observe else None
                     ),
                     sock,
                     on_exit=lambda pid: metrics.mark_process_dead(directory, pid),
@@ -392,8 +391,8 @@ def serve(
     log.info("stopped")
 
 
-def open_database(settings: Settings) -> peewee.Database:
-    """Bind the models and check the schema when the database answers.
+def open_database(settings: Settings) -> None:
+    """Bind the models (db.bind) and check the schema when the database answers.
 
     On SQS, serve accepts enrolments without the database, so one that does
     not answer is only logged; the database queue cannot work without it.
@@ -402,26 +401,24 @@ def open_database(settings: Settings) -> peewee.Database:
     database = db.bind(url)
     try:
         database.connect()
-    except peewee.OperationalError as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         if settings.queue_backend == "database":
             raise UserError(f"DATABASE_URL: cannot connect to {mask_url(url)}: {reason}") from None
         log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
-        return database
+        return
     try:
         migrations.ensure_current(database, auto_migrate=settings.debug)
-    except peewee.PeeweeException as error:
+    except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         raise UserError(f"DATABASE_URL: cannot check the schema: {reason}") from None
     finally:
         # Each process (and thread) opens its own connection when it first needs one.
         database.close()
-    return database
 
 
 def serve_process(
     settings: Settings,
-    database: peewee.Database,
     sock: socket.socket,
     threads: int,
     nonces: NonceStore,
@@ -438,7 +435,7 @@ def serve_process(
         log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
     app = web.make_app(
-        settings, GroupSender(queue), database=database, nonce_store=nonces, database_requests=max(1, threads // 2)
+        settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)
     )
     if registry is not None:
         app = access.observed(app, registry)

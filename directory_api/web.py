@@ -11,10 +11,10 @@ import sys
 import threading
 
 import bottle
-import peewee
 
-from directory_api import console, enrolment, logs, models, openapi
+from directory_api import console, db, enrolment, logs, models, openapi
 from directory_api.db import DATABASE_ERRORS
+from directory_api.enrolment import MAX_BODY_BYTES
 from directory_api.health import Health
 from directory_api.queues import Queue, QueueUnavailable
 from directory_api.settings import Settings
@@ -22,7 +22,6 @@ from directory_api.signature import NonceStore, SignatureError, Verifier, signed
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 256 * 1024
 TOO_LARGE = f"The body is larger than {MAX_BODY_BYTES // 1024} KiB."
 RETRY_AFTER_SECONDS = 5
 JSON_TYPE = "application/json"
@@ -128,11 +127,10 @@ def make_app(
     settings: Settings,
     enrolment_queue: Queue,
     *,
-    database: peewee.Database | None = None,
     nonce_store: NonceStore | None = None,
     database_requests: int = DATABASE_REQUESTS,
 ) -> bottle.Bottle:
-    """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read `database`.
+    """The WSGI app: enrolments go to `enrolment_queue`; statuses and health read the database bound (db.bind), if any.
 
     `nonce_store` must be shared by every process of one `serve`; by default
     a private one is made (right for one process). At most
@@ -144,6 +142,7 @@ def make_app(
         legacy=settings.signature_legacy,
     )
     app = JsonBottle()
+    database = db.bound()
     health = Health(database, enrolment_queue)
     database_slots = threading.BoundedSemaphore(database_requests)
     openapi_document = _dumps(openapi.document())

@@ -1,42 +1,47 @@
-"""The queue worker: receive a batch, save it in one transaction, set aside what can never be saved, delete.
+"""The queue worker's policy: receive a batch, save it in one transaction, set aside what can never be saved, delete.
 
 The loop reads as a list of states, after rq's worker: waiting for the
 database, opening the queues, receiving, handling, stopping. A signal only
-sets a flag; the main thread never blocks on the queue itself (a receive runs
-in a background thread and the main thread looks at the flag every tick), so
-SIGTERM ends even a 20 s long poll within two seconds.
+sets a flag; every call that may block runs off the main thread (threads.py),
+which looks at the flag every tick, so SIGTERM ends even a 20 s long poll
+within two seconds.
 """
 
 import contextlib
+import enum
 import functools
-import itertools
 import json
 import logging
-import queue
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, logs, mail, migrations, saving
+from directory_api import db, enrolment, logs, mail, migrations, models, saving
 from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import UserError, first_line
 from directory_api.metrics import WorkMetrics, serve_metrics_http
 from directory_api.queues import (
-    ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, message_size, open_queue, original_id,
+    ORIGINAL_MESSAGE_ID,
+    Message,
+    MessageRefused,
+    Queue,
+    QueueUnavailable,
+    message_size,
+    open_queue,
+    original_id,
     poll_intervals,
 )
 from directory_api.saving import Created, Duplicate, Invalid
 from directory_api.settings import Settings
+from directory_api.threads import Background, Keepalive, Lane, Shutdown, StatementLane, StopNow, retry_until_done
 
 log = logging.getLogger(__name__)
 
-TICK = 0.1  # how often the main thread looks at the stop flag while it waits
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
@@ -50,19 +55,22 @@ RECEIVED_TOO_OFTEN = "Received {count} times without being saved (SQS_MAX_RECEIV
 # Opens the reasons a set-aside message carries when all of them would not fit the invalid queue's size limit.
 TRIMMED = "Reasons trimmed to fit the invalid queue's message size limit; all are recorded (GET /enrolment/<id>/): "
 
-# The failures after which a message stays on its queue and comes back.
-TRANSIENT = (QueueUnavailable, peewee.PeeweeException)
 
+class Outcome(enum.Enum):
+    """What became of a batch given to Worker.handle."""
 
-class StopNow(BaseException):
-    """A second signal: stop without finishing the batch in hand (it comes back after the visibility timeout)."""
+    SAVED = "saved"  # every message saved, found saved before, or set aside; the delete is under way
+    DATABASE_DOWN = "database down"  # nothing saved: the batch stays on the queue and comes back
+    QUEUE_DOWN = "queue down"  # saved, but the invalid queue did not take some: they stay and come back
+    STOPPED = "stopped"  # a stop cut the save short: nothing saved, the batch handed back
+    FAILED = "failed"  # a bug kept the batch from being saved: it stays on the queue and comes back
 
 
 class SaveCancelled(Exception):
     """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
 
 
-def read(message: Message, max_receive_count: int) -> object:
+def decode(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
     if message.unreadable:
         return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
@@ -121,7 +129,7 @@ def verdicts_of(messages: Sequence[Message], max_receive_count: int) -> dict[str
     verdicts: dict[str, object] = {}
     for message in messages:
         if original_id(message) not in verdicts:
-            verdicts[original_id(message)] = read(message, max_receive_count)
+            verdicts[original_id(message)] = decode(message, max_receive_count)
     return verdicts
 
 
@@ -141,145 +149,10 @@ def request_id_of(message: Message) -> str | None:
     return logs.safe_request_id(message.attributes.get(logs.REQUEST_ID_ATTRIBUTE))
 
 
-class Shutdown:
-    """SIGTERM/SIGINT: the first asks the worker to stop after the batch in hand, a second stops it now."""
-
-    def __init__(self):
-        self.requested = False
-
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.on_signal)
-
-    def on_signal(self, signum, frame) -> None:
-        # Only a flag (rq does the same): the main thread acts on it at its next tick.
-        if self.requested:
-            raise StopNow()
-        log.info("%s: stopping after the batch in hand (signal again to stop now)", signal.Signals(signum).name)
-        self.requested = True
-
-
-class Lane:
-    """A daemon thread that runs the calls put to it one after another, for the worker's life.
-
-    Receives and deletes each run on a lane of their own, so on the database
-    queue each keeps one connection rather than opening one a batch.
-    """
-
-    def __init__(self, name: str):
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def put(self, call: Callable[[], None]) -> None:
-        self._calls.put(call)
-
-    def _serve(self) -> None:
-        while True:
-            self._calls.get()()
-
-
-class Background:
-    """One blocking call (a receive, a delete, a connection attempt) off the main thread, so it can stop waiting.
-
-    The call runs on `lane` when one is given, else in a daemon thread of its own.
-    """
-
-    def __init__(
-        self,
-        call: Callable[[], list],
-        on_abandoned: Callable[[list], None] = lambda result: None,
-        *,
-        lane: Lane | None = None,
-    ):
-        self.done = threading.Event()
-        self.result: list = []
-        self.error: BaseException | None = None
-        self.duration = 0.0  # seconds the call took
-        self._call = call
-        self._on_abandoned = on_abandoned
-        self._abandoned = False
-        self._lock = threading.Lock()
-        if lane is None:
-            threading.Thread(target=self._run, name="background", daemon=True).start()
-        else:
-            lane.put(self._run)
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        try:
-            result, error = self._call(), None
-        except Exception as exception:  # noqa: BLE001 - handed to the main thread
-            result, error = [], exception
-        with self._lock:
-            self.result, self.error, self.duration = result, error, time.monotonic() - started
-            self.done.set()
-            abandoned = self._abandoned
-        if abandoned and result:
-            self._on_abandoned(result)
-
-    def abandon(self) -> None:
-        """Nobody will handle the result: give it to on_abandoned now, or when the call returns."""
-        with self._lock:
-            self._abandoned = True
-            result, self.result = (self.result, []) if self.done.is_set() else ([], [])
-        if result:
-            self._on_abandoned(result)
-
-
-class Keepalive:
-    """One thread for the worker's life that extends the visibility of the batch in hand while its handling runs long.
-
-    A batch is extended once half the visibility timeout has passed since it
-    was received or last extended; the thread looks four times a timeout.
-    """
-
-    def __init__(self, queue: Queue, visibility_timeout: int, *, clock: Callable[[], float] = time.monotonic):
-        self.queue, self.visibility_timeout, self.clock = queue, visibility_timeout, clock
-        self._lock = threading.Lock()
-        self._in_hand: Sequence[Message] = ()
-        self._due = 0.0
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def watch(self, messages: Sequence[Message]) -> Iterator[None]:
-        """Keep `messages` hidden for as long as the block runs."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="keepalive", daemon=True)
-            self._thread.start()
-        with self._lock:
-            self._in_hand, self._due = messages, self.clock() + self.visibility_timeout / 2
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_hand = ()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.visibility_timeout / 4)
-            with self._lock:
-                in_hand, due = self._in_hand, self._due
-            if not in_hand or self.clock() < due:
-                continue
-            for message in in_hand:
-                with self._lock:
-                    if self._in_hand is not in_hand:
-                        break  # the batch is finished: its messages may be deleted already
-                try:
-                    self.queue.extend(message, self.visibility_timeout)
-                    log.info("message %s: handling runs long, visibility extended", message.id)
-                except QueueUnavailable as error:
-                    log.warning("message %s: visibility not extended: %s", message.id, error)
-            with self._lock:
-                if self._in_hand is in_hand:
-                    self._due = self.clock() + self.visibility_timeout / 2
-
-
 class Worker:
     def __init__(
         self,
         settings: Settings,
-        database: peewee.Database,
         enrolments: Queue,
         invalid: Queue,
         *,
@@ -289,19 +162,16 @@ class Worker:
         metrics: WorkMetrics | None = None,
     ):
         self.settings = settings
-        self.database = database
         self.enrolments = enrolments
         self.invalid = invalid
         self.shutdown = shutdown or Shutdown()
         self.rng = rng
         self.metrics = (metrics or WorkMetrics()).worker
-        self.failures = 0  # consecutive; sets the backoff
+        self.failures = 0  # consecutive; sets the backoff; changed on the main thread only
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
-        # The delete of the last batch, in flight while the next batch is saved.
-        self.deleting: Background | None = None
+        # The delete of the last batch (its messages, and the call), in flight while the next batch is saved.
+        self.deleting: tuple[Sequence[Message], Background[list[Message]]] | None = None
         self.sender = sender  # the confirmation e-mails, sent on a thread of their own
-        # The save lane's connection, for a stop to cancel the statement it runs.
-        self.saving_connection = None
 
     @functools.cached_property
     def receive_lane(self) -> Lane:
@@ -312,9 +182,9 @@ class Worker:
         return Lane("delete")
 
     @functools.cached_property
-    def save_lane(self) -> Lane:
+    def save_lane(self) -> StatementLane:
         """Saves run here, not on the main thread, which must stay free to see a stop and cancel a hung statement."""
-        return Lane("save")
+        return StatementLane("save", models.database)
 
     @property
     def stopping(self) -> bool:
@@ -325,7 +195,7 @@ class Worker:
         if not self.wait_for_database() or not self.open_queues():
             return
         wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
-        pending: Background | None = None
+        pending: Background[list[Message]] | None = None
         if self.sender:
             self.sender.start()
         idle = poll_intervals()  # pauses between empty receives, afresh once messages come
@@ -336,8 +206,8 @@ class Worker:
                     break
                 messages, error, took, pending = pending.result, pending.error, pending.duration, None
                 if error is not None:
-                    self.failed(error, "receive", [])
-                    self.sleep(backoff(self.failures, self.rng))
+                    self.note_failure(error, "receive", [])
+                    self.sleep(self.failure_pause())
                     continue
                 if not messages:
                     self.failures = 0
@@ -352,77 +222,79 @@ class Worker:
                     pending = self.start_receive(wait_seconds)
                     if self.sender:
                         self.sender.queue_busy()
-                if not self.handle(messages, delete_in_background=True):
+                outcome = self.handle(messages)
+                if outcome is not Outcome.SAVED:
                     if pending:
                         pending.abandon()
                         pending = None
-                    if self.sleep(backoff(self.failures, self.rng)):
+                    if self.sleep(self.failure_pause()) and outcome is not Outcome.QUEUE_DOWN:
                         self.wait_for_database()
             if once and self.sender:
                 self.wait_for(self.sender.finish())  # the e-mails due now, then exit
         finally:
             self.stop(pending)
 
+    def failure_pause(self) -> float:
+        """Seconds to pause after the failures counted so far."""
+        return backoff(max(1, self.failures), self.rng)
+
     def wait_for_database(self) -> bool:
         """Return once the database answers with the current schema (False when told to stop first)."""
         log.debug("worker: waiting for the database")
-        for attempt in itertools.count(1):
-            check = Background(self.check_database)
-            if not self.wait_for(check.done):
-                return False  # told to stop while a connection attempt hung
-            if check.error is None:
-                return True
-            if not isinstance(check.error, peewee.PeeweeException):
-                raise check.error  # SchemaError: the user must run migrate
-            delay = backoff(attempt, self.rng)
-            log.warning("database unreachable (%s); trying again in %.1f s", first_line(check.error), delay)
-            if not self.sleep(delay):
-                return False
-        raise AssertionError("unreachable")
+        return retry_until_done(
+            self.probe_database,
+            retry_on=db.DATABASE_ERRORS,  # anything else, a SchemaError say, is for the user to fix
+            shutdown=self.shutdown,
+            delay=lambda attempt: backoff(attempt, self.rng),
+            on_retry=lambda error, seconds: log.warning(
+                "database unreachable (%s); trying again in %.1f s", first_line(error), seconds),
+        )
 
-    def check_database(self) -> list:
-        """Connect, check the schema and that a batch could be written; run in a background thread, whose connection it closes.
+    def probe_database(self) -> None:
+        """Connect, check the schema and that a batch could be written; closes its thread's connection.
 
         A database that answers but cannot take a write (locked, read-only,
         out of space) is waited for too: receiving meanwhile would only turn
         good messages into poison.
         """
         try:
-            migrations.ensure_current(self.database, auto_migrate=self.settings.debug)
-            problem = db.write_problem(self.database)
+            migrations.ensure_current(models.database, auto_migrate=self.settings.debug)
+            problem = db.write_problem(models.database)
             if problem:
                 raise peewee.OperationalError(f"it cannot be written: {problem}")
         finally:
-            drop_connection(self.database)
-        return []
+            drop_connection(models.database)
 
     def open_queues(self) -> bool:
         """Return once both queues exist, creating them when missing (False when told to stop first)."""
         log.debug("worker: opening the queues")
-        for attempt in itertools.count(1):
-            opening = Background(lambda: [self.enrolments.ensure_exists(), self.invalid.ensure_exists()])
-            if not self.wait_for(opening.done):
-                return False  # told to stop while a connection attempt hung
-            if opening.error is None:
-                return True
-            if not isinstance(opening.error, QueueUnavailable):
-                raise opening.error
-            delay = backoff(attempt, self.rng)
-            log.warning("%s; trying again in %.1f s", opening.error, delay)
-            if not self.sleep(delay):
-                return False
-        raise AssertionError("unreachable")
 
-    def start_receive(self, wait_seconds: float) -> Background:
+        def open_both() -> None:
+            self.enrolments.ensure_exists()
+            self.invalid.ensure_exists()
+
+        return retry_until_done(
+            open_both,
+            retry_on=(QueueUnavailable,),
+            shutdown=self.shutdown,
+            delay=lambda attempt: backoff(attempt, self.rng),
+            on_retry=lambda error, seconds: log.warning("%s; trying again in %.1f s", error, seconds),
+        )
+
+    def start_receive(self, wait_seconds: float) -> Background[list[Message]]:
         max_messages = self.settings.sqs_max_messages
         log.debug("worker: receiving up to %d messages, waiting up to %s s", max_messages, wait_seconds)
-        return Background(lambda: self.enrolments.receive(max_messages, wait_seconds), self.release, lane=self.receive_lane)
 
-    def handle(self, messages: Sequence[Message], *, delete_in_background: bool = False) -> bool:
-        """Save, set aside and delete one batch; False when a transient failure left messages on the queue.
+        def receive() -> list[Message]:
+            return self.enrolments.receive(max_messages, wait_seconds)
 
-        With delete_in_background, the delete runs while the caller receives
-        and saves the next batch; it counts at the next handle, or at the stop.
+        return Background(receive, self.release, lane=self.receive_lane)
+
+    def handle(self, messages: Sequence[Message]) -> Outcome:
+        """Save and set aside one batch, then start its delete in the background; what became of the batch.
+
+        The delete runs while the caller receives and saves the next batch;
+        the next handle (or the stop) waits for it and counts its failure.
         """
         started = time.perf_counter()
         verdicts = verdicts_of(messages, self.settings.sqs_max_receive_count)
@@ -432,31 +304,27 @@ class Worker:
             except SaveCancelled:
                 log.warning("messages %s: stopped while saving; the transaction was rolled back and they are "
                             "handed back", ids(messages))
-                Background(lambda: [self.release(messages)]).done.wait(RELEASE_GRACE)
-                return False
-            except TRANSIENT as error:
-                self.failed(error, "save", messages)
-                return False
+                Background(lambda: self.release(messages)).done.wait(RELEASE_GRACE)
+                return Outcome.STOPPED
+            except db.DATABASE_ERRORS as error:
+                self.note_failure(error, "save", messages)
+                return Outcome.DATABASE_DOWN
             except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
                 log.exception("messages %s: not saved; they stay on the queue", ids(messages))
                 self.failures += 1
                 self.metrics.count("retried", len(messages))
-                return False
+                return Outcome.FAILED
             log_outcomes(messages, outcomes)
             rejected = [m for m in messages if isinstance(outcomes[m.id], Invalid)]
             kept = self.set_aside(rejected, outcomes)
         self.count(outcomes, rejected, kept, time.perf_counter() - started)
+        if not kept:
+            self.failures = 0
+        self.finish_deleting()
         handled = [m for m in messages if m not in kept]
-        last_deleted = self.finish_deleting()
-        if delete_in_background:
-            self.deleting = Background(lambda: [self.delete(handled)], lane=self.delete_lane)
-            deleted = True
-        else:
-            deleted = self.delete(handled)
-        if kept or not deleted or not last_deleted:
-            return False
-        self.failures = 0
-        return True
+        if handled:
+            self.start_delete(handled)
+        return Outcome.QUEUE_DOWN if kept else Outcome.SAVED
 
     def save(self, verdicts: dict) -> dict:
         """saving.save_batch on the save lane; at a stop it gets SAVE_GRACE to finish, then its statement is cancelled.
@@ -464,36 +332,22 @@ class Worker:
         Raises SaveCancelled then (nothing of the batch was written), and
         passes on what save_batch raised.
         """
-
-        def call() -> list:
-            # Kept so the main thread can cancel what runs on it; the lane keeps one connection for good.
-            self.saving_connection = self.database.connection()
-            try:
-                return [saving.save_batch(verdicts)]
-            except TRANSIENT:
-                drop_connection(self.database)
-                raise
-
-        saving_call = Background(call, lane=self.save_lane)
+        saving_call = self.save_lane.run(lambda: saving.save_batch(verdicts))
         try:
             finished = self.wait_for(saving_call.done) or saving_call.done.wait(SAVE_GRACE)
         except StopNow:
-            self.cancel_statement()
+            self.save_lane.cancel()
             raise
         if not finished:
-            self.cancel_statement()
+            log.info("stopping: cancelling the statement saving the batch in hand")
+            self.save_lane.cancel()
             saving_call.done.wait(CANCEL_GRACE)
             raise SaveCancelled()
-        if saving_call.error is not None:
-            raise saving_call.error
-        return saving_call.result[0]
+        return saving_call.returned()
 
-    def cancel_statement(self) -> None:
-        """Cancel the statement of the batch being saved (from a thread of its own: a cancel may block)."""
-        connection = self.saving_connection
-        if connection is not None:
-            log.info("stopping: cancelling the statement saving the batch in hand")
-            threading.Thread(target=db.cancel, args=(self.database, connection), name="cancel", daemon=True).start()
+    def start_delete(self, handled: Sequence[Message]) -> None:
+        """Delete handled messages on the delete lane; a failed one comes back and is then found saved (or rejected)."""
+        self.deleting = (handled, Background(lambda: self.enrolments.delete(handled), lane=self.delete_lane))
 
     def count(self, outcomes: dict, rejected: Sequence[Message], kept: Sequence[Message], seconds: float) -> None:
         """A saved batch in the metrics: its outcomes and how long saving and setting aside took."""
@@ -503,12 +357,19 @@ class Worker:
         self.metrics.count("set_aside", len(rejected) - len(kept))
         self.metrics.batch_duration.observe(seconds)
 
-    def finish_deleting(self, timeout: float | None = None) -> bool:
-        """Wait for the delete in flight, if any; False when it failed or did not end in time."""
-        deleting, self.deleting = self.deleting, None
-        if deleting is None:
-            return True
-        return deleting.done.wait(timeout) and deleting.result == [True]
+    def finish_deleting(self, timeout: float | None = None) -> None:
+        """Wait for the delete in flight, if any (until a stop, or `timeout`), and note how it went."""
+        if self.deleting is None:
+            return
+        (handled, deleting), self.deleting = self.deleting, None
+        finished = self.wait_for(deleting.done) if timeout is None else deleting.done.wait(timeout)
+        if not finished:
+            return  # its messages come back after the visibility timeout and are found saved
+        if deleting.error is not None:
+            self.note_failure(deleting.error, "delete", handled)
+            return
+        for message in deleting.result or ():
+            log.warning("message %s: handled but not deleted; it will come back and be deleted then", message.id)
 
     def set_aside(self, rejected: Sequence[Message], outcomes) -> list[Message]:
         """Send rejected messages to the invalid queue; return those it did not take but may take later."""
@@ -525,22 +386,14 @@ class Worker:
                           "its %d-byte body is lost; its rejection and reasons are recorded",
                           message.id, first_line(error), len(message.body.encode("utf-8", "surrogatepass")))
             except QueueUnavailable as error:
-                self.failed(error, "set aside", [message])
+                self.note_failure(error, "set aside", [message])
                 kept.append(message)
         return kept
 
-    def delete(self, messages: Sequence[Message]) -> bool:
-        """Delete handled messages; a failed one comes back and is then found saved (or rejected) before."""
-        try:
-            for message in self.enrolments.delete(messages):
-                log.warning("message %s: handled but not deleted; it will come back and be deleted then", message.id)
-        except QueueUnavailable as error:
-            self.failed(error, "delete", messages)
-            return False
-        return True
-
     def release(self, messages: Sequence[Message]) -> None:
         """Hand messages never started back to the queue at once."""
+        if not messages:
+            return
         try:
             self.enrolments.release(messages)
             log.info("messages %s: handed back unhandled", ids(messages))
@@ -548,15 +401,15 @@ class Worker:
             log.warning("messages %s: not handed back (%s); they return after the visibility timeout",
                         ids(messages), error)
 
-    def failed(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
-        """A transient failure: the messages stay on the queue and come back (counted as retried)."""
+    def note_failure(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
+        """Count a failure (for the backoff; messages left on the queue as retried) and log it; main thread only."""
         self.failures += 1
         if action in ("save", "set aside"):
             self.metrics.count("retried", len(messages))
         which = f"messages {ids(messages)}: " if messages else ""
         log.warning("%s%s failed, left on the queue: %s", which, action, first_line(error))
 
-    def stop(self, pending: Background | None) -> None:
+    def stop(self, pending: Background[list[Message]] | None) -> None:
         log.debug("worker: stopping")
         if self.sender:
             self.sender.stop()  # at once, beside the rest: an e-mail cut short is sent again later
@@ -573,21 +426,12 @@ class Worker:
             self.sender.join(max(0.1, deadline - time.monotonic()))
 
     def sleep(self, seconds: float) -> bool:
-        """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
-        if seconds > 0:
-            self.wait_for(threading.Event(), seconds)
-        return not self.stopping
+        """Wait `seconds`, or less when told to stop; False when told to stop."""
+        return self.shutdown.sleep(seconds)
 
-    def wait_for(self, event: threading.Event, timeout: float | None = None) -> bool:
-        """Wait for `event` in ticks, so a signal is seen at once; True when it was set."""
-        waited = 0.0
-        while not self.stopping:
-            if event.wait(TICK):
-                return True
-            waited += TICK
-            if timeout is not None and waited >= timeout:
-                return False
-        return False
+    def wait_for(self, event: threading.Event) -> bool:
+        """Wait for `event`, or until told to stop; True when it was set."""
+        return self.shutdown.wait_for(event)
 
 
 def serve_metrics(work_metrics: WorkMetrics, port: int) -> None:
@@ -633,29 +477,37 @@ def _about(message: Message) -> tuple[str, dict]:
     return f" (request_id={request_id})", fields
 
 
+@contextlib.contextmanager
+def stoppable() -> Iterator[Shutdown]:
+    """What `work` and `dev` run under: SIGTERM/SIGINT handled from the first moment, a second signal
+    (StopNow) ending the block without a traceback, and the database connection dropped after it."""
+    shutdown = Shutdown()
+    shutdown.install()  # first, so a signal during start-up is a clean stop too
+    try:
+        yield shutdown
+    except StopNow:
+        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
+    finally:
+        if db.bound() is not None:
+            drop_connection(models.database)
+
+
 def work(settings: Settings, *, once: bool = False, metrics_port: int | None = None) -> None:
     """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty).
 
     With `metrics_port`, its metrics are served at http://0.0.0.0:PORT/metrics.
     """
-    shutdown = Shutdown()
-    shutdown.install()  # first, so a signal during start-up is a clean stop too
-    work_metrics = WorkMetrics()
-    if metrics_port:
-        serve_metrics(work_metrics, metrics_port)
-    database = db.bind(settings.database_url)
-    worker = Worker(
-        settings,
-        database,
-        open_queue(settings, settings.enrolment_queue),
-        open_queue(settings, settings.invalid_queue),
-        shutdown=shutdown,
-        sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
-        metrics=work_metrics,
-    )
-    try:
+    with stoppable() as shutdown:
+        work_metrics = WorkMetrics()
+        if metrics_port:
+            serve_metrics(work_metrics, metrics_port)
+        db.bind(settings.database_url)
+        worker = Worker(
+            settings,
+            open_queue(settings, settings.enrolment_queue),
+            open_queue(settings, settings.invalid_queue),
+            shutdown=shutdown,
+            sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
+            metrics=work_metrics,
+        )
         worker.run(once=once)
-    except StopNow:
-        log.info("stopped now; messages in hand come back after SQS_VISIBILITY_TIMEOUT")
-    finally:
-        drop_connection(database)

@@ -102,11 +102,11 @@ def pages(rows: int, rng: random.Random) -> dict:
 
     def by_sso_id():
         n = number()
-        return f"/ops/enrolments?q={n}&by=sso_id", f"<td>{n}</td>"
+        return f"/ops/enrolments?q={n}&by=sso_id", f">{n}</td>"
 
     def by_name():
         n = number()
-        return f"/ops/enrolments?q=console+bench+{n}+&by=company_name", f"Console Bench {n} Ltd"
+        return f"/ops/enrolments?q=console+bench+{n}+l&by=company_name", f"Console Bench {n} Ltd"
 
     def by_email():
         n = number()

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from directory_api import __version__, db, migrations
 from directory_api.cli import app
 from directory_api.envwrite import MISSING_VARIABLE
+from directory_api.errors import UserError
 from directory_api.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,21 @@ def test_every_command_takes_debug_and_env_file_after_its_name(name):
 
     assert "--debug" in options
     assert "--env-file" in options
+
+
+def test_a_user_error_from_any_command_is_its_lines_on_stderr_and_exit_2_without_a_decorator():
+    # The group handles UserError: a command added later cannot forget to, and print a traceback.
+    @app.command("fails-for-a-test")
+    def fails() -> None:
+        raise UserError("SOME_SETTING: wrong\nand a second line")
+
+    try:
+        result = invoke("fails-for-a-test", "--debug")
+    finally:
+        app.registered_commands.pop()
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: SOME_SETTING: wrong", "error: and a second line"]
 
 
 def test_version():

@@ -35,7 +35,7 @@ def app(worker, monkeypatch):
     # The console's own handles to the queues: the worker's (on SQS, the test's in-process moto client).
     by_name = {"enrolment": worker.enrolments, "enrolment-invalid": worker.invalid}
     monkeypatch.setattr(console, "open_queue", lambda settings, name: by_name[name])
-    return web.make_app(settings, worker.enrolments, database=worker.database)
+    return web.make_app(settings, worker.enrolments)
 
 
 class Answer:
@@ -106,7 +106,7 @@ PAGES = ["/ops/", "/ops/enrolments", "/ops/enrolments?q=acme&by=company_name", "
 def test_the_console_is_off_without_ops_password(worker):
     settings = Settings.from_environ({"UI_SECRET": "not-a-real-ui-secret", "DATABASE_URL": worker.settings.database_url,
                                       "SQS_ENROLMENT_QUEUE_NAME": "e", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "i"})
-    application = web.make_app(settings, worker.enrolments, database=worker.database)
+    application = web.make_app(settings, worker.enrolments)
     answer = call(application, "GET", "/ops/")
     assert answer.status == 404
     assert answer.headers["content-type"] == "application/json"
@@ -349,7 +349,8 @@ def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypa
     })
     unreachable = db_module.database_for(settings.database_url)
     monkeypatch.setattr(console, "open_queue", lambda settings, name: worker.enrolments)
-    application = web.make_app(settings, worker.enrolments, database=unreachable)
+    monkeypatch.setattr(db_module.models.database, "obj", unreachable)  # the models bound to it
+    application = web.make_app(settings, worker.enrolments)
     monkeypatch.setattr(ops.Enrolment._meta, "database", unreachable)
     answer = call(application, "GET", "/ops/enrolments/1")
     assert answer.status == 503

@@ -51,8 +51,7 @@ def test_status_requests_beyond_the_database_slots_get_503_at_once_and_enrolment
     # and signed POSTs (which only need SQS) and /healthcheck/ timed out after 30 s.
     postgres_database.timeout = 2.0  # statements give up after 2 s (lock waits after 1 s)
     queue = FakeQueue()
-    app = web.make_app(settings(), queue, database=postgres_database, nonce_store=NonceStore(str(tmp_path / "n")),
-                       database_requests=2)
+    app = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")), database_requests=2)
     answers = []
     with postgres_table_locked(postgres_url):
         waiting = [threading.Thread(target=lambda: answers.append(signed_get(app, "/enrolment/m-1/"))) for _ in range(2)]
@@ -79,7 +78,7 @@ def test_healthcheck_answers_within_seconds_while_sqlite_is_write_locked(tmp_pat
     url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
     database = db.bind(url)
     migrations.migrate(database)
-    app = web.make_app(settings(), FakeQueue(), database=database, nonce_store=NonceStore(str(tmp_path / "n")))
+    app = web.make_app(settings(), FakeQueue(), nonce_store=NonceStore(str(tmp_path / "n")))
     with sqlite_write_locked(sqlite_path(url)):
         started = time.monotonic()
         status, _, answer = call(app, "GET", "/healthcheck/")
@@ -138,7 +137,7 @@ def test_a_stop_while_a_save_waits_on_a_locked_table_returns_within_2_s_and_hand
     # Regression: `work` hung on its batch and neither a first nor a second SIGTERM stopped it.
     settings_ = worker_settings(postgres_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="1", SQS_VISIBILITY_TIMEOUT="60")
     enrolments, invalid = (DatabaseQueue(settings_, name) for name in ("enrolment", "enrolment-invalid"))
-    worker = Worker(settings_, postgres_database, enrolments, invalid, rng=lambda: 0.0)
+    worker = Worker(settings_, enrolments, invalid, rng=lambda: 0.0)
     thread = start_worker(worker)
     with postgres_table_locked(postgres_url):
         message_id = enrolments.send(enrolment_body())
@@ -158,7 +157,7 @@ def test_a_stop_while_a_save_waits_for_sqlites_write_lock_returns_within_2_s(tmp
     enrolments, invalid = (SqsQueue(settings_, name, client=sqs) for name in ("enrolment", "enrolment-invalid"))
     for queue in (enrolments, invalid):
         queue.ensure_exists()
-    worker = Worker(settings_, database, enrolments, invalid, rng=lambda: 0.0)
+    worker = Worker(settings_, enrolments, invalid, rng=lambda: 0.0)
     thread = start_worker(worker)
     with sqlite_write_locked(sqlite_path(url)):
         message_id = enrolments.send(enrolment_body())

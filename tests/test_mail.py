@@ -366,7 +366,7 @@ def test_work_once_saves_the_enrolments_and_sends_their_emails(database, databas
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     for n in range(12):
         queues[0].send(enrolment_body())
-    Worker(settings, database, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
+    Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
     assert Enrolment.select().count() == 12
     assert smtp.sink.count == 12 and states() == [SENT] * 12
 
@@ -376,7 +376,7 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     queues[0].send(enrolment_body())
-    worker = Worker(settings, database, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
+    worker = Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
     running = threading.Thread(target=worker.run)
     running.start()
     deadline = time.monotonic() + 10

@@ -78,7 +78,7 @@ def make_worker(database, database_url, monkeypatch):
         settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
         queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
         counted = WorkMetrics()
-        return Worker(settings, database, *queues, rng=lambda: 0.0, metrics=counted), *queues, counted
+        return Worker(settings, *queues, rng=lambda: 0.0, metrics=counted), *queues, counted
 
     return make
 
@@ -90,6 +90,7 @@ def test_the_workers_outcome_counts_are_exact_after_a_drain_with_a_set_aside_mes
     with monkeypatch.context() as patched:
         patched.setattr(enrolments, "delete", lambda messages: list(messages))  # saved, but not deleted
         worker.handle(first)
+        worker.finish_deleting()
     enrolments.release(first)  # so it comes back, and is found saved before
     for body in (enrolment_body(), "not json"):
         enrolments.send(body)

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from directory_api import db, migrations
+from directory_api import db, migrations, models
 from directory_api.errors import SchemaError
 from directory_api.models import ALL_MODELS
 
@@ -78,3 +78,12 @@ def test_concurrent_migrations_all_succeed(database_url):
     assert errors == []
     assert migrations.current_version(database) == migrations.LATEST
     database.close()
+
+
+def test_migrate_through_the_models_proxy_hands_each_step_the_database_behind_it(bound, monkeypatch):
+    # The worker migrates (--debug) through models.database; a step may ask what database it is.
+    seen = []
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, seen.append))
+    monkeypatch.setattr(migrations, "LATEST", len(migrations.STEPS))
+    migrations.migrate(models.database)
+    assert seen == [bound]

@@ -30,7 +30,7 @@ def set_aside(worker, *bodies) -> list[str]:
 
 def redrive(worker, ids=None, **options) -> ops.Redriven:
     return ops.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0,
-                       mark=ops.mark_redriven(worker.database), **options)
+                       mark=ops.mark_redriven(db_module.bound()), **options)
 
 
 def invalid_body(**overrides) -> str:
@@ -48,7 +48,7 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
     worker.enrolments.send(enrolment_body())
     worker.enrolments.send(enrolment_body())
     received = worker.enrolments.receive(1, 0)
-    result = ops.status(worker.database, worker.enrolments, worker.invalid)
+    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
     assert result.complete
     assert result.figures.pop("emails") == {"waiting": 2, "sent": 0, "failed": 0, "logged": 0}
     assert result.figures == {
@@ -82,7 +82,7 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
         raise QueueUnavailable("SQS queue enrolment-invalid: get attributes failed: down")
 
     monkeypatch.setattr(worker.invalid, "depth", down)
-    result = ops.status(worker.database, worker.enrolments, worker.invalid)
+    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
     assert not result.complete
     assert result.figures["queues"]["invalid"] == {"waiting": None, "in_flight": None}
     assert result.figures["queues"]["enrolment"] == {"waiting": 0, "in_flight": 0}

@@ -66,7 +66,13 @@ def queue():
 
 
 @pytest.fixture
-def app(queue, tmp_path):
+def unbound(monkeypatch):
+    """No database: the models bound to none (as before db.bind)."""
+    monkeypatch.setattr(models.database, "obj", None)
+
+
+@pytest.fixture
+def app(queue, tmp_path, unbound):
     return web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "nonces.sqlite3")))
 
 
@@ -341,7 +347,7 @@ def test_enrolment_status_without_a_database_is_503(app):
 
 @pytest.fixture
 def app_with_database(database, queue, tmp_path):
-    return web.make_app(settings(), queue, database=database, nonce_store=NonceStore(str(tmp_path / "n")))
+    return web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")))
 
 
 def test_healthcheck_is_200_when_database_and_queue_answer(app_with_database):
@@ -383,12 +389,13 @@ def test_enrolment_status_needs_a_signature(app_with_database):
     assert call(app_with_database, "GET", "/enrolment/message-1/")[0] == 401
 
 
-def test_accepting_an_enrolment_never_touches_the_database(queue, tmp_path):
+def test_accepting_an_enrolment_never_touches_the_database(queue, tmp_path, monkeypatch):
     class NoDatabase:
         def __getattr__(self, name):
             pytest.fail(f"POST /enrolment/ used the database ({name})")
 
-    app = web.make_app(settings(), queue, database=NoDatabase(), nonce_store=NonceStore(str(tmp_path / "n")))
+    monkeypatch.setattr(models.database, "obj", NoDatabase())
+    app = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")))
     assert post(app, ENROLMENT)[0] == 202
 
 
@@ -396,7 +403,7 @@ def test_the_database_queue_backend_puts_the_enrolment_in_the_database(database,
     from directory_api.queues.database import DatabaseQueue
 
     queue = DatabaseQueue(settings(), "enrolment")
-    app = web.make_app(settings(), queue, database=database, nonce_store=NonceStore(str(tmp_path / "n")))
+    app = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")))
     status, _, answer = post(app, ENROLMENT)
     assert status == 202
     stored = models.QueueMessage.get_by_id(answer["id"])
@@ -408,7 +415,8 @@ def test_healthcheck_says_a_read_only_database_cannot_be_written(tmp_path, queue
     url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
     migrations.migrate(db.bind(url))
     monkeypatch.setitem(db.SQLITE_PRAGMAS, "query_only", 1)  # as a read-only file fails a write, even for root
-    app = web.make_app(settings(), queue, database=db.database_for(url), nonce_store=NonceStore(str(tmp_path / "n")))
+    db.bind(url)  # again, with the pragma
+    app = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")))
     status, _, answer = call(app, "GET", "/healthcheck/")
     assert (status, answer) == (503, {"status": "unavailable", "database": "not writable", "queue": "ok"})
     assert "not writable" in openapi.document()["components"]["schemas"]["Health"]["properties"]["database"]["enum"]

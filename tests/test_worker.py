@@ -7,14 +7,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from directory_api import db, enrolment, saving, worker as worker_module
+from directory_api import db, enrolment, saving
+from directory_api import worker as worker_module
 from directory_api.errors import SchemaError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
 from directory_api.queues.database import DatabaseQueue
 from directory_api.queues.sqs import SqsQueue
-from directory_api.worker import Background, Keepalive, Shutdown, Worker, backoff
+from directory_api.worker import Outcome, Worker, backoff
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.queues.test_database import insert_raw_row, write_lock_is_free
 from tests.queues.test_sqs import answering, twice, without_receive_count
@@ -54,7 +55,7 @@ def make_worker(backend, database, database_url, request):
             queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
         for queue in queues:
             queue.ensure_exists()
-        return Worker(settings, database, *queues, rng=lambda: 0.0)
+        return Worker(settings, *queues, rng=lambda: 0.0)
 
     return make
 
@@ -197,7 +198,7 @@ def test_a_message_whose_set_aside_fails_stays_on_the_queue(make_worker, monkeyp
     worker.enrolments.send("{not json")
     monkeypatch.setattr(worker.invalid, "send", lambda *args: (_ for _ in ()).throw(QueueUnavailable("down")))
     messages = received(worker.enrolments)
-    assert worker.handle(messages) is False
+    assert worker.handle(messages) is Outcome.QUEUE_DOWN
     worker.enrolments.release(messages)
     assert len(received(worker.enrolments)) == 1
 
@@ -210,7 +211,8 @@ def test_a_delete_that_partly_fails_is_logged_and_the_others_are_deleted(make_wo
     delete = worker.enrolments.delete
     monkeypatch.setattr(worker.enrolments, "delete", lambda batch: delete(batch[1:]) or [batch[0]])
     with caplog.at_level(logging.WARNING):
-        assert worker.handle(messages) is True
+        assert worker.handle(messages) is Outcome.SAVED
+        worker.finish_deleting()
     assert f"message {messages[0].id}: handled but not deleted" in caplog.text
     worker.enrolments.release(messages)
     [back] = received(worker.enrolments)
@@ -223,6 +225,7 @@ def test_a_message_that_comes_back_after_a_failed_delete_is_deleted_without_a_se
     messages = received(worker.enrolments)
     monkeypatch.setattr(worker.enrolments, "delete", lambda batch: list(batch))
     worker.handle(messages)
+    worker.finish_deleting()
     monkeypatch.undo()
     worker.enrolments.release(messages)
     worker.run(once=True)
@@ -235,8 +238,8 @@ def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
     worker = make_worker()
     worker.enrolments.send(enrolment_body())
     messages = received(worker.enrolments)
-    worker.database = db.bind(REFUSING_DATABASE)
-    assert worker.handle(messages) is False
+    db.bind(REFUSING_DATABASE)
+    assert worker.handle(messages) is Outcome.DATABASE_DOWN
     worker.enrolments.release(messages)
     assert len(received(worker.enrolments)) == 1
 
@@ -245,7 +248,7 @@ def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
 def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_running(make_worker, caplog):
     worker = make_worker()
     worker.enrolments.send(enrolment_body())
-    worker.database = db.bind(REFUSING_DATABASE)
+    db.bind(REFUSING_DATABASE)
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.WARNING):
         thread.start()
@@ -262,7 +265,7 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
 @pytest.mark.parametrize("backend", ["sqs"])
 def test_a_stop_while_a_database_connection_attempt_hangs_returns_within_two_seconds(make_worker, monkeypatch):
     worker = make_worker()
-    monkeypatch.setattr(worker, "check_database", lambda: time.sleep(10) or [])
+    monkeypatch.setattr(worker, "probe_database", lambda: time.sleep(10))
     thread = threading.Thread(target=worker.run)
     thread.start()
     time.sleep(0.3)
@@ -298,48 +301,6 @@ def test_messages_received_but_not_started_are_handed_back_at_stop(make_worker):
     pending.done.wait(5)
     worker.stop(pending)
     assert len(received(worker.enrolments)) == 1
-
-
-def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
-    handed_back = []
-    answer = threading.Event()
-    pending = Background(lambda: answer.wait(5) and ["message"], handed_back.extend)
-    pending.abandon()
-    answer.set()
-    pending.done.wait(5)
-    time.sleep(0.05)
-    assert handed_back == ["message"]
-
-
-class ExtendingQueue:
-    def __init__(self):
-        self.extended = []
-
-    def extend(self, message, seconds):
-        self.extended.append((message, seconds))
-
-
-def test_the_visibility_of_messages_whose_handling_runs_long_is_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    with Keepalive(queue, visibility_timeout=1).watch([message]):
-        time.sleep(1.3)
-    assert queue.extended[:2] == [(message, 1), (message, 1)]
-
-
-def test_a_batch_handled_quickly_is_never_extended():
-    queue, message = ExtendingQueue(), Message(id="m-1", body="{}", receipt="r-1")
-    keepalive = Keepalive(queue, visibility_timeout=1)
-    with keepalive.watch([message]):
-        pass
-    time.sleep(1.3)
-    assert queue.extended == []
-
-
-def test_a_second_signal_stops_at_once():
-    shutdown = Shutdown()
-    shutdown.on_signal(15, None)
-    with pytest.raises(worker_module.StopNow):
-        shutdown.on_signal(15, None)
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter():
@@ -396,7 +357,8 @@ def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_d
     message_id = worker.enrolments.send(body)
     messages = received(worker.enrolments)
     with caplog.at_level(logging.ERROR):
-        assert worker.handle(messages) is True
+        assert worker.handle(messages) is Outcome.SAVED
+    worker.finish_deleting()
     assert f"message {message_id}: the invalid queue refuses it" in caplog.text
     assert set(Rejection.get(message_id=message_id).errors) == {
         "sso_id", "company_number", "export_status", "date_of_creation"}
@@ -410,7 +372,8 @@ def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_c
     sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
     message_id = worker.enrolments.send(invalid_body_of(1500))
     messages = received(worker.enrolments)
-    assert worker.handle(messages) is True
+    assert worker.handle(messages) is Outcome.SAVED
+    worker.finish_deleting()
     worker.enrolments.release(messages)
     assert received(worker.enrolments) == []
     assert Rejection.get(message_id=message_id)

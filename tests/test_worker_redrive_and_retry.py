@@ -16,7 +16,7 @@ def rows() -> tuple[int, int, int]:
 
 
 def status_of(worker, message_id: str) -> dict:
-    app = web.make_app(web_settings(), worker.enrolments, database=worker.database)
+    app = web.make_app(web_settings(), worker.enrolments)
     return signed_get(app, f"/enrolment/{message_id}/")[2]
 
 

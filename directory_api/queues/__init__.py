@@ -10,6 +10,8 @@ from directory_api.settings import Settings
 FIRST_POLL_INTERVAL = 0.2
 LONGEST_POLL_INTERVAL = 1.0
 
+# The most entries SQS takes in one batch call (send, delete, change visibility) or hands back from one receive.
+BATCH_LIMIT = 10
 ATTRIBUTE_TYPE = "String"  # the data type every attribute this service sends has
 
 

@@ -10,9 +10,8 @@ round trip serves up to ten requests.
 import threading
 from collections.abc import Mapping
 
-from directory_api.queues import Queue, QueueUnavailable, message_size
+from directory_api.queues import BATCH_LIMIT, Queue, QueueUnavailable, message_size
 
-BATCH_LIMIT = 10  # entries per SendMessageBatch
 # SQS refuses a whole SendMessageBatch (BatchRequestTooLong) whose messages add up to more than
 # 1 MiB, and more than 256 KiB before 2025 (still the limit of some SQS-compatible servers).
 # 256 KiB holds on both; enrolments are a few hundred bytes, so real batches never split on it.

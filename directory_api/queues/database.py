@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 
-from directory_api.db import drop_connection, is_postgres
+from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
 from directory_api.queues import Depth, Message, QueueUnavailable, poll_intervals
@@ -87,13 +87,12 @@ class DatabaseQueue:
         """Database errors become QueueUnavailable; a broken connection is dropped so the next call reconnects."""
         try:
             yield
-        except (peewee.OperationalError, peewee.InterfaceError, peewee.DatabaseError) as error:
+        except DATABASE_ERRORS as error:
             drop_connection(self.database)
             raise QueueUnavailable(f"database queue {self.name}: {action} failed: {first_line(error)}") from error
 
     def _on_postgres(self) -> bool:
-        database = getattr(self.database, "obj", self.database)  # the database a proxy stands for
-        return database is not None and is_postgres(database)
+        return is_postgres(self.database)
 
     def ensure_exists(self) -> None:
         """The queue table is part of the schema (migrate); check that it answers."""

@@ -10,12 +10,10 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from directory_api.queues import Depth, Message, MessageRefused, QueueUnavailable
+from directory_api.queues import BATCH_LIMIT, Depth, Message, MessageRefused, QueueUnavailable
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
-
-BATCH_LIMIT = 10  # entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch
 
 # Fail fast when the endpoint is down (serve answers 503 at once, the worker
 # backs off by itself), but keep the read timeout above the longest long poll.
