@@ -22,7 +22,9 @@ _ENROLMENT = {
     "additionalProperties": True,
     "properties": {
         "sso_id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": enrolment.BIGINT_MAX},
-        "company_number": {"type": "string", "pattern": f"^({enrolment.COMPANY_NUMBER.pattern})$", "example": "SC123456"},
+        "company_number": {
+            "type": "string", "pattern": f"^({enrolment.COMPANY_NUMBER.pattern})$", "example": "SC123456",
+        },
         "company_name": {"type": "string", "minLength": 1, "maxLength": 255},
         "company_email": {"type": "string", "format": "email", "maxLength": 255},
         "export_status": {"type": "string", "enum": list(enrolment.EXPORT_STATUSES)},

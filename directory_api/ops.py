@@ -35,6 +35,7 @@ from directory_api.models import (
     utcnow,
 )
 from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
+from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -534,13 +535,14 @@ def errors_of(message: Message) -> Mapping:
 # the commands (cli.py wires settings into these)
 
 
-def open_pipeline(settings) -> tuple[peewee.Database, Queue, Queue]:
+def open_pipeline(settings: Settings) -> tuple[peewee.Database, Queue, Queue]:
     """The database and both queues the settings name."""
     from directory_api import db
     from directory_api.queues import open_queue
 
-    database = db.bind(settings.database_url)
-    return database, open_queue(settings, settings.enrolment_queue), open_queue(settings, settings.invalid_queue)
+    database = db.bind(settings.required("DATABASE_URL"))
+    enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
+    return database, enrolments, open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
 
 
 def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
@@ -585,7 +587,7 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
     return not result.missing and not result.refused
 
 
-def export_command(settings, table: str, *, since: str | None, output, stdout) -> int:
+def export_command(settings: Settings, table: str, *, since: str | None, output, stdout) -> int:
     """Write `export`'s CSV to the file `output` (atomically) or to the binary stream `stdout`; the row count."""
     import os
     import tempfile
@@ -593,7 +595,7 @@ def export_command(settings, table: str, *, since: str | None, output, stdout) -
     from directory_api import db
 
     start = parse_since(since)
-    database = db.bind(settings.database_url)
+    database = db.bind(settings.required("DATABASE_URL"))
     try:
         if output is None:
             text = io.TextIOWrapper(stdout, encoding="utf-8", newline="")
