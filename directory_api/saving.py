@@ -30,7 +30,14 @@ import peewee
 from directory_api import enrolment, mail
 from directory_api.db import is_postgres
 from directory_api.models import (
-    Company, Enrolment, EnrolmentRetry, Rejection, Supplier, database, enrolment_company_number, utcnow,
+    Company,
+    Enrolment,
+    EnrolmentRetry,
+    Rejection,
+    Supplier,
+    database,
+    enrolment_company_number,
+    utcnow,
 )
 
 COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."
@@ -72,24 +79,27 @@ def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
     if not entries:
         return {}
     checked = {message_id: _check(entry) for message_id, entry in entries.items()}
-    if not any(isinstance(entry, Invalid) for entry in checked.values()):
+    valid = {message_id: entry for message_id, entry in checked.items() if not isinstance(entry, Invalid)}
+    if len(valid) == len(checked):
         try:
             with database.atomic():
-                return _insert_all(checked)
+                return _insert_all(valid)
         except peewee.IntegrityError:
             pass  # a company or supplier registered already: the careful path finds which
     return _save_carefully(checked)
 
 
-def _check(entry: object) -> object:
+def _check(entry: object) -> dict | Invalid:
     """The payload when its fields are valid, else an Invalid with their errors."""
     if isinstance(entry, Invalid):
         return entry
     errors = enrolment.validate(entry)
-    return Invalid(errors) if errors else entry
+    if not errors and isinstance(entry, dict):  # validate accepts only a JSON object
+        return entry
+    return Invalid(errors)
 
 
-def _save_carefully(checked: Mapping[str, object]) -> dict[str, Outcome]:
+def _save_carefully(checked: Mapping[str, dict | Invalid]) -> dict[str, Outcome]:
     """Look up what is registered and saved already, then insert what can be and record the rejections."""
     with database.atomic():
         # Registrations first, saved ids second: a message another worker saves
