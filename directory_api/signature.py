@@ -43,6 +43,19 @@ class _PprintWhenDebugging:
 
 mohawk.base.pprint = mohawk.util.pprint = _PprintWhenDebugging
 
+
+def _strings_match(ours: bytes | str, theirs: bytes | str) -> bool:
+    """mohawk's constant-time comparison of MACs and hashes, done in C by hmac: mohawk's own walks
+    both strings through Python generators, 7 µs a call and two calls a request."""
+    return hmac.compare_digest(_as_bytes(ours), _as_bytes(theirs))
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+mohawk.base.strings_match = mohawk.util.strings_match = _strings_match
+
 HEADER_ENVIRON_KEY = "HTTP_X_SIGNATURE"
 ALGORITHM = "sha256"
 SKEW_SECONDS = 60
@@ -213,7 +226,6 @@ class Verifier:
         try:
             # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
             # the replay key is the MAC itself, which mohawk has checked before it asks.
-            mac = mohawk.util.parse_authorization_header(request.header).get("mac", "")
             mohawk.Receiver(
                 self._credentials,
                 request.header,
@@ -221,7 +233,7 @@ class Verifier:
                 request.method,
                 content=request.body,
                 content_type=request.content_type,
-                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(mac, timestamp),
+                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(_mac(request.header), timestamp),
                 timestamp_skew_in_seconds=SKEW_SECONDS,
             )
         except TokenExpired as error:
@@ -243,6 +255,20 @@ class Verifier:
         expected = legacy_signature(self.secret, request.path, request.body)
         if not hmac.compare_digest(expected.encode("ascii"), header.strip().lower().encode("utf-8")):
             raise SignatureError(INCORRECT)
+
+
+def _mac(header: str) -> str:
+    """The mac attribute of a Hawk header that mohawk has parsed and accepted.
+
+    Read with mohawk's own pattern, which matches such a header's attributes
+    one after another, but without a second full parse (a tenth of the app's
+    CPU a request).
+    """
+    _, _, attributes = header.partition(" ")
+    for attribute in mohawk.util.HAWK_HEADER_RE.finditer(attributes):
+        if attribute["key"] == "mac":
+            return attribute["value"]
+    return ""
 
 
 def legacy_signature(secret: str, path_with_query: str, body: bytes) -> str:

@@ -198,3 +198,21 @@ def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retri
                         execute_sql(sql, *args, **kwargs))
     saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
     assert len([sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 1
+
+
+@pytest.mark.parametrize(("revenue", "stored"), [
+    ("1.", "1.00"), (".5", "0.50"), ("+7", "7.00"), ("-0012.30", "-12.30"), ("1234567.890", "1234567.89"),
+])
+def test_a_revenue_is_stored_as_the_decimal_it_writes(database, revenue, stored):
+    payload = enrolment_payload(revenue=revenue)
+    saving.save_batch({"message": payload})
+    assert Company.get(number=payload["company_number"]).revenue == decimal.Decimal(stored)
+
+
+def test_text_beyond_ascii_is_stored_as_sent(database):
+    payload = enrolment_payload(company_name="Ŝpëcial ☃ 𝄞 Ltd", referrer="ﬁ\t\"quoted\" \\back")
+    outcomes = saving.save_batch({"message": payload})
+    company = Company.get(number=payload["company_number"])
+    assert company.name == "Ŝpëcial ☃ 𝄞 Ltd"
+    assert Supplier.get(sso_id=payload["sso_id"]).referrer == "ﬁ\t\"quoted\" \\back"
+    assert Enrolment.get_by_id(outcomes["message"].enrolment_id).data == payload

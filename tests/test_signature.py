@@ -17,9 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import mohawk
+import mohawk.base
+import mohawk.util
 import pytest
 from sigauth.helpers import RequestSigner
 
+from directory_api import signature
 from directory_api.signature import (
     INCORRECT,
     MISSING,
@@ -326,3 +329,25 @@ def test_a_nonce_directory_without_an_owner_lock_is_kept(tmp_path):
     older.mkdir()
     assert remove_abandoned_stores(str(tmp_path)) == []
     assert older.is_dir()
+
+
+@pytest.mark.parametrize(("ours", "theirs", "match"), [
+    (b"CeWHy4d9kbLGhDlkyw2Nh3PJ7SDOdZDa267KH4ZaNMY=", "CeWHy4d9kbLGhDlkyw2Nh3PJ7SDOdZDa267KH4ZaNMY=", True),
+    (b"CeWHy4d9kbLGhDlkyw2Nh3PJ7SDOdZDa267KH4ZaNMY=", "CeWHy4d9kbLGhDlkyw2Nh3PJ7SDOdZDa267KH4ZaNMZ=", False),
+    (b"CeWHy4d9kbLGhDlkyw2Nh3PJ7SDOdZDa267KH4ZaNMY=", "CeWHy4d9", False),
+    (b"abc", "", False),
+    (b"", "", True),
+])
+def test_mohawk_compares_macs_as_its_own_comparison_did(ours, theirs, match):
+    assert mohawk.base.strings_match(ours, theirs) is match
+    assert mohawk.base.strings_match is mohawk.util.strings_match is signature._strings_match
+
+
+@pytest.mark.parametrize("header", [
+    'Hawk id="bench", ts="1700000000", nonce="Ab1Cd2", hash="aGFzaA==", mac="bWFjLTE="',
+    'Hawk mac="bWFjLTE=", id="bench", ts="1700000000", nonce="Ab1Cd2"',
+    'Hawk id="bench", ts="1700000000", nonce="Ab1Cd2", ext="a, mac=", mac="bWFjLTE="',
+    'Hawk id="bench", ts="1700000000", nonce="Ab1Cd2", ext="mac=x", mac="bWFjLTE="',
+])
+def test_the_replay_key_is_the_mac_as_mohawk_reads_it(header):
+    assert signature._mac(header) == mohawk.util.parse_authorization_header(header)["mac"] == "bWFjLTE="

@@ -19,7 +19,7 @@ BATCH_BYTES_LIMIT = 256 * 1024
 
 
 class _Entry:
-    __slots__ = ("attributes", "body", "done", "error", "message_id", "size")
+    __slots__ = ("attributes", "body", "done", "error", "message_id", "size", "wake")
 
     def __init__(self, body: str, attributes: Mapping[str, str] | None):
         self.body = body
@@ -28,16 +28,25 @@ class _Entry:
         self.done = False
         self.message_id: str | None = None
         self.error: Exception | None = None
+        # Held until its thread may go on: its entry is done, or it is to send the next batch.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupSender:
-    """Wraps a Queue so that `send` is batched across threads; every other call goes straight through."""
+    """Wraps a Queue so that `send` is batched across threads; every other call goes straight through.
+
+    One thread at a time sends; when its batch is answered it wakes exactly
+    the threads of that batch, and the oldest waiting thread to send the next
+    one. A shared condition woke every waiting thread for each batch, only for
+    most to sleep again: a sixth of serve's CPU under 16 connections (py-spy).
+    """
 
     def __init__(self, queue: Queue):
         self.queue = queue
         self._pending: list[_Entry] = []
-        self._sending = False
-        self._changed = threading.Condition()
+        self._sending = False  # while True, one thread sends or has been woken to send; none other starts
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str):
         return getattr(self.queue, name)
@@ -45,31 +54,37 @@ class GroupSender:
     def send(self, body: str, attributes: Mapping[str, str] | None = None) -> str:
         """The message id of `body` once the queue holds it; QueueUnavailable when it does not."""
         entry = _Entry(body, attributes)
-        with self._changed:
+        with self._lock:
             self._pending.append(entry)
-            while not entry.done:
-                if self._sending:
-                    self._changed.wait()
-                else:
-                    self._send_next_batch()
+            waits, self._sending = self._sending, True
+        if waits:
+            entry.wake.acquire()
+        if not entry.done:
+            # This thread sends now, and its entry is the oldest pending one, so it is in the batch.
+            self._send_next_batch()
         if entry.error is not None:
             raise entry.error
         return entry.message_id
 
     def _send_next_batch(self) -> None:
-        """Send the oldest pending entries, with the lock released while the call is on the wire."""
-        count = _fitting(self._pending)
-        batch, self._pending = self._pending[:count], self._pending[count:]
-        self._sending = True
-        self._changed.release()
+        """Send the oldest pending entries; wake their threads, and the next sender when entries remain."""
+        with self._lock:
+            count = _fitting(self._pending)
+            batch, self._pending = self._pending[:count], self._pending[count:]
+        interrupted = QueueUnavailable(f"queue {self.queue.name}: the send was interrupted")
+        results: list[tuple[str | None, Exception | None]] = [(None, interrupted)] * len(batch)
         try:
             results = _send(self.queue, batch)
         finally:
-            self._changed.acquire()
-            self._sending = False
-        for entry, (message_id, error) in zip(batch, results):
-            entry.message_id, entry.error, entry.done = message_id, error, True
-        self._changed.notify_all()
+            with self._lock:
+                next_sender = self._pending[0] if self._pending else None
+                self._sending = next_sender is not None
+            for entry, (message_id, error) in zip(batch, results, strict=True):
+                entry.message_id, entry.error, entry.done = message_id, error, True
+                if entry.wake.locked():
+                    entry.wake.release()
+            if next_sender is not None:
+                next_sender.wake.release()
 
 
 def _fitting(pending: list[_Entry]) -> int:

@@ -206,3 +206,25 @@ def test_group_sends_land_on_a_real_backend(backend, database, database_url, mon
     assert {m.body: m.attributes.get("request_id") for m in received} == {
         body: request_ids[body] if n % 2 else None for n, body in enumerate(bodies)
     }
+
+
+def test_many_threads_sending_at_once_each_get_their_own_id_and_every_body_is_sent_once():
+    queue = RecordingQueue()
+    queue.release_first_call.set()
+    sender = GroupSender(queue)
+    outcomes: dict[str, str] = {}
+
+    def send_many(thread: int):
+        for number in range(50):
+            body = f"{thread}-{number}"
+            outcomes[body] = sender.send(body)
+
+    threads = [threading.Thread(target=send_many, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a sender was never woken"
+    assert outcomes == {body: f"id-{body}" for body in outcomes} and len(outcomes) == 16 * 50
+    assert sorted(body for batch in queue.batches for body in batch) == sorted(outcomes)
+    assert all(1 <= len(batch) <= BATCH_LIMIT for batch in queue.batches)
