@@ -139,10 +139,7 @@ def _insert(valid: Mapping[str, dict]) -> dict[str, Outcome]:
 
 def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
     """Insert the whole batch: enrolments, then companies and suppliers for the enrolments that were new."""
-    if is_postgres(database.obj):
-        enrolment_ids = _insert_all_postgres(valid)
-    else:
-        enrolment_ids = _insert_all_portable(valid)
+    enrolment_ids = _insert_all_postgres(valid) if is_postgres(database.obj) else _insert_all_portable(valid)
     # Not inserted: saved by another worker since the batch began.
     outcomes: dict[str, Outcome] = {m: Duplicate() for m in valid if m not in enrolment_ids}
     outcomes.update({m: Created(enrolment_id) for m, enrolment_id in enrolment_ids.items()})

@@ -220,20 +220,20 @@ class Verifier:
         if self.legacy and not request.header.lstrip().lower().startswith("hawk "):
             self._verify_legacy(request, request.header)
         else:
-            self._verify_hawk(request)
+            self._verify_hawk(request, request.header)
 
-    def _verify_hawk(self, request: SignedRequest) -> None:
+    def _verify_hawk(self, request: SignedRequest, header: str) -> None:
         try:
             # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
             # the replay key is the MAC itself, which mohawk has checked before it asks.
             mohawk.Receiver(
                 self._credentials,
-                request.header,
+                header,
                 request.path,
                 request.method,
                 content=request.body,
                 content_type=request.content_type,
-                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(_mac(request.header), timestamp),
+                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(_mac(header), timestamp),
                 timestamp_skew_in_seconds=SKEW_SECONDS,
             )
         except TokenExpired as error:
