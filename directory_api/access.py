@@ -78,9 +78,10 @@ class Observed:
 
     def _metrics(self, environ, start_response) -> list[bytes]:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            body = json.dumps({"detail": f"Method {environ.get('REQUEST_METHOD')} is not allowed here (allowed: GET)."})
+            method = environ.get("REQUEST_METHOD")
+            refusal = json.dumps({"detail": f"Method {method} is not allowed here (allowed: GET)."})
             start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", "GET")])
-            return [body.encode()]
+            return [refusal.encode()]
         body = self.registry.exposition()
         start_response("200 OK", [("Content-Type", self.registry.content_type), ("Content-Length", str(len(body)))])
         return [body] if environ["REQUEST_METHOD"] == "GET" else []

@@ -3,9 +3,13 @@
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from directory_api.errors import SettingsError, first_line
 from directory_api.settings import NEEDS_ALL, Settings, mask_url, split_database_url
+
+if TYPE_CHECKING:
+    import peewee  # imported when a check runs, as `check --help` needs no database driver
 
 OK, PROBLEM, SKIPPED = "ok", "PROBLEM", "skipped"
 
@@ -79,7 +83,8 @@ def findings_for(environ: Mapping[str, str], *, debug: bool) -> Iterator[Finding
         database, database_findings = check_database(settings)
         yield from database_findings
         database_ok = all(finding.state == OK for finding in database_findings)
-        for name in (settings.enrolment_queue, settings.invalid_queue):
+        for name in (settings.required("SQS_ENROLMENT_QUEUE_NAME"),
+                     settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")):
             if settings.queue_backend == "database" and not database_ok:
                 yield Finding(f"queue {name}", SKIPPED, SKIPPED_FOR_DATABASE)
             else:
@@ -90,20 +95,21 @@ def findings_for(environ: Mapping[str, str], *, debug: bool) -> Iterator[Finding
             database.close()
 
 
-def check_database(settings: Settings) -> tuple[object, list[Finding]]:
+def check_database(settings: Settings) -> tuple["peewee.Database | None", list[Finding]]:
     """The bound Database (None when not opened) and its findings: reachable, then schema current."""
     from directory_api import db, migrations
 
-    shown = mask_url(settings.database_url)
-    missing = missing_sqlite_file(settings.database_url)
+    url = settings.required("DATABASE_URL")
+    shown = mask_url(url)
+    missing = missing_sqlite_file(url)
     if missing:
         # Connecting would create an empty file and hide the mistake.
         return None, [Finding("database", PROBLEM, f"the SQLite file {missing} does not exist", FIX_SQLITE_MISSING)]
-    database = db.bind(settings.database_url)
+    database = db.bind(url)
     try:
         database.connect(reuse_if_open=True)
         version = migrations.current_version(database)
-    except Exception as error:  # noqa: BLE001 - any driver error means "cannot reach it"
+    except Exception as error:  # any driver error means "cannot reach it"
         return database, [Finding("database", PROBLEM, f"cannot connect to {shown}: {first_line(error)}", FIX_CONNECT)]
     findings = [Finding("database", OK, f"reachable ({shown})")]
     problem = migrations.schema_problem(version)
@@ -122,7 +128,7 @@ def check_writes(database) -> Finding:
 
     try:
         problem = db.write_problem(database)
-    except Exception as error:  # noqa: BLE001 - the connection was lost since it answered
+    except Exception as error:  # the connection was lost since it answered
         problem = first_line(error)
     if problem:
         return Finding("database writes", PROBLEM, f"an enrolment cannot be written: {problem}", FIX_WRITES)
@@ -136,7 +142,7 @@ def check_queue(settings: Settings, name: str) -> Finding:
     where = "SQS" if settings.queue_backend == "sqs" else "the database"
     try:
         open_queue(settings, name).ensure_exists()
-    except Exception as error:  # noqa: BLE001 - QueueUnavailable, or a credentials error before any call
+    except Exception as error:  # QueueUnavailable, or a credentials error before any call
         fix = FIX_SQS if settings.queue_backend == "sqs" else FIX_DATABASE_QUEUE
         return Finding(f"queue {name}", PROBLEM, f"unusable on {where}: {first_line(error)}", fix)
     return Finding(f"queue {name}", OK, f"exists on {where}")
@@ -150,7 +156,7 @@ def check_email(settings: Settings) -> Finding:
 
     try:
         detail = mail.check_login(settings)
-    except Exception as error:  # noqa: BLE001 - refused, timed out, TLS, a 5xx to the login: all the user's to fix
+    except Exception as error:  # refused, timed out, TLS, a 5xx to the login: all the user's to fix
         where = f"{settings.email_host}:{settings.email_port}"
         return Finding("e-mail", PROBLEM, f"SMTP server {where}: {mail.reply_of(error)[1]}", FIX_SMTP)
     return Finding("e-mail", OK, f"SMTP server {detail}")

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import click
 import typer
@@ -22,7 +22,7 @@ class GlobalOptions:
     """--debug and --env-file, given before the command's name or after it."""
 
     debug: bool = False
-    env_file: Optional[Path] = None
+    env_file: Path | None = None
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value) -> None:
@@ -80,7 +80,7 @@ app = typer.Typer(
 )
 
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
-Port = Annotated[Optional[int], typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
+Port = Annotated[int | None, typer.Option(help="Port to listen on (default: $PORT, else 8000).", min=1, max=65535)]
 
 
 def _print_version(value: bool) -> None:
@@ -115,7 +115,8 @@ def load_env_file(path: Path) -> None:
 
 def configure_logging(debug: bool) -> None:
     """Logging from LOG_FORMAT and LOG_LEVEL, read before the other settings so that their errors obey it."""
-    problems, chosen = [], {}
+    problems: list[str] = []
+    chosen: dict[str, Any] = {}  # what each variable's parse gave: LOG_FORMAT a str, LOG_LEVEL a str or None
     for name in ("LOG_FORMAT", "LOG_LEVEL"):
         variable, raw = BY_NAME[name], os.environ.get(name, "")
         try:
@@ -176,7 +177,8 @@ def serve(
         ),
     ] = "1",
     bare: Annotated[
-        bool, typer.Option("--bare", hidden=True, help="No request ids, access lines or /metrics (to measure their cost).")
+        bool,
+        typer.Option("--bare", hidden=True, help="No request ids, access lines or /metrics (to measure their cost)."),
     ] = False,
 ) -> None:
     """Run the HTTP API on waitress.
@@ -196,9 +198,9 @@ def work(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Drain what is queued now, then exit.")] = False,
     metrics_port: Annotated[
-        Optional[int],
-        typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none).",
-                     min=1, max=65535),
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535,
+                     help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none)."),
     ] = None,
 ) -> None:
     """Save queued enrolments to the database, setting aside what can never be saved.
@@ -215,7 +217,7 @@ def work(
 def env_write(
     ctx: typer.Context,
     configs: Annotated[
-        Optional[list[Path]], typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
+        list[Path] | None, typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
     ] = None,
 ) -> None:
     """Write .env files from DIRECTORY_API_-prefixed host variables.
@@ -238,10 +240,10 @@ def migrate(ctx: typer.Context) -> None:
     from directory_api import db, migrations
 
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
-    database = db.bind(settings.database_url, timeout=None)
+    database = db.bind(settings.required("DATABASE_URL"), timeout=None)
     try:
         applied = migrations.migrate(database)
-    except Exception as error:  # noqa: BLE001 - any driver error is the user's database problem
+    except Exception as error:  # any driver error is the user's database problem
         raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
         database.close()
@@ -299,7 +301,9 @@ def status(
 @app.command()
 def redrive(
     ctx: typer.Context,
-    ids: Annotated[Optional[list[str]], typer.Argument(help="Original message ids to move back.", show_default=False)] = None,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Original message ids to move back.", show_default=False)
+    ] = None,
     all_messages: Annotated[bool, typer.Option("--all", help="Move every message of the invalid queue.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be moved; move nothing.")] = False,
 ) -> None:
@@ -316,7 +320,7 @@ def redrive(
         raise typer.Exit(1)
 
 
-class ExportTable(str, enum.Enum):
+class ExportTable(enum.StrEnum):
     enrolments = "enrolments"
     companies = "companies"
     suppliers = "suppliers"
@@ -327,8 +331,8 @@ class ExportTable(str, enum.Enum):
 def export(
     ctx: typer.Context,
     table: Annotated[ExportTable, typer.Argument(help="What to export.", case_sensitive=False)],
-    since: Annotated[Optional[str], typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write to this file (atomically) instead of stdout.",
+    since: Annotated[str | None, typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file (atomically) instead of stdout.",
                                                    dir_okay=False)] = None,
 ) -> None:
     """Write a table as CSV (RFC 4180, UTF-8, header row, oldest first), streamed.

@@ -145,13 +145,14 @@ class Console:
     """The /ops/ WSGI app: authentication and headers around a Bottle app of the pages."""
 
     def __init__(self, settings: Settings, database: peewee.Database, enrolments: Queue, invalid: Queue):
-        self.password = settings.ops_password.encode("utf-8")
+        self.password = settings.required("OPS_PASSWORD").encode("utf-8")
         self.redrive_wait = ops.redrive_wait(settings)
         self.database = database
         self.enrolments = enrolments
         self.invalid = invalid
         self.csrf = CsrfTokens(self.password)
-        self.queue_names = (settings.enrolment_queue, settings.invalid_queue)
+        self.queue_names = (settings.required("SQS_ENROLMENT_QUEUE_NAME"),
+                            settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
         self.slots = threading.BoundedSemaphore(CONSOLE_REQUESTS)
         self.app = self._pages()
 
@@ -265,7 +266,8 @@ class Console:
         notices = []
         moved = query.getall("moved")
         if moved:
-            notices.append(("done", f"Re-driven: {moved[0]}." if len(moved) == 1 else f"Re-driven: {len(moved)} messages."))
+            done = f"Re-driven: {moved[0]}." if len(moved) == 1 else f"Re-driven: {len(moved)} messages."
+            notices.append(("done", done))
         if query.get("moved_count") is not None:
             notices.append(("done", f"Re-driven: {_positive(query.get('moved_count')) or 0} message(s)."))
         for missing in query.getall("missing")[:10]:
@@ -366,8 +368,8 @@ def _positive(raw: str | None) -> int | None:
 
 def make_console(settings: Settings, database: peewee.Database) -> Console:
     """The console for `settings` (OPS_PASSWORD must be set), on its own handles to both queues."""
-    return Console(settings, database, open_queue(settings, settings.enrolment_queue),
-                   open_queue(settings, settings.invalid_queue))
+    return Console(settings, database, open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
+                   open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")))
 
 
 def mount(app: bottle.Bottle, settings: Settings, database: peewee.Database | None) -> None:

@@ -169,7 +169,7 @@ def cancel(database: Handle, connection) -> None:
             connection.cancel()
         else:
             connection.interrupt()
-    except Exception:  # noqa: BLE001 - best effort: a statement not cut short still ends at its timeout
+    except Exception:  # best effort: a statement not cut short still ends at its timeout
         pass
 
 

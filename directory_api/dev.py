@@ -25,8 +25,8 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
     """Serve and work until SIGINT/SIGTERM; blocks."""
     with stoppable() as shutdown:
         server.open_database(settings)
-        enrolments = open_queue(settings, settings.enrolment_queue)
-        invalid = open_queue(settings, settings.invalid_queue)
+        enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
+        invalid = open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
         app = web.make_app(
             settings, enrolments, nonce_store=NonceStore.temporary(),
             database_requests=HTTP_THREADS // 2,

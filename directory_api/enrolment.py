@@ -68,7 +68,9 @@ def parse(body: bytes) -> object:
     except json.JSONDecodeError as error:
         raise BodyError(f"The body is not JSON: {error.msg} (line {error.lineno} column {error.colno}).") from None
     except RecursionError:  # cannot happen after too_deep; kept so no body can ever be a 500
-        raise BodyError(f"The body is not JSON this service accepts: it is nested deeper than {MAX_DEPTH} levels.") from None
+        raise BodyError(
+            f"The body is not JSON this service accepts: it is nested deeper than {MAX_DEPTH} levels."
+        ) from None
 
 
 def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
@@ -92,7 +94,9 @@ def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
 
 def _integer(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise BodyError(f"The body is not JSON this service accepts: a number has more than {MAX_INTEGER_DIGITS} digits.")
+        raise BodyError(
+            f"The body is not JSON this service accepts: a number has more than {MAX_INTEGER_DIGITS} digits."
+        )
     return int(digits)
 
 
@@ -117,7 +121,7 @@ def validate(payload: object, *, today: datetime.date | None = None) -> dict[str
     if not isinstance(payload, dict):
         return {NON_FIELD_ERRORS: [f"The body must be a JSON object, not {_json_type(payload)}."]}
     if today is None:
-        today = (datetime.datetime.now(datetime.timezone.utc) + EARLIEST_UTC_OFFSET).date()
+        today = (datetime.datetime.now(datetime.UTC) + EARLIEST_UTC_OFFSET).date()
     errors: dict[str, list[str]] = {}
     for field in FIELDS:
         if field.name not in payload:

@@ -74,7 +74,9 @@ CONFIG_BAD_NAME = (
 CONFIG_LISTED_TWICE = "{config}: env_vars: {name} is listed twice"
 CONFIG_NO_DIRECTORY = "{config}: file_path {target}: the directory {directory} does not exist"
 CONFIG_TARGET_IS_DIRECTORY = "{config}: file_path {target} is a directory"
-CONFIG_TARGET_IS_CONFIG = "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
+CONFIG_TARGET_IS_CONFIG = (
+    "{config}: file_path {target} is the config file {other}; it would be overwritten with the secrets"
+)
 CONFIG_SAME_TARGET = "{config}: file_path {target} is also written by {other}; give each config its own file"
 MISSING_VARIABLE = "{host_name} is not set (required by {config})"
 UNSAFE_VALUE = (
@@ -157,15 +159,14 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def parse_config(path: Path, data: object) -> Config:
     """The Config a decoded JSON document describes."""
-    _check_keys(path, data, "the config", CONFIG_KEYS, CONFIG_KEYS)
-    prefix = data["host_env_var_prefix"]
+    config = _checked_keys(path, data, "the config", CONFIG_KEYS, CONFIG_KEYS)
+    prefix = config["host_env_var_prefix"]
     if not isinstance(prefix, str) or not VARIABLE_NAME.fullmatch(prefix):
         raise UserError(CONFIG_BAD_NAME.format(config=path, key="host_env_var_prefix", name=prefix))
-    file_path = data["file_path"]
+    file_path = config["file_path"]
     if not isinstance(file_path, str) or not file_path:
         raise UserError(CONFIG_WRONG_TYPE.format(config=path, key="file_path", expected="a non-empty string"))
-    env_vars = data["env_vars"]
-    _check_keys(path, env_vars, "env_vars", (), ENV_VARS_KEYS)
+    env_vars = _checked_keys(path, config["env_vars"], "env_vars", (), ENV_VARS_KEYS)
     lists = {kind: _names(path, f"env_vars.{kind}", env_vars.get(kind, [])) for kind in ENV_VARS_KEYS}
     seen: set[str] = set()
     for name in lists["required"] + lists["optional"]:
@@ -180,7 +181,10 @@ def parse_config(path: Path, data: object) -> Config:
     return Config(path, prefix, target, lists["required"], lists["optional"])
 
 
-def _check_keys(path: Path, data: object, key: str, required: Iterable[str], allowed: tuple[str, ...]) -> None:
+def _checked_keys(
+    path: Path, data: object, key: str, required: Iterable[str], allowed: tuple[str, ...]
+) -> dict[str, object]:
+    """`data`, a JSON object holding every key of `required` and no key outside `allowed`; else UserError."""
     if not isinstance(data, dict):
         raise UserError(CONFIG_NOT_OBJECT.format(config=path, key=key))
     for name in required:
@@ -191,6 +195,7 @@ def _check_keys(path: Path, data: object, key: str, required: Iterable[str], all
             # A misspelt "optional" would otherwise drop its variables without a word.
             expected = ", ".join(allowed)
             raise UserError(CONFIG_UNKNOWN_KEY.format(config=path, key=name, expected=expected))
+    return data
 
 
 def _names(path: Path, key: str, names: object) -> tuple[str, ...]:
@@ -214,7 +219,8 @@ def target_is_config_problems(configs: list[Config], config_paths: list[Path]) -
 
 def same_target_problems(configs: list[Config]) -> list[str]:
     """Two configs writing one file would leave only the second's variables."""
-    problems, writers = [], {}
+    problems: list[str] = []
+    writers: dict[str, Path] = {}
     for config in configs:
         key = os.path.realpath(config.target)
         if key in writers:

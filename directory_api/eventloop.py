@@ -13,7 +13,9 @@ dispatched by wasyncore.readwrite.
 """
 
 import collections
+import contextlib
 import select
+from collections.abc import Callable
 
 from directory_api.vendored_internals import fileno, wasyncore
 
@@ -29,11 +31,11 @@ class ChannelMap(dict):
     a file descriptor as it leaves the map, which wasyncore does before closing the socket.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.touched: set[int] = set()
         self.changed: collections.deque = collections.deque()
-        self.leaving = None
+        self.leaving: Callable[[int], None] | None = None
 
     def __setitem__(self, fd, channel):
         super().__setitem__(fd, channel)
@@ -47,11 +49,15 @@ class ChannelMap(dict):
 
 
 class EventLoop:
-    """Turns of the loop over a ChannelMap; `every_turn` are asked on each turn (a listener whose readable() keeps time)."""
+    """Turns of the loop over a ChannelMap.
+
+    `every_turn` are asked on each turn (a listener whose readable() keeps time).
+    """
 
     def __init__(self, channels: ChannelMap, every_turn=()):
         self.channels = channels
         self.every_turn = list(every_turn)
+        self.poller: select.epoll | select.poll
         if hasattr(select, "epoll"):
             self.poller, self.timeout_unit = select.epoll(), 1.0
         else:  # pragma: no cover (not Linux)
@@ -77,7 +83,8 @@ class EventLoop:
 
     def close(self) -> None:
         self.channels.leaving = None
-        self.poller.close()
+        if hasattr(self.poller, "close"):  # epoll holds a file descriptor; poll (not Linux) has no close
+            self.poller.close()
         self.watched.clear()
 
     def _update(self) -> None:
@@ -99,10 +106,9 @@ class EventLoop:
     def _forget(self, fd: int, surely: bool = False) -> None:
         """Take `fd` out of the poller; `surely`: even if the books say it is not in."""
         if self.watched.pop(fd, 0) or surely:
-            try:
+            # Closed already, which took it out of epoll if no other process holds it.
+            with contextlib.suppress(OSError, KeyError):
                 self.poller.unregister(fd)
-            except (OSError, KeyError):
-                pass  # closed already, which took it out of epoll if no other process holds it
 
     def _recheck(self, channel) -> None:
         fd = fileno(channel)
@@ -121,7 +127,8 @@ class EventLoop:
             return
         try:
             if not events:
-                # Unregistered, as poll2 leaves it out: a hang-up is noticed when the channel next wants to read or write.
+                # Unregistered, as poll2 leaves it out: a hang-up is noticed when the channel next wants to read
+                # or write.
                 del self.watched[fd]
                 self.poller.unregister(fd)
                 return

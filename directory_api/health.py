@@ -51,7 +51,9 @@ class Health:
         if answer is not None and self._clock() < self._expires:
             return answer
         # Only the first caller waits for a probe in flight; later ones take the last answer.
-        if not self._probing.acquire(blocking=answer is None):
+        if answer is None:
+            self._probing.acquire()
+        elif not self._probing.acquire(blocking=False):
             return answer
         try:
             if self._answer is not None and self._clock() < self._expires:

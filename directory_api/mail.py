@@ -16,6 +16,7 @@ is the validated company_email (checked again here), the company name goes
 in the body only, escaped in the HTML.
 """
 
+import contextlib
 import dataclasses
 import functools
 import html
@@ -38,8 +39,8 @@ import peewee
 from directory_api import enrolment
 from directory_api.backoff import backoff
 from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
-from directory_api.errors import first_line
-from directory_api.models import Email, utcnow
+from directory_api.errors import SettingsError, first_line
+from directory_api.models import Email, tuple_rows, utcnow
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def record(new_enrolments: Mapping[int, Mapping]) -> None:
 
 def counts() -> dict[str, int]:
     """E-mails in each state, for `status`: {"waiting", "sent", "failed", "logged"}."""
-    found = dict(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state).tuples())
+    found = dict(tuple_rows(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state)))
     return {state: found.get(state, 0) for state in STATES}
 
 
@@ -171,7 +172,7 @@ def release(emails: Sequence[Email]) -> None:
 class _CachedHeaderRegistry(HeaderRegistry):
     # The stock registry builds a new header class on every lookup: a third of the time
     # composing an e-mail took (cProfile). The classes depend on the name only.
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._classes: dict[str, type] = {}
 
@@ -259,14 +260,14 @@ MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, sm
 
 def reply_of(error: BaseException) -> tuple[int | None, str]:
     """The SMTP reply code and text behind an error, or (None, what happened) when the server did not answer."""
+    reply: bytes | str
     if isinstance(error, smtplib.SMTPRecipientsRefused) and error.recipients:
-        code, text = next(iter(error.recipients.values()))
+        code, reply = next(iter(error.recipients.values()))
     elif isinstance(error, smtplib.SMTPResponseException):
-        code, text = error.smtp_code, error.smtp_error
+        code, reply = error.smtp_code, error.smtp_error
     else:
         return None, f"{type(error).__name__}: {first_line(error)}"
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return code, f"{code} {' '.join(text.split())}"
 
 
@@ -283,9 +284,15 @@ def local_hostname() -> str:
 
 
 class SmtpTransport:
-    """One SMTP connection at a time, opened when there is something to send; interrupt() cuts it from another thread."""
+    """One SMTP connection at a time, opened when there is something to send.
+
+    interrupt() cuts it from another thread.
+    """
 
     def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
+        if config.host is None:
+            raise SettingsError("EMAIL_HOST is not set: there is no SMTP server to send through")
+        self.host = config.host
         self.config = config
         self.tls_context = tls_context
         self._smtp: smtplib.SMTP | None = None
@@ -299,7 +306,7 @@ class SmtpTransport:
     def connect(self) -> smtplib.SMTP:
         """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
         # A connect that hangs ends at the timeout; interrupt() can cut everything after it.
-        smtp = smtplib.SMTP(self.config.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
+        smtp = smtplib.SMTP(self.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
         with self._lock:
             self._smtp = smtp
             interrupted = self._interrupted
@@ -334,10 +341,8 @@ class SmtpTransport:
             self._interrupted = True
         sock = getattr(smtp, "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -> str:
@@ -414,7 +419,7 @@ class Sender:
             while not self._stopping.is_set():
                 try:
                     worked = self.run_once()
-                except Exception as error:  # noqa: BLE001 - the sender must outlive any failure
+                except Exception as error:  # the sender must outlive any failure
                     if not self._stopping.is_set():
                         self._pause_after(error)
                     continue

@@ -66,7 +66,8 @@ def _operating_it(database: peewee.Database) -> None:
     made only when missing.
     """
     if "redriven" not in {column.name for column in database.get_columns("rejection")}:
-        migrate_schema(SchemaMigrator.from_database(database).add_column("rejection", "redriven", models.Rejection.redriven))
+        migrator = SchemaMigrator.from_database(database)
+        migrate_schema(migrator.add_column("rejection", "redriven", models.Rejection.redriven))
     database.create_tables([models.EnrolmentRetry], safe=True)
     postgres = is_postgres(database)
     for name, table, expression in _OPS_INDEXES:

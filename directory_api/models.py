@@ -2,6 +2,8 @@
 
 import datetime
 import json
+from collections.abc import Iterable
+from typing import Any, cast
 
 import peewee
 
@@ -10,7 +12,7 @@ database = peewee.DatabaseProxy()
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 class JSONField(peewee.Field):
@@ -31,6 +33,7 @@ class JSONField(peewee.Field):
 
 
 class BaseModel(peewee.Model):
+    # Each model but QueueMessage (its own id) declares the `id = peewee.AutoField()` peewee adds, for mypy.
     class Meta:
         database = database
         legacy_table_names = False
@@ -39,12 +42,14 @@ class BaseModel(peewee.Model):
 class Enrolment(BaseModel):
     """One saved enrolment: the payload as received and the queue message it came in."""
 
+    id = peewee.AutoField()
     created = peewee.DateTimeField(default=utcnow)
     data = JSONField()
     sqs_message_id = peewee.CharField(max_length=255, unique=True)
 
 
 class Company(BaseModel):
+    id = peewee.AutoField()
     number = peewee.CharField(max_length=8, unique=True)
     name = peewee.CharField(max_length=255)
     export_status = peewee.CharField(max_length=20)
@@ -55,6 +60,7 @@ class Company(BaseModel):
 
 
 class Supplier(BaseModel):
+    id = peewee.AutoField()
     sso_id = peewee.BigIntegerField(unique=True)
     company_email = peewee.CharField(max_length=255)
     mobile_number = peewee.CharField(max_length=20, default="")
@@ -67,6 +73,7 @@ class Supplier(BaseModel):
 class Rejection(BaseModel):
     """A message set aside as invalid, so GET /enrolment/<id>/ can say why."""
 
+    id = peewee.AutoField()
     message_id = peewee.CharField(max_length=255, unique=True)
     errors = JSONField()
     created = peewee.DateTimeField(default=utcnow)
@@ -77,8 +84,10 @@ class Rejection(BaseModel):
 class EnrolmentRetry(BaseModel):
     """A client's retry: a message whose payload equals a saved enrolment's, answered with that enrolment."""
 
+    id = peewee.AutoField()
     message_id = peewee.CharField(max_length=255, unique=True)
     enrolment = peewee.ForeignKeyField(Enrolment, on_delete="CASCADE")
+    enrolment_id: int  # the foreign key's value, which peewee adds for `enrolment`
     created = peewee.DateTimeField(default=utcnow)
 
 
@@ -101,6 +110,7 @@ class QueueMessage(BaseModel):
 class Email(BaseModel):
     """A confirmation e-mail of the outbox: recorded with its enrolment, sent by `work` (mail.py)."""
 
+    id = peewee.AutoField()
     enrolment = peewee.ForeignKeyField(Enrolment, backref="emails", on_delete="CASCADE")
     # The validated company_email and company_name of the payload; the rest comes from the settings at send time.
     recipient = peewee.CharField(max_length=255)
@@ -119,8 +129,20 @@ class Email(BaseModel):
 ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, EnrolmentRetry)
 
 
-def enrolment_company_number() -> peewee.Node:
-    """The company number inside Enrolment.data, spelt as the index on it is (migrations._operating_it), so it is used."""
+def enrolment_company_number() -> peewee.ColumnBase:
+    """The company number inside Enrolment.data, spelt as its index is (migrations._operating_it), so it is used."""
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         return peewee.NodeList((Enrolment.data, peewee.SQL("->> 'company_number'")))
-    return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))  # a literal: a parameter misses the index
+    # A literal: a parameter misses the index.
+    return peewee.fn.json_extract(Enrolment.data, peewee.SQL("'$.company_number'"))
+
+
+# peewee's own stubs type .tuples() and .dicts() as yielding model instances; these say what the rows are.
+def tuple_rows(query: peewee.SelectBase) -> Iterable[tuple[Any, ...]]:
+    """The rows of `query` as tuples, in the order of its columns."""
+    return cast(Iterable[tuple[Any, ...]], query.tuples())
+
+
+def dict_rows(query: peewee.SelectBase) -> Iterable[dict[str, Any]]:
+    """The rows of `query` as dicts by column name (or alias)."""
+    return cast(Iterable[dict[str, Any]], query.dicts())

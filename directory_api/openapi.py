@@ -22,7 +22,9 @@ _ENROLMENT = {
     "additionalProperties": True,
     "properties": {
         "sso_id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": enrolment.BIGINT_MAX},
-        "company_number": {"type": "string", "pattern": f"^({enrolment.COMPANY_NUMBER.pattern})$", "example": "SC123456"},
+        "company_number": {
+            "type": "string", "pattern": f"^({enrolment.COMPANY_NUMBER.pattern})$", "example": "SC123456",
+        },
         "company_name": {"type": "string", "minLength": 1, "maxLength": 255},
         "company_email": {"type": "string", "format": "email", "maxLength": 255},
         "export_status": {"type": "string", "enum": list(enrolment.EXPORT_STATUSES)},
@@ -60,7 +62,7 @@ def _json(schema_name: str, description: str, headers: dict | None = None) -> di
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 _UNSIGNED = _json("Detail", "Signature missing, wrong, stale or replayed.")
-_SIGNED = [{"hawk": []}]
+_SIGNED: list[dict[str, list[str]]] = [{"hawk": []}]
 
 
 def document() -> dict:
@@ -105,7 +107,10 @@ def document() -> dict:
                     "responses": {
                         "202": _json("Queued", "Queued; the id names the enrolment from now on."),
                         "400": {
-                            "description": "Not UTF-8, not JSON, nested deeper than 100 levels or holding a character SQS cannot carry ({detail}), or fields invalid ({field: [...]}).",
+                            "description": (
+                                "Not UTF-8, not JSON, nested deeper than 100 levels or holding a character SQS "
+                                "cannot carry ({detail}), or fields invalid ({field: [...]})."
+                            ),
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -143,7 +148,10 @@ def document() -> dict:
                 "get": {
                     "summary": "This document.",
                     "responses": {
-                        "200": {"description": "OpenAPI 3.", "content": {"application/json": {"schema": {"type": "object"}}}}
+                        "200": {
+                            "description": "OpenAPI 3.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
                     },
                 }
             },
@@ -154,7 +162,9 @@ def document() -> dict:
                     "type": "apiKey",
                     "in": "header",
                     "name": "X-Signature",
-                    "description": "Hawk (sha256) as written by sigauth.helpers.RequestSigner with the shared UI_SECRET.",
+                    "description": (
+                        "Hawk (sha256) as written by sigauth.helpers.RequestSigner with the shared UI_SECRET."
+                    ),
                 }
             },
             "schemas": {

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import peewee
 
+from directory_api import mail
 from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
@@ -29,10 +30,12 @@ from directory_api.models import (
     JSONField,
     Rejection,
     Supplier,
+    dict_rows,
     enrolment_company_number,
     utcnow,
 )
 from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
+from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Status:
 
 QUEUE_FIGURES = ("waiting", "in_flight")
 DATABASE_FIGURES = ("enrolments", "enrolments_last_24h", "companies", "suppliers", "rejections")
-EMAIL_FIGURES = ("waiting", "sent", "failed", "logged")
+EMAIL_FIGURES = mail.STATES
 
 
 def status(database: peewee.Database, enrolments: Queue, invalid: Queue) -> Status:
@@ -108,10 +111,9 @@ def email_figures(database: peewee.Database) -> dict:
     """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
     try:
         with database.connection_context():
-            counts = dict(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state).tuples())
+            return mail.counts()
     except DATABASE_ERRORS:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
-    return {state: counts.get(state, 0) for state in EMAIL_FIGURES}
 
 
 def status_lines(result: Status) -> list[str]:
@@ -176,14 +178,15 @@ def export_rows(database: peewee.Database, table: str, since: datetime.date | No
     """The header, then each row of `table` (oldest first), created on or after `since`; streamed."""
     export = EXPORTS[table]
     fields = [export.model._meta.columns[column] for column in export.columns]
-    query = export.model.select(*fields).order_by(export.model.id)
+    query = export.model.select(*fields).order_by(export.model._meta.primary_key)
     if since is not None:
-        query = query.where(export.model.created >= datetime.datetime.combine(since, datetime.time()))
+        created = export.model._meta.columns["created"]
+        query = query.where(created >= datetime.datetime.combine(since, datetime.time()))
     yield list(export.columns)
     sql, params = query.sql()
     # Raw rows (a model instance a row would cost more than the CSV), read as each field reads them.
     for row in _stream(database, sql, params):
-        yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row)]
+        yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row, strict=True)]
 
 
 def _stream(database: peewee.Database, sql: str, params) -> Iterator[tuple]:
@@ -289,7 +292,7 @@ def search(query: str, field: str = "any", before: int | None = None, limit: int
             select = select.where(condition)
         if before is not None:
             select = select.where(Company.id < before)
-        rows.update((row["id"], row) for row in select.dicts())
+        rows.update((row["id"], row) for row in dict_rows(select))
     page = sorted(rows.values(), key=lambda row: row["id"], reverse=True)[:limit + 1]
     more = len(page) > limit
     page = page[:limit]
@@ -345,7 +348,7 @@ def _enrolment_ids(company_numbers: Sequence[str]) -> dict[str, int]:
         return {}
     number = enrolment_company_number()
     query = Enrolment.select(Enrolment.id, number.alias("number")).where(number.in_(list(company_numbers)))
-    return {row["number"]: row["id"] for row in query.dicts()}
+    return {row["number"]: row["id"] for row in dict_rows(query)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,15 +374,22 @@ def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
 
 
 def enrolment_email(enrolment_id: int) -> dict:
-    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id); None: none recorded."""
+    """The confirmation e-mail's state for one enrolment (by the outbox's index on enrolment_id).
+
+    state None: none recorded.
+    """
     email = Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id.desc()).first()
     if email is None:
         return {"state": None, "detail": None}
-    return {"state": email.state, "detail": email.last_error or (f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None)}
+    sent = f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None
+    return {"state": email.state, "detail": email.last_error or sent}
 
 
 def message_state(message_id: str) -> tuple[str, int | None]:
-    """What became of a message: ("created", enrolment id), ("rejected", None), ("redriven", None) or ("unknown", None)."""
+    """What became of a message.
+
+    ("created", enrolment id), ("rejected", None), ("redriven", None) or ("unknown", None).
+    """
     saved = Enrolment.get_or_none(Enrolment.sqs_message_id == message_id)
     if saved is not None:
         return "created", saved.id
@@ -392,7 +402,7 @@ def message_state(message_id: str) -> tuple[str, int | None]:
     return "unknown", None
 
 
-def waiting_rejections() -> peewee.ModelSelect:
+def waiting_rejections() -> "peewee.ModelSelect[Rejection]":
     """Recorded rejections not re-driven since (the partial index rejection_waiting)."""
     return Rejection.select().where(Rejection.redriven.is_null())
 
@@ -430,7 +440,8 @@ def redrive_wait(settings) -> float:
 class Redriven:
     moved: list[str] = dataclasses.field(default_factory=list)  # original ids, one a message moved (or listed)
     missing: list[str] = dataclasses.field(default_factory=list)  # ids asked for and not on the invalid queue
-    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # original id -> why the enrolment queue refused it
+    # original id -> why the enrolment queue refused it
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def redrive(
@@ -524,13 +535,14 @@ def errors_of(message: Message) -> Mapping:
 # the commands (cli.py wires settings into these)
 
 
-def open_pipeline(settings) -> tuple[peewee.Database, Queue, Queue]:
+def open_pipeline(settings: Settings) -> tuple[peewee.Database, Queue, Queue]:
     """The database and both queues the settings name."""
     from directory_api import db
     from directory_api.queues import open_queue
 
-    database = db.bind(settings.database_url)
-    return database, open_queue(settings, settings.enrolment_queue), open_queue(settings, settings.invalid_queue)
+    database = db.bind(settings.required("DATABASE_URL"))
+    enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
+    return database, enrolments, open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
 
 
 def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
@@ -575,7 +587,7 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
     return not result.missing and not result.refused
 
 
-def export_command(settings, table: str, *, since: str | None, output, stdout) -> int:
+def export_command(settings: Settings, table: str, *, since: str | None, output, stdout) -> int:
     """Write `export`'s CSV to the file `output` (atomically) or to the binary stream `stdout`; the row count."""
     import os
     import tempfile
@@ -583,7 +595,7 @@ def export_command(settings, table: str, *, since: str | None, output, stdout) -
     from directory_api import db
 
     start = parse_since(since)
-    database = db.bind(settings.database_url)
+    database = db.bind(settings.required("DATABASE_URL"))
     try:
         if output is None:
             text = io.TextIOWrapper(stdout, encoding="utf-8", newline="")

@@ -79,24 +79,27 @@ def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
     if not entries:
         return {}
     checked = {message_id: _check(entry) for message_id, entry in entries.items()}
-    if not any(isinstance(entry, Invalid) for entry in checked.values()):
+    valid = {message_id: entry for message_id, entry in checked.items() if not isinstance(entry, Invalid)}
+    if len(valid) == len(checked):
         try:
             with database.atomic():
-                return _insert_all(checked)
+                return _insert_all(valid)
         except peewee.IntegrityError:
             pass  # a company or supplier registered already: the careful path finds which
     return _save_carefully(checked)
 
 
-def _check(entry: object) -> object:
+def _check(entry: object) -> dict | Invalid:
     """The payload when its fields are valid, else an Invalid with their errors."""
     if isinstance(entry, Invalid):
         return entry
     errors = enrolment.validate(entry)
-    return Invalid(errors) if errors else entry
+    if not errors and isinstance(entry, dict):  # validate accepts only a JSON object
+        return entry
+    return Invalid(errors)
 
 
-def _save_carefully(checked: Mapping[str, object]) -> dict[str, Outcome]:
+def _save_carefully(checked: Mapping[str, dict | Invalid]) -> dict[str, Outcome]:
     """Look up what is registered and saved already, then insert what can be and record the rejections."""
     with database.atomic():
         # Registrations first, saved ids second: a message another worker saves
@@ -136,10 +139,7 @@ def _insert(valid: Mapping[str, dict]) -> dict[str, Outcome]:
 
 def _insert_all(valid: Mapping[str, dict]) -> dict[str, Outcome]:
     """Insert the whole batch: enrolments, then companies and suppliers for the enrolments that were new."""
-    if is_postgres(database.obj):
-        enrolment_ids = _insert_all_postgres(valid)
-    else:
-        enrolment_ids = _insert_all_portable(valid)
+    enrolment_ids = _insert_all_postgres(valid) if is_postgres(database.obj) else _insert_all_portable(valid)
     # Not inserted: saved by another worker since the batch began.
     outcomes: dict[str, Outcome] = {m: Duplicate() for m in valid if m not in enrolment_ids}
     outcomes.update({m: Created(enrolment_id) for m, enrolment_id in enrolment_ids.items()})

@@ -11,6 +11,7 @@ connections past CONNECTION_LIMIT, cuts off requests that arrive too slowly,
 and closes connections whose framing is ambiguous.
 """
 
+import contextlib
 import errno
 import heapq
 import json
@@ -88,10 +89,7 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         error = self.request.error
-        if error.code == 413:
-            message = web.TOO_LARGE
-        else:
-            message = f"{error.reason}: {error.body}"
+        message = web.TOO_LARGE if error.code == 413 else f"{error.reason}: {error.body}"
         body = json.dumps({"detail": message}).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", web.JSON_TYPE))
@@ -121,7 +119,9 @@ class StrictRequestParser(HTTPRequestParser):
         # The 400 closes the connection (JsonErrorTask) and drops whatever came after on it.
         transfer_encoded = self.chunked or "TRANSFER_ENCODING" in self.headers
         if transfer_encoded and ("CONTENT_LENGTH" in self.headers or self.version == "1.0"):
-            raise ParsingError("the request's length is ambiguous (Transfer-Encoding with Content-Length or on HTTP/1.0)")
+            raise ParsingError(
+                "the request's length is ambiguous (Transfer-Encoding with Content-Length or on HTTP/1.0)"
+            )
 
     def overdue(self, now: float) -> bool:
         """True when the request has taken longer to arrive than a real client ever takes."""
@@ -394,13 +394,14 @@ def open_database(settings: Settings) -> None:
     On SQS, serve accepts enrolments without the database, so one that does
     not answer is only logged; the database queue cannot work without it.
     """
-    database = db.bind(settings.database_url)
+    url = settings.required("DATABASE_URL")
+    database = db.bind(url)
     try:
         database.connect()
     except db.DATABASE_ERRORS as error:
         reason = first_line(error)
         if settings.queue_backend == "database":
-            raise UserError(f"DATABASE_URL: cannot connect to {mask_url(settings.database_url)}: {reason}") from None
+            raise UserError(f"DATABASE_URL: cannot connect to {mask_url(url)}: {reason}") from None
         log.warning("the database does not answer (%s); enrolments are still accepted onto SQS", reason)
         return
     try:
@@ -424,7 +425,7 @@ def serve_process(
 
     With a `registry`, every request gets an id, an access line and its metrics, and /metrics answers.
     """
-    queue = queues.open_queue(settings, settings.enrolment_queue)
+    queue = queues.open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
     try:
         queue.ensure_exists()
     except queues.QueueUnavailable as error:
@@ -513,7 +514,5 @@ def _child(child_main) -> int:
 
 
 def _kill(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

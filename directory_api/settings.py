@@ -4,6 +4,7 @@ import dataclasses
 import email.utils
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from directory_api.enrolment import EMAIL_DOMAIN_LABEL, EMAIL_LOCAL
@@ -68,7 +69,7 @@ class DatabaseUrl:
 
 
 URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-URL_AUTHORITY = re.compile(r"[^/?#]*")
+URL_AUTHORITY_END = re.compile(r"[/?#]")
 URL_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[^:]*))?")
 
 
@@ -119,7 +120,7 @@ def _userinfo_and_rest(rest: str) -> tuple[str, str | None, str]:
 
 def _authority_and_path(rest: str) -> tuple[str, str]:
     """host:port, and the path without query or fragment."""
-    authority = URL_AUTHORITY.match(rest)[0]
+    authority = URL_AUTHORITY_END.split(rest, maxsplit=1)[0]
     path = re.split("[?#]", rest[len(authority):], maxsplit=1)[0]
     return authority, path
 
@@ -181,7 +182,8 @@ def _mail_sender(raw: str) -> str:
     """An address for From: noreply@example.com, or Name <noreply@example.com>; the domain may be one label."""
     _, address = email.utils.parseaddr(raw)
     local, at, domain = address.rpartition("@")
-    valid = at and EMAIL_LOCAL.fullmatch(local) and all(EMAIL_DOMAIN_LABEL.fullmatch(part) for part in domain.split("."))
+    labels_valid = all(EMAIL_DOMAIN_LABEL.fullmatch(part) for part in domain.split("."))
+    valid = at and EMAIL_LOCAL.fullmatch(local) and labels_valid
     if CONTROL.search(raw) or not valid:
         raise ValueError(f"{raw!r} is not an e-mail address such as noreply@example.com or Name <noreply@example.com>")
     return raw
@@ -221,7 +223,7 @@ class Variable:
     debug_default: object
     secret: bool = False
     # A further rule for a value given outside --debug (raises ValueError).
-    outside_debug: Callable[[object], None] | None = None
+    outside_debug: Callable[[Any], None] | None = None  # given what `parse` returned
 
 
 VARIABLES = (
@@ -269,6 +271,11 @@ REQUIRED_WHEN = {
 NEEDS_MAIL = tuple(REQUIRED_WHEN)
 NEEDS_QUEUES = ("DATABASE_URL", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME") + NEEDS_MAIL
 NEEDS_ALL = NEEDS_QUEUES + ("UI_SECRET",)
+# The text variables a command requires (from_environ's `require`, or OPS_PASSWORD for the console it mounts),
+# which Settings.required hands back typed str.
+RequiredName = Literal[
+    "DATABASE_URL", "UI_SECRET", "SQS_ENROLMENT_QUEUE_NAME", "SQS_INVALID_ENROLMENT_QUEUE_NAME", "OPS_PASSWORD"
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +316,7 @@ class Settings:
     ) -> "Settings":
         """Build and validate the settings; raise SettingsError naming every bad variable."""
         required = set(require)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # field -> what its Variable's parse returned, of the field's type
         sources: dict[str, str] = {}
         problems: list[str] = []
         for variable in VARIABLES:
@@ -334,6 +341,13 @@ class Settings:
         if problems:
             raise SettingsError("\n".join(problems))
         return cls(debug=debug, sources=sources, **values)
+
+    def required(self, name: RequiredName) -> str:
+        """A variable's value, typed str, for a command that required it (SettingsError naming it when unset)."""
+        value = getattr(self, BY_NAME[name].field)
+        if value is None:
+            raise SettingsError(f"{name} is not set{_required_hint(name)}")
+        return str(value)
 
     @property
     def confirmation_sender(self) -> str | None:

@@ -151,7 +151,8 @@ class NonceStore:
         """
         removed = remove_abandoned_stores()
         if removed:
-            log.info("removed %d nonce director%s left by killed processes", len(removed), "y" if len(removed) == 1 else "ies")
+            plural = "y" if len(removed) == 1 else "ies"
+            log.info("removed %d nonce director%s left by killed processes", len(removed), plural)
         directory, owner = tempdirs.make(TEMPORARY_PREFIX)
         store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
         weakref.finalize(store, tempdirs.remove, directory, owner)
@@ -215,22 +216,22 @@ class Verifier:
         if not request.header:
             raise SignatureError(MISSING)
         if self.legacy and not request.header.lstrip().lower().startswith("hawk "):
-            self._verify_legacy(request)
+            self._verify_legacy(request, request.header)
         else:
-            self._verify_hawk(request)
+            self._verify_hawk(request, request.header)
 
-    def _verify_hawk(self, request: SignedRequest) -> None:
+    def _verify_hawk(self, request: SignedRequest, header: str) -> None:
         try:
             # mohawk offers seen_nonce only the Hawk id, which no MAC covers, besides nonce and timestamp:
             # the replay key is the MAC itself, which mohawk has checked before it asks.
             mohawk.Receiver(
                 self._credentials,
-                request.header,
+                header,
                 request.path,
                 request.method,
                 content=request.body,
                 content_type=request.content_type,
-                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(_mac(request.header), timestamp),
+                seen_nonce=lambda _sender_id, _nonce, timestamp: self.nonces.seen(_mac(header), timestamp),
                 timestamp_skew_in_seconds=SKEW_SECONDS,
             )
         except TokenExpired as error:
@@ -248,9 +249,9 @@ class Verifier:
         # Every sender shares UI_SECRET; the sender id only names the client.
         return {"id": sender_id, "key": self.secret, "algorithm": ALGORITHM}
 
-    def _verify_legacy(self, request: SignedRequest) -> None:
+    def _verify_legacy(self, request: SignedRequest, header: str) -> None:
         expected = legacy_signature(self.secret, request.path, request.body)
-        if not hmac.compare_digest(expected.encode("ascii"), request.header.strip().lower().encode("utf-8")):
+        if not hmac.compare_digest(expected.encode("ascii"), header.strip().lower().encode("utf-8")):
             raise SignatureError(INCORRECT)
 
 

@@ -34,7 +34,7 @@ def remove(directory: str, owner: int) -> None:
 def remove_abandoned(prefix: str, parent: str | None = None) -> list[str]:
     """Remove the directories named `prefix`… in `parent` (the temporary directory) whose processes are all gone."""
     parent = parent or tempfile.gettempdir()
-    removed = []
+    removed: list[str] = []
     try:
         entries = [entry for entry in os.scandir(parent) if entry.name.startswith(prefix)]
     except OSError:

@@ -116,7 +116,7 @@ class Background(Generic[T]):
         error: Exception | None = None
         try:
             result = self._call()
-        except Exception as exception:  # noqa: BLE001 - handed to the main thread
+        except Exception as exception:  # handed to the main thread
             error = exception
         with self._lock:
             self.result, self.error, self.duration = result, error, time.monotonic() - started

@@ -118,8 +118,8 @@ class JsonBottle(bottle.Bottle):
     @staticmethod
     def _answer(start_response, status: int, payload: dict, headers: dict):
         body = _dumps(payload)
-        headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body))), *headers.items()]
-        start_response(f"{status} {bottle.HTTP_CODES.get(status, 'Error')}", headers, sys.exc_info())
+        header_list = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body))), *headers.items()]
+        start_response(f"{status} {bottle.HTTP_CODES.get(status, 'Error')}", header_list, sys.exc_info())
         return [body]
 
 
@@ -137,7 +137,7 @@ def make_app(
     `database_requests` requests wait on the database at once; more get 503.
     """
     verifier = Verifier(
-        secret=settings.ui_secret,
+        secret=settings.required("UI_SECRET"),
         nonces=nonce_store or NonceStore.temporary(),
         legacy=settings.signature_legacy,
     )

@@ -309,7 +309,7 @@ class Worker:
             except db.DATABASE_ERRORS as error:
                 self.note_failure(error, "save", messages)
                 return Outcome.DATABASE_DOWN
-            except Exception:  # noqa: BLE001 - a bug must not lose the batch or stop the worker
+            except Exception:  # a bug must not lose the batch or stop the worker
                 log.exception("messages %s: not saved; they stay on the queue", ids(messages))
                 self.failures += 1
                 self.metrics.count("retried", len(messages))
@@ -438,7 +438,8 @@ def serve_metrics(work_metrics: WorkMetrics, port: int) -> None:
     try:
         serve_metrics_http(work_metrics.registry, port)
     except OSError as error:
-        raise UserError(f"METRICS_PORT (--metrics-port) {port}: cannot listen there: {error.strerror or error}") from None
+        reason = error.strerror or error
+        raise UserError(f"METRICS_PORT (--metrics-port) {port}: cannot listen there: {reason}") from None
     log.info("metrics on http://0.0.0.0:%d/metrics", port)
 
 
@@ -501,11 +502,11 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
         work_metrics = WorkMetrics()
         if metrics_port:
             serve_metrics(work_metrics, metrics_port)
-        db.bind(settings.database_url)
+        db.bind(settings.required("DATABASE_URL"))
         worker = Worker(
             settings,
-            open_queue(settings, settings.enrolment_queue),
-            open_queue(settings, settings.invalid_queue),
+            open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
+            open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")),
             shutdown=shutdown,
             sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
             metrics=work_metrics,

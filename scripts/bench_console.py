@@ -8,7 +8,8 @@ figure the closing note gives), by sso id, by the start of a company name,
 by e-mail, an enrolment's detail, the rejections page and the overview.
 Every answer is checked to be 200 and to show what was asked for.
 
-    .venv/bin/python scripts/bench_console.py            # 100,000 enrolments, 1,000 requests a page, PostgreSQL and SQLite
+    .venv/bin/python scripts/bench_console.py            # 100,000 enrolments, 1,000 requests a page,
+                                                         # PostgreSQL and SQLite
     .venv/bin/python scripts/bench_console.py --quick    # 5,000 enrolments, 100 requests a page
 """
 
@@ -27,7 +28,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
+import benchlib
 
 PASSWORD = "not-a-real-ops-password"
 COLUMNS = [("database", "database"), ("page", "page"), ("enrolments", "enrolments"), ("requests", "requests"),
@@ -55,7 +56,8 @@ SQLITE_FILL = [
     """WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM numbers WHERE n < :rows)
        INSERT INTO enrolment (created, data, sqs_message_id)
        SELECT datetime('now', '-' || (:rows - n) || ' seconds'),
-              json_object('sso_id', n, 'company_number', printf('%08d', n), 'company_name', 'Console Bench ' || n || ' Ltd',
+              json_object('sso_id', n, 'company_number', printf('%08d', n),
+                          'company_name', 'Console Bench ' || n || ' Ltd',
                           'company_email', 'bench' || n || '@example.com', 'export_status', 'YES',
                           'date_of_creation', '2010-06-15'),
               'bench-' || n

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
+import benchlib
 
 COLUMNS = [("database", "database"), ("rows", "rows"), ("peak_rss_mib", "peak RSS MiB"), ("seconds", "seconds"),
            ("rows_per_second", "rows/s"), ("csv_mib", "CSV MiB"), ("rows_in_csv", "rows in CSV")]

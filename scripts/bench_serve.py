@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
-import loadgen  # noqa: E402
+import benchlib
+import loadgen
 
 QUEUE = "bench-enrolment"
 INVALID_QUEUE = "bench-enrolment-invalid"
@@ -87,7 +87,8 @@ class Target:
 
 def serve_env(endpoint: str | None, database_url: str, backend: str) -> dict:
     env = {**benchlib.FAKE_AWS, "UI_SECRET": benchlib.FAKE_SECRET, "DATABASE_URL": database_url,
-           "QUEUE_BACKEND": backend, "SQS_ENROLMENT_QUEUE_NAME": QUEUE, "SQS_INVALID_ENROLMENT_QUEUE_NAME": INVALID_QUEUE}
+           "QUEUE_BACKEND": backend, "SQS_ENROLMENT_QUEUE_NAME": QUEUE,
+           "SQS_INVALID_ENROLMENT_QUEUE_NAME": INVALID_QUEUE}
     if endpoint:
         env["SQS_ENDPOINT_URL"] = endpoint
     return env
@@ -133,7 +134,8 @@ def measure(target: Target, levels: list[tuple[int, int]], max_seconds: float, f
         run = loadgen.run(target.port, requests, connections, max_seconds)
         cpu = meter.result()
         accepted += loadgen.accepted_ids(run)
-        used += [request for request, answer in zip(requests, run.answers) if answer.status == 202][:REPLAYS]
+        answered = zip(requests, run.answers, strict=False)
+        used += [request for request, answer in answered if answer.status == 202][:REPLAYS]
         done = len(run.answers) or 1
         rows.append({
             "target": target.name, "queue": target.queue, "connections": connections, "requests": len(run.answers),

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
-import bench_serve  # noqa: E402
-import bench_work  # noqa: E402
-import loadgen  # noqa: E402
+import bench_serve
+import bench_work
+import benchlib
+import loadgen
 
 COLUMNS = [("build", "build"), ("measure", "measure"), ("state", "state"), ("median", "median"), ("min", "min"),
            ("max", "max"), ("unit", "unit"), ("runs", "runs"), ("target", "target")]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
+import benchlib
 
 QUEUE = "bench-work"
 INVALID_QUEUE = "bench-work-invalid"
@@ -121,10 +121,8 @@ def run_drain(kind: str, endpoint: str, database_url: str) -> None:
     client = benchlib.sqs_client(endpoint)
     queue_url = client.get_queue_url(QueueName=QUEUE)["QueueUrl"]
     connection = psycopg2.connect(database_url)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         (drain_one_at_a_time if kind == "one" else drain_in_batches)(client, queue_url, connection)
-    except KeyboardInterrupt:
-        pass
 
 
 # -- preloading and checking ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the machine, CPU accounting, processes, ports, results and tables."""
 
+import contextlib
 import datetime
 import json
 import os
@@ -249,10 +250,8 @@ def _signal_group(process: subprocess.Popen, number: int) -> None:
     try:
         os.killpg(process.pid, number)
     except ProcessLookupError:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             process.send_signal(number)  # not a group leader: the process alone
-        except ProcessLookupError:
-            pass
 
 
 def start_stub(log: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -351,7 +350,7 @@ def write_results(benchmark: str, rows: list[dict], info: dict) -> Path:
     """Append one JSON line per row to bench-results/BENCHMARK.jsonl, each with the machine and time."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{benchmark}.jsonl"
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with path.open("a") as output:
         for row in rows:
             output.write(json.dumps({"benchmark": benchmark, "at": stamp, "machine": info, **row}) + "\n")
@@ -382,8 +381,11 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
     cells = [[cell(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max([len(heading)] + [len(line[index]) for line in cells]) for index, (_, heading) in enumerate(columns)]
-    lines = ["| " + " | ".join(heading.ljust(width) for (_, heading), width in zip(columns, widths)) + " |",
-             "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
-    lines += ["| " + " | ".join(value.ljust(width) for value, width in zip(line, widths)) + " |" for line in cells]
+
+    def table_row(values: list[str]) -> str:
+        return "| " + " | ".join(value.ljust(width) for value, width in zip(values, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    lines = [table_row([heading for _, heading in columns]), rule] + [table_row(values) for values in cells]
     return "\n".join(lines)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import benchlib  # noqa: E402
-import bench_serve  # noqa: E402
-import bench_startup  # noqa: E402
-import bench_work  # noqa: E402
+import bench_serve
+import bench_startup
+import bench_work
+import benchlib
 
 DOCS = benchlib.ROOT / "docs"
 

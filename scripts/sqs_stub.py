@@ -28,6 +28,7 @@ Run: python scripts/sqs_stub.py --port 9324 (one process, one asyncio loop).
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -58,12 +59,12 @@ def queue_does_not_exist() -> SqsError:
 
 
 def md5_hex(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8")).hexdigest()  # noqa: S324 - SQS's own checksum
+    return hashlib.md5(text.encode("utf-8")).hexdigest()  # SQS's own checksum
 
 
 def md5_of_attributes(attributes: dict) -> str:
     """SQS's MD5OfMessageAttributes: length-prefixed name, type, transport byte, value; names sorted."""
-    digest = hashlib.md5()  # noqa: S324
+    digest = hashlib.md5()
     for name in sorted(attributes):
         value = attributes[name]
         data_type = value["DataType"]
@@ -345,10 +346,8 @@ async def receive_message(sqs: Sqs, request: dict) -> dict:
     while not messages and time.monotonic() < deadline:
         waiter = asyncio.get_running_loop().create_future()
         queue.waiters.append(waiter)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter, deadline - time.monotonic())
-        except asyncio.TimeoutError:
-            pass
         queue, messages = sqs.ReceiveMessage(request)
     system_names = list(request.get("MessageSystemAttributeNames") or []) + list(request.get("AttributeNames") or [])
     attribute_names = request.get("MessageAttributeNames") or []
@@ -484,10 +483,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=9324, help="port (0: any free one, printed at start)")
     arguments = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(arguments.host, arguments.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def test_company_numbers_in_companies_house_style_are_valid(number):
     assert errors_of(company_number=number) == {}
 
 
-@pytest.mark.parametrize("number", ["1234567", "012345678", "sc123456", "S1234567", "SC12345X", "０１２３４５６７", 1234567])
+@pytest.mark.parametrize(
+    "number", ["1234567", "012345678", "sc123456", "S1234567", "SC12345X", "０１２３４５６７", 1234567]
+)
 def test_other_company_numbers_are_invalid(number):
     assert "company_number" in errors_of(company_number=number)
 
@@ -96,7 +98,8 @@ def test_things_that_are_not_email_addresses_are_invalid(email):
 
 
 def test_company_email_must_have_at_most_255_characters():
-    assert "company_email" in errors_of(company_email="a" * 64 + "@" + "b" * 60 + "." + "c" * 60 + "." + "d" * 70 + ".com")
+    address = "a" * 64 + "@" + "b" * 60 + "." + "c" * 60 + "." + "d" * 70 + ".com"
+    assert "company_email" in errors_of(company_email=address)
 
 
 @pytest.mark.parametrize("status", ["YES", "ONE_TWO_YEARS_AGO", "OVER_TWO_YEARS_AGO", "NOT_YET", "NO_INTENTION"])
@@ -164,7 +167,8 @@ def test_text_that_postgresql_cannot_store_is_invalid(value):
 
 
 def test_an_extra_field_that_postgresql_cannot_store_is_invalid():
-    assert errors_of(notes={"list": ["ok", "\x00"]}) == {"notes": ["Must not contain NUL or unpaired surrogate characters."]}
+    expected = {"notes": ["Must not contain NUL or unpaired surrogate characters."]}
+    assert errors_of(notes={"list": ["ok", "\x00"]}) == expected
 
 
 def test_a_field_name_that_postgresql_cannot_store_is_a_non_field_error():

@@ -156,7 +156,8 @@ def test_every_field_of_a_batch_lands_in_its_column(database):
         with_optional["company_email"], "07700900000", "google")
     assert (full.company.number, full.company.name, full.company.export_status) == (
         "SC123456", with_optional["company_name"], "YES")
-    assert (full.company.date_of_creation, full.company.revenue) == (datetime.date(2001, 2, 3), decimal.Decimal("125000.50"))
+    assert (full.company.date_of_creation, full.company.revenue) == (
+        datetime.date(2001, 2, 3), decimal.Decimal("125000.50"))
     assert Enrolment.get_by_id(outcomes["full"].enrolment_id).data == with_optional
     bare = Supplier.get(sso_id=without_optional["sso_id"])
     assert (bare.mobile_number, bare.referrer, bare.company.revenue) == ("", "", None)

@@ -123,6 +123,19 @@ def test_a_command_requires_only_what_it_needs():
     assert settings.ui_secret is None
 
 
+def test_required_gives_the_value_of_a_variable_the_command_required():
+    settings = Settings.from_environ({"DATABASE_URL": REQUIRED["DATABASE_URL"]}, require=NEEDS_DATABASE)
+
+    assert settings.required("DATABASE_URL") == REQUIRED["DATABASE_URL"]
+
+
+def test_required_names_a_variable_the_command_did_not_require_and_is_unset():
+    settings = Settings.from_environ({"DATABASE_URL": REQUIRED["DATABASE_URL"]}, require=NEEDS_DATABASE)
+
+    with pytest.raises(SettingsError, match="^UI_SECRET is not set"):
+        settings.required("UI_SECRET")
+
+
 def test_needs_all_is_every_variable_without_a_default_and_those_required_when_another_is_set():
     assert set(NEEDS_ALL) == set(REQUIRED) | set(NEEDS_MAIL)
 
@@ -339,5 +352,6 @@ def test_the_example_env_file_is_a_complete_production_configuration():
     settings = Settings.from_environ(example)
 
     assert settings.queue_backend == "sqs"
-    unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT", "OPS_PASSWORD"}  # OPS_PASSWORD: the console off
+    # OPS_PASSWORD: the console off
+    unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT", "OPS_PASSWORD"}
     assert set(example) == {variable.name for variable in VARIABLES if variable.name not in unset_by_default}

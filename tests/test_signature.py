@@ -271,21 +271,23 @@ FIRST_USE_TRIALS = 300  # at ~2% a trial, the bug shows in all but ~1 run in 400
 FIRST_USE_THREADS = 6
 
 
+def first_request(store: NonceStore, start: threading.Barrier, errors: list[Exception], number: int) -> None:
+    start.wait()
+    try:
+        store.seen(f"mac-{number}", str(int(time.time())))
+    except sqlite3.OperationalError as error:
+        errors.append(error)
+
+
 def test_threads_first_using_a_new_nonce_store_at_once_never_fail(tmp_path):
     # Regression: racing to switch a new file to WAL gave SQLITE_BUSY at once, a 500 (~2% of fresh stores).
     for trial in range(FIRST_USE_TRIALS):
         store = NonceStore(str(tmp_path / f"nonces-{trial}.sqlite3"))
         start = threading.Barrier(FIRST_USE_THREADS)
         errors: list[Exception] = []
-
-        def first_request(number: int) -> None:
-            start.wait()
-            try:
-                store.seen(f"mac-{number}", str(int(time.time())))
-            except sqlite3.OperationalError as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=first_request, args=(n,)) for n in range(FIRST_USE_THREADS)]
+        threads = [
+            threading.Thread(target=first_request, args=(store, start, errors, n)) for n in range(FIRST_USE_THREADS)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

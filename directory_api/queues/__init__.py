@@ -94,7 +94,10 @@ class Queue(Protocol):
         """
 
     def receive(self, max_messages: int, wait_seconds: float) -> list[Message]:
-        """Up to max_messages, each once, waiting at most wait_seconds for the first; hidden for the visibility timeout."""
+        """Up to max_messages, each once, waiting at most wait_seconds for the first.
+
+        Each is hidden for the visibility timeout.
+        """
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         """Delete messages for good; return the ones that could not be deleted."""

@@ -19,15 +19,14 @@ BATCH_BYTES_LIMIT = 256 * 1024
 
 
 class _Entry:
-    __slots__ = ("attributes", "body", "done", "error", "message_id", "size", "wake")
+    __slots__ = ("attributes", "body", "done", "result", "size", "wake")
 
     def __init__(self, body: str, attributes: Mapping[str, str] | None):
         self.body = body
         self.attributes = attributes
         self.size = message_size(body, attributes)
         self.done = False
-        self.message_id: str | None = None
-        self.error: Exception | None = None
+        self.result: str | Exception | None = None  # once done: the message id, or why the queue did not take it
         # Held until its thread may go on: its entry is done, or it is to send the next batch.
         self.wake = threading.Lock()
         self.wake.acquire()
@@ -62,9 +61,9 @@ class GroupSender:
         if not entry.done:
             # This thread sends now, and its entry is the oldest pending one, so it is in the batch.
             self._send_next_batch()
-        if entry.error is not None:
-            raise entry.error
-        return entry.message_id
+        if isinstance(entry.result, str):
+            return entry.result
+        raise entry.result or RuntimeError("a batched send ended without an answer")
 
     def _send_next_batch(self) -> None:
         """Send the oldest pending entries; wake their threads, and the next sender when entries remain."""
@@ -72,15 +71,15 @@ class GroupSender:
             count = _fitting(self._pending)
             batch, self._pending = self._pending[:count], self._pending[count:]
         interrupted = QueueUnavailable(f"queue {self.queue.name}: the send was interrupted")
-        results: list[tuple[str | None, Exception | None]] = [(None, interrupted)] * len(batch)
+        results: list[str | Exception] = [interrupted] * len(batch)
         try:
             results = _send(self.queue, batch)
         finally:
             with self._lock:
                 next_sender = self._pending[0] if self._pending else None
                 self._sending = next_sender is not None
-            for entry, (message_id, error) in zip(batch, results, strict=True):
-                entry.message_id, entry.error, entry.done = message_id, error, True
+            for entry, result in zip(batch, results, strict=True):
+                entry.result, entry.done = result, True
                 if entry.wake.locked():
                     entry.wake.release()
             if next_sender is not None:
@@ -98,15 +97,15 @@ def _fitting(pending: list[_Entry]) -> int:
     return count
 
 
-def _send(queue: Queue, batch: list[_Entry]) -> list[tuple[str | None, Exception | None]]:
-    """(message id, None) for each entry the queue took, (None, error) for the others."""
+def _send(queue: Queue, batch: list[_Entry]) -> list[str | Exception]:
+    """The message id of each entry the queue took, the error for the others."""
     try:
         bodies = [entry.body for entry in batch]
         if any(entry.attributes for entry in batch):
             ids = queue.send_batch(bodies, [entry.attributes for entry in batch])
         else:
             ids = queue.send_batch(bodies)
-    except Exception as error:  # noqa: BLE001 - handed to each waiting request thread
-        return [(None, error)] * len(batch)
+    except Exception as error:  # handed to each waiting request thread
+        return [error] * len(batch)
     refused = QueueUnavailable(f"queue {queue.name}: the queue refused the message")
-    return [(message_id, None if message_id else refused) for message_id in ids]
+    return [message_id or refused for message_id in ids]

@@ -112,15 +112,14 @@ class DatabaseQueue:
     def send_batch(
         self, bodies: Sequence[str], attributes: Sequence[Mapping[str, str] | None] | None = None
     ) -> list[str | None]:
-        ids = [str(uuid.uuid4()) for _ in bodies]
+        ids: list[str | None] = [str(uuid.uuid4()) for _ in bodies]
         now = self.clock()
         rows = [
             {"id": message_id, "queue": self.name, "body": body, "attributes": dict(extra or {}), "visible_at": now}
-            for message_id, body, extra in zip(ids, bodies, attributes or [None] * len(bodies))
+            for message_id, body, extra in zip(ids, bodies, attributes or [None] * len(bodies), strict=True)
         ]
-        with self.unavailable_on_error("send"):
-            with self.database.atomic():
-                QueueMessage.insert_many(rows).execute()
+        with self.unavailable_on_error("send"), self.database.atomic():
+            QueueMessage.insert_many(rows).execute()
         self.wakeup.set()
         return ids
 
@@ -163,7 +162,8 @@ class DatabaseQueue:
         with self.unavailable_on_error("receive"):
             cursor = self.database.execute(claim)
             try:
-                with peewee.__exception_wrapper__:  # as peewee's own execute: driver errors become peewee's
+                # As peewee's own execute: driver errors become peewee's. Its stubs leave the wrapper out.
+                with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                     rows = cursor.fetchall()
             finally:
                 cursor.close()
@@ -181,18 +181,17 @@ class DatabaseQueue:
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         if not messages:
             return []
-        with self.unavailable_on_error("delete"):
-            with self.database.atomic():
-                deleted = QueueMessage.delete().where(self._claimed(messages)).execute()
-                if deleted == len(messages):
-                    return []
-                # Still there: claimed again since (stale receipt), as SQS may refuse it too.
-                left = {
-                    row.id
-                    for row in QueueMessage.select(QueueMessage.id).where(
-                        QueueMessage.id.in_([parse_receipt(m.receipt)[0] for m in messages])
-                    )
-                }
+        with self.unavailable_on_error("delete"), self.database.atomic():
+            deleted = QueueMessage.delete().where(self._claimed(messages)).execute()
+            if deleted == len(messages):
+                return []
+            # Still there: claimed again since (stale receipt), as SQS may refuse it too.
+            left = {
+                row.id
+                for row in QueueMessage.select(QueueMessage.id).where(
+                    QueueMessage.id.in_([parse_receipt(m.receipt)[0] for m in messages])
+                )
+            }
         return [message for message in messages if message.id in left]
 
     def release(self, messages: Sequence[Message]) -> None:

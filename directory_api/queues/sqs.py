@@ -144,18 +144,22 @@ class SqsQueue:
     @property
     def url(self) -> str:
         if self._url is None:
-            self.ensure_exists()
+            self._url = self._get_or_create()
         return self._url
 
     def ensure_exists(self) -> None:
+        self._url = self._get_or_create()
+
+    def _get_or_create(self) -> str:
+        """The queue's URL, the queue created when it is missing."""
         with unavailable_on_error("get or create", self.name):
             try:
-                self._url = self.client.get_queue_url(QueueName=self.name)["QueueUrl"]
+                return self.client.get_queue_url(QueueName=self.name)["QueueUrl"]
             except botocore.exceptions.ClientError as error:
                 if not is_missing_queue(error):
                     raise
                 log.info("creating SQS queue %s", self.name)
-                self._url = self.client.create_queue(
+                return self.client.create_queue(
                     QueueName=self.name,
                     Attributes={"VisibilityTimeout": str(self.visibility_timeout)},
                 )["QueueUrl"]
@@ -172,7 +176,7 @@ class SqsQueue:
     ) -> list[str | None]:
         """Send several messages; the id of each, or None for those the queue refused."""
         ids: list[str | None] = []
-        for chunk in chunks(list(zip(bodies, attributes or [None] * len(bodies)))):
+        for chunk in chunks(list(zip(bodies, attributes or [None] * len(bodies), strict=True))):
             entries = []
             for index, (body, extra) in enumerate(chunk):
                 entry = {"Id": str(index), "MessageBody": body}
@@ -252,5 +256,7 @@ class SqsQueue:
                 QueueUrl=self.url,
                 AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
             )["Attributes"]
-        return Depth(int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"]))
+        return Depth(
+            int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        )
 

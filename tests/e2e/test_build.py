@@ -20,8 +20,8 @@ BARE_PATH = "/usr/bin:/bin"
 
 def system_python_fits() -> bool:
     try:
-        result = subprocess.run([SYSTEM_PYTHON, "-I", "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
-                                capture_output=True, timeout=30, check=False)
+        probe = "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"
+        result = subprocess.run([SYSTEM_PYTHON, "-I", "-c", probe], capture_output=True, timeout=30, check=False)
     except OSError:
         return False
     return result.returncode == 0
