@@ -310,10 +310,18 @@ def raise_open_file_limit(needed: int) -> None:
         )
 
 
+def channels_of(server) -> ChannelMap:
+    """The ChannelMap create_server made `server` with (waitress keeps it as the server's socket map)."""
+    channels = socket_map(server)
+    if not isinstance(channels, ChannelMap):
+        raise TypeError("not a server create_server made: its socket map is not a ChannelMap")
+    return channels
+
+
 def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
     """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
     # The listener is asked every turn: its readable() runs the maintenance when due.
-    loop = EventLoop(socket_map(server), every_turn=[server])
+    loop = EventLoop(channels_of(server), every_turn=[server])
     try:
         while not stopping.is_set():
             loop.turn(LOOP_SECONDS)

@@ -225,7 +225,8 @@ def test_the_overview_shows_the_status_figures(app, worker, one_rejection):
 
 
 def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_everything(app, worker):
-    created = saving.save("message-77", enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77))
+    payload = enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77)
+    created = saving.save("message-77", payload)
     page = call(app, "GET", "/ops/enrolments?q=sc777777").text
     assert f'<a href="/ops/enrolments/{created.enrolment_id}">SC777777</a>' in page
     detail = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text

@@ -84,6 +84,7 @@ def test_dev_serves_the_metrics_of_its_requests_and_of_its_worker_on_its_one_por
         return found[("directory_api_emails_total", (("outcome", "logged"),))] == 1 and found
 
     found = wait_until(emailed, 10, "the e-mail logged")
-    assert found[("directory_api_http_requests_total", (("method", "POST"), ("route", "/enrolment/"), ("status", "202")))] == 1
+    labels = (("method", "POST"), ("route", "/enrolment/"), ("status", "202"))
+    assert found[("directory_api_http_requests_total", labels)] == 1
     assert found[("directory_api_worker_messages_total", (("outcome", "saved"),))] == 1
     assert found[("directory_api_emails_total", (("outcome", "logged"),))] == 1

@@ -1,4 +1,7 @@
-"""eventloop: waitress's socket map polled with one registration per socket, asked again only when it may have changed."""
+"""eventloop: waitress's socket map polled with one registration per socket.
+
+Each is asked again only when it may have changed.
+"""
 
 import socket
 

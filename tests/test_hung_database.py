@@ -37,7 +37,9 @@ def test_status_requests_beyond_the_database_slots_get_503_at_once_and_enrolment
     app = web.make_app(settings(), queue, nonce_store=NonceStore(str(tmp_path / "n")), database_requests=2)
     answers = []
     with postgres_table_locked(postgres_url):
-        waiting = [threading.Thread(target=lambda: answers.append(signed_get(app, "/enrolment/m-1/"))) for _ in range(2)]
+        waiting = [
+            threading.Thread(target=lambda: answers.append(signed_get(app, "/enrolment/m-1/"))) for _ in range(2)
+        ]
         for thread in waiting:
             thread.start()
         wait_until(lambda: lock_waits(postgres_url) == 2, 5, "two status requests waiting on the lock")

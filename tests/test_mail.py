@@ -1,4 +1,7 @@
-"""The confirmation e-mail: recorded with its enrolment, sent over SMTP to a real (aiosmtpd) server, outcomes recorded."""
+"""The confirmation e-mail: recorded with its enrolment, sent over SMTP to a real (aiosmtpd) server.
+
+Each outcome is recorded.
+"""
 
 import logging
 import smtplib
@@ -356,7 +359,7 @@ def test_work_once_saves_the_enrolments_and_sends_their_emails(database, databas
     monkeypatch.setattr(worker_module, "ONCE_WAIT", 0)
     settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
-    for n in range(12):
+    for _ in range(12):
         queues[0].send(enrolment_body())
     Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
     assert Enrolment.select().count() == 12

@@ -42,7 +42,8 @@ def invalid_body(**overrides) -> str:
 def test_status_counts_what_the_queues_and_the_database_hold(worker):
     saving.save("saved-1", enrolment_payload())
     saving.save("saved-2", enrolment_payload())
-    Enrolment.update(created=utcnow() - datetime.timedelta(days=2)).where(Enrolment.sqs_message_id == "saved-1").execute()
+    two_days_ago = utcnow() - datetime.timedelta(days=2)
+    Enrolment.update(created=two_days_ago).where(Enrolment.sqs_message_id == "saved-1").execute()
     set_aside(worker, invalid_body())
     worker.enrolments.send(enrolment_body())
     worker.enrolments.send(enrolment_body())
@@ -85,7 +86,9 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
     assert not result.complete
     assert result.figures["queues"]["invalid"] == {"waiting": None, "in_flight": None}
     assert result.figures["queues"]["enrolment"] == {"waiting": 0, "in_flight": 0}
-    assert result.unanswered == ["invalid queue enrolment-invalid: SQS queue enrolment-invalid: get attributes failed: down"]
+    assert result.unanswered == [
+        "invalid queue enrolment-invalid: SQS queue enrolment-invalid: get attributes failed: down"
+    ]
 
 
 def test_a_database_that_does_not_answer_has_null_figures():

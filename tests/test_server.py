@@ -59,7 +59,8 @@ def test_serve_on_sqs_accepts_enrolments_while_the_database_is_down(serving, mot
     serve = serving(sqs_env(moto_endpoint, "database-down", down))
     assert signed_post(serve.url).status_code == 202
     health = requests.get(serve.url + "/healthcheck/", timeout=15)
-    assert (health.status_code, health.json()) == (503, {"status": "unavailable", "database": "unavailable", "queue": "ok"})
+    expected = {"status": "unavailable", "database": "unavailable", "queue": "ok"}
+    assert (health.status_code, health.json()) == (503, expected)
 
 
 def test_serve_on_the_database_queue_refuses_to_start_without_the_database(serving):
@@ -122,7 +123,9 @@ def test_processes_share_one_port_and_refuse_a_replay_to_any_of_them(serving, mo
     headers = signed_headers(serve.url + "/enrolment/", body)
     # A fresh connection each time, so the requests spread over both processes.
     statuses = [
-        requests.post(serve.url + "/enrolment/", data=body, headers={**headers, "Connection": "close"}, timeout=10).status_code
+        requests.post(
+            serve.url + "/enrolment/", data=body, headers={**headers, "Connection": "close"}, timeout=10
+        ).status_code
         for _ in range(6)
     ]
     assert sorted(statuses) == [202] + [401] * 5
@@ -339,7 +342,8 @@ def test_the_open_file_limit_is_raised_towards_what_serve_needs():
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     try:
         server.raise_open_file_limit(5000)
-        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (5000 if hard == resource.RLIM_INFINITY else min(5000, hard), hard)
+        raised = 5000 if hard == resource.RLIM_INFINITY else min(5000, hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (raised, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

@@ -137,7 +137,8 @@ def test_an_enrolment_nested_deeper_than_100_levels_is_a_400_not_a_500(app, queu
 
     status, _, answer = post(app, body)
 
-    assert (status, answer) == (400, {"detail": "The body is not JSON this service accepts: it is nested deeper than 100 levels."})
+    detail = "The body is not JSON this service accepts: it is nested deeper than 100 levels."
+    assert (status, answer) == (400, {"detail": detail})
     assert queue.sent == []
 
 
@@ -298,10 +299,13 @@ def test_enrolment_status_is_created_once_saved(app_with_database):
 def test_enrolment_status_is_rejected_with_the_reasons_once_set_aside(app_with_database):
     models.Rejection.create(message_id="message-1", errors={"sso_id": ["Already a supplier."]})
     status, _, answer = signed_get(app_with_database, "/enrolment/message-1/")
-    assert (status, answer) == (200, {"id": "message-1", "status": "rejected", "errors": {"sso_id": ["Already a supplier."]}})
+    rejected = {"id": "message-1", "status": "rejected", "errors": {"sso_id": ["Already a supplier."]}}
+    assert (status, answer) == (200, rejected)
 
 
-@pytest.mark.parametrize("message_id", ["%00", "a%00b", "x" * 256, "%C3%A9"], ids=["NUL", "NUL inside", "too long", "not ASCII"])
+@pytest.mark.parametrize(
+    "message_id", ["%00", "a%00b", "x" * 256, "%C3%A9"], ids=["NUL", "NUL inside", "too long", "not ASCII"]
+)
 def test_enrolment_status_of_an_id_no_queue_gives_is_unknown(app_with_database, message_id):
     # Regression: a NUL reached PostgreSQL, whose driver refuses it outright: a 500 (found by test_api_fuzz).
     status, _, answer = signed_get(app_with_database, f"/enrolment/{message_id}/")

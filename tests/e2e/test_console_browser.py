@@ -89,14 +89,17 @@ def screenshot(driver, name: str, tmp_path: Path, size=DESKTOP) -> Path:
     metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == PHONE}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     page_height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": min(max(height, page_height), 3000)})
+    height = min(max(height, page_height), 3000)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
     path = target_dir / name
     assert driver.save_screenshot(str(path)), f"no screenshot {path}"
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     return path
 
 
-def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(browser, cli, base_env, processes, tmp_path):
+def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
+    browser, cli, base_env, processes, tmp_path
+):
     from selenium.webdriver.common.by import By
 
     workdir = tmp_path / "dev"
@@ -110,7 +113,8 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(brow
     for n, name in enumerate(["Acme Widgets Ltd", "Bright Lamps Ltd", "Coastal Ropes & Sails Ltd",
                               '<script>alert("not run")</script> Ltd']):
         post(base_url, enrolment_payload(100 + n, company_number=f"SC10000{n}", company_name=name))
-    taken = post(base_url, enrolment_payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd"))
+    payload = enrolment_payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd")
+    taken = post(base_url, payload)
     post(base_url, enrolment_payload(201, sso_id=101))  # a user already a supplier
     wait_until(lambda: status(base_url, taken)["status"] == "rejected", 30, "the repeat to be set aside")
 

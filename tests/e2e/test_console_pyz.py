@@ -10,7 +10,9 @@ from tests.support import free_port, wait_for_root
 
 pytestmark = pytest.mark.e2e
 
-TEMPLATES = sorted(path.name for path in (Path(__file__).resolve().parents[2] / "directory_api" / "templates").iterdir())
+TEMPLATES = sorted(
+    path.name for path in (Path(__file__).resolve().parents[2] / "directory_api" / "templates").iterdir()
+)
 
 
 def test_every_template_is_packed_into_the_pyz(pyz):

@@ -144,7 +144,8 @@ def test_a_table_locked_for_longer_than_the_receive_limit_turns_no_good_message_
 def test_sigterm_while_a_batch_waits_for_sqlites_write_lock_exits_0_within_2_s_and_hands_the_batch_back(
     cli, base_env, sqs, moto_endpoint, queues, processes, tmp_path
 ):
-    # SQLite's equivalent: another connection holds the write lock (BEGIN EXCLUSIVE); the save waits on the busy timeout.
+    # SQLite's equivalent: another connection holds the write lock (BEGIN EXCLUSIVE); the save waits on the busy
+    # timeout.
     from directory_api import db, migrations
 
     path = tmp_path / "data.sqlite3"

@@ -96,13 +96,17 @@ def test_a_thousand_idle_and_two_hundred_dribbling_connections_do_not_keep_a_sig
         while time.monotonic() < deadline:
             n += 1
             enrolment = enrolment_payload(n)
-            posted, seconds = timed(lambda enrolment=enrolment: post_enrolment(base_url, enrolment, timeout=ANSWERED_WITHIN * 5))
+            posted, seconds = timed(
+                lambda enrolment=enrolment: post_enrolment(base_url, enrolment, timeout=ANSWERED_WITHIN * 5)
+            )
             assert posted.status_code == 202, posted.text
             hello, hello_seconds = timed(lambda: requests.get(f"{base_url}/", timeout=ANSWERED_WITHIN * 5))
             assert hello.status_code == 200
             slowest = max(slowest, seconds, hello_seconds)
             time.sleep(1)
-        assert slowest < ANSWERED_WITHIN, f"a request took {slowest:.2f}s behind {IDLE} idle and {DRIBBLING} dribbling connections"
+        assert slowest < ANSWERED_WITHIN, (
+            f"a request took {slowest:.2f}s behind {IDLE} idle and {DRIBBLING} dribbling connections"
+        )
         assert dribblers.reconnected >= DRIBBLING, "the dribbling connections were never cut off"
         assert serve.alive(), serve.log()
     finally:

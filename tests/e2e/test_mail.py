@@ -1,4 +1,7 @@
-"""The confirmation e-mail from the built pyz: `work` against a real SMTP server (scripts/smtp_sink.py) in its own process."""
+"""The confirmation e-mail from the built pyz.
+
+`work` against a real SMTP server (scripts/smtp_sink.py) in its own process.
+"""
 
 import json
 import signal
@@ -166,4 +169,5 @@ def test_without_email_host_work_logs_each_email_and_counts_it_logged(
     assert states(pg) == ["logged"] * 2
     log = work.log()
     for n in range(2):
-        assert f"e-mail to {enrolment_payload(n)['company_email']}, subject \"Your company's trade profile\": logged" in log
+        recipient = enrolment_payload(n)["company_email"]
+        assert f"e-mail to {recipient}, subject \"Your company's trade profile\": logged" in log

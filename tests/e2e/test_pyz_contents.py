@@ -212,7 +212,8 @@ def test_credentials_from_an_sso_profile(pyz, aws_env, sso_portal, tmp_path):
         "startUrl": start_url, "region": REGION, "accessToken": "not-a-real-sso-token",
         "expiresAt": "2099-01-01T00:00:00Z",
     }))
-    env = {**aws_env, "AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "directory-api", "AWS_ENDPOINT_URL_SSO": sso_portal}
+    env = {**aws_env, "AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "directory-api",
+           "AWS_ENDPOINT_URL_SSO": sso_portal}
 
     result = probe(pyz, env)
 

@@ -82,7 +82,8 @@ def test_delete_batch_reports_each_entry(client, queue_url):
     client.send_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(n), "MessageBody": "x"} for n in range(3)])
     messages = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     answer = client.delete_message_batch(
-        QueueUrl=queue_url, Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
+        QueueUrl=queue_url,
+        Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
     assert len(answer["Successful"]) == 3 and not answer.get("Failed")
     assert benchlib.stub_message_ids(client.meta.endpoint_url, queue_url.rsplit("/", 1)[1]) == set()
 
@@ -115,7 +116,8 @@ def test_queue_attributes_count_visible_and_in_flight_messages(client, queue_url
     client.send_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(n), "MessageBody": "x"} for n in range(3)])
     client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)
     attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == ("2", "1")
+    counts = (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"])
+    assert counts == ("2", "1")
 
 
 def test_purge_empties_the_queue(client, queue_url):
