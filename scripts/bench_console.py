@@ -182,7 +182,7 @@ def main() -> int:
     rows = []
     try:
         if benchlib.postgres_available():
-            with benchlib.ThrowawayPostgres("console") as postgres_url:
+            with benchlib.throwaway_postgres("console") as postgres_url:
                 benchlib.migrate(postgres_url)
                 print(f"PostgreSQL: filling {arguments.enrolments:,} enrolments", flush=True)
                 fill_postgres(postgres_url, arguments.enrolments)

@@ -125,7 +125,7 @@ def main() -> int:
         benchlib.migrate(sqlite_url)
         rows += measure("SQLite", sqlite_url, fill_sqlite, sizes, directory)
         if benchlib.postgres_available():
-            with benchlib.ThrowawayPostgres("export") as postgres_url:
+            with benchlib.throwaway_postgres("export") as postgres_url:
                 benchlib.migrate(postgres_url)
                 rows += measure("PostgreSQL", postgres_url, fill_postgres, sizes, directory)
         else:
