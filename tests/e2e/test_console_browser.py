@@ -134,7 +134,7 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     shows(browser, '&lt;script&gt;alert("not run")&lt;/script&gt; Ltd')  # shown, escaped, not run
     browser.find_element(By.LINK_TEXT, "SC100003").click()
     shows(browser, "<h1>Enrolment ")
-    assert "contact103@example.com" in browser.page_source
+    assert "company103@example.com" in browser.page_source
 
     # The rejection's reason, then the cause put right: the company registered by mistake is removed.
     browser.find_element(By.LINK_TEXT, "Rejections").click()
