@@ -423,6 +423,16 @@ def start_serve(processes: Processes, cli: Sequence[str], env: Mapping[str, str]
     return process, base_url
 
 
+def start_dev(processes: Processes, cli: Sequence[str], env: Mapping[str, str], workdir: Path,
+              name: str = "dev") -> tuple[Process, str]:
+    """`dev` in `workdir` on a free port; returns (process, base URL) once GET / answers 200."""
+    port = free_port()
+    process = processes.start([*cli, "dev", "--port", str(port)], env, name, cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for_root(process, base_url)
+    return process, base_url
+
+
 def start_work(processes: Processes, cli: Sequence[str], env: Mapping[str, str], *args: str,
                name: str = "work") -> Process:
     return processes.start([*cli, "work", *args], env, name)

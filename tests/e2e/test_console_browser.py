@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.factories import enrolment_payload
-from tests.support import IN_CI, free_port, signed_headers, wait_for_root, wait_until
+from tests.support import IN_CI, signed_headers, start_dev, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -104,10 +104,7 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
 
     workdir = tmp_path / "dev"
     workdir.mkdir()
-    port = free_port()
-    dev = processes.start([*cli, "dev", "--port", str(port)], base_env, "dev", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(dev, base_url)
+    dev, base_url = start_dev(processes, cli, base_env, workdir)
 
     # Enrolments as directory-ui sends them; one repeats a registered company and is set aside.
     for n, name in enumerate(["Acme Widgets Ltd", "Bright Lamps Ltd", "Coastal Ropes & Sails Ltd",

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.factories import enrolment_payload
-from tests.support import free_port, signed_headers, wait_for_root, wait_until
+from tests.support import signed_headers, start_dev, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -16,10 +16,7 @@ DEBUG_SECRET = "debug"  # UI_SECRET's --debug default, which dev uses
 def test_dev_in_an_empty_directory_queues_and_saves_a_signed_enrolment(cli, base_env, processes, tmp_path):
     workdir = tmp_path / "empty"
     workdir.mkdir()
-    port = free_port()
-    process = processes.start([*cli, "dev", "--port", str(port)], base_env, "dev", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(process, base_url)
+    process, base_url = start_dev(processes, cli, base_env, workdir)
     body = json.dumps(enrolment_payload(0)).encode()
     url = f"{base_url}/enrolment/"
 
