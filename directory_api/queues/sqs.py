@@ -9,8 +9,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 from directory_api.queues import BATCH_LIMIT, Depth, Message, MessageRefused, QueueUnavailable
+from directory_api.queues.sqs_direct import DirectClient
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,12 @@ REFUSED_MESSAGE_CODES = ("InvalidParameterValue", "InvalidMessageContents")
 # The most message ids whose receives a queue counts itself (see ReceiveCounts).
 COUNTED_IDS = 10_000
 
-_clients: dict[tuple[str, str | None], object] = {}
+_clients: dict[tuple[str, str | None], DirectClient] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(settings: Settings):
-    """The one boto3 SQS client of this process for the settings' endpoint and region.
+def client_for(settings: Settings) -> DirectClient:
+    """The one SQS client of this process for the settings' endpoint and region.
 
     boto3 clients are thread-safe but creating them is not, so every queue and
     thread shares the one made here, under a lock.
@@ -48,13 +50,18 @@ def client_for(settings: Settings):
     key = (settings.sqs_region, settings.sqs_endpoint_url)
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = boto3.session.Session().client(
-                "sqs",
-                region_name=settings.sqs_region,
-                endpoint_url=settings.sqs_endpoint_url,
-                config=CLIENT_CONFIG,
-            )
+            _clients[key] = new_client(settings)
         return _clients[key]
+
+
+def new_client(settings: Settings) -> DirectClient:
+    """A boto3 SQS client for the settings, its enrolments' calls sent directly (sqs_direct.py)."""
+    core = botocore.session.Session()
+    session = boto3.session.Session(botocore_session=core)
+    client = session.client(
+        "sqs", region_name=settings.sqs_region, endpoint_url=settings.sqs_endpoint_url, config=CLIENT_CONFIG
+    )
+    return DirectClient(client, session.get_credentials(), ca_bundle=core.get_config_variable("ca_bundle"))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import botocore.exceptions
 import pytest
 
 from directory_api.queues import MessageRefused, QueueUnavailable
-from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for
+from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for, new_client
 from tests.factories import worker_settings
 from tests.support import answering, twice, without_receive_count
 
@@ -14,9 +14,11 @@ def settings(tmp_path):
     return worker_settings(f"sqlite:///{tmp_path / 'unused.sqlite3'}", SQS_VISIBILITY_TIMEOUT="30")
 
 
-@pytest.fixture
-def queue(aws_sqs, settings):
-    queue = SqsQueue(settings, "enrolment", client=aws_sqs)
+@pytest.fixture(params=["boto3", "direct"])
+def queue(request, aws_sqs, settings):
+    """The queue on a plain boto3 client, and on the client serve and work use (its enrolment calls direct)."""
+    client = aws_sqs if request.param == "boto3" else new_client(settings)
+    queue = SqsQueue(settings, "enrolment", client=client)
     queue.ensure_exists()
     return queue
 
