@@ -335,7 +335,6 @@ def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypa
     monkeypatch.setattr(console, "open_queue", lambda settings, name: worker.enrolments)
     monkeypatch.setattr(db_module.models.database, "obj", unreachable)  # the models bound to it
     application = web.make_app(settings, worker.enrolments)
-    monkeypatch.setattr(ops.Enrolment._meta, "database", unreachable)
     answer = call(application, "GET", "/ops/enrolments/1")
     assert answer.status == 503
     assert "The database does not answer now" in answer.text

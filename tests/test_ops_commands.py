@@ -130,11 +130,9 @@ HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
 
     marker = pathlib.Path(sys.argv[1])
 
-    def hang(database):
-        def mark(ids):
-            marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
-            time.sleep(600)
-        return mark
+    def hang(ids):
+        marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
+        time.sleep(600)
 
     ops.mark_redriven = hang
     sys.argv = ["directory-api", "redrive", "--all"]
