@@ -26,7 +26,7 @@ import bottle
 
 from directory_api import db, models, ops
 from directory_api.db import DATABASE_ERRORS, drop_connection
-from directory_api.queues import Queue, QueueUnavailable, open_queue
+from directory_api.queues import Queue, QueueUnavailable, open_enrolment_queues
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -366,8 +366,7 @@ def _positive(raw: str | None) -> int | None:
 
 def make_console(settings: Settings) -> Console:
     """The console for `settings` (OPS_PASSWORD must be set), on its own handles to both queues."""
-    return Console(settings, open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
-                   open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")))
+    return Console(settings, *open_enrolment_queues(settings))
 
 
 def mount(app: bottle.Bottle, settings: Settings) -> None:

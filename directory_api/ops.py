@@ -34,7 +34,15 @@ from directory_api.models import (
     enrolment_company_number,
     utcnow,
 )
-from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
+from directory_api.queues import (
+    ORIGINAL_MESSAGE_ID,
+    Message,
+    MessageRefused,
+    Queue,
+    QueueUnavailable,
+    open_pipeline,
+    original_id,
+)
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -530,16 +538,6 @@ def errors_of(message: Message) -> Mapping:
 
 # ---------------------------------------------------------------------------
 # the commands (cli.py wires settings into these)
-
-
-def open_pipeline(settings: Settings) -> tuple[Queue, Queue]:
-    """The models bound to the database the settings name (db.bind), and both queues they name."""
-    from directory_api import db
-    from directory_api.queues import open_queue
-
-    db.bind(settings.required("DATABASE_URL"))
-    enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-    return enrolments, open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
 
 
 def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
