@@ -23,11 +23,10 @@ from importlib import resources
 from urllib.parse import urlencode, urlsplit
 
 import bottle
-import peewee
 
-from directory_api import ops
+from directory_api import db, models, ops
 from directory_api.db import DATABASE_ERRORS, drop_connection
-from directory_api.queues import Queue, QueueUnavailable, open_queue
+from directory_api.queues import Queue, QueueUnavailable, open_enrolment_queues
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,10 +143,9 @@ class CsrfTokens:
 class Console:
     """The /ops/ WSGI app: authentication and headers around a Bottle app of the pages."""
 
-    def __init__(self, settings: Settings, database: peewee.Database, enrolments: Queue, invalid: Queue):
+    def __init__(self, settings: Settings, enrolments: Queue, invalid: Queue):
         self.password = settings.required("OPS_PASSWORD").encode("utf-8")
         self.redrive_wait = ops.redrive_wait(settings)
-        self.database = database
         self.enrolments = enrolments
         self.invalid = invalid
         self.csrf = CsrfTokens(self.password)
@@ -195,7 +193,7 @@ class Console:
 
     def _close(self) -> None:
         if bottle.request.path != "/export.csv":  # an export closes its own, once streamed
-            drop_connection(self.database)
+            drop_connection(models.database)
 
     def _error_page(self, error: bottle.HTTPError) -> str:
         bottle.response.content_type = HTML_TYPE
@@ -226,7 +224,7 @@ class Console:
         return stylesheet()
 
     def overview(self):
-        result = ops.status(self.database, self.enrolments, self.invalid)
+        result = ops.status(self.enrolments, self.invalid)
         return page("overview", title="Overview", section="overview", figures=result.figures,
                     unanswered=result.unanswered, figure=_figure, enrolment_queue=self.queue_names[0],
                     invalid_queue=self.queue_names[1], tables=sorted(ops.EXPORTS))
@@ -292,7 +290,7 @@ class Console:
 
     def _redrive(self, ids: list[str] | None):
         try:
-            result = ops.redrive(self.invalid, self.enrolments, ids, mark=ops.mark_redriven(self.database),
+            result = ops.redrive(self.invalid, self.enrolments, ids, mark=ops.mark_redriven,
                                  wait_seconds=self.redrive_wait)
         except QueueUnavailable as error:
             log.warning("ops console: re-drive stopped: %s", error)
@@ -322,9 +320,9 @@ class Console:
 
     def _streamed(self, table, since):
         try:
-            yield from ops.csv_chunks(ops.export_rows(self.database, table, since))
+            yield from ops.csv_chunks(ops.export_rows(table, since))
         finally:
-            drop_connection(self.database)
+            drop_connection(models.database)
 
 
 class _Releasing:
@@ -366,17 +364,16 @@ def _positive(raw: str | None) -> int | None:
     return int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
 
 
-def make_console(settings: Settings, database: peewee.Database) -> Console:
+def make_console(settings: Settings) -> Console:
     """The console for `settings` (OPS_PASSWORD must be set), on its own handles to both queues."""
-    return Console(settings, database, open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
-                   open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")))
+    return Console(settings, *open_enrolment_queues(settings))
 
 
-def mount(app: bottle.Bottle, settings: Settings, database: peewee.Database | None) -> None:
-    """Serve the console under /ops/ of `app` when OPS_PASSWORD is set (else /ops/ stays a 404)."""
-    if not settings.ops_password or database is None:
+def mount(app: bottle.Bottle, settings: Settings) -> None:
+    """Serve the console under /ops/ of `app` when OPS_PASSWORD is set and a database is bound (else a 404)."""
+    if not settings.ops_password or db.bound() is None:
         return
-    console = make_console(settings, database)
+    console = make_console(settings)
     # Mounted as plain WSGI, so the console answers its own errors (as HTML) behind its own authentication.
     app.mount("/ops/", lambda environ, start_response: console(environ, start_response))
     app.route("/ops", "GET", lambda: bottle.redirect("/ops/", 301))

@@ -9,7 +9,7 @@ import logging
 import threading
 
 from directory_api import access, mail, metrics, server, web
-from directory_api.queues import open_queue
+from directory_api.queues import open_enrolment_queues
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
 from directory_api.worker import Worker, stoppable
@@ -25,8 +25,7 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
     """Serve and work until SIGINT/SIGTERM; blocks."""
     with stoppable() as shutdown:
         server.open_database(settings)
-        enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-        invalid = open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
+        enrolments, invalid = open_enrolment_queues(settings)
         app = web.make_app(
             settings, enrolments, nonce_store=NonceStore.temporary(),
             database_requests=HTTP_THREADS // 2,

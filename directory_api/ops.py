@@ -18,7 +18,7 @@ from typing import TextIO
 
 import peewee
 
-from directory_api import mail
+from directory_api import mail, models
 from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.errors import UserError, first_line
@@ -34,7 +34,15 @@ from directory_api.models import (
     enrolment_company_number,
     utcnow,
 )
-from directory_api.queues import ORIGINAL_MESSAGE_ID, Message, MessageRefused, Queue, QueueUnavailable, original_id
+from directory_api.queues import (
+    ORIGINAL_MESSAGE_ID,
+    Message,
+    MessageRefused,
+    Queue,
+    QueueUnavailable,
+    open_pipeline,
+    original_id,
+)
 from directory_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,15 +77,15 @@ DATABASE_FIGURES = ("enrolments", "enrolments_last_24h", "companies", "suppliers
 EMAIL_FIGURES = mail.STATES
 
 
-def status(database: peewee.Database, enrolments: Queue, invalid: Queue) -> Status:
+def status(enrolments: Queue, invalid: Queue) -> Status:
     unanswered: list[str] = []
     figures = {
         "queues": {
             "enrolment": _queue_figures(enrolments, "enrolment queue", unanswered),
             "invalid": _queue_figures(invalid, "invalid queue", unanswered),
         },
-        "database": _database_figures(database, unanswered),
-        "emails": email_figures(database),
+        "database": _database_figures(unanswered),
+        "emails": email_figures(),
     }
     return Status(figures, unanswered)
 
@@ -91,9 +99,9 @@ def _queue_figures(queue: Queue, part: str, unanswered: list[str]) -> dict:
     return {"waiting": depth.waiting, "in_flight": depth.in_flight}
 
 
-def _database_figures(database: peewee.Database, unanswered: list[str]) -> dict:
+def _database_figures(unanswered: list[str]) -> dict:
     try:
-        with database.connection_context():
+        with models.database.connection_context():
             return {
                 "enrolments": Enrolment.select().count(),
                 "enrolments_last_24h": Enrolment.select().where(
@@ -107,10 +115,10 @@ def _database_figures(database: peewee.Database, unanswered: list[str]) -> dict:
         return dict.fromkeys(DATABASE_FIGURES)
 
 
-def email_figures(database: peewee.Database) -> dict:
+def email_figures() -> dict:
     """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
     try:
-        with database.connection_context():
+        with models.database.connection_context():
             return mail.counts()
     except DATABASE_ERRORS:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
@@ -174,7 +182,7 @@ def parse_since(raw: str | None) -> datetime.date | None:
         raise UserError(f"--since {raw!r}: not a date of the form YYYY-MM-DD") from None
 
 
-def export_rows(database: peewee.Database, table: str, since: datetime.date | None = None) -> Iterator[list]:
+def export_rows(table: str, since: datetime.date | None = None) -> Iterator[list]:
     """The header, then each row of `table` (oldest first), created on or after `since`; streamed."""
     export = EXPORTS[table]
     fields = [export.model._meta.columns[column] for column in export.columns]
@@ -185,12 +193,13 @@ def export_rows(database: peewee.Database, table: str, since: datetime.date | No
     yield list(export.columns)
     sql, params = query.sql()
     # Raw rows (a model instance a row would cost more than the CSV), read as each field reads them.
-    for row in _stream(database, sql, params):
+    for row in _stream(sql, params):
         yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row, strict=True)]
 
 
-def _stream(database: peewee.Database, sql: str, params) -> Iterator[tuple]:
+def _stream(sql: str, params) -> Iterator[tuple]:
     """Rows of one query, never all in memory: a server-side cursor on PostgreSQL, SQLite's own stepping."""
+    database = models.database
     with database.connection_context():
         if not is_postgres(database):
             yield from database.execute_sql(sql, params)
@@ -335,7 +344,7 @@ def _search_conditions(query: str, field: str) -> list[tuple]:
 
 def _name_starts_with(prefix: str) -> peewee.Expression:
     """Company names starting with `prefix`, any case, by the index on lower(name)."""
-    if is_postgres(Company._meta.database.obj):
+    if is_postgres(models.database):
         escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return peewee.Expression(peewee.fn.lower(Company.name), "LIKE", escaped + "%")
     # SQLite's lower() folds ASCII only; its LIKE cannot use an index on an expression, a range can.
@@ -508,18 +517,14 @@ def _move(message: Message, invalid: Queue, enrolments: Queue, mark: Callable[[l
         log.warning("message %s: re-driven but not deleted from the invalid queue %s", left.id, invalid.name)
 
 
-def mark_redriven(database: peewee.Database) -> Callable[[list[str]], None]:
-    """A `mark` for redrive: the rejections of these ids are re-driven now (a database down only logs)."""
-
-    def mark(original_ids: list[str]) -> None:
-        try:
-            with database.connection_context():
-                Rejection.update(redriven=utcnow()).where(Rejection.message_id.in_(original_ids)).execute()
-        except DATABASE_ERRORS as error:
-            log.warning("messages %s: re-driven, but not marked so in the database: %s",
-                        ", ".join(original_ids), first_line(error))
-
-    return mark
+def mark_redriven(original_ids: list[str]) -> None:
+    """redrive's `mark`: the rejections of these ids are re-driven now (a database down only logs)."""
+    try:
+        with models.database.connection_context():
+            Rejection.update(redriven=utcnow()).where(Rejection.message_id.in_(original_ids)).execute()
+    except DATABASE_ERRORS as error:
+        log.warning("messages %s: re-driven, but not marked so in the database: %s",
+                    ", ".join(original_ids), first_line(error))
 
 
 def errors_of(message: Message) -> Mapping:
@@ -535,23 +540,13 @@ def errors_of(message: Message) -> Mapping:
 # the commands (cli.py wires settings into these)
 
 
-def open_pipeline(settings: Settings) -> tuple[peewee.Database, Queue, Queue]:
-    """The database and both queues the settings name."""
-    from directory_api import db
-    from directory_api.queues import open_queue
-
-    database = db.bind(settings.required("DATABASE_URL"))
-    enrolments = open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-    return database, enrolments, open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
-
-
 def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
     """Print `status` with `out`, each part that did not answer with `err`; True when every part answered."""
-    database, enrolments, invalid = open_pipeline(settings)
+    enrolments, invalid = open_pipeline(settings)
     try:
-        result = status(database, enrolments, invalid)
+        result = status(enrolments, invalid)
     finally:
-        database.close()
+        models.database.close()
     if as_json:
         out(json.dumps(result.figures))
     else:
@@ -565,7 +560,7 @@ def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: 
 def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[str], None],
                     err: Callable[[str], None]) -> bool:
     """Run `redrive` (ids, or all when empty); True when every id asked for was found and moved."""
-    database, enrolments, invalid = open_pipeline(settings)
+    enrolments, invalid = open_pipeline(settings)
 
     def show(message: Message) -> None:
         reasons = json.dumps(errors_of(message), ensure_ascii=False)
@@ -573,11 +568,11 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
 
     try:
         result = redrive(invalid, enrolments, ids or None, dry_run=dry_run, on_message=show,
-                         mark=mark_redriven(database), wait_seconds=redrive_wait(settings))
+                         mark=mark_redriven, wait_seconds=redrive_wait(settings))
     except QueueUnavailable as error:
         raise Unanswered(f"{error} (nothing after the last line above was moved)") from None
     finally:
-        database.close()
+        models.database.close()
     count = len(result.moved)
     out(f"{count} message{'' if count == 1 else 's'} {'would be moved (dry run)' if dry_run else 'moved'}")
     for missing in result.missing:
@@ -595,12 +590,12 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
     from directory_api import db
 
     start = parse_since(since)
-    database = db.bind(settings.required("DATABASE_URL"))
+    db.bind(settings.required("DATABASE_URL"))
     try:
         if output is None:
             text = io.TextIOWrapper(stdout, encoding="utf-8", newline="")
             try:
-                return _export_to(database, table, start, text)
+                return _export_to(table, start, text)
             finally:
                 text.flush()
                 text.detach()
@@ -608,18 +603,18 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
         handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=directory)
         try:
             with open(handle, "w", encoding="utf-8", newline="") as text:
-                count = _export_to(database, table, start, text)
+                count = _export_to(table, start, text)
             os.replace(temporary, output)
         except BaseException:
             os.unlink(temporary)
             raise
         return count
     finally:
-        database.close()
+        models.database.close()
 
 
-def _export_to(database: peewee.Database, table: str, since, text: TextIO) -> int:
+def _export_to(table: str, since, text: TextIO) -> int:
     try:
-        return write_csv(export_rows(database, table, since), text)
+        return write_csv(export_rows(table, since), text)
     except DATABASE_ERRORS as error:
         raise Unanswered(f"DATABASE_URL: cannot export {table}: {first_line(error)}") from None

@@ -211,7 +211,7 @@ def make_app(
         finally:
             database_slots.release()
 
-    console.mount(app, settings, database)  # /ops/, when OPS_PASSWORD is set
+    console.mount(app, settings)  # /ops/, when OPS_PASSWORD is set
     return app
 
 

@@ -32,7 +32,7 @@ from directory_api.queues import (
     Queue,
     QueueUnavailable,
     message_size,
-    open_queue,
+    open_pipeline,
     original_id,
     poll_intervals,
 )
@@ -502,11 +502,11 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
         work_metrics = WorkMetrics()
         if metrics_port:
             serve_metrics(work_metrics, metrics_port)
-        db.bind(settings.required("DATABASE_URL"))
+        enrolments, invalid = open_pipeline(settings)
         worker = Worker(
             settings,
-            open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
-            open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")),
+            enrolments,
+            invalid,
             shutdown=shutdown,
             sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
             metrics=work_metrics,

@@ -196,11 +196,7 @@ def main() -> int:
         rows += measure("SQLite", sqlite_url, arguments.enrolments, arguments.requests, logs)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print()
-    print(benchlib.table(rows, COLUMNS))
-    path = benchlib.write_results("console", [{**row, "quick": arguments.quick, "app": benchlib.app_kind()}
-                                              for row in rows], info)
-    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+    benchlib.report("console", rows, COLUMNS, info, quick=arguments.quick, app=benchlib.app_kind())
     return 0
 
 

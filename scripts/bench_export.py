@@ -132,11 +132,7 @@ def main() -> int:
             print(f"PostgreSQL at {benchlib.POSTGRES_ADMIN_URL} cannot be reached: its rows are left out")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print()
-    print(benchlib.table(rows, COLUMNS))
-    path = benchlib.write_results("export", [{**row, "quick": arguments.quick, "app": benchlib.app_kind()}
-                                             for row in rows], info)
-    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+    benchlib.report("export", rows, COLUMNS, info, quick=arguments.quick, app=benchlib.app_kind())
     return 0
 
 

@@ -218,17 +218,14 @@ def main() -> int:
 
     rows = benchlib.best_of(rows, ("target", "connections"))
     add_ratios(rows)
-    print()
-    print(benchlib.table(rows, TABLE_COLUMNS))
-    print()
+    totals = []
     for name in dict.fromkeys(row["target"] for row in rows):
         row = next(row for row in rows if row["target"] == name)
-        print(f"{name}: {row['accepted_total']} accepted, {row['missing_from_queue']} missing from the queue; "
-              f"replays refused {row['replays_refused']}/{row['replays_sent']}; peak RSS MiB {row['peak_rss_mib']}")
-    path = benchlib.write_results("serve", [{**row, "quick": arguments.quick} for row in rows], info)
-    for line in observing_cost(rows):
-        print(line)
-    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+        totals.append(f"{name}: {row['accepted_total']} accepted, {row['missing_from_queue']} missing from the queue; "
+                      f"replays refused {row['replays_refused']}/{row['replays_sent']}; "
+                      f"peak RSS MiB {row['peak_rss_mib']}")
+    benchlib.report("serve", rows, TABLE_COLUMNS, info, notes=["", *totals, *observing_cost(rows)],
+                    quick=arguments.quick)
     failed = [row for row in rows if row["missing_from_queue"] or row["replays_refused"] != row["replays_sent"]]
     return 1 if failed else 0
 

@@ -233,15 +233,13 @@ def main() -> int:
             rows = own_rows(arguments.quick, arguments.repeats, directory, logs)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print()
-    print(benchlib.table(rows, COLUMNS))
     missed = [row for row in rows if row.get("met") is False]
+    verdict = []
     if arguments.base:
-        print("\nevery target met" if not missed else
-              "\ntargets missed: " + ", ".join(f"{row['measure']} {row['state']}".strip() for row in missed))
-    path = benchlib.write_results("startup", [{**row, "quick": arguments.quick, "app": benchlib.app_kind(),
-                                               "base": arguments.base} for row in rows], info)
-    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+        verdict.append("\nevery target met" if not missed else
+                       "\ntargets missed: " + ", ".join(f"{row['measure']} {row['state']}".strip() for row in missed))
+    benchlib.report("startup", rows, COLUMNS, info, notes=verdict, quick=arguments.quick, app=benchlib.app_kind(),
+                    base=arguments.base)
     return 0
 
 

@@ -353,10 +353,7 @@ def main() -> int:
         benchlib.stop(stub)
     rows = benchlib.best_of(rows, ("drain", "queue", "workers", "emails"))
     add_ratios(rows)
-    print()
-    print(benchlib.table(rows, TABLE_COLUMNS))
-    path = benchlib.write_results("work", [{**row, "quick": arguments.quick} for row in rows], info)
-    print(f"results appended to {path.relative_to(benchlib.ROOT)}")
+    benchlib.report("work", rows, TABLE_COLUMNS, info, quick=arguments.quick)
     return 0 if all(row["exactly_once"] for row in rows) else 1
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from throwaway_postgres import ThrowawayPostgres
@@ -355,6 +356,18 @@ def write_results(benchmark: str, rows: list[dict], info: dict) -> Path:
         for row in rows:
             output.write(json.dumps({"benchmark": benchmark, "at": stamp, "machine": info, **row}) + "\n")
     return path
+
+
+def report(benchmark: str, rows: list[dict], columns: list[tuple[str, str]], info: dict, /, *,
+           notes: Iterable[str] = (), **fields) -> None:
+    """How every benchmark ends: its rows as a table, then `notes` a line each; then the rows, each with `fields`,
+    appended to bench-results/BENCHMARK.jsonl (write_results), and the file named."""
+    print()
+    print(table(rows, columns))
+    for note in notes:
+        print(note)
+    path = write_results(benchmark, [{**row, **fields} for row in rows], info)
+    print(f"results appended to {path.relative_to(ROOT)}")
 
 
 def read_latest(benchmark: str) -> list[dict]:

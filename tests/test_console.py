@@ -33,8 +33,7 @@ def app(worker, monkeypatch):
         "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid", "OPS_PASSWORD": PASSWORD,
     })
     # The console's own handles to the queues: the worker's (on SQS, the test's in-process moto client).
-    by_name = {"enrolment": worker.enrolments, "enrolment-invalid": worker.invalid}
-    monkeypatch.setattr(console, "open_queue", lambda settings, name: by_name[name])
+    monkeypatch.setattr(console, "open_enrolment_queues", lambda settings: (worker.enrolments, worker.invalid))
     return web.make_app(settings, worker.enrolments)
 
 
@@ -332,10 +331,9 @@ def test_a_page_whose_database_does_not_answer_is_503_saying_so(worker, monkeypa
         "QUEUE_BACKEND": "sqs", "OPS_PASSWORD": PASSWORD,
     })
     unreachable = db_module.database_for(settings.database_url)
-    monkeypatch.setattr(console, "open_queue", lambda settings, name: worker.enrolments)
+    monkeypatch.setattr(console, "open_enrolment_queues", lambda settings: (worker.enrolments, worker.invalid))
     monkeypatch.setattr(db_module.models.database, "obj", unreachable)  # the models bound to it
     application = web.make_app(settings, worker.enrolments)
-    monkeypatch.setattr(ops.Enrolment._meta, "database", unreachable)
     answer = call(application, "GET", "/ops/enrolments/1")
     assert answer.status == 503
     assert "The database does not answer now" in answer.text

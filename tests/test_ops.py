@@ -28,8 +28,13 @@ def set_aside(worker, *bodies) -> list[str]:
 
 
 def redrive(worker, ids=None, **options) -> ops.Redriven:
-    return ops.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0,
-                       mark=ops.mark_redriven(db_module.bound()), **options)
+    return ops.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0, mark=ops.mark_redriven, **options)
+
+
+@pytest.fixture
+def refusing_database(monkeypatch):
+    """The models bound to a database that refuses connections, for this test only."""
+    monkeypatch.setattr(db_module.models.database, "obj", db_module.database_for("postgres://postgres@127.0.0.1:1/x"))
 
 
 def invalid_body(**overrides) -> str:
@@ -48,7 +53,7 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
     worker.enrolments.send(enrolment_body())
     worker.enrolments.send(enrolment_body())
     received = worker.enrolments.receive(1, 0)
-    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
+    result = ops.status(worker.enrolments, worker.invalid)
     assert result.complete
     assert result.figures.pop("emails") == {"waiting": 2, "sent": 0, "failed": 0, "logged": 0}
     assert result.figures == {
@@ -59,7 +64,7 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
 
 def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
     database.execute_sql("DROP TABLE email")  # a database not migrated to the outbox's step yet
-    assert ops.email_figures(database) == {"waiting": None, "sent": None, "failed": None, "logged": None}
+    assert ops.email_figures() == {"waiting": None, "sent": None, "failed": None, "logged": None}
 
 
 def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
@@ -72,7 +77,7 @@ def test_the_email_figures_count_the_outbox_by_state(database):
     ids = [saving.save(f"m-{n}", enrolment_payload()).enrolment_id for n in range(4)]  # each records its e-mail
     Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
     Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
-    assert ops.email_figures(database) == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
+    assert ops.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
     assert ops.enrolment_email(ids[3]) == {"state": "failed", "detail": "550 no such user"}
     assert ops.enrolment_email(ids[0]) == {"state": "waiting", "detail": None}
 
@@ -82,7 +87,7 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
         raise QueueUnavailable("SQS queue enrolment-invalid: get attributes failed: down")
 
     monkeypatch.setattr(worker.invalid, "depth", down)
-    result = ops.status(db_module.bound(), worker.enrolments, worker.invalid)
+    result = ops.status(worker.enrolments, worker.invalid)
     assert not result.complete
     assert result.figures["queues"]["invalid"] == {"waiting": None, "in_flight": None}
     assert result.figures["queues"]["enrolment"] == {"waiting": 0, "in_flight": 0}
@@ -91,30 +96,29 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
     ]
 
 
-def test_a_database_that_does_not_answer_has_null_figures():
-    unreachable = db_module.database_for("postgres://postgres@127.0.0.1:1/x")
+def test_a_database_that_does_not_answer_has_null_figures(refusing_database):
     unanswered = []
-    assert ops._database_figures(unreachable, unanswered) == dict.fromkeys(ops.DATABASE_FIGURES)
+    assert ops._database_figures(unanswered) == dict.fromkeys(ops.DATABASE_FIGURES)
     assert unanswered[0].startswith("database: ")
 
 
 # export
 
 
-def exported(database, table, since=None) -> list[list[str]]:
+def exported(table, since=None) -> list[list[str]]:
     out = io.StringIO(newline="")
-    ops.write_csv(ops.export_rows(database, table, since), out)
+    ops.write_csv(ops.export_rows(table, since), out)
     return list(csv.reader(io.StringIO(out.getvalue(), newline="")))
 
 
 def test_export_writes_a_header_then_every_row_oldest_first(database):
     first = saving.save("m-1", enrolment_payload(company_name='Quote " and, comma\nLtd'))
     saving.save("m-2", enrolment_payload())
-    rows = exported(database, "enrolments")
+    rows = exported("enrolments")
     assert rows[0] == ["id", "created", "sqs_message_id", "data"]
     assert [row[2] for row in rows[1:]] == ["m-1", "m-2"]
     assert json.loads(rows[1][3]) == Enrolment.get_by_id(first.enrolment_id).data
-    companies = exported(database, "companies")
+    companies = exported("companies")
     assert companies[1][2] == 'Quote " and, comma\nLtd'
     assert companies[1][5] == "125000.50"
 
@@ -122,7 +126,7 @@ def test_export_writes_a_header_then_every_row_oldest_first(database):
 def test_export_lines_end_in_crlf_as_rfc_4180_says(database):
     saving.save("m-1", enrolment_payload())
     out = io.StringIO(newline="")
-    assert ops.write_csv(ops.export_rows(database, "suppliers"), out) == 1
+    assert ops.write_csv(ops.export_rows("suppliers"), out) == 1
     assert out.getvalue().count("\r\n") == 2
 
 
@@ -131,13 +135,13 @@ def test_export_since_keeps_rows_created_on_or_after_that_day(database):
     saving.save("new", enrolment_payload())
     Enrolment.update(created=datetime.datetime(2026, 1, 1, 23, 59)).where(Enrolment.sqs_message_id == "old").execute()
     Enrolment.update(created=datetime.datetime(2026, 1, 2, 0, 0)).where(Enrolment.sqs_message_id == "new").execute()
-    rows = exported(database, "enrolments", datetime.date(2026, 1, 2))
+    rows = exported("enrolments", datetime.date(2026, 1, 2))
     assert [row[2] for row in rows[1:]] == ["new"]
 
 
 @pytest.mark.parametrize("table", sorted(ops.EXPORTS))
 def test_every_table_exports_its_header_when_empty(database, table):
-    assert exported(database, table) == [list(ops.EXPORTS[table].columns)]
+    assert exported(table) == [list(ops.EXPORTS[table].columns)]
 
 
 def test_a_since_that_is_not_a_date_names_the_option():
@@ -149,8 +153,8 @@ def test_csv_chunks_stream_the_same_text_as_write_csv(database):
     for _ in range(30):
         saving.save(f"m-{_}", enrolment_payload())
     out = io.StringIO(newline="")
-    ops.write_csv(ops.export_rows(database, "companies"), out)
-    chunks = list(ops.csv_chunks(ops.export_rows(database, "companies"), size=100))
+    ops.write_csv(ops.export_rows("companies"), out)
+    chunks = list(ops.csv_chunks(ops.export_rows("companies"), size=100))
     assert len(chunks) > 1
     assert b"".join(chunks).decode("utf-8") == out.getvalue()
 
@@ -368,9 +372,8 @@ def test_an_original_id_is_moved_once_a_run_even_when_set_aside_again_meanwhile(
     assert worker.invalid.depth().waiting == 1
 
 
-def test_mark_redriven_with_the_database_down_only_logs(caplog):
-    unreachable = db_module.database_for("postgres://postgres@127.0.0.1:1/x")
-    ops.mark_redriven(unreachable)(["m-1"])
+def test_mark_redriven_with_the_database_down_only_logs(refusing_database, caplog):
+    ops.mark_redriven(["m-1"])
     assert "re-driven, but not marked so in the database" in caplog.text
 
 

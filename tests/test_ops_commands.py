@@ -13,7 +13,7 @@ import pytest
 
 from directory_api import saving
 from directory_api.models import Company, Enrolment, Rejection, Supplier
-from directory_api.queues import open_queue
+from directory_api.queues import open_enrolment_queues
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.support import FAKE_AWS, REPO, queue_names, wait_until
 
@@ -42,7 +42,7 @@ def environ(request, database, database_url):
 def queues(environ):
     settings = worker_settings(environ["DATABASE_URL"], **{
         name: environ[name] for name in environ if name.startswith(("SQS_", "QUEUE_"))})
-    enrolments, invalid = (open_queue(settings, name) for name in (settings.enrolment_queue, settings.invalid_queue))
+    enrolments, invalid = open_enrolment_queues(settings)
     enrolments.ensure_exists()
     invalid.ensure_exists()
     return enrolments, invalid
@@ -130,11 +130,9 @@ HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
 
     marker = pathlib.Path(sys.argv[1])
 
-    def hang(database):
-        def mark(ids):
-            marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
-            time.sleep(600)
-        return mark
+    def hang(ids):
+        marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
+        time.sleep(600)
 
     ops.mark_redriven = hang
     sys.argv = ["directory-api", "redrive", "--all"]

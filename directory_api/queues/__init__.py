@@ -127,3 +127,20 @@ def open_queue(settings: Settings, name: str) -> Queue:
     from directory_api.queues.database import DatabaseQueue
 
     return DatabaseQueue(settings, name)
+
+
+def open_enrolment_queues(settings: Settings) -> tuple[Queue, Queue]:
+    """The enrolment queue and the invalid queue the settings name; nothing is asked of the backend yet."""
+    return (open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")),
+            open_queue(settings, settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME")))
+
+
+def open_pipeline(settings: Settings) -> tuple[Queue, Queue]:
+    """What `work`, `status` and `redrive` run on: the models bound to DATABASE_URL (db.bind), and both queues.
+
+    Nothing is connected yet: the worker waits until each answers, the commands report what does not.
+    """
+    from directory_api import db
+
+    db.bind(settings.required("DATABASE_URL"))  # where the database backend keeps its queues, too
+    return open_enrolment_queues(settings)
