@@ -332,6 +332,22 @@ def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(
     assert mail.counts()["logged"] == 1
 
 
+def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sender, caplog):
+    saved(count=3)
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        make_sender().run_once()
+    assert len([r for r in caplog.records if "EMAIL_HOST is not set" in r.getMessage()]) == 3
+    assert states() == [LOGGED] * 3
+
+
+def test_a_claim_taken_over_since_is_not_recorded_logged_by_its_old_holder(make_sender):
+    saved(count=2)
+    claimed = mail.claim(10)
+    Email.update(attempts=Email.attempts + 1).where(Email.id == claimed[0].id).execute()  # claimed again since
+    mail.mark_logged(claimed)
+    assert states() == [WAITING, LOGGED]
+
+
 def test_a_busy_queue_keeps_the_sender_to_a_small_share_of_a_cpu(make_sender, monkeypatch):
     sender = make_sender()
     waits = []
@@ -340,6 +356,16 @@ def test_a_busy_queue_keeps_the_sender_to_a_small_share_of_a_cpu(make_sender, mo
     sender.queue_busy()
     sender._keep_to_share(0.002)
     assert waits == [pytest.approx(0.002 * (1 / mail.BUSY_SHARE - 1))]
+
+
+def test_while_the_queue_is_busy_a_whole_pass_counts_against_the_share(make_sender, monkeypatch):
+    saved(count=2)
+    sender = make_sender()
+    shares = []
+    monkeypatch.setattr(sender, "_keep_to_share", lambda cpu_seconds: (shares.append(cpu_seconds), sender.stop()))
+    sender.queue_busy()
+    sender._run()
+    assert len(shares) == 1 and shares[0] > 0 and states() == [LOGGED, LOGGED]
 
 
 def test_reply_of_names_the_code_and_text():
