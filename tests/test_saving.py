@@ -8,6 +8,7 @@ from directory_api.db import is_postgres
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
 from tests.factories import enrolment_payload
+from tests.support import pg_rows
 
 
 def test_a_valid_message_becomes_an_enrolment_a_company_and_a_supplier(database):
@@ -199,6 +200,21 @@ def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retri
                         execute_sql(sql, *args, **kwargs))
     saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
     assert len([sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]) == 1
+
+
+@pytest.mark.postgres
+def test_a_batch_of_new_messages_on_postgresql_is_committed_without_begin_and_commit_round_trips(
+    database, database_url, monkeypatch
+):
+    if not is_postgres(database):
+        pytest.skip("the one-statement batch is PostgreSQL's")
+    transaction_calls = []
+    monkeypatch.setattr(database, "begin", lambda *args, **kwargs: transaction_calls.append("BEGIN"))
+    monkeypatch.setattr(database, "commit", lambda *args, **kwargs: transaction_calls.append("COMMIT"))
+    outcomes = saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
+    assert transaction_calls == []
+    assert all(isinstance(outcome, Created) for outcome in outcomes.values())
+    assert pg_rows(database_url, "SELECT count(*) FROM enrolment") == [(10,)]  # seen from another connection
 
 
 @pytest.mark.parametrize(("revenue", "stored"), [
