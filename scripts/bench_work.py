@@ -19,6 +19,7 @@ last e-mail sent. Ratios compare drains of the same round (median over rounds).
     .venv/bin/python scripts/bench_work.py            # 5,000 messages a run
     .venv/bin/python scripts/bench_work.py --quick    # 300, to check it works
     .venv/bin/python scripts/bench_work.py --queues sqs --workers 1 --repeats 3   # e-mail off and on, 1 worker
+    .venv/bin/python scripts/bench_work.py --drains batch,work --queues sqs --emails off --messages 20000
 """
 
 import argparse
@@ -314,6 +315,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run that checks the script works")
     parser.add_argument("--messages", type=int, default=5000, help="messages preloaded for each run")
+    parser.add_argument("--drains", default="one,batch,work",
+                        help="which drains: one (one at a time), batch (the floor), work; ratios need their drain")
     parser.add_argument("--workers", default="1,3", help="comma-separated numbers of `work` processes")
     parser.add_argument("--queues", default="sqs,database", help="sqs and/or database (PostgreSQL)")
     parser.add_argument("--emails", default="off,on",
@@ -340,9 +343,11 @@ def main() -> int:
     if not benchlib.postgres_available():
         print(f"PostgreSQL at {benchlib.POSTGRES_ADMIN_URL} does not answer: nothing to measure")
         return 1
-    runs = [("one", "sqs", 1, "-"), ("batch", "sqs", 1, "-")]
-    runs += [("work", queue, int(workers), emails) for queue in arguments.queues.split(",")
-             for workers in arguments.workers.split(",") for emails in arguments.emails.split(",")]
+    drains = arguments.drains.split(",")
+    runs = [(name, "sqs", 1, "-") for name in ("one", "batch") if name in drains]
+    if "work" in drains:
+        runs += [("work", queue, int(workers), emails) for queue in arguments.queues.split(",")
+                 for workers in arguments.workers.split(",") for emails in arguments.emails.split(",")]
     logs = benchlib.RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
