@@ -4,7 +4,6 @@ import decimal
 import pytest
 
 from directory_api import saving
-from directory_api.db import is_postgres
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
 from tests.factories import enrolment_payload
@@ -191,9 +190,10 @@ def test_a_payload_differing_in_one_field_from_the_saved_one_is_not_a_retry(data
 
 
 @pytest.mark.postgres
-def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retries_detected(database, monkeypatch):
-    if not is_postgres(database):
-        pytest.skip("the one-statement batch is PostgreSQL's")
+def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retries_detected(
+    postgres_database, monkeypatch
+):
+    database = postgres_database
     statements = []
     execute_sql = database.execute_sql
     monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: statements.append(sql) or
@@ -204,17 +204,15 @@ def test_a_batch_of_new_messages_on_postgresql_is_still_one_statement_with_retri
 
 @pytest.mark.postgres
 def test_a_batch_of_new_messages_on_postgresql_is_committed_without_begin_and_commit_round_trips(
-    database, database_url, monkeypatch
+    postgres_database, postgres_url, monkeypatch
 ):
-    if not is_postgres(database):
-        pytest.skip("the one-statement batch is PostgreSQL's")
     transaction_calls = []
-    monkeypatch.setattr(database, "begin", lambda *args, **kwargs: transaction_calls.append("BEGIN"))
-    monkeypatch.setattr(database, "commit", lambda *args, **kwargs: transaction_calls.append("COMMIT"))
+    monkeypatch.setattr(postgres_database, "begin", lambda *args, **kwargs: transaction_calls.append("BEGIN"))
+    monkeypatch.setattr(postgres_database, "commit", lambda *args, **kwargs: transaction_calls.append("COMMIT"))
     outcomes = saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
     assert transaction_calls == []
     assert all(isinstance(outcome, Created) for outcome in outcomes.values())
-    assert pg_rows(database_url, "SELECT count(*) FROM enrolment") == [(10,)]  # seen from another connection
+    assert pg_rows(postgres_url, "SELECT count(*) FROM enrolment") == [(10,)]  # seen from another connection
 
 
 @pytest.mark.parametrize(("revenue", "stored"), [

@@ -1,7 +1,8 @@
 """Run inside the built pyz (SHIV_INTERPRETER=1): every SQS call the service makes, with the pyz's own packages.
 
-Prints one JSON object: the SQS operations called (as botocore names them), what
-each queue method gave back, and how the credentials were found. The queue
+Prints one JSON object: the SQS operations sent (as botocore names them), whether
+the enrolment calls went direct, what each queue method gave back, and how the
+credentials were found. The queue
 settings come from the environment (SQS_ENDPOINT_URL, SQS_REGION_NAME); the
 credentials from boto3's chain, as in production.
 """
@@ -18,7 +19,9 @@ from directory_api.settings import Settings
 settings = Settings.from_environ({**os.environ, "QUEUE_BACKEND": "sqs", "SQS_VISIBILITY_TIMEOUT": "30"}, require=())
 called = []
 queue = sqs.SqsQueue(settings, sys.argv[1])
-queue.client.meta.events.register("before-call.sqs", lambda model, **kwargs: called.append(model.name))
+# before-send: what boto3 sends and what the enrolment calls send directly (sqs_direct.py) both pass it.
+queue.client.meta.events.register(
+    "before-send.sqs", lambda event_name, **kwargs: called.append(event_name.split(".")[2]))
 
 queue.ensure_exists()  # missing: GetQueueUrl, then CreateQueue
 again = sqs.SqsQueue(settings, sys.argv[1], client=queue.client)
@@ -43,6 +46,7 @@ left = queue.receive(10, 1)
 credentials = queue.client._request_signer._credentials  # what the client signs with: no public accessor
 print(json.dumps({
     "operations": sorted({botocore.xform_name(name) for name in called}),
+    "direct": queue.client.direct,
     "size_limit": size_limit,
     "sent": bool(sent) and all(sent_batch) and len(sent_batch) == 12,
     "attributes": first.attributes,

@@ -127,6 +127,7 @@ def test_every_sqs_call_of_the_service_runs_through_the_pyz(pyz, aws_env):
     result = probe(pyz, env)
 
     assert set(result["operations"]) >= service_sqs_operations(), "pyz_probe.py misses a call the service makes"
+    assert result["direct"]
     assert result["size_limit"] >= 256 * 1024
     assert result["sent"]
     assert result["attributes"] == {"original_message_id": "probe"}
