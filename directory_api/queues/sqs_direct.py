@@ -70,7 +70,8 @@ class DirectClient:
         self._credentials = credentials
         self._region = client.meta.region_name
         self._endpoint = urllib.parse.urlsplit(client.meta.endpoint_url)
-        self._url = f"{self._endpoint.scheme}://{self._endpoint.netloc}/"
+        self._path = self._endpoint.path or "/"  # an SQS-compatible endpoint's URL may have a path
+        self._url = f"{self._endpoint.scheme}://{self._endpoint.netloc}{self._path}"
         self._events = client.meta.events
         self._rng = rng
         self._tls = (ssl.create_default_context(cafile=botocore.httpsession.get_cert_path(ca_bundle or True))
@@ -135,7 +136,7 @@ class DirectClient:
         while True:
             connection, kept = self._connection()
             try:
-                connection.request("POST", "/", request.body, headers)
+                connection.request("POST", self._path, request.body, headers)
                 response = connection.getresponse()
                 content = response.read()
             except STALE_CONNECTION as error:

@@ -48,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         server = self.server
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        server.requests.append({"connection": id(self.connection), "headers": dict(self.headers),
+        server.requests.append({"connection": id(self.connection), "path": self.path, "headers": dict(self.headers),
                                 "body": json.loads(body)})
         status, headers, answer = server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
         content = json.dumps(answer).encode()
@@ -96,6 +96,15 @@ def test_calls_are_json_signed_for_sqs_in_the_clients_region(fake_sqs, aws_crede
     assert sent["headers"]["Content-Type"] == "application/x-amz-json-1.0"
     assert f"/{REGION}/sqs/aws4_request" in sent["headers"]["Authorization"]
     assert sent["body"] == {"QueueUrl": QUEUE_URL, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0}
+
+
+def test_an_endpoint_with_a_path_is_called_at_that_path_as_boto3_calls_it(fake_sqs, aws_credentials):
+    server = fake_sqs()
+    client = client_of(f"{server.endpoint}/sqs-prefix")
+    receive(client)
+    receive(client.boto3_client)
+    direct, through_boto3 = (sent["path"] for sent in server.requests)
+    assert direct == through_boto3 == "/sqs-prefix"
 
 
 def test_a_session_token_is_sent_with_the_signature(fake_sqs, aws_credentials, monkeypatch):
