@@ -18,6 +18,7 @@ answer in place of the network, as they do for boto3.
 
 import http.client
 import json
+import os
 import random
 import socket
 import ssl
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Mapping
 
 import botocore
@@ -79,6 +81,7 @@ class DirectClient:
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self.direct = not proxied(self._endpoint)
+        _made.add(self)
         for method, operation in OPERATIONS.items():
             setattr(self, method, self._caller(method, operation))
 
@@ -176,12 +179,28 @@ class DirectClient:
         connection.sock.settimeout(READ_TIMEOUT)
         return connection, False
 
+    def _forget_connections(self) -> None:
+        self._idle = []  # dropped, not closed: the parent process still talks on them
+        self._lock = threading.Lock()  # in case another thread of the parent held it at the fork
+
     def _keep(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             if len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(connection)
                 return
         connection.close()
+
+
+# Every DirectClient of this process, so that a forked child starts with no kept connection of its parent's.
+_made: "weakref.WeakSet[DirectClient]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_made):
+        client._forget_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def proxied(endpoint: urllib.parse.SplitResult) -> bool:

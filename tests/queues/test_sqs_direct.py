@@ -2,6 +2,7 @@
 
 import http.server
 import json
+import os
 import threading
 import time
 
@@ -128,6 +129,22 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_an_error(fake_
     for _ in range(3):
         assert receive(client) == {}
     assert len(server.requests) == 3
+
+
+def test_a_forked_child_opens_connections_of_its_own(fake_sqs, aws_credentials):
+    server = fake_sqs()
+    client = client_of(server.endpoint)
+    receive(client)  # the parent now keeps a connection
+    child = os.fork()
+    if child == 0:
+        try:
+            receive(client)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    receive(client)
+    parent_first, in_child, parent_again = (sent["connection"] for sent in server.requests)
+    assert in_child != parent_first == parent_again
 
 
 def test_an_error_answer_is_the_client_error_boto3_raises(fake_sqs, aws_credentials):
