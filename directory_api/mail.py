@@ -504,7 +504,7 @@ class Sender:
             self.on_outcome(LOGGED)
         self.failures = 0
 
-    def deliver(self, email: Email, transport: "SmtpTransport") -> None:
+    def deliver(self, email: Email, transport: SmtpTransport) -> None:
         """Send one claimed e-mail and record the outcome; connection failures are raised."""
         try:
             message = compose(email, self.config)
