@@ -3,7 +3,7 @@
 Each enrolment is one share of a SendMessageBatch (serve), of a ReceiveMessage
 and of a DeleteMessageBatch (work). Through a boto3 client each call costs about
 1 ms of CPU on a 2-core benchmark machine (event hooks, parameter validation,
-urllib3's pool, response shapes), a third of serve's CPU a request and half of
+urllib3's pool, response shapes): a quarter of serve's CPU a request, half of
 work's (py-spy, issue 16). These calls are small JSON documents, so DirectClient
 sends them itself: the request is signed with botocore's SigV4Auth and the
 credentials the boto3 session found (refreshed as boto3 refreshes them), goes
