@@ -173,12 +173,9 @@ def main() -> int:
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.enrolments, arguments.requests = 5_000, 100
-    info = benchlib.machine()
-    print(benchlib.describe_machine(info))
-    print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
+    info = benchlib.begin()
     directory = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    logs = benchlib.RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = benchlib.logs_folder()
     rows = []
     try:
         if benchlib.postgres_available():

@@ -115,9 +115,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="the large table's rows")
     arguments = parser.parse_args()
     sizes = [1_000, 20_000 if arguments.quick else arguments.rows]
-    info = benchlib.machine()
-    print(benchlib.describe_machine(info))
-    print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
+    info = benchlib.begin()
     directory = Path(tempfile.mkdtemp(prefix="bench-export-"))
     rows = []
     try:

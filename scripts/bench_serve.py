@@ -186,13 +186,10 @@ def main() -> int:
     levels = [(c, max(arguments.requests // 4, 50) if c == 1 else arguments.requests) for c in connection_counts]
     wanted = arguments.targets.split(",")
 
-    info = benchlib.machine()
-    print(benchlib.describe_machine(info))
-    print(f"directory-api from: {benchlib.app_kind()} ({' '.join(benchlib.app_command())})")
+    info = benchlib.begin()
 
     work_directory = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    logs = benchlib.RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = benchlib.logs_folder()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     stub, endpoint = benchlib.start_stub(log=logs / f"serve-{stamp}-stub.log")
     app = benchlib.app_command()

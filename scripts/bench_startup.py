@@ -224,8 +224,7 @@ def main() -> int:
     info = benchlib.machine()
     print(benchlib.describe_machine(info))
     directory = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    logs = benchlib.RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = benchlib.logs_folder()
     try:
         if arguments.base:
             rows = compare(arguments.base, arguments.repeats, directory, logs)

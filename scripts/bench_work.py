@@ -337,9 +337,7 @@ def main() -> int:
     if arguments.quick:
         arguments.messages, arguments.max_seconds = 300, 60.0
 
-    info = benchlib.machine()
-    print(benchlib.describe_machine(info))
-    print(f"directory-api from: {benchlib.app_kind()}")
+    info = benchlib.begin()
     if not benchlib.postgres_available():
         print(f"PostgreSQL at {benchlib.POSTGRES_ADMIN_URL} does not answer: nothing to measure")
         return 1
@@ -348,8 +346,7 @@ def main() -> int:
     if "work" in drains:
         runs += [("work", queue, int(workers), emails) for queue in arguments.queues.split(",")
                  for workers in arguments.workers.split(",") for emails in arguments.emails.split(",")]
-    logs = benchlib.RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = benchlib.logs_folder()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     stub, endpoint = benchlib.start_stub(log=logs / f"work-{stamp}-stub.log")
     rows = []

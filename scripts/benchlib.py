@@ -358,6 +358,21 @@ def write_results(benchmark: str, rows: list[dict], info: dict) -> Path:
     return path
 
 
+def begin() -> dict:
+    """How every benchmark begins: the machine described and the directory-api measured named; the machine's info."""
+    info = machine()
+    print(describe_machine(info))
+    print(f"directory-api from: {app_kind()} ({' '.join(app_command())})")
+    return info
+
+
+def logs_folder() -> Path:
+    """bench-results/logs, made if missing: where the processes a benchmark starts write their output."""
+    folder = RESULTS / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def report(benchmark: str, rows: list[dict], columns: list[tuple[str, str]], info: dict, /, *,
            notes: Iterable[str] = (), **fields) -> None:
     """How every benchmark ends: its rows as a table, then `notes` a line each; then the rows, each with `fields`,
