@@ -1,7 +1,6 @@
 """The typer CLI: one thin function per command; heavy imports happen inside them."""
 
 import dataclasses
-import enum
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from typer.core import TyperGroup
 
 from directory_api import __version__, logs
 from directory_api.errors import SettingsError, UserError, first_line
+from directory_api.ops import EXPORT_TABLES
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
 
@@ -320,17 +320,12 @@ def redrive(
         raise typer.Exit(1)
 
 
-class ExportTable(enum.StrEnum):
-    enrolments = "enrolments"
-    companies = "companies"
-    suppliers = "suppliers"
-    rejections = "rejections"
-
-
 @app.command()
 def export(
     ctx: typer.Context,
-    table: Annotated[ExportTable, typer.Argument(help="What to export.", case_sensitive=False)],
+    table: Annotated[
+        str, typer.Argument(help="What to export.", click_type=click.Choice(EXPORT_TABLES, case_sensitive=False))
+    ],
     since: Annotated[str | None, typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically) instead of stdout.",
                                                    dir_okay=False)] = None,
@@ -342,7 +337,7 @@ def export(
     settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api.ops.export import export_command
 
-    count = export_command(settings, table.value, since=since, output=output, stdout=sys.stdout.buffer)
+    count = export_command(settings, table, since=since, output=output, stdout=sys.stdout.buffer)
     if output is not None:
         logs.emit(logging.INFO, f"{count} rows written to {output}", rows=count, output=str(output))
 

@@ -234,7 +234,7 @@ class Console:
     def overview(self):
         result = status.status(self.enrolments, self.invalid)
         return page("overview", title="Overview", section="overview", figures=result.figures,
-                    unanswered=result.unanswered, figure=_figure, enrolment_queue=self.queue_names[0],
+                    unanswered=result.unanswered, figure=status.figure, enrolment_queue=self.queue_names[0],
                     invalid_queue=self.queue_names[1], tables=sorted(EXPORTS))
 
     def enrolments_page(self):
@@ -345,10 +345,6 @@ def _database_unavailable_is_503(callback):
             raise bottle.HTTPError(503, DATABASE_UNAVAILABLE) from None
 
     return answer
-
-
-def _figure(value) -> str:
-    return "unavailable" if value is None else f"{value:,}"
 
 
 def _positive(raw: str | None) -> int | None:

@@ -111,10 +111,6 @@ def _log_uncaught(kind, value, traceback) -> None:
     logging.getLogger(OUR_LOGGER).critical("uncaught exception: %s", value, exc_info=(kind, value, traceback))
 
 
-def is_json() -> bool:
-    return _format == "json"
-
-
 def emit(level: int, text: str, message: str | None = None, **fields) -> None:
     """A line the CLI prints itself (an error, the --debug settings), in the log's format.
 

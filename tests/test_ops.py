@@ -8,7 +8,7 @@ import json
 import pytest
 
 from directory_api import db as db_module
-from directory_api import saving
+from directory_api import mail, saving
 from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
 from directory_api.ops import export, queries, status
@@ -74,7 +74,7 @@ def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
 def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
     created = saving.save("m-1", enrolment_payload())
     Email.delete().execute()
-    assert queries.enrolment_email(created.enrolment_id) == {"state": None, "detail": None}
+    assert queries.email_state(mail.for_enrolment(created.enrolment_id)) == {"state": None, "detail": None}
 
 
 def test_the_email_figures_count_the_outbox_by_state(database):
@@ -82,8 +82,8 @@ def test_the_email_figures_count_the_outbox_by_state(database):
     Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
     Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
     assert status.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
-    assert queries.enrolment_email(ids[3]) == {"state": "failed", "detail": "550 no such user"}
-    assert queries.enrolment_email(ids[0]) == {"state": "waiting", "detail": None}
+    assert queries.email_state(mail.for_enrolment(ids[3])) == {"state": "failed", "detail": "550 no such user"}
+    assert queries.email_state(mail.for_enrolment(ids[0])) == {"state": "waiting", "detail": None}
 
 
 def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monkeypatch):

@@ -10,6 +10,10 @@ competes with the worker for long; the indexes are migrations._operating_it's.
 
 from directory_api.errors import UserError
 
+# What `export` and the console's downloads offer, in the order they offer it; named here, where importing
+# costs nothing, so the CLI can list them without loading the database layer (export.EXPORTS describes each).
+EXPORT_TABLES = ("enrolments", "companies", "suppliers", "rejections")
+
 
 class Unanswered(UserError):
     """A queue or the database did not answer a command: exit 1, naming it."""

@@ -17,7 +17,7 @@ from directory_api import db, models
 from directory_api.db import DATABASE_ERRORS, is_postgres
 from directory_api.errors import UserError, first_line
 from directory_api.models import Company, Enrolment, JSONField, Rejection, Supplier, utcnow
-from directory_api.ops import Unanswered
+from directory_api.ops import EXPORT_TABLES, Unanswered
 from directory_api.settings import Settings
 
 
@@ -27,14 +27,13 @@ class Export:
     columns: tuple[str, ...]
 
 
-EXPORTS = {
-    "enrolments": Export(Enrolment, ("id", "created", "sqs_message_id", "data")),
-    "companies": Export(
-        Company, ("id", "number", "name", "export_status", "date_of_creation", "revenue", "created", "modified")),
-    "suppliers": Export(
-        Supplier, ("id", "sso_id", "company_email", "mobile_number", "referrer", "company_id", "created", "modified")),
-    "rejections": Export(Rejection, ("id", "message_id", "created", "redriven", "errors")),
-}
+EXPORTS = dict(zip(EXPORT_TABLES, (
+    Export(Enrolment, ("id", "created", "sqs_message_id", "data")),
+    Export(Company, ("id", "number", "name", "export_status", "date_of_creation", "revenue", "created", "modified")),
+    Export(Supplier,
+           ("id", "sso_id", "company_email", "mobile_number", "referrer", "company_id", "created", "modified")),
+    Export(Rejection, ("id", "message_id", "created", "redriven", "errors")),
+), strict=True))
 # Rows fetched from the server at a time: memory stays flat whatever the table's size.
 EXPORT_FETCH_ROWS = 2000
 

@@ -77,13 +77,15 @@ def email_figures() -> dict:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
 
 
+def figure(value: int | None) -> str:
+    """A figure as `status` and the overview show it: digits grouped by thousands, "unavailable" for None."""
+    return "unavailable" if value is None else f"{value:,}"
+
+
 def status_lines(result: Status) -> list[str]:
     """`status` as text: one line a part."""
     figures = result.figures
-
-    def shown(value) -> str:
-        return "unavailable" if value is None else f"{value:,}"
-
+    shown = figure
     lines = []
     for name, queue in figures["queues"].items():
         lines.append(f"{name + ' queue:':<18} {shown(queue['waiting'])} waiting, {shown(queue['in_flight'])} in flight")
