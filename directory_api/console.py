@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from directory_api.ops import queries, redrive, status
 from directory_api.ops.export import EXPORTS, csv_chunks, export_filename, export_rows, parse_since
 from directory_api.queues import Queue, QueueUnavailable, open_enrolment_queues
 from directory_api.settings import Settings
+from directory_api.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ HTML_TYPE = "text/html; charset=utf-8"
 # The request threads of a process the console may hold at once (a CSV download holds one while it streams);
 # the others stay the API's, so operators never keep an enrolment waiting for a thread.
 CONSOLE_REQUESTS = 2
+NEEDS_LOGIN = b"Authentication needed: user ops and the console's password (OPS_PASSWORD)."
 BUSY = b"The console is busy with other requests of this process; try again in a few seconds."
 
 # A CSRF token is "<unix time>.<HMAC of it>" under a key made from OPS_PASSWORD: no state to share between the
@@ -157,16 +160,18 @@ class Console:
         self.queue_names = (settings.required("SQS_ENROLMENT_QUEUE_NAME"),
                             settings.required("SQS_INVALID_ENROLMENT_QUEUE_NAME"))
         self.slots = threading.BoundedSemaphore(CONSOLE_REQUESTS)
+        self.logins = LoginThrottle()
         self.app = self._pages()
 
     def __call__(self, environ, start_response):
         def with_headers(status, headers, exc_info=None):
             return start_response(status, [*headers, *SECURITY_HEADERS], exc_info)
 
-        if not authorized(environ, self.password):
-            body = b"Authentication needed: user ops and the console's password (OPS_PASSWORD)."
-            with_headers("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
-                                              ("Content-Length", str(len(body))), ("WWW-Authenticate", REALM)])
+        refusal = self._login_refused(environ)
+        if refusal is not None:
+            status, headers, body = refusal
+            with_headers(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                                  *headers])
             return [body]
         if not self.slots.acquire(blocking=False):
             with_headers("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
@@ -181,6 +186,24 @@ class Console:
             self.slots.release()
             return body
         return ClosingBody(body, self.slots.release)  # a download: its slot is held while it streams
+
+    def _login_refused(self, environ: dict) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """None when the request is the operator's; else the answer: 401 asking for Basic, or 429 while throttled."""
+        address = environ.get("REMOTE_ADDR") or "unknown"
+        wait = self.logins.wait(address)
+        if wait:  # the credentials are not even checked: no guess counts while an address waits
+            seconds = str(math.ceil(wait))
+            return ("429 Too Many Requests", [("Retry-After", seconds)],
+                    f"Too many failed logins from your address; try again in {seconds} seconds.".encode())
+        if authorized(environ, self.password):
+            self.logins.succeeded(address)
+            return None
+        if environ.get("HTTP_AUTHORIZATION"):  # none is a browser's first request, not a guess
+            failures, wait = self.logins.failed(address)
+            log.warning("ops console: failed login from %s (%d in a row)%s", address, failures,
+                        f"; its next try is checked in {math.ceil(wait)} s" if wait else "",
+                        extra={"client": address, "failures": failures})
+        return "401 Unauthorized", [("WWW-Authenticate", REALM)], NEEDS_LOGIN
 
     def _pages(self) -> bottle.Bottle:
         app = bottle.Bottle()

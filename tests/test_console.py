@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from directory_api import console, saving, web
+from directory_api import console, saving, throttle, web
 from directory_api import db as db_module
 from directory_api.models import Company, Rejection
 from directory_api.ops import export, queries
@@ -52,14 +52,15 @@ def basic(user="ops", password=PASSWORD) -> str:
 
 
 def call(app, method: str, path: str, *, auth: str | None = basic(), form: dict | None = None,
-         headers: dict | None = None) -> Answer:
+         headers: dict | None = None, client: str = "192.0.2.10") -> Answer:
     parts = urlsplit(path)
     body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
     sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
     if auth:
         sent["Authorization"] = auth
     status, answer_headers, raw = wsgi_call(app, method, parts.path, body, sent, parts.query, SERVER_NAME=HOST,
-                                           SERVER_PORT="443", HTTP_HOST=HOST, **{"wsgi.url_scheme": "https"})
+                                           SERVER_PORT="443", HTTP_HOST=HOST, REMOTE_ADDR=client,
+                                           **{"wsgi.url_scheme": "https"})
     return Answer(status, answer_headers, raw)
 
 
@@ -382,3 +383,69 @@ def test_authenticated_heads_free_their_slots(app, path):
         answer = call(app, "HEAD", path)
         assert answer.status == 200 and answer.body == b""
     assert call(app, "GET", "/ops/").status == 200
+
+
+# failed logins
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The console's login throttle on a clock the test moves (set before the app is made)."""
+    clock = Clock()
+    monkeypatch.setattr(console, "LoginThrottle", lambda: throttle.LoginThrottle(clock))
+    return clock
+
+
+def guess(app, client="192.0.2.66"):
+    return call(app, "GET", "/ops/", auth=basic(password="guess"), client=client)
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_failed_logins_from_one_address_make_it_wait_and_its_tries_are_not_checked(clock, app):
+    for _ in range(throttle.FREE_FAILURES + 1):
+        assert guess(app).status == 401
+    refused = call(app, "GET", "/ops/", client="192.0.2.66")  # even the right password waits
+    assert refused.status == 429 and refused.headers["retry-after"] == "1"
+    assert refused.headers["x-frame-options"] == "DENY" and b"try again in 1 seconds" in refused.body
+    assert call(app, "GET", "/ops/", client="192.0.2.10").status == 200  # another address: the operator's
+    clock.now += 1
+    assert call(app, "GET", "/ops/", client="192.0.2.66").status == 200
+    assert guess(app).status == 401  # the success forgot the address: free failures again
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_the_wait_after_failed_logins_is_capped_so_the_operator_is_never_out_for_long(clock, app):
+    for _ in range(throttle.FREE_FAILURES + 20):
+        guess(app)
+        clock.now += 60  # each try as soon as allowed
+    clock.now -= 60
+    assert guess(app).status == 429
+    assert int(guess(app).headers["retry-after"]) <= throttle.MAX_WAIT_SECONDS
+    clock.now += throttle.MAX_WAIT_SECONDS
+    assert call(app, "GET", "/ops/", client="192.0.2.66").status == 200
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_failed_login_is_a_warning_naming_the_address_and_never_the_password(clock, app, caplog):
+    with caplog.at_level("INFO", logger="directory_api.console"):
+        guess(app)
+    [record] = [r for r in caplog.records if r.name == "directory_api.console"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == "ops console: failed login from 192.0.2.66 (1 in a row)"
+    assert "guess" not in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_request_without_credentials_is_asked_for_them_and_not_counted_as_a_failure(clock, app, caplog):
+    for _ in range(throttle.FREE_FAILURES + 5):
+        assert call(app, "GET", "/ops/", auth=None, client="192.0.2.66").status == 401
+    assert call(app, "GET", "/ops/", client="192.0.2.66").status == 200
+    assert "failed login" not in caplog.text
