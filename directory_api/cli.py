@@ -329,15 +329,20 @@ def export(
     since: Annotated[str | None, typer.Option(help="Only rows created on or after this day (YYYY-MM-DD, UTC).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically) instead of stdout.",
                                                    dir_okay=False)] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Write text exactly as stored, even where a spreadsheet would "
+                                      "run it as a formula (by default such a cell starts with ').")] = False,
 ) -> None:
     """Write a table as CSV (RFC 4180, UTF-8, header row, oldest first), streamed.
+
+    Text that a spreadsheet would run as a formula (starting with = + - @, a tab or a CR) is written with a
+    leading ' unless --raw.
 
     Example: directory-api export enrolments --since 2026-01-01 --output enrolments.csv
     """
     settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api.ops.export import export_command
 
-    count = export_command(settings, table, since=since, output=output, stdout=sys.stdout.buffer)
+    count = export_command(settings, table, since=since, output=output, stdout=sys.stdout.buffer, raw=raw)
     if output is not None:
         logs.emit(logging.INFO, f"{count} rows written to {output}", rows=count, output=str(output))
 

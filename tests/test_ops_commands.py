@@ -197,6 +197,14 @@ def test_export_to_a_file_with_since(environ, tmp_path):
     assert list(output.parent.iterdir()) == [output]  # no temporary file left
 
 
+def test_export_neutralises_formulas_and_raw_writes_them_as_stored(environ):
+    saving.save("m-1", enrolment_payload(company_name="=1+1"))
+    for args, expected in ((), "'=1+1"), (("--raw",), "=1+1"):
+        done = run(environ, "export", "companies", *args)
+        assert done.returncode == 0, done.stderr
+        assert list(csv.reader(io.StringIO(done.stdout, newline="")))[1][2] == expected
+
+
 @pytest.mark.parametrize("args, message", [
     (["export", "nothing"], "Invalid value for 'TABLE:{enrolments|companies|suppliers|rejections}'"),
     (["export", "enrolments", "--since", "yesterday"], "--since 'yesterday': not a date of the form YYYY-MM-DD"),

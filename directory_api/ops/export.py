@@ -47,8 +47,12 @@ def parse_since(raw: str | None) -> datetime.date | None:
         raise UserError(f"--since {raw!r}: not a date of the form YYYY-MM-DD") from None
 
 
-def export_rows(table: str, since: datetime.date | None = None) -> Iterator[list]:
-    """The header, then each row of `table` (oldest first), created on or after `since`; streamed."""
+def export_rows(table: str, since: datetime.date | None = None, *, raw: bool = False) -> Iterator[list]:
+    """The header, then each row of `table` (oldest first), created on or after `since`; streamed.
+
+    Text that a spreadsheet would run as a formula is neutralised (see `neutralised`) unless `raw`.
+    """
+    cell = _csv_value if raw else _safe_csv_value
     export = EXPORTS[table]
     fields = [export.model._meta.columns[column] for column in export.columns]
     query = export.model.select(*fields).order_by(export.model._meta.primary_key)
@@ -59,7 +63,7 @@ def export_rows(table: str, since: datetime.date | None = None) -> Iterator[list
     sql, params = query.sql()
     # Raw rows (a model instance a row would cost more than the CSV), read as each field reads them.
     for row in _stream(sql, params):
-        yield [_csv_value(field, field.python_value(value)) for field, value in zip(fields, row, strict=True)]
+        yield [cell(field, field.python_value(value)) for field, value in zip(fields, row, strict=True)]
 
 
 def _stream(sql: str, params) -> Iterator[tuple]:
@@ -95,6 +99,21 @@ def _csv_value(field: peewee.Field, value) -> str:
     return str(value)
 
 
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection"); a payload is the client's text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(text: str) -> str:
+    """`text` as a spreadsheet shows it rather than runs it: a leading ' when it starts like a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _safe_csv_value(field: peewee.Field, value) -> str:
+    text = _csv_value(field, value)
+    # Numbers and dates are ours, never a formula (a negative number stays a number).
+    return neutralised(text) if isinstance(value, str) or isinstance(field, JSONField) else text
+
+
 def write_csv(rows: Iterable[list], out: TextIO) -> int:
     """RFC 4180 CSV (CRLF line ends, quotes where needed) of the header and rows; the number of data rows."""
     writer = csv.writer(out, lineterminator="\r\n")
@@ -126,7 +145,7 @@ def export_filename(table: str, now: datetime.datetime | None = None) -> str:
 
 
 
-def export_command(settings: Settings, table: str, *, since: str | None, output, stdout) -> int:
+def export_command(settings: Settings, table: str, *, since: str | None, output, stdout, raw: bool = False) -> int:
     """Write `export`'s CSV to the file `output` (atomically) or to the binary stream `stdout`; the row count."""
     start = parse_since(since)
     db.bind(settings.required("DATABASE_URL"))
@@ -134,7 +153,7 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
         if output is None:
             text = io.TextIOWrapper(stdout, encoding="utf-8", newline="")
             try:
-                return _export_to(table, start, text)
+                return _export_to(table, start, text, raw)
             finally:
                 text.flush()
                 text.detach()
@@ -142,7 +161,7 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
         handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=directory)
         try:
             with open(handle, "w", encoding="utf-8", newline="") as text:
-                count = _export_to(table, start, text)
+                count = _export_to(table, start, text, raw)
             os.replace(temporary, output)
         except BaseException:
             os.unlink(temporary)
@@ -152,8 +171,8 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
         models.database.close()
 
 
-def _export_to(table: str, since, text: TextIO) -> int:
+def _export_to(table: str, since, text: TextIO, raw: bool) -> int:
     try:
-        return write_csv(export_rows(table, since), text)
+        return write_csv(export_rows(table, since, raw=raw), text)
     except DATABASE_ERRORS as error:
         raise Unanswered(f"DATABASE_URL: cannot export {table}: {first_line(error)}") from None
