@@ -18,13 +18,18 @@ log = logging.getLogger("directory_api.access")
 METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"  # the route label of a request that matched no route (a 404, a 405)
 MAX_LOGGED_PATH = 500
+# The longest method of any HTTP RFC is 17 characters (UPDATEREDIRECTREF); a client may send any token.
+MAX_LOGGED_METHOD = 20
 
 
-def loggable_path(path: str) -> str:
-    """The path for a text line: control characters escaped (a path may hold %0A), at most 500 characters."""
-    if not path.isprintable():
-        path = path.encode("unicode_escape").decode("ascii")
-    return path if len(path) <= MAX_LOGGED_PATH else path[:MAX_LOGGED_PATH] + "…"
+def loggable(text: str, limit: int) -> str:
+    """Client text for a log line: control characters escaped (a path may hold %0A), at most `limit` characters.
+
+    Both formats log the same capped text, so a line stays short for shippers that split long ones (16 KB).
+    """
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def log_access(method: str, path: str, status: int, seconds: float, request_id: str) -> None:
@@ -32,7 +37,8 @@ def log_access(method: str, path: str, status: int, seconds: float, request_id: 
     if not log.isEnabledFor(logging.INFO):
         return
     milliseconds = round(seconds * 1000, 2)
-    path = loggable_path(path)
+    path = loggable(path, MAX_LOGGED_PATH)
+    method = loggable(method, MAX_LOGGED_METHOD)
     log.info(
         "%s %s %d %.1f ms request_id=%s", method, path, status, milliseconds, request_id,
         extra={"method": method, "path": path, "status": status, "duration_ms": milliseconds,

@@ -111,6 +111,32 @@ def test_a_path_with_a_newline_is_escaped_in_the_access_line(app, caplog):
     assert "\n" not in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("method, path", [("GET", "/" + "a" * 100_000), ("X" * 100_000, "/"),
+                                          ("X" * 100_000, "/" + "\n" * 100_000)])
+def test_a_json_access_line_caps_the_method_and_path_as_the_text_line_does(app, method, path):
+    lines: list[str] = []
+
+    class JsonLines(logging.Handler):
+        def emit(self, record):
+            lines.append(logs.JsonFormatter().format(record))
+
+    handler = JsonLines()
+    logger = logging.getLogger("directory_api.access")
+    logger.addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(logger, "level", logging.INFO)
+            call(app, method, path)
+    finally:
+        logger.removeHandler(handler)
+
+    [line] = lines
+    entry = json.loads(line)
+    assert len(entry["method"]) <= access.MAX_LOGGED_METHOD + 1 and len(entry["path"]) <= access.MAX_LOGGED_PATH + 1
+    assert len(line) < 4096  # whatever the request: far below the 16 KB at which shippers split lines
+    assert entry["message"].startswith(f"{entry['method']} {entry['path']} ")
+
+
 def test_the_request_id_rides_on_the_queued_message(app, queue):
     enrol(app, "r-queued")
 
