@@ -215,6 +215,26 @@ def test_export_refuses_a_bad_table_or_date_with_exit_2(environ, args, message):
     assert message in done.stderr
 
 
+def test_export_to_a_directory_that_does_not_exist_is_one_line_naming_the_file_exit_2(environ, tmp_path):
+    output = tmp_path / "no" / "such" / "dir" / "x.csv"
+    done = run(environ, "export", "companies", "--output", str(output))
+    assert done.returncode == 2
+    assert done.stderr == f"error: --output {output}: cannot write it: No such file or directory\n"
+
+
+@pytest.mark.parametrize("since", ["20261201", "2026-W48-1", "2026-12-01T00:00:00", "2026-1-1", "٢٠٢٦-١٢-٠١"])
+def test_export_since_takes_only_yyyy_mm_dd(environ, since):
+    done = run(environ, "export", "enrolments", "--since", since)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: --since {since!r}: not a date of the form YYYY-MM-DD"
+
+
+def test_a_long_since_is_not_echoed_whole(environ):
+    done = run(environ, "export", "enrolments", "--since", "9" * 100_000)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: --since {'9' * 40!r}…: not a date of the form YYYY-MM-DD"
+
+
 def test_with_log_format_json_every_stderr_line_of_status_is_a_json_object(environ):
     environ = {**environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing_here", "LOG_FORMAT": "json"}
     done = run(environ, "status")

@@ -7,6 +7,7 @@ import decimal
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TextIO
@@ -38,13 +39,22 @@ EXPORTS = dict(zip(EXPORT_TABLES, (
 EXPORT_FETCH_ROWS = 2000
 
 
+SINCE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# An option's value is echoed in its error up to this many characters: enough to recognise, never a screenful.
+MAX_ECHOED = 40
+
+
 def parse_since(raw: str | None) -> datetime.date | None:
+    """--since's day: YYYY-MM-DD only (fromisoformat alone would take 20261201 and week dates too)."""
     if raw is None or raw == "":
         return None
-    try:
-        return datetime.date.fromisoformat(raw)
-    except ValueError:
-        raise UserError(f"--since {raw!r}: not a date of the form YYYY-MM-DD") from None
+    if SINCE.fullmatch(raw):
+        try:
+            return datetime.date.fromisoformat(raw)
+        except ValueError:
+            pass  # 2026-13-01
+    shown = repr(raw) if len(raw) <= MAX_ECHOED else repr(raw[:MAX_ECHOED]) + "…"
+    raise UserError(f"--since {shown}: not a date of the form YYYY-MM-DD")
 
 
 def export_rows(table: str, since: datetime.date | None = None, *, raw: bool = False) -> Iterator[list]:
@@ -158,17 +168,26 @@ def export_command(settings: Settings, table: str, *, since: str | None, output,
                 text.flush()
                 text.detach()
         directory = os.path.dirname(os.path.abspath(output))
-        handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=directory)
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=directory)
+        except OSError as error:
+            raise _unwritable(output, error) from None
         try:
             with open(handle, "w", encoding="utf-8", newline="") as text:
                 count = _export_to(table, start, text, raw)
             os.replace(temporary, output)
-        except BaseException:
+        except BaseException as error:
             os.unlink(temporary)
+            if isinstance(error, OSError):  # a full disk, a quota, a path that is a directory
+                raise _unwritable(output, error) from None
             raise
         return count
     finally:
         models.database.close()
+
+
+def _unwritable(output, error: OSError) -> UserError:
+    return UserError(f"--output {output}: cannot write it: {error.strerror or first_line(error)}")
 
 
 def _export_to(table: str, since, text: TextIO, raw: bool) -> int:
