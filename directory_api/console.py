@@ -154,6 +154,7 @@ class Console:
     def __init__(self, settings: Settings, enrolments: Queue, invalid: Queue):
         self.password = settings.required("OPS_PASSWORD").encode("utf-8")
         self.redrive_wait = redrive.redrive_wait(settings)
+        self.exact_depth = settings.queue_backend == "database"  # SQS counts approximately
         self.enrolments = enrolments
         self.invalid = invalid
         self.csrf = CsrfTokens(self.password)
@@ -216,6 +217,7 @@ class Console:
         app.route("/messages/<message_id>", "GET", self.message_page)
         app.route("/rejections", "GET", self.rejections)
         app.route("/rejections/redrive", "POST", self.guarded(self.redrive_one))
+        app.route("/rejections/redrive-all", "GET", self.redrive_all_page)
         app.route("/rejections/redrive-all", "POST", self.guarded(self.redrive_all))
         app.route("/export.csv", "GET", self.export)
         app.add_hook("after_request", self._close)
@@ -309,6 +311,18 @@ class Console:
                     page=queries.rejections_page(before=_positive(query.get("before"))),
                     redriven=queries.recently_redriven(), notices=notices, csrf_token=self.csrf.new(),
                     moved_one=moved[0] if len(moved) == 1 else None)
+
+    def redrive_all_page(self):
+        """The confirmation "Re-drive all" asks for, naming how many messages it moves; its form POSTs."""
+        try:
+            depth = self.invalid.depth()
+            waiting, in_flight = depth.waiting, depth.in_flight
+        except QueueUnavailable as error:
+            log.warning("ops console: the invalid queue does not answer: %s", error)
+            waiting = in_flight = None
+        return page("redrive_all", title="Re-drive all", section="rejections", waiting=waiting, in_flight=in_flight,
+                    approximate=not self.exact_depth, figure=status.figure, csrf_token=self.csrf.new(),
+                    invalid_queue=self.queue_names[1], enrolment_queue=self.queue_names[0])
 
     def redrive_one(self):
         message_id = bottle.request.forms.getunicode("message_id", default="").strip()

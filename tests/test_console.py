@@ -12,6 +12,7 @@ from directory_api import console, saving, throttle, web
 from directory_api import db as db_module
 from directory_api.models import Company, Rejection
 from directory_api.ops import export, queries
+from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
 from tests.support import wsgi_call
@@ -456,3 +457,56 @@ def test_a_csv_download_neutralises_cells_a_spreadsheet_would_run_as_formulas(ap
     answer = call(app, "GET", "/ops/export.csv?table=companies")
     assert answer.status == 200
     assert "'=HYPERLINK(" in answer.text and ",=HYPERLINK(" not in answer.text
+
+
+# "Re-drive all" asks first
+
+
+def confirmation(app) -> Answer:
+    return call(app, "GET", "/ops/rejections/redrive-all")
+
+
+def test_redrive_all_on_the_rejections_page_only_opens_its_confirmation(app, worker, one_rejection):
+    text = call(app, "GET", "/ops/rejections").text
+    form = re.search(r'<form class="redrive-all"[^>]*>', text).group(0)
+    assert 'method="get"' in form and 'action="/ops/rejections/redrive-all"' in form
+
+
+def test_the_redrive_all_confirmation_names_how_many_messages_it_moves_and_moves_nothing(app, worker):
+    set_aside(worker, *(enrolment_body(export_status="MAYBE") for _ in range(3)))
+    answer = confirmation(app)
+    assert answer.status == 200
+    about = "" if worker.settings.queue_backend == "database" else "about "
+    assert f"This moves <strong>{about}3 messages</strong>" in answer.text
+    assert f"Re-drive {about}3 messages</button>" in answer.text
+    assert worker.enrolments.depth().waiting == 0 and worker.invalid.depth().waiting == 3
+
+
+def test_the_confirmations_form_moves_them_with_its_token_from_the_same_origin(app, worker):
+    set_aside(worker, *(enrolment_body(export_status="MAYBE") for _ in range(3)))
+    form = re.search(r'<form class="confirm" method="post" action="([^"]+)">\s*'
+                     r'<input type="hidden" name="csrf_token" value="([^"]+)">', confirmation(app).text)
+    assert form.group(1) == "/ops/rejections/redrive-all"
+    refused = post(app, form.group(1), {"csrf_token": form.group(2)}, origin="https://evil.example.test")
+    assert refused.status == 403 and worker.enrolments.depth().waiting == 0
+    answer = post(app, form.group(1), {"csrf_token": form.group(2)})
+    assert answer.status == 303 and answer.headers["location"].endswith("/ops/rejections?moved_count=3")
+    assert worker.enrolments.depth().waiting == 3
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_with_nothing_set_aside_the_confirmation_says_so_and_offers_no_button(app):
+    text = confirmation(app).text
+    assert "there is nothing to re-drive" in text and "<button" not in text.split("<main>")[1]
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_when_the_invalid_queue_does_not_answer_the_confirmation_says_so_and_offers_no_button(app, worker,
+                                                                                              monkeypatch):
+    def down():
+        raise QueueUnavailable("connection refused")
+
+    monkeypatch.setattr(worker.invalid, "depth", down)
+    answer = confirmation(app)
+    assert answer.status == 200 and "does not answer now" in answer.text
+    assert "<button" not in answer.text.split("<main>")[1]

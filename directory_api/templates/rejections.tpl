@@ -6,10 +6,9 @@
 </div>
 % end
 % if page.rows:
-<form class="redrive-all" method="post" action="{{base}}rejections/redrive-all">
-<input type="hidden" name="csrf_token" value="{{csrf_token}}">
-<button type="submit" class="danger">Re-drive all set-aside messages</button>
-<span class="hint">Put the cause right first: a message set aside again comes back here with fresh reasons.</span>
+<form class="redrive-all" method="get" action="{{base}}rejections/redrive-all">
+<button type="submit" class="secondary">Re-drive all set-aside messages…</button>
+<span class="hint">Asks first, saying how many it moves. Put the cause right first: a message set aside again comes back here with fresh reasons.</span>
 </form>
 <div class="table-wrap">
 <table class="list">
