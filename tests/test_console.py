@@ -11,7 +11,7 @@ import pytest
 from directory_api import console, saving, throttle, web
 from directory_api import db as db_module
 from directory_api.models import Company, Rejection
-from directory_api.ops import export, queries
+from directory_api.ops import counting, export, queries
 from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
@@ -510,3 +510,12 @@ def test_when_the_invalid_queue_does_not_answer_the_confirmation_says_so_and_off
     answer = confirmation(app)
     assert answer.status == 200 and "does not answer now" in answer.text
     assert "<button" not in answer.text.split("<main>")[1]
+
+
+def test_the_overview_marks_estimated_figures_about(app, monkeypatch):
+    saving.save("saved", enrolment_payload())
+    monkeypatch.setattr(counting, "MAX_EXACT_COST", -1.0)  # as at a million rows
+    monkeypatch.setattr(counting, "is_postgres", lambda database: True)  # SQLite too, for the page's sake
+    monkeypatch.setattr(counting, "plan", lambda query: (1e6, 1_000_213))
+    text = call(app, "GET", "/ops/").text
+    assert re.search(r'<th scope="row">enrolments</th><td class="number">about 1,000,000</td>', text)

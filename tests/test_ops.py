@@ -8,10 +8,11 @@ import json
 import pytest
 
 from directory_api import db as db_module
-from directory_api import mail, saving
+from directory_api import mail, models, saving
+from directory_api.db import is_postgres
 from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
-from directory_api.ops import export, queries, status
+from directory_api.ops import counting, export, queries, status
 from directory_api.ops import redrive as redriving
 from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload
@@ -64,6 +65,38 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
         "queues": {"enrolment": {"waiting": 1, "in_flight": len(received)}, "invalid": {"waiting": 1, "in_flight": 0}},
         "database": {"enrolments": 2, "enrolments_last_24h": 1, "companies": 2, "suppliers": 2, "rejections": 1},
     }
+
+
+@pytest.fixture
+def estimating(monkeypatch):
+    """Every count on PostgreSQL costs too much to make exactly, as at a million rows."""
+    monkeypatch.setattr(counting, "MAX_EXACT_COST", -1.0)
+
+
+def test_figures_that_would_cost_a_scan_are_postgres_estimates_shown_as_about(worker, estimating):
+    for n in range(300):
+        saving.save(f"saved-{n}", enrolment_payload(sso_id=n + 1, company_number=f"SC{n:06d}"))
+    models.database.execute_sql("ANALYZE")
+    result = status.status(worker.enrolments, worker.invalid)
+    enrolments = result.figures["database"]["enrolments"]
+    if not is_postgres(models.database):
+        assert enrolments == 300 and not isinstance(enrolments, counting.About)  # SQLite always counts
+        return
+    assert isinstance(enrolments, counting.About) and 270 <= enrolments <= 330
+    assert isinstance(result.figures["emails"]["waiting"], counting.About)
+    assert json.loads(json.dumps(result.figures))["database"]["enrolments"] == enrolments  # still an integer
+    assert f"about {enrolments:,} enrolments" in status.status_lines(result)[2]
+
+
+@pytest.mark.parametrize("estimate, shown", [(0.4, 0), (1, 0), (7.4, 7), (967, 970), (86_696, 87_000),
+                                             (1_000_213, 1_000_000)])
+def test_an_estimate_is_rounded_to_two_significant_figures(estimate, shown):
+    assert counting.rounded(estimate) == shown
+
+
+def test_a_figure_is_shown_with_thousands_and_about_when_estimated():
+    assert [status.figure(v) for v in (None, 0, 1234567, counting.About(87000))] == \
+        ["unavailable", "0", "1,234,567", "about 87,000"]
 
 
 def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
@@ -232,6 +265,16 @@ def numbers(page: queries.Page) -> list[str]:
 ])
 def test_search_finds_by_each_field(companies, query, field, expected):
     assert numbers(queries.search(query, field)) == expected
+
+
+@pytest.mark.parametrize("query, expected", [("ac", ["01234567", "SC123456"]), ("o", ["07654321"])])
+def test_a_name_matching_more_companies_than_it_sorts_finds_the_same_newest_first(companies, monkeypatch, query,
+                                                                                  expected):
+    monkeypatch.setattr(queries, "NAME_MATCHES_SORTED", 0)  # every match "many": the newest walked first
+    assert numbers(queries.search(query, "company_name")) == expected
+    first = queries.search("ac", "company_name", limit=1)
+    assert numbers(first) == ["01234567"]
+    assert numbers(queries.search("ac", "company_name", before=first.next_before, limit=1)) == ["SC123456"]
 
 
 def test_eight_digits_find_a_company_number_and_an_sso_id(database):

@@ -21,6 +21,8 @@ from directory_api.models import (
 )
 
 PAGE_SIZE = 50
+# The most companies a name search sorts itself (a few milliseconds); beyond, it walks the newest companies.
+NAME_MATCHES_SORTED = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +98,12 @@ def _search_conditions(query: str, field: str) -> list[tuple]:
     if field == "email":
         return [(peewee.fn.lower(Supplier.company_email) == query.lower(), Company.id)]
     if field == "company_name":
-        # A prefix may match many rows, and a planner would rather walk the primary key newest first and filter
-        # (no sort), unbounded when few match: "id + 0" is not the key, so the index on the name is used.
-        return [(_name_starts_with(query), Company.id + 0)]
+        condition = _name_starts_with(query)
+        # Few matches: found by the index on the name and sorted ("id + 0" is not the key, so a planner cannot walk
+        # the key newest first instead, unbounded when few match). Many ("c" at a million companies): walking the
+        # key newest first finds a page of them soon, where sorting them all took seconds.
+        matches = len(Company.select(Company.id).where(condition).limit(NAME_MATCHES_SORTED + 1).tuples())
+        return [(condition, Company.id if matches > NAME_MATCHES_SORTED else Company.id + 0)]
     raise ValueError(f"unknown search field {field!r}")
 
 
