@@ -85,9 +85,22 @@ def stylesheet() -> bytes:
     return _template_text("console.css").encode("utf-8")
 
 
+def shown(value) -> str:
+    """A stored value as a page shows it: "-" when there is none (the template escapes it)."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def email_shown(value) -> str:
+    """An e-mail address, escaped, that may break before its @ and after each dot, never inside a word."""
+    if value is None or value == "":
+        return "-"
+    escaped = bottle.html_escape(str(value))
+    return escaped.replace("@", "<wbr>@").replace(".", ".<wbr>")
+
+
 def page(name: str, *, title: str, section: str = "", **values) -> str:
     base = bottle.request.script_name
-    body = template(name).render(base=base, **values)
+    body = template(name).render(base=base, shown=shown, email_shown=email_shown, **values)
     return template("base").render(title=title, section=section, base=base, body=body)
 
 

@@ -519,3 +519,21 @@ def test_the_overview_marks_estimated_figures_about(app, monkeypatch):
     monkeypatch.setattr(counting, "plan", lambda query: (1e6, 1_000_213))
     text = call(app, "GET", "/ops/").text
     assert re.search(r'<th scope="row">enrolments</th><td class="number">about 1,000,000</td>', text)
+
+
+# values as the cards show them
+
+
+def test_an_empty_field_shows_a_dash(app):
+    created = saving.save("m-1", enrolment_payload(mobile_number="", referrer=""))
+    text = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
+    assert "<dt>mobile number</dt><dd>-</dd>" in text and "<dt>referrer</dt><dd>-</dd>" in text
+    assert "<dt>revenue</dt><dd>125000.50</dd>" in text
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, "-"), ("", "-"), ("sales@acme.example.com", "sales<wbr>@acme.<wbr>example.<wbr>com"),
+    ('"<b>"@example.com', "&quot;&lt;b&gt;&quot;<wbr>@example.<wbr>com"),
+])
+def test_an_email_may_break_only_at_its_at_and_dots_and_is_escaped(value, shown):
+    assert console.email_shown(value) == shown

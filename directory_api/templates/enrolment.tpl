@@ -4,7 +4,7 @@
 <dl>
 <dt>enrolment id</dt><dd>{{enrolment.id}}</dd>
 <dt>created (UTC)</dt><dd>{{enrolment.created.strftime('%Y-%m-%d %H:%M:%S')}}</dd>
-<dt>message id</dt><dd><code>{{enrolment.sqs_message_id}}</code></dd>
+<dt>message id</dt><dd><code>{{shown(enrolment.sqs_message_id)}}</code></dd>
 % if retries:
 <dt>client's retries</dt><dd>
 % for message_id in retries:
@@ -20,11 +20,11 @@
 <p class="empty">No company row for this enrolment.</p>
 % else:
 <dl>
-<dt>number</dt><dd>{{company.number}}</dd>
-<dt>name</dt><dd>{{company.name}}</dd>
-<dt>export status</dt><dd>{{company.export_status}}</dd>
-<dt>date of creation</dt><dd>{{company.date_of_creation}}</dd>
-<dt>revenue</dt><dd>{{'' if company.revenue is None else company.revenue}}</dd>
+<dt>number</dt><dd>{{shown(company.number)}}</dd>
+<dt>name</dt><dd>{{shown(company.name)}}</dd>
+<dt>export status</dt><dd>{{shown(company.export_status)}}</dd>
+<dt>date of creation</dt><dd>{{shown(company.date_of_creation)}}</dd>
+<dt>revenue</dt><dd>{{shown(None if company.revenue is None else f'{company.revenue:.2f}')}}</dd>
 </dl>
 % end
 </div>
@@ -34,10 +34,10 @@
 <p class="empty">No supplier row for this enrolment.</p>
 % else:
 <dl>
-<dt>sso id</dt><dd>{{supplier.sso_id}}</dd>
-<dt>e-mail</dt><dd>{{supplier.company_email}}</dd>
-<dt>mobile number</dt><dd>{{supplier.mobile_number}}</dd>
-<dt>referrer</dt><dd>{{supplier.referrer}}</dd>
+<dt>sso id</dt><dd>{{shown(supplier.sso_id)}}</dd>
+<dt>e-mail</dt><dd>{{!email_shown(supplier.company_email)}}</dd>
+<dt>mobile number</dt><dd>{{shown(supplier.mobile_number)}}</dd>
+<dt>referrer</dt><dd>{{shown(supplier.referrer)}}</dd>
 </dl>
 % end
 </div>

@@ -27,9 +27,9 @@
 {{found.company_number}}
 % end
 </td>
-<td data-label="company name">{{found.company_name}}</td>
-<td data-label="sso id">{{'' if found.sso_id is None else found.sso_id}}</td>
-<td data-label="e-mail">{{found.company_email or ''}}</td>
+<td data-label="company name">{{shown(found.company_name)}}</td>
+<td data-label="sso id">{{shown(found.sso_id)}}</td>
+<td data-label="e-mail">{{!email_shown(found.company_email)}}</td>
 <td data-label="created (UTC)">{{found.created.strftime('%Y-%m-%d %H:%M')}}</td>
 </tr>
 % end

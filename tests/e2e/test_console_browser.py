@@ -97,6 +97,42 @@ def screenshot(driver, name: str, tmp_path: Path, size=DESKTOP) -> Path:
     return path
 
 
+# Each word of each value of a card (a list's row is one on a phone) that the browser laid out on two lines.
+# A word ends at a space, after a hyphen or at a <wbr> (a text node of its own), where breaking is fine.
+BROKEN_WORDS_JS = """
+const broken = [];
+for (const cell of document.querySelectorAll('.card dd, .card td, .card th, .list td')) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.data.matchAll(/[^\\s-]+-?/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const tops = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+      if (tops.size > 1) broken.push(match[0]);
+    }
+  }
+}
+return broken;
+"""
+
+
+def broken_words(driver, size) -> list[str]:
+    """The words of the cards broken across lines at `size` (width, height)."""
+    width, height = size
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == PHONE})
+    try:
+        return driver.execute_script(BROKEN_WORDS_JS)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def no_word_broken(driver) -> None:
+    for size in (DESKTOP, PHONE):
+        assert broken_words(driver, size) == [], f"words broken mid-word at {size[0]} px on {driver.current_url}"
+
+
 def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     browser, cli, base_env, processes, tmp_path
 ):
@@ -123,6 +159,7 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
                "the overview to count four enrolments")
     screenshot(browser, "console-overview.png", tmp_path)
     screenshot(browser, "console-overview-phone.png", tmp_path, size=PHONE)
+    no_word_broken(browser)
 
     # Find the company by its number, open its enrolment.
     search = browser.find_element(By.ID, "q")
@@ -131,12 +168,14 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     shows(browser, '&lt;script&gt;alert("not run")&lt;/script&gt; Ltd')  # shown, escaped, not run
     browser.find_element(By.LINK_TEXT, "SC100003").click()
     shows(browser, "<h1>Enrolment ")
-    assert "company103@example.com" in browser.page_source
+    assert "company103@example.com" in browser.page_source.replace("<wbr>", "")
+    no_word_broken(browser)
 
     # The rejection's reason, then the cause put right: the company registered by mistake is removed.
     browser.find_element(By.LINK_TEXT, "Rejections").click()
     shows(browser, "A company with this number is already registered.")
     screenshot(browser, "console-rejections.png", tmp_path)
+    no_word_broken(browser)
     with sqlite3.connect(workdir / "directory-api-debug.sqlite3", timeout=10) as database:
         database.execute("PRAGMA foreign_keys = ON")
         database.execute("DELETE FROM company WHERE number = 'SC100000'")
