@@ -131,6 +131,9 @@ def pages(rows: int, rejections: int, rng: random.Random) -> dict:
         n = number()
         return f"/ops/enrolments?q=console+bench+{n}+l&by=company_name", f"Console Bench {n} Ltd"
 
+    def by_short_name():  # "Console Bench 5": some 11% of the companies, all of them in one stretch of ids
+        return f"/ops/enrolments?q=console+bench+{rng.randint(1, 9)}&by=company_name", "Console Bench"
+
     def by_email():
         n = number()
         return f"/ops/enrolments?q=BENCH{n}@example.com&by=email", f"bench{n}@example.com"
@@ -149,6 +152,7 @@ def pages(rows: int, rejections: int, rng: random.Random) -> dict:
         "search by company number": by_number,
         "search by sso id": by_sso_id,
         "search by company name (prefix)": by_name,
+        "search by a short name prefix (many matches)": by_short_name,
         "search by e-mail": by_email,
         "enrolment detail": detail,
         "rejections": lambda: ("/ops/rejections", "rejected-"),
