@@ -93,6 +93,15 @@ def test_a_short_ui_secret_is_a_problem_line():
     assert problem.startswith("PROBLEM  configuration: UI_SECRET: too short (length 1): at least 16 characters")
 
 
+def test_a_short_ops_password_is_a_problem_line_that_never_shows_it():
+    good, lines = run_check(environ_for("sqlite:///absent.sqlite3", OPS_PASSWORD="letmein"))
+
+    (problem,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert problem.startswith("PROBLEM  configuration: OPS_PASSWORD: too short (length 7): at least 16 characters")
+    assert "letmein" not in "\n".join(lines)
+
+
 def test_a_bad_configuration_skips_database_and_queues():
     _, lines = run_check({})
 
