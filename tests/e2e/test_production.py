@@ -183,7 +183,7 @@ def test_the_guide_followed_literally_saves_a_signed_enrolment_with_a_role_that_
     pyz, service_user, moto_endpoint, tmp_path
 ):
     blocks = guide_blocks(GUIDE.read_text())
-    assert set(blocks) >= {"postgres", "vm-install", "vm-env", "vm-check"}, sorted(blocks)
+    assert set(blocks) >= {"postgres", "vm-install", "vm-env", "vm-check", "backup", "restore"}, sorted(blocks)
     # The operator's download directory: the pyz, and nothing else.
     download = tmp_path / "download"
     download.mkdir()
@@ -274,6 +274,23 @@ def follow_the_guide(blocks, names, shell_env, download, started: Processes, por
     print(f"service role connections at most {peak} (serve: {serve_processes} processes, work: 1)")
     assert 0 < peak <= serve_processes * SERVE_CONNECTIONS + WORK_CONNECTIONS, serve.log() + work.log()
 
+    # A backup, the database and roles gone, the roles block again, the restore: the enrolment is back, and
+    # the service role has its rights on what was restored.
+    serve.stop()
+    work.stop()
+    run_block("backup", blocks, names, shell_env, download)
+    drop_roles_and_database(names)
+    run_block("postgres", blocks, names, shell_env, download)
+    (dump,) = download.glob("*.dump")
+    dump.rename(download / re.search(r"(\S+\.dump)\s*$", substituted(blocks["restore"], names))[1])
+    run_block("restore", blocks, names, shell_env, download)
+    argv, env = unit_command(UNITS / "directory-api-migrate.service", names)
+    migrated = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
+    assert migrated.returncode == 0 and "nothing to do" in migrated.stdout, migrated.stdout + migrated.stderr
+    check = run_block("vm-check", blocks, names, shell_env, download)
+    assert check.splitlines()[-1] == "all good", check
+    assert pg_rows(service_url, "SELECT sqs_message_id FROM enrolment") == [(message_id,)]
+
 
 def serve_children(pid: int) -> list[int]:
     """The child processes of serve --processes N (none with one process)."""
@@ -307,6 +324,16 @@ def test_the_units_run_migrate_before_serve_and_work():
         assert re.search(r"^Wants=.*\bdirectory-api-migrate\.service\b", unit, re.M), name
         assert "migrate" not in re.search(r"^ExecStart=(.*)$", unit, re.M)[1]
     assert re.search(r"^ExecStart=.* migrate$", (UNITS / "directory-api-migrate.service").read_text(), re.M)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_systemd_finds_nothing_wrong_in_the_units():
+    units = sorted(str(path) for path in UNITS.glob("*.service"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *units],
+                            capture_output=True, text=True, timeout=60, check=False)
+    # It also talks of the machine's own units; only lines about ours count.
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if "directory-api" in line]
+    assert result.returncode == 0 and not ours, result.stdout + result.stderr
 
 
 def test_compose_runs_migrate_once_before_serve_and_work():
