@@ -46,7 +46,7 @@ from tests.support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "production.md"
@@ -179,6 +179,7 @@ def service_user(as_root) -> Iterator[str]:
         subprocess.run(["userdel", SERVICE_USER], capture_output=True, check=False)
 
 
+@pytest.mark.postgres
 def test_the_guide_followed_literally_saves_a_signed_enrolment_with_a_role_that_cannot_create(
     pyz, service_user, moto_endpoint, tmp_path
 ):
