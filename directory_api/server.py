@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from directory_api import access, db, logs, metrics, migrations, queues, web
+from directory_api import access, db, health, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
 from directory_api.eventloop import ChannelMap, EventLoop
 from directory_api.queues.batching import GroupSender
@@ -434,10 +434,7 @@ def serve_process(
     With a `registry`, every request gets an id, an access line and its metrics, and /metrics answers.
     """
     queue = queues.open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-    try:
-        queue.ensure_exists()
-    except queues.QueueUnavailable as error:
-        log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
+    health.warn_if_queue_unusable(queue)  # bounded: serve starts anyway, and says why it will answer 503
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
     app = web.make_app(
         settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)

@@ -255,7 +255,8 @@ VARIABLES = (
     Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
     Variable("LOG_LEVEL", "log_level", _log_level, None, None),
     Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
-    Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True),
+    # The console re-drives messages and downloads all personal data, on the API's own port.
+    Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True, outside_debug=_long_secret),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
