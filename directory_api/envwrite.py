@@ -89,6 +89,11 @@ QUOTES_FIRST = {"'": "a single quote first", '"': "a double quote first"}
 # systemd ignores an assignment whose value holds one of these (env-util.c), quoted or not.
 CONTROL = frozenset(chr(code) for code in [*range(32), 127]) - {"\t"}
 
+DEFAULT_CONFIG = Path("env.json")
+# build.sh packs the repository's env.json here, so the pyz alone can write a file of every setting.
+BUILT_IN_CONFIG = Path(__file__).with_name("env.json")
+
+USING_BUILT_IN = "no env.json in the current directory: using the one built into directory-api ({path})"
 CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
 CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
 CONFIG_TOO_DEEP = "{config}: nested too deeply to be an env-write config"
@@ -166,6 +171,14 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
 
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+def default_configs(*, warn=None) -> list[Path]:
+    """The config env-write reads when none is given: ./env.json, else the built-in one (saying so)."""
+    if DEFAULT_CONFIG.exists() or not BUILT_IN_CONFIG.is_file():
+        return [DEFAULT_CONFIG]
+    (warn or _to_stderr)(USING_BUILT_IN.format(path=BUILT_IN_CONFIG))
+    return [BUILT_IN_CONFIG]
 
 
 def load_config(path: Path) -> Config:
