@@ -596,3 +596,29 @@ def test_an_unwritable_directory_names_the_target_not_the_temp_file(tmp_path, mo
         env_write([config], {"DIRECTORY_API_PORT": "8000"})
 
     assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")
+
+
+# The default config (issue 22.7)
+
+
+def test_the_default_config_is_env_json_of_the_current_directory(monkeypatch, tmp_path):
+    write_config("env.json", optional=["PORT"])
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", write_config(tmp_path / "built-in.json", optional=["PORT"]))
+
+    assert envwrite.default_configs(warn=pytest.fail) == [Path("env.json")]
+
+
+def test_without_env_json_here_the_built_in_one_is_used_and_named(monkeypatch, tmp_path):
+    Path("elsewhere").mkdir()
+    built_in = write_config(tmp_path / "elsewhere" / "env.json", optional=["PORT"])
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", built_in)
+    warned = []
+
+    assert envwrite.default_configs(warn=warned.append) == [built_in]
+    assert warned == [envwrite.USING_BUILT_IN.format(path=built_in)]
+
+
+def test_without_either_the_default_is_env_json_here_so_the_error_names_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", tmp_path / "absent.json")
+
+    assert envwrite.default_configs(warn=pytest.fail) == [Path("env.json")]
