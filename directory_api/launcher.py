@@ -95,12 +95,15 @@ def private_directory_problem(path, uid):
 
 
 def fallback_roots(environ, uid):
-    """Where to unpack when the home directory cannot be written, best first."""
+    """Where to unpack when the home directory cannot be written, best first: (path, shared) pairs.
+
+    A shared one sits in a directory anyone may write (/tmp), so it is used only as a private directory.
+    """
     roots = []
     cache = environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(cache):
-        roots.append(os.path.join(cache, "directory-api"))
-    roots.append(os.path.join("/tmp", "directory-api-%d" % uid))
+        roots.append((os.path.join(cache, "directory-api"), False))
+    roots.append((os.path.join("/tmp", "directory-api-%d" % uid), True))
     return roots
 
 
@@ -132,18 +135,16 @@ def choose_unpack_root(archive_path, environ, uid):
         reason = unpack_problem(home_root, unpacked)
         if not reason:
             return
-        for root in fallback_roots(environ, uid):
-            if root.startswith("/tmp/"):
-                problem = private_directory_problem(root, uid)
-            else:
-                problem = unpack_problem(root, unpacked)
+        for root, shared in fallback_roots(environ, uid):
+            problem = private_directory_problem(root, uid) if shared else unpack_problem(root, unpacked)
             if problem is None:
                 # A /tmp cleaner deletes old files one by one; an unpacked copy it thinned out would fail later.
                 if missing_files(archive, os.path.join(root, unpacked)):
                     fail(UNPACKED_INCOMPLETE.format(path=os.path.join(root, unpacked), parent=os.path.dirname(root)))
                 environ["SHIV_ROOT"] = root
                 return
-        fail(CANNOT_UNPACK.format(root=home_root, reason=reason, fallback=" or ".join(fallback_roots(environ, uid))))
+        fallbacks = " or ".join(root for root, _ in fallback_roots(environ, uid))
+        fail(CANNOT_UNPACK.format(root=home_root, reason=reason, fallback=fallbacks))
 
 
 def run_pyz():
