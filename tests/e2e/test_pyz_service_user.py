@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
 # Debian's python3: a user other than root can run it (pyenv's lives under /root).
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-if os.geteuid() != 0 or not shutil.which("setpriv"):
-    pytest.skip("needs root and setpriv to run as another user", allow_module_level=True)
+if os.geteuid() != 0 or not shutil.which("setpriv") or not os.access(SYSTEM_PYTHON, os.X_OK):
+    pytest.skip(f"needs root, setpriv and {SYSTEM_PYTHON} to run as another user", allow_module_level=True)
 
 
 def spare_uid() -> int:
