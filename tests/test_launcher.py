@@ -62,9 +62,19 @@ def test_a_private_directory_is_made_for_this_user_alone(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
+def open_to_others(path: Path) -> None:
+    path.mkdir()
+    path.chmod(0o755)
+
+
+def another_users(path: Path) -> None:
+    path.mkdir(mode=0o700)
+    os.chown(path, 12345, 12345)
+
+
 @pytest.mark.parametrize("make", [
-    lambda path: (path.mkdir(), path.chmod(0o755)),
-    lambda path: (path.mkdir(mode=0o700), os.chown(path, 12345, 12345)),
+    open_to_others,
+    another_users,
     lambda path: path.symlink_to(path.parent),
     lambda path: path.write_text(""),
 ], ids=["open to others", "another user's", "a symlink", "a file"])
