@@ -217,7 +217,8 @@ def work(
 def env_write(
     ctx: typer.Context,
     configs: Annotated[
-        list[Path] | None, typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
+        list[Path] | None,
+        typer.Argument(help="env-write config files (default: env.json, else a built-in one).", dir_okay=False),
     ] = None,
 ) -> None:
     """Write .env files from DIRECTORY_API_-prefixed host variables.
@@ -225,9 +226,10 @@ def env_write(
     Example: DIRECTORY_API_PORT=8000 directory-api env-write env.json
     """
     prepare_environment(ctx)
+    from directory_api.envwrite import default_configs
     from directory_api.envwrite import env_write as write_files
 
-    write_files(configs or [Path("env.json")], os.environ)
+    write_files(configs or default_configs(), os.environ)
 
 
 @app.command()
