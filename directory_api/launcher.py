@@ -22,7 +22,7 @@ TOO_OLD = (
 )
 CANNOT_UNPACK = (
     "directory-api cannot unpack itself into {root} ({reason}), nor into {fallback}: "
-    "set SHIV_ROOT to a writable directory (the systemd units set SHIV_ROOT=/var/lib/directory-api/shiv)"
+    "set SHIV_ROOT to a writable directory (the systemd units set SHIV_ROOT=/var/cache/directory-api)"
 )
 SHIV_ROOT_UNUSABLE = (
     "SHIV_ROOT={root}: directory-api cannot unpack itself there ({reason}); set SHIV_ROOT to a writable directory"
