@@ -1,5 +1,6 @@
 """Ordered schema steps, recorded in a schema_version table, applied under a lock."""
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -99,9 +100,25 @@ _OPS_INDEXES = (
 )
 
 
-# Append only: a step, once released, never changes. Later steps use
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One schema step: `apply` makes the change; `additive` when code older than the step still runs on it."""
+
+    number: int
+    name: str
+    apply: Callable[[peewee.Database], None]
+    # Additive: new tables, new columns that are nullable or have a default, indexes. Not additive
+    # (breaking): dropping or renaming anything, a new NOT NULL column without a default, a changed type.
+    additive: bool = True
+
+
+# Append only, numbered from 1 without gaps: a step, once released, never changes. Later steps use
 # playhouse.migrate so they describe a change, not a snapshot of the models.
-STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_outbox, _operating_it)
+STEPS: tuple[Step, ...] = (
+    Step(1, "initial_schema", _initial_schema),
+    Step(2, "email_outbox", _email_outbox),
+    Step(3, "operating_it", _operating_it),
+)
 LATEST = len(STEPS)
 
 
@@ -123,8 +140,8 @@ def migrate(database: Handle) -> list[int]:
         database.create_tables([SchemaVersion])
         applied = []
         for number in range(current_version(database) + 1, LATEST + 1):
-            log.info("applying schema step %d (%s)", number, STEPS[number - 1].__name__.strip("_"))
-            STEPS[number - 1](database)
+            log.info("applying schema step %d (%s)", number, STEPS[number - 1].name)
+            STEPS[number - 1].apply(database)
             SchemaVersion.create(version=number)
             applied.append(number)
     return applied

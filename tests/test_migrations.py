@@ -77,7 +77,12 @@ def test_concurrent_migrations_all_succeed(database_url):
 def test_migrate_through_the_models_proxy_hands_each_step_the_database_behind_it(bound, monkeypatch):
     # The worker migrates (--debug) through models.database; a step may ask what database it is.
     seen = []
-    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, seen.append))
+    step = migrations.Step(migrations.LATEST + 1, "seen", seen.append)
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
     monkeypatch.setattr(migrations, "LATEST", len(migrations.STEPS))
     migrations.migrate(models.database)
     assert seen == [bound]
+
+
+def test_steps_are_numbered_from_one_without_gaps():
+    assert [step.number for step in migrations.STEPS] == list(range(1, len(migrations.STEPS) + 1))
