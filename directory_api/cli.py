@@ -231,10 +231,18 @@ def env_write(
 
 
 @app.command()
-def migrate(ctx: typer.Context) -> None:
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the steps it would apply (additive or breaking); change nothing.")
+    ] = False,
+    allow_breaking: Annotated[
+        bool, typer.Option("--allow-breaking", help="Also apply breaking steps, which stop older releases.")
+    ] = False,
+) -> None:
     """Create or upgrade the database schema; safe to run again and from several machines.
 
-    Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate
+    Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate --dry-run
     """
     settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api import db, migrations
@@ -242,7 +250,18 @@ def migrate(ctx: typer.Context) -> None:
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
     database = db.bind(settings.required("DATABASE_URL"), timeout=None)
     try:
-        applied = migrations.migrate(database)
+        version = migrations.current_version(database)
+        pending = migrations.pending_steps(database)
+        if dry_run:
+            for line in migrations.dry_run_lines(version, pending):
+                typer.echo(line)
+            return
+        if allow_breaking or not migrations.breaking_refusal(pending):
+            for line in migrations.stopped_lines(pending):
+                logs.emit(logging.WARNING, f"warning: {line}", line)
+        applied = migrations.migrate(database, allow_breaking=allow_breaking)
+    except UserError:
+        raise
     except Exception as error:  # any driver error is the user's database problem
         raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
@@ -250,7 +269,7 @@ def migrate(ctx: typer.Context) -> None:
     if applied:
         typer.echo(f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})")
     else:
-        typer.echo(f"schema already at version {migrations.LATEST}: nothing to do")
+        typer.echo(f"schema already at version {max(version, migrations.LATEST)}: nothing to do")
 
 
 @app.command()

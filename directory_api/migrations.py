@@ -1,14 +1,15 @@
 """Ordered schema steps, recorded in a schema_version table, applied under a lock."""
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
-from directory_api import models
+from directory_api import __version__, models
 from directory_api.db import Handle, behind, is_postgres
 from directory_api.errors import SchemaError
 
@@ -18,12 +19,17 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x6469722D617069
 
 MIGRATE_HINT = "run `directory-api migrate` (or start with --debug, which migrates by itself)"
-NEWER_HINT = "run the newer directory-api"
+NEWER_HINT = "run the newer directory-api that migrated it"
 
 
 class SchemaVersion(peewee.Model):
+    """One row a schema step applied (SPEC "The database")."""
+
     version = peewee.IntegerField(primary_key=True)
     applied = peewee.DateTimeField(default=models.utcnow)
+    # A database default as well, for a release that inserts without it (1.0.0 knows only the two above):
+    # a step recorded by code that cannot say is taken as breaking.
+    additive = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         database = models.database
@@ -112,14 +118,51 @@ class Step:
     additive: bool = True
 
 
+def _schema_version_additive(database: peewee.Database) -> None:
+    """schema_version.additive (issue 24): whether code older than a step still runs on it.
+
+    NOT NULL with a database default, so 1.0.0, which inserts (version, applied)
+    only, could still record a step. Steps 1 to 3 were all additive.
+    """
+    if "additive" in _columns(database, "schema_version"):
+        return
+    database.execute_sql("ALTER TABLE schema_version ADD COLUMN additive BOOLEAN NOT NULL DEFAULT FALSE")
+    database.execute_sql("UPDATE schema_version SET additive = TRUE WHERE version <= 3")
+
+
+def _columns(database: peewee.Database, table: str) -> set[str]:
+    return {column.name for column in database.get_columns(table)}
+
+
 # Append only, numbered from 1 without gaps: a step, once released, never changes. Later steps use
 # playhouse.migrate so they describe a change, not a snapshot of the models.
 STEPS: tuple[Step, ...] = (
     Step(1, "initial_schema", _initial_schema),
     Step(2, "email_outbox", _email_outbox),
     Step(3, "operating_it", _operating_it),
+    Step(4, "schema_version_additive", _schema_version_additive),
 )
 LATEST = len(STEPS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A published release and the last schema step its code knows."""
+
+    version: str
+    last_step: int
+    # Whether it runs on a newer schema whose newer steps are all additive (1.0.0 refuses any newer schema).
+    runs_on_additive: bool = True
+
+
+# Every release before this one; add this one's line when it is published.
+RELEASES: tuple[Release, ...] = (Release("1.0.0", 3, runs_on_additive=False),)
+
+
+def releases_stopped_by(step: Step) -> list[str]:
+    """The published releases that can no longer start once `step` is applied."""
+    return [release.version for release in RELEASES
+            if release.last_step < step.number and not (step.additive and release.runs_on_additive)]
 
 
 def current_version(database: Handle) -> int:
@@ -129,39 +172,139 @@ def current_version(database: Handle) -> int:
     return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
 
 
-def migrate(database: Handle) -> list[int]:
-    """Apply the steps not applied yet; return their numbers. Safe to run concurrently."""
-    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
+def newer_steps(database: Handle) -> dict[int, bool]:
+    """The steps applied that this release does not know, each with whether it is additive."""
+    query = SchemaVersion.select(SchemaVersion.version, SchemaVersion.additive).where(SchemaVersion.version > LATEST)
+    return {row.version: bool(row.additive) for row in query.bind(behind(database))}
+
+
+def pending_steps(database: Handle) -> list[Step]:
+    """The steps `migrate` would apply now, in order; changes nothing."""
+    return list(STEPS[current_version(database):])
+
+
+@contextlib.contextmanager
+def _locked(database: peewee.Database) -> Iterator[None]:
+    """A transaction that one migrate at a time holds (the others wait here)."""
     with database.atomic():
         if is_postgres(database):
-            # Held to the end of the transaction: a second migrate waits here,
-            # then finds everything applied. (SQLite's BEGIN IMMEDIATE does the same.)
+            # Held to the end of the transaction. (SQLite's BEGIN IMMEDIATE does the same.)
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        yield
+
+
+def _record(database: peewee.Database, step: Step) -> None:
+    row: dict = {"version": step.number, "applied": models.utcnow().isoformat(sep=" ")}
+    # Before step 4 the table has no additive column (a 1.0.0 database migrated from step 1 or 2).
+    if "additive" in _columns(database, SchemaVersion._meta.table_name):
+        row["additive"] = step.additive
+    # Raw SQL: the model would insert every column it has, additive included.
+    marks = ", ".join(database.param for _ in row)
+    database.execute_sql(f"INSERT INTO schema_version ({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
+
+
+def breaking_refusal(steps: list[Step]) -> str | None:
+    """Why `migrate` without --allow-breaking refuses `steps`; None when they are all additive."""
+    breaking = [step for step in steps if not step.additive]
+    if not breaking:
+        return None
+    named = ", ".join(f"{step.number} ({step.name})" for step in breaking)
+    stopped = sorted({release for step in breaking for release in releases_stopped_by(step)})
+    return (f"schema step {named} is breaking: {' and '.join(stopped) or 'older releases'} can no longer run "
+            "after it; stop every process of those releases, then run `directory-api migrate --allow-breaking`")
+
+
+def migrate(database: Handle, *, allow_breaking: bool = False) -> list[int]:
+    """Apply the steps not applied yet, each in its own transaction; return their numbers.
+
+    Safe to run concurrently, and again after being killed at any point: a
+    step and its row in schema_version commit together. A breaking step is
+    applied only with allow_breaking; without it nothing is applied.
+    """
+    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
+    with _locked(database):
         database.create_tables([SchemaVersion])
-        applied = []
-        for number in range(current_version(database) + 1, LATEST + 1):
-            log.info("applying schema step %d (%s)", number, STEPS[number - 1].name)
-            STEPS[number - 1].apply(database)
-            SchemaVersion.create(version=number)
-            applied.append(number)
-    return applied
+    refusal = None if allow_breaking else breaking_refusal(pending_steps(database))
+    if refusal:
+        raise SchemaError(refusal)
+    applied: list[int] = []
+    while True:
+        with _locked(database):
+            # Read again under the lock: another migrate may have applied steps meanwhile.
+            number = current_version(database) + 1
+            if number > LATEST:
+                return applied
+            step = STEPS[number - 1]
+            if not step.additive and not allow_breaking:
+                raise SchemaError(breaking_refusal([step]) or "")
+            log.info("applying schema step %d (%s, %s)", number, step.name, kind(step))
+            step.apply(database)
+            _record(database, step)
+        applied.append(number)
 
 
-def schema_problem(version: int) -> str | None:
-    """What is wrong with a schema at `version` for this release (older or newer); None when it is current."""
+def kind(step: Step) -> str:
+    return "additive" if step.additive else "breaking"
+
+
+def describe(step: Step) -> str:
+    """One step as `migrate --dry-run` lists it: number, name, additive or breaking, and whom it stops."""
+    stopped = releases_stopped_by(step)
+    after = f"; {' and '.join(stopped)} can no longer start after it" if stopped else ""
+    needs = " (needs --allow-breaking)" if not step.additive else ""
+    return f"step {step.number} {step.name}: {kind(step)}{needs}{after}"
+
+
+def dry_run_lines(version: int, pending: list[Step]) -> list[str]:
+    """What `migrate --dry-run` prints for a schema at `version`."""
+    if not pending:
+        if version > LATEST:
+            return [f"schema at version {version}, newer than this release ({LATEST}): nothing to apply"]
+        return [f"schema at version {version}: nothing to apply"]
+    lines = [f"schema at version {version}; migrate would apply {len(pending)} step(s), in this order:"]
+    lines += [f"  {describe(step)}" for step in pending]
+    lines.append("nothing was changed (--dry-run)")
+    return lines
+
+
+def stopped_lines(steps: list[Step]) -> list[str]:
+    """What `migrate` says before applying `steps`: the releases that can no longer start, by step."""
+    return [f"schema step {step.number} ({step.name}, {kind(step)}): "
+            f"{' and '.join(releases_stopped_by(step))} can no longer start once it is applied"
+            for step in steps if releases_stopped_by(step)]
+
+
+def schema_problem(version: int, newer: Mapping[int, bool] | None = None) -> str | None:
+    """What keeps this release off a schema at `version`; None when it may run.
+
+    `newer` holds the steps beyond this release's (number: additive); it runs
+    on them only when they are all additive (None: not known, so it does not).
+    """
     if version < LATEST:
         return f"at version {version}, this release needs {LATEST}"
     if version > LATEST:
-        return f"at version {version}, newer than this release ({LATEST})"
+        breaking = sorted(number for number, additive in (newer or {}).items() if not additive)
+        if newer is None or breaking:
+            which = f"; step {', '.join(map(str, breaking))} is breaking" if breaking else ""
+            return f"at version {version}, newer than this release ({LATEST}){which}"
     return None
 
 
+_warned: set[int] = set()
+
+
 def ensure_current(database: Handle, *, auto_migrate: bool) -> None:
-    """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
+    """Refuse to run on a schema older than this release (or migrate, under --debug), or on a newer one
+    unless every newer step is additive (then warn, once a process)."""
     version = current_version(database)
     if version < LATEST and auto_migrate:
         migrate(database)
         return
-    problem = schema_problem(version)
+    newer = newer_steps(database) if version > LATEST else {}
+    problem = schema_problem(version, newer)
     if problem:
         raise SchemaError(f"the database schema is {problem}: {MIGRATE_HINT if version < LATEST else NEWER_HINT}")
+    if newer and version not in _warned:
+        _warned.add(version)
+        log.warning("the database schema is at version %d, newer than this release (directory-api %s, version %d); "
+                    "its newer steps are all additive, so this release runs on it", version, __version__, LATEST)

@@ -29,3 +29,82 @@ def test_migrate_on_an_unreachable_database_is_one_line_and_exit_2():
     assert result.exit_code == 2
     assert result.output.startswith("error: DATABASE_URL: cannot migrate")
     assert "Traceback" not in result.output
+
+
+def as_1_0_0_left_it(url: str) -> None:
+    """A database migrated by release 1.0.0: steps 1 to 3, a schema_version table without `additive`."""
+    database = db.bind(url)
+    migrations.migrate(database)
+    database.execute_sql("DELETE FROM schema_version WHERE version > 3")
+    database.execute_sql("ALTER TABLE schema_version DROP COLUMN additive")
+    database.close()
+
+
+def test_dry_run_lists_each_step_it_would_apply_marked_additive_and_changes_nothing(database_url):
+    as_1_0_0_left_it(database_url)
+    result = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "schema at version 3; migrate would apply 1 step(s), in this order:",
+        "  step 4 schema_version_additive: additive; 1.0.0 can no longer start after it",
+        "nothing was changed (--dry-run)",
+    ]
+    database = db.bind(database_url)
+    assert migrations.current_version(database) == 3
+    assert "additive" not in {column.name for column in database.get_columns("schema_version")}
+
+
+def test_dry_run_on_an_empty_database_lists_every_step_and_creates_nothing(database_url):
+    result = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    listed = [line.split(":")[0].strip() for line in result.output.splitlines() if line.startswith("  step ")]
+    assert listed == [f"step {step.number} {step.name}" for step in migrations.STEPS]
+    assert db.bind(database_url).get_tables() == []
+
+
+def test_dry_run_on_a_current_schema_has_nothing_to_apply(database_url):
+    invoke_cli("migrate", DATABASE_URL=database_url)
+    result = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert result.output == f"schema at version {migrations.LATEST}: nothing to apply\n"
+
+
+def test_migrate_of_a_1_0_0_database_warns_that_1_0_0_can_no_longer_start(database_url):
+    as_1_0_0_left_it(database_url)
+    result = invoke_cli("migrate", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    assert "warning: schema step 4 (schema_version_additive, additive): 1.0.0 can no longer start once it is " \
+           "applied" in result.output
+    assert "schema migrated to version 4 (applied steps 4)" in result.output
+
+
+def breaking_step(monkeypatch):
+    step = migrations.Step(migrations.LATEST + 1, "drop_old_column", lambda database: None, additive=False)
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
+    monkeypatch.setattr(migrations, "LATEST", step.number)
+    return step
+
+
+def test_migrate_refuses_a_breaking_step_in_one_line_without_allow_breaking(database_url, monkeypatch):
+    invoke_cli("migrate", DATABASE_URL=database_url)
+    step = breaking_step(monkeypatch)
+    dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert f"  step {step.number} drop_old_column: breaking (needs --allow-breaking); 1.0.0 can no longer start " \
+           "after it" in dry.output
+    result = invoke_cli("migrate", DATABASE_URL=database_url)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: schema step {step.number} (drop_old_column) is breaking: 1.0.0 can no longer run after it; stop "
+        "every process of those releases, then run `directory-api migrate --allow-breaking`\n")
+    assert migrations.current_version(db.bind(database_url)) == step.number - 1
+
+
+def test_migrate_with_allow_breaking_names_the_releases_then_applies_it(database_url, monkeypatch):
+    invoke_cli("migrate", DATABASE_URL=database_url)
+    step = breaking_step(monkeypatch)
+    result = invoke_cli("migrate", "--allow-breaking", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    warning = result.output.index(f"warning: schema step {step.number} (drop_old_column, breaking): 1.0.0 can no "
+                                  "longer start once it is applied")
+    assert warning < result.output.index(f"schema migrated to version {step.number}")
+    assert migrations.newer_steps(db.bind(database_url)) == {}
+    assert migrations.current_version(db.bind(database_url)) == step.number
