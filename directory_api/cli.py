@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from directory_api import __version__, logs
+from directory_api import __version__, build_commit, logs
 from directory_api.errors import SettingsError, UserError, first_line
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
@@ -85,7 +85,7 @@ Port = Annotated[int | None, typer.Option(help="Port to listen on (default: $POR
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"directory-api {__version__}")
+        typer.echo(f"directory-api {__version__} (commit {build_commit()})")
         raise typer.Exit()
 
 
