@@ -1,7 +1,11 @@
 """The `migrate` command, driven through the CLI."""
 
+import os
+import subprocess
+import sys
+
 from directory_api import db, migrations
-from tests.support import invoke_cli
+from tests.support import REPO, invoke_cli, wait_until
 
 
 def test_migrate_creates_the_schema_and_says_so(database_url):
@@ -108,3 +112,51 @@ def test_migrate_with_allow_breaking_names_the_releases_then_applies_it(database
     assert warning < result.output.index(f"schema migrated to version {step.number}")
     assert migrations.newer_steps(db.bind(database_url)) == {}
     assert migrations.current_version(db.bind(database_url)) == step.number
+
+
+# `migrate` with one more step, which creates a table and then (with "hang") waits to be killed.
+MIGRATE_WITH_A_SLOW_STEP = """
+import sys, time
+from pathlib import Path
+from directory_api import cli, migrations
+
+started, hang = Path(sys.argv[1]), sys.argv[2] == "hang"
+
+def slow(database):
+    database.execute_sql("CREATE TABLE made_by_the_slow_step (id INTEGER)")
+    if hang:
+        started.touch()
+        time.sleep(60)
+
+step = migrations.Step(migrations.LATEST + 1, "slow", slow)
+migrations.STEPS, migrations.LATEST = (*migrations.STEPS, step), step.number
+sys.argv[1:] = ["migrate"]
+cli.main()
+"""
+
+
+def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_next_finishes(database_url, tmp_path):
+    as_1_0_0_left_it(database_url)
+    started = tmp_path / "started"
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": database_url}
+    migrate = [sys.executable, "-c", MIGRATE_WITH_A_SLOW_STEP, str(started)]
+    killed = subprocess.Popen([*migrate, "hang"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(started.exists, timeout=30, what="the slow step to start")
+    finally:
+        killed.kill()  # SIGKILL: no handler, no rollback by the process itself
+        killed.wait(10)
+    database = db.bind(database_url)
+    assert migrations.current_version(database) == 4  # step 4 committed before the slow step 5 began
+    assert not database.table_exists("made_by_the_slow_step")
+    database.close()
+
+    again = subprocess.run([*migrate, "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "schema migrated to version 5 (applied steps 5)" in again.stdout
+    database = db.bind(database_url)
+    assert database.table_exists("made_by_the_slow_step")
+    assert migrations.current_version(database) == 5
+    database.close()
