@@ -239,6 +239,12 @@ def migrate(
     allow_breaking: Annotated[
         bool, typer.Option("--allow-breaking", help="Also apply breaking steps, which stop older releases.")
     ] = False,
+    compatible_with: Annotated[
+        str | None,
+        typer.Option("--compatible-with", metavar="RELEASE",
+                     help="Keep 1.0.0 (which refuses any newer schema) starting on the additive steps applied; "
+                     "a later plain migrate undoes it."),
+    ] = None,
 ) -> None:
     """Create or upgrade the database schema; safe to run again and from several machines.
 
@@ -248,18 +254,26 @@ def migrate(
     from directory_api import db, migrations
 
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
+    if compatible_with:
+        migrations.compatible_release(compatible_with)
     database = db.bind(settings.required("DATABASE_URL"), timeout=None)
     try:
         version = migrations.current_version(database)
         pending = migrations.pending_steps(database)
+        held = migrations.held_steps(database)
         if dry_run:
-            for line in migrations.dry_run_lines(version, pending):
+            for line in migrations.dry_run_lines(version, pending, held):
                 typer.echo(line)
             return
         if allow_breaking or not migrations.breaking_refusal(pending):
-            for line in migrations.stopped_lines(pending):
+            lines = migrations.stopped_lines(pending, compatible_with)
+            if held and not compatible_with:
+                lines.append(f"schema steps {', '.join(map(str, held))} are recorded in schema_version again: "
+                             "1.0.0 can no longer start")
+            for line in lines:
                 logs.emit(logging.WARNING, f"warning: {line}", line)
-        applied = migrations.migrate(database, allow_breaking=allow_breaking)
+        applied = migrations.migrate(database, allow_breaking=allow_breaking, compatible_with=compatible_with)
+        held = migrations.held_steps(database)
     except UserError:
         raise
     except Exception as error:  # any driver error is the user's database problem
@@ -270,6 +284,10 @@ def migrate(
         typer.echo(f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})")
     else:
         typer.echo(f"schema already at version {max(version, migrations.LATEST)}: nothing to do")
+    if compatible_with and held:
+        typer.echo(f"steps {', '.join(map(str, held))} are recorded in {migrations.HeldSchemaVersion._meta.table_name}"
+                   f", where {compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
+                   f"{compatible_with} process is left")
 
 
 @app.command()

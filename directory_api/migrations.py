@@ -3,7 +3,7 @@
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 from playhouse.migrate import SchemaMigrator
@@ -34,6 +34,13 @@ class SchemaVersion(peewee.Model):
     class Meta:
         database = models.database
         table_name = "schema_version"
+
+
+class HeldSchemaVersion(SchemaVersion):
+    """Rows of schema_version kept where release 1.0.0 does not look (see `hold`)."""
+
+    class Meta:
+        table_name = "schema_version_beyond_1_0_0"
 
 
 def _initial_schema(database: peewee.Database) -> None:
@@ -165,17 +172,38 @@ def releases_stopped_by(step: Step) -> list[str]:
             if release.last_step < step.number and not (step.additive and release.runs_on_additive)]
 
 
+def _version_tables(database: Handle) -> list[type[SchemaVersion]]:
+    return [model for model in (SchemaVersion, HeldSchemaVersion) if database.table_exists(model._meta.table_name)]
+
+
 def current_version(database: Handle) -> int:
-    """The highest step applied; 0 for an empty database."""
-    if not database.table_exists(SchemaVersion._meta.table_name):
-        return 0
-    return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+    """The highest step applied (recorded in schema_version, or held for 1.0.0); 0 for an empty database."""
+    versions = [model.select(peewee.fn.MAX(model.version)).scalar() or 0 for model in _version_tables(database)]
+    return max(versions, default=0)
 
 
 def newer_steps(database: Handle) -> dict[int, bool]:
     """The steps applied that this release does not know, each with whether it is additive."""
-    query = SchemaVersion.select(SchemaVersion.version, SchemaVersion.additive).where(SchemaVersion.version > LATEST)
-    return {row.version: bool(row.additive) for row in query.bind(behind(database))}
+    return applied_beyond(database, LATEST)
+
+
+def applied_beyond(database: Handle, number: int) -> dict[int, bool]:
+    """The steps applied after step `number`, each with whether it is additive."""
+    if current_version(database) <= number:
+        return {}  # and a table of 1.0.0's may have no additive column to read
+    beyond = {}
+    for model in _version_tables(database):
+        query = model.select(model.version, model.additive).where(model.version > number)
+        beyond.update({row.version: bool(row.additive) for row in query})
+    return beyond
+
+
+def held_steps(database: Handle) -> list[int]:
+    """The steps whose rows `migrate --compatible-with 1.0.0` keeps out of schema_version."""
+    if HeldSchemaVersion not in _version_tables(database):
+        return []
+    return [row.version for row in HeldSchemaVersion.select(HeldSchemaVersion.version).order_by(
+        HeldSchemaVersion.version)]
 
 
 def pending_steps(database: Handle) -> list[Step]:
@@ -214,17 +242,25 @@ def breaking_refusal(steps: list[Step]) -> str | None:
             "after it; stop every process of those releases, then run `directory-api migrate --allow-breaking`")
 
 
-def migrate(database: Handle, *, allow_breaking: bool = False) -> list[int]:
+def migrate(database: Handle, *, allow_breaking: bool = False, compatible_with: str | None = None) -> list[int]:
     """Apply the steps not applied yet, each in its own transaction; return their numbers.
 
     Safe to run concurrently, and again after being killed at any point: a
     step and its row in schema_version commit together. A breaking step is
     applied only with allow_breaking; without it nothing is applied.
+    compatible_with="1.0.0" then holds the rows of the steps 1.0.0 does not
+    know out of schema_version (see `hold`); without it, rows held so are
+    put back first.
     """
     database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
+    release = compatible_release(compatible_with) if compatible_with else None
     with _locked(database):
         database.create_tables([SchemaVersion])
-    refusal = None if allow_breaking else breaking_refusal(pending_steps(database))
+        if release is None:
+            _put_back(database)
+    pending = pending_steps(database)
+    refusal = (breaking_refusal(pending) if not allow_breaking else None) or \
+        (compatibility_refusal(release, pending, applied_beyond(database, release.last_step)) if release else None)
     if refusal:
         raise SchemaError(refusal)
     applied: list[int] = []
@@ -233,7 +269,7 @@ def migrate(database: Handle, *, allow_breaking: bool = False) -> list[int]:
             # Read again under the lock: another migrate may have applied steps meanwhile.
             number = current_version(database) + 1
             if number > LATEST:
-                return applied
+                break
             step = STEPS[number - 1]
             if not step.additive and not allow_breaking:
                 raise SchemaError(breaking_refusal([step]) or "")
@@ -241,6 +277,61 @@ def migrate(database: Handle, *, allow_breaking: bool = False) -> list[int]:
             step.apply(database)
             _record(database, step)
         applied.append(number)
+    if release:
+        with _locked(database):
+            hold(database, release)
+    return applied
+
+
+def compatible_release(version: str) -> Release:
+    """The release `--compatible-with` names, when it is one that needs it."""
+    for release in RELEASES:
+        if release.version == version and not release.runs_on_additive:
+            return release
+    needing = ", ".join(release.version for release in RELEASES if not release.runs_on_additive)
+    raise SchemaError(f"--compatible-with {version}: only {needing} needs it (later releases run on additive steps "
+                      "by themselves)")
+
+
+def compatibility_refusal(release: Release, pending: list[Step], applied_newer: Mapping[int, bool]) -> str | None:
+    """Why the steps beyond `release`'s cannot be held for it: one of them is breaking."""
+    breaking = sorted({step.number for step in pending if step.number > release.last_step and not step.additive} |
+                      {number for number, additive in applied_newer.items() if not additive})
+    if not breaking:
+        return None
+    return (f"--compatible-with {release.version}: step {', '.join(map(str, breaking))} is breaking, so "
+            f"{release.version} cannot run on this schema whatever is recorded")
+
+
+def hold(database: peewee.Database, release: Release) -> list[int]:
+    """Move the rows of the (additive) steps beyond `release`'s out of schema_version; return their numbers.
+
+    Release 1.0.0 reads MAX(schema_version.version) and refuses anything above
+    its own last step, additive or not. Its code runs on additive steps, so
+    their rows wait in schema_version_beyond_1_0_0, where this release reads
+    them too, until a plain `migrate` puts them back.
+    """
+    beyond = SchemaVersion.version > release.last_step
+    rows = list(SchemaVersion.select().where(beyond).order_by(SchemaVersion.version))
+    if any(not row.additive for row in rows):
+        raise SchemaError(compatibility_refusal(release, [], {row.version: row.additive for row in rows}) or "")
+    database.create_tables([HeldSchemaVersion])
+    HeldSchemaVersion.insert_from(SchemaVersion.select(*_fields(SchemaVersion)).where(beyond),
+                                  _fields(HeldSchemaVersion)).execute()
+    SchemaVersion.delete().where(beyond).execute()
+    return [row.version for row in rows]
+
+
+def _put_back(database: peewee.Database) -> None:
+    """The rows `hold` moved, back into schema_version (from then on 1.0.0 refuses to start)."""
+    if not database.table_exists(HeldSchemaVersion._meta.table_name):
+        return
+    SchemaVersion.insert_from(HeldSchemaVersion.select(*_fields(HeldSchemaVersion)), _fields(SchemaVersion)).execute()
+    database.drop_tables([HeldSchemaVersion])
+
+
+def _fields(model: type[SchemaVersion]) -> list[peewee.Field]:
+    return [model.version, model.applied, model.additive]
 
 
 def kind(step: Step) -> str:
@@ -250,28 +341,38 @@ def kind(step: Step) -> str:
 def describe(step: Step) -> str:
     """One step as `migrate --dry-run` lists it: number, name, additive or breaking, and whom it stops."""
     stopped = releases_stopped_by(step)
-    after = f"; {' and '.join(stopped)} can no longer start after it" if stopped else ""
+    bridged = [release.version for release in RELEASES if step.additive and not release.runs_on_additive
+               and release.version in stopped]
+    unless = f" (unless migrate --compatible-with {bridged[0]})" if bridged else ""
+    after = f"; {' and '.join(stopped)} can no longer start after it{unless}" if stopped else ""
     needs = " (needs --allow-breaking)" if not step.additive else ""
     return f"step {step.number} {step.name}: {kind(step)}{needs}{after}"
 
 
-def dry_run_lines(version: int, pending: list[Step]) -> list[str]:
-    """What `migrate --dry-run` prints for a schema at `version`."""
+def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = ()) -> list[str]:
+    """What `migrate --dry-run` prints for a schema at `version` (`held`: rows kept out of schema_version)."""
+    lines = []
+    if held:
+        lines.append(f"steps {', '.join(map(str, held))} are held for 1.0.0 (migrate --compatible-with 1.0.0): a "
+                     "plain migrate records them in schema_version again, and 1.0.0 no longer starts")
     if not pending:
-        if version > LATEST:
-            return [f"schema at version {version}, newer than this release ({LATEST}): nothing to apply"]
-        return [f"schema at version {version}: nothing to apply"]
-    lines = [f"schema at version {version}; migrate would apply {len(pending)} step(s), in this order:"]
-    lines += [f"  {describe(step)}" for step in pending]
+        newer = f", newer than this release ({LATEST})" if version > LATEST else ""
+        return [f"schema at version {version}{newer}: nothing to apply", *lines]
+    lines.insert(0, f"schema at version {version}; migrate would apply {len(pending)} step(s), in this order:")
+    lines[1:1] = [f"  {describe(step)}" for step in pending]
     lines.append("nothing was changed (--dry-run)")
     return lines
 
 
-def stopped_lines(steps: list[Step]) -> list[str]:
+def stopped_lines(steps: list[Step], compatible_with: str | None = None) -> list[str]:
     """What `migrate` says before applying `steps`: the releases that can no longer start, by step."""
-    return [f"schema step {step.number} ({step.name}, {kind(step)}): "
-            f"{' and '.join(releases_stopped_by(step))} can no longer start once it is applied"
-            for step in steps if releases_stopped_by(step)]
+    lines = []
+    for step in steps:
+        stopped = [version for version in releases_stopped_by(step) if version != compatible_with]
+        if stopped:
+            lines.append(f"schema step {step.number} ({step.name}, {kind(step)}): {' and '.join(stopped)} can no "
+                         "longer start once it is applied")
+    return lines
 
 
 def schema_problem(version: int, newer: Mapping[int, bool] | None = None) -> str | None:

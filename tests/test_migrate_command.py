@@ -50,7 +50,8 @@ def test_dry_run_lists_each_step_it_would_apply_marked_additive_and_changes_noth
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "schema at version 3; migrate would apply 1 step(s), in this order:",
-        "  step 4 schema_version_additive: additive; 1.0.0 can no longer start after it",
+        "  step 4 schema_version_additive: additive; 1.0.0 can no longer start after it (unless migrate "
+        "--compatible-with 1.0.0)",
         "nothing was changed (--dry-run)",
     ]
     database = db.bind(database_url)
@@ -160,3 +161,32 @@ def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_n
     assert database.table_exists("made_by_the_slow_step")
     assert migrations.current_version(database) == 5
     database.close()
+
+
+def test_migrate_compatible_with_1_0_0_says_where_the_steps_are_recorded_and_what_to_run_later(database_url):
+    as_1_0_0_left_it(database_url)
+    result = invoke_cli("migrate", "--compatible-with", "1.0.0", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert result.output.splitlines()[-2:] == [
+        "schema migrated to version 4 (applied steps 4)",
+        "steps 4 are recorded in schema_version_beyond_1_0_0, where 1.0.0 does not look, so it still starts: run "
+        "`directory-api migrate` once no 1.0.0 process is left",
+    ]
+    dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert dry.output.splitlines() == [
+        "schema at version 4: nothing to apply",
+        "steps 4 are held for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate records them in "
+        "schema_version again, and 1.0.0 no longer starts",
+    ]
+    plain = invoke_cli("migrate", DATABASE_URL=database_url)
+    assert plain.exit_code == 0, plain.output
+    assert "warning: schema steps 4 are recorded in schema_version again: 1.0.0 can no longer start" in plain.output
+    assert migrations.held_steps(db.bind(database_url)) == []
+
+
+def test_migrate_compatible_with_a_release_that_does_not_need_it_is_one_line_and_exit_2(database_url):
+    result = invoke_cli("migrate", "--compatible-with", "1.1.0", DATABASE_URL=database_url)
+    assert result.exit_code == 2
+    assert result.output == ("error: --compatible-with 1.1.0: only 1.0.0 needs it (later releases run on additive "
+                             "steps by themselves)\n")

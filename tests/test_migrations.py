@@ -202,3 +202,43 @@ def test_a_step_that_fails_leaves_the_steps_before_it_applied_and_itself_not_at_
 def test_pending_steps_change_nothing(bound):
     assert [step.number for step in migrations.pending_steps(bound)] == list(range(1, migrations.LATEST + 1))
     assert bound.get_tables() == []
+
+
+def max_version_as_1_0_0_reads_it(database) -> int:
+    return database.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()[0]
+
+
+def test_compatible_with_1_0_0_keeps_the_rows_of_later_steps_where_1_0_0_does_not_look(bound, caplog):
+    as_1_0_0_left_it(bound)
+    assert migrations.migrate(bound, compatible_with="1.0.0") == [4]
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert migrations.current_version(bound) == migrations.LATEST == 4
+    assert migrations.held_steps(bound) == [4]
+    migrations.ensure_current(bound, auto_migrate=False)  # this release reads both tables
+    assert migrations.migrate(bound, compatible_with="1.0.0") == []  # again: nothing more to do
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_plain_migrate_records_the_held_steps_in_schema_version_again(bound):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    assert migrations.migrate(bound) == []
+    assert max_version_as_1_0_0_reads_it(bound) == 4
+    assert migrations.held_steps(bound) == []
+    assert not bound.table_exists("schema_version_beyond_1_0_0")
+    assert recorded(bound) == {1: True, 2: True, 3: True, 4: True}
+
+
+def test_compatible_with_1_0_0_refuses_a_breaking_step_beyond_1_0_0_and_applies_nothing(bound, monkeypatch):
+    as_1_0_0_left_it(bound)
+    extra_steps(monkeypatch, Step(5, "drop_thing", nothing, additive=False))
+    with pytest.raises(SchemaError, match="--compatible-with 1.0.0: step 5 is breaking, so 1.0.0 cannot run on "
+                                          "this schema whatever is recorded"):
+        migrations.migrate(bound, allow_breaking=True, compatible_with="1.0.0")
+    assert migrations.current_version(bound) == 3
+
+
+def test_compatible_with_a_release_that_reads_additive_marks_is_refused(bound):
+    with pytest.raises(SchemaError, match="only 1.0.0 needs it"):
+        migrations.migrate(bound, compatible_with="1.1.0")
