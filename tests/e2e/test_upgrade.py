@@ -21,7 +21,7 @@ from directory_api import __version__, migrations
 from tests.e2e.conftest import ROOT, build
 from tests.e2e.harness import assert_saved_exactly_once, post_enrolment, saved_message_ids, service_env
 from tests.e2e.test_mail import SinkProcess
-from tests.factories import enrolment_payload
+from tests.factories import enrolment_bodies, enrolment_payload
 from tests.support import Process, free_port, pg_rows, start_serve, start_work, wait_for_root, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -241,6 +241,41 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_duplicates_nothin
     assert_saved_exactly_once(url, {first.json()["id"], *stream.to_save, *rollback_ids, last})
     assert "WARNING" not in forward.full_log()
     assert new_serve.alive()
+
+
+def drop_connections(url: str) -> None:
+    """End the service's PostgreSQL connections to this database, as a failover or a restart of PostgreSQL would."""
+    name = url.rsplit("/", 1)[1]
+    pg_rows(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 f"WHERE datname = '{name}' AND application_name = 'directory-api'")
+
+
+@pytest.mark.parametrize("migrate", [("migrate",), ("migrate", "--compatible-with", PREVIOUS_VERSION)],
+                         ids=["plain", "compatible-with-1.0.0"])
+def test_a_running_previous_release_worker_after_the_migration_and_a_lost_connection(
+        migrate, previous_cli, cli, base_env, postgres_url, moto_endpoint, sqs, queues, processes):
+    """1.0.0's work checks the schema again whenever it waits for the database, after any database error."""
+    url = emptied(postgres_url)
+    env = service_env(base_env, database_url=url, sqs_endpoint=moto_endpoint, queues=queues)
+    assert run(previous_cli, env, "migrate").returncode == 0
+    worker = started(start_work(processes, previous_cli, env, name="old-work"))
+    before = sqs.send_batch(queues[0], enrolment_bodies(3))
+    wait_until(lambda: set(saved_message_ids(url)) == set(before), 30, "3 enrolments saved")
+    assert run(cli, env, *migrate).returncode == 0
+
+    drop_connections(url)
+    after = sqs.send_batch(queues[0], enrolment_bodies(3, start=10))
+
+    if "--compatible-with" in migrate:
+        wait_until(lambda: set(saved_message_ids(url)) == {*before, *after}, 60, "3 more enrolments saved")
+        assert worker.alive()
+    else:
+        wait_until(lambda: not worker.alive(), 60, "the 1.0.0 worker to exit")
+        assert worker.popen.returncode == 2
+        assert worker.full_log().strip().splitlines()[-1] == (
+            f"error: the database schema is at version {migrations.LATEST}, newer than this release "
+            f"({PREVIOUS_LAST_STEP}): run the newer directory-api")
+        assert sqs.total(queues[0]) == 3  # nothing lost: the next worker saves them
 
 
 def test_a_newer_additive_step_lets_serve_and_work_start_with_a_warning_and_a_breaking_one_stops_them(
