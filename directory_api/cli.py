@@ -268,7 +268,7 @@ def migrate(
         if allow_breaking or not migrations.breaking_refusal(pending):
             lines = migrations.stopped_lines(pending, compatible_with)
             if held and not compatible_with:
-                lines.append(f"schema steps {', '.join(map(str, held))} are recorded in schema_version again: "
+                lines.append(f"schema {migrations.steps_are(held, 'is recorded')} in schema_version again: "
                              "1.0.0 can no longer start")
             for line in lines:
                 logs.emit(logging.WARNING, f"warning: {line}", line)
@@ -285,7 +285,7 @@ def migrate(
     else:
         typer.echo(f"schema already at version {max(version, migrations.LATEST)}: nothing to do")
     if compatible_with and held:
-        typer.echo(f"steps {', '.join(map(str, held))} are recorded in {migrations.HeldSchemaVersion._meta.table_name}"
+        typer.echo(f"{migrations.steps_are(held, 'is recorded')} in {migrations.HeldSchemaVersion._meta.table_name}"
                    f", where {compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
                    f"{compatible_with} process is left")
 

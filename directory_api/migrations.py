@@ -299,7 +299,7 @@ def compatibility_refusal(release: Release, pending: list[Step], applied_newer: 
                       {number for number, additive in applied_newer.items() if not additive})
     if not breaking:
         return None
-    return (f"--compatible-with {release.version}: step {', '.join(map(str, breaking))} is breaking, so "
+    return (f"--compatible-with {release.version}: {steps_are(breaking)} breaking, so "
             f"{release.version} cannot run on this schema whatever is recorded")
 
 
@@ -334,6 +334,15 @@ def _fields(model: type[SchemaVersion]) -> list[peewee.Field]:
     return [model.version, model.applied, model.additive]
 
 
+def steps_are(numbers: Sequence[int], verb: str = "is") -> str:
+    """"step 5 is" or "steps 5, 6 are": `verb` is said of one step ("is", "is held"), its first word made plural."""
+    if len(numbers) == 1:
+        return f"step {numbers[0]} {verb}"
+    first, _, rest = verb.partition(" ")
+    plural = {"is": "are", "was": "were"}.get(first, first)
+    return f"steps {', '.join(map(str, numbers))} {plural}{' ' + rest if rest else ''}"
+
+
 def kind(step: Step) -> str:
     return "additive" if step.additive else "breaking"
 
@@ -353,7 +362,7 @@ def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = ()) -
     """What `migrate --dry-run` prints for a schema at `version` (`held`: rows kept out of schema_version)."""
     lines = []
     if held:
-        lines.append(f"steps {', '.join(map(str, held))} are held for 1.0.0 (migrate --compatible-with 1.0.0): a "
+        lines.append(f"{steps_are(held, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0): a "
                      "plain migrate records them in schema_version again, and 1.0.0 no longer starts")
     if not pending:
         newer = f", newer than this release ({LATEST})" if version > LATEST else ""
@@ -386,7 +395,7 @@ def schema_problem(version: int, newer: Mapping[int, bool] | None = None) -> str
     if version > LATEST:
         breaking = sorted(number for number, additive in (newer or {}).items() if not additive)
         if newer is None or breaking:
-            which = f"; step {', '.join(map(str, breaking))} is breaking" if breaking else ""
+            which = f"; {steps_are(breaking)} breaking" if breaking else ""
             return f"at version {version}, newer than this release ({LATEST}){which}"
     return None
 

@@ -170,18 +170,18 @@ def test_migrate_compatible_with_1_0_0_says_where_the_steps_are_recorded_and_wha
     assert "warning" not in result.output
     assert result.output.splitlines()[-2:] == [
         "schema migrated to version 4 (applied steps 4)",
-        "steps 4 are recorded in schema_version_beyond_1_0_0, where 1.0.0 does not look, so it still starts: run "
+        "step 4 is recorded in schema_version_beyond_1_0_0, where 1.0.0 does not look, so it still starts: run "
         "`directory-api migrate` once no 1.0.0 process is left",
     ]
     dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
     assert dry.output.splitlines() == [
         "schema at version 4: nothing to apply",
-        "steps 4 are held for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate records them in "
+        "step 4 is held for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate records them in "
         "schema_version again, and 1.0.0 no longer starts",
     ]
     plain = invoke_cli("migrate", DATABASE_URL=database_url)
     assert plain.exit_code == 0, plain.output
-    assert "warning: schema steps 4 are recorded in schema_version again: 1.0.0 can no longer start" in plain.output
+    assert "warning: schema step 4 is recorded in schema_version again: 1.0.0 can no longer start" in plain.output
     assert migrations.held_steps(db.bind(database_url)) == []
 
 

@@ -242,3 +242,8 @@ def test_compatible_with_1_0_0_refuses_a_breaking_step_beyond_1_0_0_and_applies_
 def test_compatible_with_a_release_that_reads_additive_marks_is_refused(bound):
     with pytest.raises(SchemaError, match="only 1.0.0 needs it"):
         migrations.migrate(bound, compatible_with="1.1.0")
+
+
+def test_steps_are_named_in_the_singular_or_the_plural():
+    assert migrations.steps_are([5]) == "step 5 is"
+    assert migrations.steps_are([5, 6], "is held") == "steps 5, 6 are held"
