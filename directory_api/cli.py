@@ -266,7 +266,7 @@ def migrate(
                 typer.echo(line)
             return
         if allow_breaking or not migrations.breaking_refusal(pending):
-            lines = migrations.stopped_lines(pending, compatible_with)
+            lines = migrations.stopped_lines(pending, version, compatible_with)
             if held and not compatible_with:
                 lines.append(f"schema {migrations.steps_are(held, 'is recorded')} in schema_version again: "
                              "1.0.0 can no longer start")

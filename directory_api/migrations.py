@@ -373,11 +373,13 @@ def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = ()) -
     return lines
 
 
-def stopped_lines(steps: list[Step], compatible_with: str | None = None) -> list[str]:
-    """What `migrate` says before applying `steps`: the releases that can no longer start, by step."""
+def stopped_lines(steps: list[Step], version: int, compatible_with: str | None = None) -> list[str]:
+    """What `migrate` says before applying `steps` to a schema at `version`: the releases that may run on it
+    now and can no longer start once a step is applied (none for an empty database)."""
+    running = {release.version for release in RELEASES if 0 < release.last_step <= version}
     lines = []
     for step in steps:
-        stopped = [version for version in releases_stopped_by(step) if version != compatible_with]
+        stopped = [v for v in releases_stopped_by(step) if v in running and v != compatible_with]
         if stopped:
             lines.append(f"schema step {step.number} ({step.name}, {kind(step)}): {' and '.join(stopped)} can no "
                          "longer start once it is applied")

@@ -15,6 +15,11 @@ def test_migrate_creates_the_schema_and_says_so(database_url):
     assert migrations.current_version(db.bind(database_url)) == migrations.LATEST
 
 
+def test_migrate_of_an_empty_database_warns_of_no_release(database_url):
+    result = invoke_cli("migrate", DATABASE_URL=database_url)
+    assert "warning" not in result.output
+
+
 def test_migrate_twice_says_nothing_to_do(database_url):
     invoke_cli("migrate", DATABASE_URL=database_url)
     result = invoke_cli("migrate", DATABASE_URL=database_url)
