@@ -114,6 +114,14 @@ done
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - directory_api | tar -xf - -C "$site"
 # env-write's default config when the current directory has no env.json (a VM may hold the pyz alone).
 cp env.json "$site/directory_api/env.json"
+# The commit `--version` names (directory_api.build_commit), "-dirty" when the sources differ from it;
+# "unknown" outside a git checkout of its own (a tarball inside another project's repository, say).
+commit=unknown
+if [[ "$(git rev-parse --show-toplevel 2>/dev/null)" == "$(pwd -P)" ]]; then
+    commit="$(git rev-parse --short=12 HEAD)"
+    git diff --quiet HEAD -- || commit="$commit-dirty"
+fi
+printf '"""Written by build.sh."""\n\nCOMMIT = "%s"\n' "$commit" >"$site/directory_api/_build.py"
 # Console scripts carry the build environment's python path; the pyz has its own entry point.
 rm -rf "$site/bin"
 # RECORD lists them too, with hashes of that path: gone with them, so the bytes do not depend on where this runs.

@@ -113,12 +113,15 @@ def check_database(settings: Settings) -> tuple["peewee.Database | None", list[F
     except Exception as error:  # any driver error means "cannot reach it"
         return database, [Finding("database", PROBLEM, f"cannot connect to {shown}: {first_line(error)}", FIX_CONNECT)]
     findings = [Finding("database", OK, f"reachable ({shown})")]
-    problem = migrations.schema_problem(version)
+    newer = migrations.newer_steps(database) if version > migrations.LATEST else {}
+    problem = migrations.schema_problem(version, newer)
     if problem:
         fix = FIX_MIGRATE if version < migrations.LATEST else FIX_NEWER
         findings.append(Finding("database schema", PROBLEM, problem, fix))
     else:
-        findings.append(Finding("database schema", OK, f"current (version {version})"))
+        state = f"newer steps all additive (version {version}, this release {migrations.LATEST})" if newer \
+            else f"current (version {version})"
+        findings.append(Finding("database schema", OK, state))
         findings.append(check_writes(database))
     return database, findings
 

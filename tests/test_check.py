@@ -164,6 +164,16 @@ def test_a_newer_schema_says_to_run_the_newer_release(migrated_url):
     assert any(line.startswith("PROBLEM  database schema:") and line.endswith(checking.FIX_NEWER) for line in lines)
 
 
+def test_a_newer_schema_of_additive_steps_is_usable(migrated_url):
+    migrations.SchemaVersion.create(version=migrations.LATEST + 1, additive=True)
+
+    good, lines = run_check(environ_for(migrated_url))
+
+    assert good, lines
+    assert f"ok       database schema: newer steps all additive (version {migrations.LATEST + 1}, this release " \
+           f"{migrations.LATEST})" in lines
+
+
 @pytest.fixture
 def read_only_sqlite_url():
     """A migrated SQLite file its user may read but not write, in a folder that user owns (WAL files can be made).
