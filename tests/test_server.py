@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from directory_api import server
+from directory_api import hardened, server
 from directory_api.vendored_internals import socket_map, wasyncore
 from tests import support
 from tests.factories import enrolment_payload
@@ -146,11 +146,11 @@ class InProcess:
     """create_server(app) running in a thread of this process, as serve runs it."""
 
     def __init__(self, app=None, drain_seconds: float = 1):
-        self.http = server.create_server(app or hello_app, host="127.0.0.1", port=0, threads=2)
+        self.http = hardened.create_server(app or hello_app, host="127.0.0.1", port=0, threads=2)
         self.port = self.http.socket.getsockname()[1]
         self.stopping = threading.Event()
         self.thread = threading.Thread(
-            target=server.run, args=(self.http, self.stopping), kwargs={"drain_seconds": drain_seconds}, daemon=True
+            target=hardened.run, args=(self.http, self.stopping), kwargs={"drain_seconds": drain_seconds}, daemon=True
         )
         self.thread.start()
 
@@ -162,7 +162,7 @@ class InProcess:
 @contextlib.contextmanager
 def turned_by_hand(app=hello_app):
     """create_server(app) with one thread and no loop running: the test calls its handlers itself."""
-    http = server.create_server(app, host="127.0.0.1", port=0, threads=1)
+    http = hardened.create_server(app, host="127.0.0.1", port=0, threads=1)
     try:
         yield http
     finally:
@@ -261,7 +261,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 def test_at_the_connection_limit_the_quietest_connections_make_room(in_process, monkeypatch):
-    monkeypatch.setattr(server, "CONNECTION_LIMIT", 20)
+    monkeypatch.setattr(hardened, "CONNECTION_LIMIT", 20)
     port = in_process()
     idle = []
     try:
@@ -278,7 +278,7 @@ def test_at_the_connection_limit_the_quietest_connections_make_room(in_process, 
 
 
 def test_a_request_being_answered_is_never_closed_to_make_room(in_process, monkeypatch):
-    monkeypatch.setattr(server, "CONNECTION_LIMIT", 4)
+    monkeypatch.setattr(hardened, "CONNECTION_LIMIT", 4)
     release = threading.Event()
 
     def slow_app(environ, start_response):
@@ -314,7 +314,7 @@ def seconds_until_closed(sock: socket.socket, byte_every: float, give_up: float)
 
 def test_a_client_dribbling_its_headers_is_cut_off_after_the_header_deadline(in_process, monkeypatch):
     # Regression: every byte reset waitress's idle timeout, so a byte every few seconds held a connection forever.
-    monkeypatch.setattr(server, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(hardened, "HEADER_SECONDS", 0.5)
     port = in_process()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n")
@@ -332,9 +332,9 @@ def test_a_stop_does_not_wait_for_a_client_still_dribbling_its_headers():
 
 
 def test_the_connection_limit_fits_under_the_open_file_limit():
-    assert server.connection_limit(1024, threads=8) == 1024 - server.FD_RESERVE - 32
-    assert server.connection_limit(10**6, threads=8) == server.CONNECTION_LIMIT
-    assert server.connection_limit(resource.RLIM_INFINITY, threads=8) == server.CONNECTION_LIMIT
+    assert hardened.connection_limit(1024, threads=8) == 1024 - hardened.FD_RESERVE - 32
+    assert hardened.connection_limit(10**6, threads=8) == hardened.CONNECTION_LIMIT
+    assert hardened.connection_limit(resource.RLIM_INFINITY, threads=8) == hardened.CONNECTION_LIMIT
 
 
 def test_the_open_file_limit_is_raised_towards_what_serve_needs():
@@ -365,7 +365,7 @@ def test_a_keep_alive_connection_is_closed_after_its_hundredth_answer(in_process
     port = in_process()
     with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
         answers = []
-        for _ in range(server.REQUESTS_PER_CONNECTION):
+        for _ in range(hardened.REQUESTS_PER_CONNECTION):
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             answers.append(read_response(sock))
         assert sock.recv(1) == b""  # closed after the last answer
@@ -431,10 +431,10 @@ def test_an_answer_larger_than_the_output_buffer_reaches_a_slow_reader_whole(in_
 def test_idle_connections_cost_the_loop_nothing_while_another_is_answered(monkeypatch):
     # Regression: every turn of waitress's loop asked each open connection what it wanted and polled them
     # all, so each request cost O(connections): at 64 connections one process fell to a third of its rate.
-    monkeypatch.setattr(server, "CLEANUP_SECONDS", 3600)  # no maintenance sweep (it asks every connection) mid-test
+    monkeypatch.setattr(hardened, "CLEANUP_SECONDS", 3600)  # no maintenance sweep (it asks every connection) mid-test
     asked = []
-    readable = server.JsonErrorChannel.readable
-    monkeypatch.setattr(server.JsonErrorChannel, "readable", lambda channel: asked.append(1) or readable(channel))
+    readable = hardened.JsonErrorChannel.readable
+    monkeypatch.setattr(hardened.JsonErrorChannel, "readable", lambda channel: asked.append(1) or readable(channel))
     running = InProcess()
     idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(200)]
     try:
