@@ -10,6 +10,7 @@ Each process runs waitress as hardened.py hardens it against hostile clients.
 """
 
 import contextlib
+import ctypes
 import logging
 import os
 import resource
@@ -17,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 from directory_api import access, db, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
@@ -26,6 +28,11 @@ from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
 
 log = logging.getLogger(__name__)
+
+# prctl's option for the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+# Where prctl is missing, how often a child checks that its parent is still there.
+PARENT_WATCH_SECONDS = 1.0
 
 
 def raise_open_file_limit(needed: int) -> None:
@@ -163,6 +170,7 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
 
     on_stop_signal(stop_children)
     stop_signals = {signal.SIGTERM, signal.SIGINT}
+    parent = os.getpid()
     for _ in range(count):
         # Blocked across the fork: a child must never run the parent's handler, which kills siblings.
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -170,6 +178,7 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
         if pid == 0:
             for signum in stop_signals:
                 signal.signal(signum, signal.SIG_DFL)
+            _end_with_parent(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
             os._exit(_child(child_main))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
@@ -190,6 +199,36 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
             failure = code if code > 0 else 1
             stop_children()
     return failure
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have this child stopped (SIGTERM) when its parent dies, even by SIGKILL, or end it now if it already has.
+
+    Otherwise a parent killed alone (the OOM killer; a supervisor that signals only the main PID) leaves
+    its children serving for ever, holding the port the supervisor's restart then cannot bind.
+    """
+    if not _kernel_signals_parent_death():
+        threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    # The parent may have died between the fork and the request above, before the kernel would tell us.
+    if os.getppid() != parent:
+        log.warning("serve process %d: the parent process is gone; stopping", os.getpid())
+        os._exit(0)
+
+
+def _kernel_signals_parent_death() -> bool:
+    """Ask Linux to send SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); False where it cannot."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False  # not Linux
+    return prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+
+
+def _watch_parent(parent: int) -> None:
+    """Where the kernel cannot tell us: a child whose parent died is adopted, so its parent id changes."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child(child_main) -> int:

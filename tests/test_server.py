@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import json
+import os
 import random
 import re
 import resource
@@ -130,6 +131,43 @@ def test_processes_share_one_port_and_refuse_a_replay_to_any_of_them(serving, mo
     ]
     assert sorted(statuses) == [202] + [401] * 5
     assert serve.stop() == 0
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def port_refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "Z"  # ended, waiting for init to reap it
+
+
+def test_children_of_a_sigkilled_serve_end_and_free_the_port_for_the_next_serve(serving, processes, tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    serve = serving(env, "--debug", "--processes", "2")
+    children = children_of(serve.process.pid)
+    assert len(children) == 2
+    serve.kill()  # SIGKILL of the parent alone, as the OOM killer or a KillMode=process supervisor does
+    wait_until(lambda: all(pid_gone(child) for child in children), 10, "the orphaned children to end")
+    wait_until(lambda: port_refuses(serve.port), 5, "the port to be free")
+    again = processes.start(
+        [*support.SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(serve.port), "--debug"],
+        {"PATH": os.environ["PATH"], "UI_SECRET": support.UI_SECRET, **env}, "serve-again", cwd=support.REPO,
+    )
+    support.wait_for_root(again, serve.url)
 
 
 # -- hostile connections, against a server in this process --------------------------------------
