@@ -13,6 +13,8 @@ import logging
 import os
 import pprint
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 import weakref
@@ -66,6 +68,9 @@ REPLAYED = "The signature has been used before: sign every request afresh."
 
 # Temporary nonce stores live in directories named so, in the temporary directory (see tempdirs).
 TEMPORARY_PREFIX = "directory-api-nonces-"
+# serve's store: one directory per machine and user in the temporary directory, kept across restarts.
+MACHINE_DIRECTORY = "directory-api-seen-signatures-{uid}"
+MACHINE_FILE = "nonces.sqlite3"
 
 
 class SignatureError(Exception):
@@ -143,6 +148,33 @@ class NonceStore:
             )
 
     @classmethod
+    def per_machine(cls, parent: str | None = None, **kwargs) -> "NonceStore":
+        """The store every serve of this user on this machine shares, kept across restarts.
+
+        A signature stays valid for SKEW_SECONDS after it was made, longer than a restart takes (a
+        deploy, a crash, a supervisor's restart): a store that died with its serve would let a captured
+        request in again. Entries expire as before, so the file holds about two minutes of requests.
+        Where the directory cannot be trusted (another user's, or open to others) the store is
+        temporary, as before, and a warning says why.
+        """
+        directory = os.path.join(parent or tempfile.gettempdir(), MACHINE_DIRECTORY.format(uid=os.getuid()))
+        problem = _private_directory_problem(directory)
+        if problem:
+            log.warning("%s: %s; signatures seen before this serve started are not remembered", directory, problem)
+            return cls.temporary(**kwargs)
+        path = os.path.join(directory, MACHINE_FILE)
+        try:
+            return cls(path, **kwargs)
+        except sqlite3.DatabaseError as error:
+            # Only nonces are lost, which expire within two minutes anyway.
+            aside = f"{path}.unreadable"
+            log.warning("%s: unreadable (%s); moved to %s and started afresh", path, error, aside)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path + suffix, aside + suffix)
+            return cls(path, **kwargs)
+
+    @classmethod
     def temporary(cls, **kwargs) -> "NonceStore":
         """A store in a new private directory, removed when the store is garbage collected or at exit.
 
@@ -196,6 +228,24 @@ class NonceStore:
             connection.execute("DELETE FROM nonce WHERE expires < ?", (int(now),))
         finally:
             self._prune_lock.release()
+
+
+def _private_directory_problem(directory: str) -> str | None:
+    """Make `directory` (0700) if missing; what is wrong with it for keeping our nonces, or None."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        return f"cannot be made ({error.strerror or error})"
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    if info.st_uid != os.getuid():
+        return f"owned by user id {info.st_uid}, not this user ({os.getuid()})"
+    if info.st_mode & 0o022:
+        return "writable by other users (it must be 0700)"
+    return None
 
 
 def remove_abandoned_stores(parent: str | None = None) -> list[str]:

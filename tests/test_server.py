@@ -163,11 +163,33 @@ def test_children_of_a_sigkilled_serve_end_and_free_the_port_for_the_next_serve(
     serve.kill()  # SIGKILL of the parent alone, as the OOM killer or a KillMode=process supervisor does
     wait_until(lambda: all(pid_gone(child) for child in children), 10, "the orphaned children to end")
     wait_until(lambda: port_refuses(serve.port), 5, "the port to be free")
+    serve_on(processes, serve.port, env, "--debug")
+
+
+def serve_on(processes, port: int, env: dict, *args: str) -> support.Process:
+    """`serve` from source on `port` (one a Serve had), once it answers."""
     again = processes.start(
-        [*support.SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(serve.port), "--debug"],
+        [*support.SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         {"PATH": os.environ["PATH"], "UI_SECRET": support.UI_SECRET, **env}, "serve-again", cwd=support.REPO,
     )
-    support.wait_for_root(again, serve.url)
+    support.wait_for_root(again, f"http://127.0.0.1:{port}")
+    return again
+
+
+def test_a_signed_request_seen_before_a_restart_is_still_refused_as_a_replay_after_it(serving, processes, tmp_path):
+    # The nonce store lives in the temporary directory, one per machine: this test's own.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "TMPDIR": str(tmp_path)}
+    serve = serving(env, "--debug", "--processes", "2")
+    body = json.dumps(ENROLMENT).encode()
+    headers = {**signed_headers(serve.url + "/enrolment/", body), "Connection": "close"}
+
+    def post() -> int:
+        return requests.post(serve.url + "/enrolment/", data=body, headers=headers, timeout=10).status_code
+
+    assert [post(), post()] == [202, 401]
+    assert serve.stop() == 0
+    serve_on(processes, serve.port, env, "--debug")
+    assert post() == 401
 
 
 # -- hostile connections, against a server in this process --------------------------------------

@@ -353,3 +353,33 @@ def test_mohawk_compares_macs_as_its_own_comparison_did(ours, theirs, match):
 ])
 def test_the_replay_key_is_the_mac_as_mohawk_reads_it(header):
     assert signature._mac(header) == vendored_internals.authorization_attributes(header)["mac"] == "bWFjLTE="
+
+
+def test_per_machine_stores_share_what_they_have_seen_across_serve_runs(tmp_path):
+    now = str(int(time.time()))
+    assert NonceStore.per_machine(str(tmp_path)).seen("mac-1", now) is False
+    assert NonceStore.per_machine(str(tmp_path)).seen("mac-1", now) is True
+
+
+def test_the_per_machine_directory_is_private_to_its_user(tmp_path):
+    store = NonceStore.per_machine(str(tmp_path))
+    assert os.stat(os.path.dirname(store.path)).st_mode & 0o777 == 0o700
+
+
+def test_a_per_machine_directory_others_may_write_to_is_not_trusted(tmp_path, caplog):
+    shared = tmp_path / signature.MACHINE_DIRECTORY.format(uid=os.getuid())
+    shared.mkdir()
+    shared.chmod(0o777)
+    store = NonceStore.per_machine(str(tmp_path))
+    assert not store.path.startswith(str(shared))
+    assert "writable by other users" in caplog.text
+
+
+def test_an_unreadable_per_machine_file_is_moved_aside_and_the_store_starts_afresh(tmp_path, caplog):
+    directory = tmp_path / signature.MACHINE_DIRECTORY.format(uid=os.getuid())
+    directory.mkdir(mode=0o700)
+    (directory / signature.MACHINE_FILE).write_bytes(b"not a database" * 100)
+    store = NonceStore.per_machine(str(tmp_path))
+    assert store.seen("mac-1", str(int(time.time()))) is False
+    assert (directory / f"{signature.MACHINE_FILE}.unreadable").exists()
+    assert "unreadable" in caplog.text
