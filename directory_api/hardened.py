@@ -107,8 +107,10 @@ class StrictRequestParser(HTTPRequestParser):
         # Content-Length says otherwise, and keeps the connection: a proxy that went by the length
         # would have a second request smuggled in. HTTP/1.0 knows no Transfer-Encoding at all.
         # The 400 closes the connection (JsonErrorTask) and drops whatever came after on it.
-        transfer_encoded = self.chunked or "TRANSFER_ENCODING" in self.headers
-        if transfer_encoded and ("CONTENT_LENGTH" in self.headers or self.version == "1.0"):
+        # The head as received decides, not the headers waitress keeps: it drops Transfer-Encoding,
+        # and its unreleased main drops Content-Length too when the body is chunked.
+        framing = framing_headers(header_plus)
+        if b"transfer-encoding" in framing and (b"content-length" in framing or self.version == "1.0"):
             raise ParsingError(
                 "the request's length is ambiguous (Transfer-Encoding with Content-Length or on HTTP/1.0)"
             )
@@ -116,6 +118,15 @@ class StrictRequestParser(HTTPRequestParser):
     def overdue(self, now: float) -> bool:
         """True when the request has taken longer to arrive than a real client ever takes."""
         return now - self.started > (REQUEST_SECONDS if self.headers_finished else HEADER_SECONDS)
+
+
+def framing_headers(header_plus: bytes) -> set[bytes]:
+    """Which of Content-Length and Transfer-Encoding a request's head (request line and headers) carries."""
+    lowered = header_plus.lower()
+    if b"transfer-encoding" not in lowered:
+        return set()  # nearly every request: nothing ambiguous, no need to look closer
+    names = {line.partition(b":")[0] for line in lowered.split(b"\r\n")[1:] if line[:1] not in (b" ", b"\t")}
+    return names & {b"content-length", b"transfer-encoding"}
 
 
 class RecyclingTask(WSGITask):

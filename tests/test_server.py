@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from directory_api import hardened, server
-from directory_api.vendored_internals import socket_map, wasyncore
+from directory_api.vendored_internals import HTTPRequestParser, socket_map, wasyncore
 from tests import support
 from tests.factories import enrolment_payload
 from tests.support import free_port, received_until_closed, signed_headers, sqs_client, statuses, wait_until
@@ -265,6 +265,22 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     received, closed = received_until_closed(port, smuggling)
     assert statuses(received) == [400] and closed, received
     assert b"Transfer-Encoding" in received  # the JSON detail says why
+
+
+def test_content_length_with_transfer_encoding_is_refused_when_waitress_drops_content_length(in_process, monkeypatch):
+    # waitress's unreleased main pops CONTENT_LENGTH for a chunked request: the check must not read it there.
+    parse_header = HTTPRequestParser.parse_header
+
+    def as_waitress_main(parser, header_plus):
+        parse_header(parser, header_plus)
+        if parser.chunked:
+            parser.headers.pop("CONTENT_LENGTH", None)
+
+    monkeypatch.setattr(HTTPRequestParser, "parse_header", as_waitress_main)
+    port = in_process()
+    smuggling = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    received, closed = received_until_closed(port, smuggling + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statuses(received) == [400] and closed, received
 
 
 def test_transfer_encoding_on_http_1_0_is_refused_and_the_connection_closed(in_process):
