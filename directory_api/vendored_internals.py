@@ -269,17 +269,22 @@ def _hawk_header_pattern():
 
 def ca_certificates(ca_bundle: str | None) -> str:
     """The CA bundle botocore verifies TLS with: `ca_bundle` (AWS_CA_BUNDLE, the profile's) or its default."""
-    return importlib.import_module("botocore.httpsession").get_cert_path(ca_bundle or True)
+    import botocore.httpsession
+
+    return botocore.httpsession.get_cert_path(ca_bundle or True)
 
 
 def peewee_errors():
     """A context in which a DB-API driver's errors become peewee's, as in peewee's own execute()."""
-    return importlib.import_module("peewee").__exception_wrapper__
+    import peewee
+
+    return peewee.__exception_wrapper__
 
 
 def reload_value_class() -> None:
     """Have metrics made from now on use memory or PROMETHEUS_MULTIPROC_DIR's files as the variable now says."""
-    values = importlib.import_module("prometheus_client.values")
+    from prometheus_client import values
+
     values.ValueClass = values.get_value_class()
 
 
