@@ -36,8 +36,11 @@ constant-time comparison in Python) and reads a Hawk header's mac with mohawk's 
   Sender(_timestamp=...)                              (the tests sign as of a past moment)
 
 botocore: queues/sqs_direct.py sends three SQS calls itself and finds the CA bundle as botocore
-  does: botocore.httpsession.get_cert_path (ca_certificates). Its other uses of botocore are
-  public (SigV4Auth, AWSRequest, AWSResponse, the client's events, config and service model).
+  does: botocore.httpsession.get_cert_path (ca_certificates). It also emits the client's events
+  with the arguments botocore's client and endpoint give them (before-send, needs-retry with
+  request_dict["context"], before-parse, after-call, after-call-error), so that the client's own
+  retry handler, quota and error-code hooks decide; the rest is public (SigV4Auth, AWSRequest,
+  AWSResponse, convert_to_response_dict, create_parser, the client's config and service model).
 peewee: queues/database.py fetches a claim's rows itself and turns driver errors into peewee's
   as peewee's own execute does: peewee.__exception_wrapper__ (peewee_errors).
 prometheus_client: metrics.py switches to multiprocess mode after prometheus_client was imported,
@@ -138,6 +141,13 @@ PROVEN_BY = {
     ],
     "Sender(_timestamp=...)": [
         "tests/test_signature.py::test_a_signature_more_than_60_seconds_off_is_refused_as_stale",
+    ],
+    "sqs_direct (botocore's events as its endpoint emits them)": [
+        "tests/queues/test_sqs_direct.py::test_a_success_is_the_answer_boto3_gives",
+        "tests/queues/test_sqs_direct.py::test_throttling_is_retried_and_raised_as_boto3_does",
+        "tests/queues/test_sqs_direct.py::test_x_amz_retry_after_sets_the_pause_as_for_boto3",
+        "tests/queues/test_sqs_direct.py::test_transient_errors_are_retried_as_boto3_retries_them",
+        "tests/queues/test_sqs_direct.py::test_an_error_answer_is_the_client_error_boto3_raises",
     ],
     "ca_certificates": ["tests/test_vendored_internals.py::test_the_ca_bundle_is_found_as_botocore_finds_it"],
     "peewee_errors": [
