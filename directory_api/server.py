@@ -65,10 +65,11 @@ def serve(
         "serving on http://%s:%s (%d process%s x %d threads, queue backend %s)",
         address[0], address[1], processes, "" if processes == 1 else "es", threads, settings.queue_backend,
     )
-    # One nonce file for every process of every serve on this machine, kept across restarts, so a
-    # replay to a sibling process or to the next serve is caught too; opened before any fork, so
-    # the file is prepared once and each process opens its own connections.
-    nonces = NonceStore.per_machine()
+    # One nonce file for every process of this serve, so a replay to a sibling process is caught too,
+    # holding what the serves before it on this machine saw, so a replay after a restart is caught
+    # as well; made before any fork, so the file is prepared once and each process opens its own
+    # connections. It outlives this serve, for the next (children end with os._exit anyway).
+    nonces = NonceStore.handed_on()
     try:
         if processes == 1:
             serve_process(settings, sock, threads, nonces, metrics.Registry() if observe else None)

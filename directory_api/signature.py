@@ -13,8 +13,6 @@ import logging
 import os
 import pprint
 import sqlite3
-import stat
-import tempfile
 import threading
 import time
 import weakref
@@ -68,9 +66,9 @@ REPLAYED = "The signature has been used before: sign every request afresh."
 
 # Temporary nonce stores live in directories named so, in the temporary directory (see tempdirs).
 TEMPORARY_PREFIX = "directory-api-nonces-"
-# serve's store: one directory per machine and user in the temporary directory, kept across restarts.
-MACHINE_DIRECTORY = "directory-api-seen-signatures-{uid}"
-MACHINE_FILE = "nonces.sqlite3"
+STORE_FILE = "nonces.sqlite3"
+# Marks the store of a serve, which outlives it: the next serve on the machine takes its entries over.
+HANDED_ON = "handed-on"
 
 
 class SignatureError(Exception):
@@ -128,6 +126,7 @@ class NonceStore:
     """
 
     PRUNE_EVERY_SECONDS = 1.0
+    _owner: int | None = None  # the lock of a handed-on store's directory (tempdirs)
 
     def __init__(self, path: str, *, clock=time.time):
         self.path = path
@@ -148,31 +147,38 @@ class NonceStore:
             )
 
     @classmethod
-    def per_machine(cls, parent: str | None = None, **kwargs) -> "NonceStore":
-        """The store every serve of this user on this machine shares, kept across restarts.
+    def handed_on(cls, parent: str | None = None, **kwargs) -> "NonceStore":
+        """serve's store: a new one holding what the stores of the serves that ended on this machine still hold.
 
-        A signature stays valid for SKEW_SECONDS after it was made, longer than a restart takes (a
-        deploy, a crash, a supervisor's restart): a store that died with its serve would let a captured
-        request in again. Entries expire as before, so the file holds about two minutes of requests.
-        Where the directory cannot be trusted (another user's, or open to others) the store is
-        temporary, as before, and a warning says why.
+        A signature stays valid for SKEW_SECONDS, longer than a restart takes (a deploy, a crash, a
+        supervisor's restart): a store that died with its serve would let a captured request in
+        again. So serve's store outlives it (its directory is kept at exit), and the next serve
+        copies the entries that have not expired yet, then removes the old directory. A store
+        still in use (another serve running) is left alone.
         """
-        directory = os.path.join(parent or tempfile.gettempdir(), MACHINE_DIRECTORY.format(uid=os.getuid()))
-        problem = _private_directory_problem(directory)
-        if problem:
-            log.warning("%s: %s; signatures seen before this serve started are not remembered", directory, problem)
-            return cls.temporary(**kwargs)
-        path = os.path.join(directory, MACHINE_FILE)
+        directory, owner = tempdirs.make(TEMPORARY_PREFIX, parent)
+        open(os.path.join(directory, HANDED_ON), "w").close()
+        store = cls(os.path.join(directory, STORE_FILE), **kwargs)
+        store._owner = owner  # held, never closed: the lock goes with the last process of this serve
+        taken = tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent, before_removing=store._take_over)
+        if taken:
+            log.info("took over the signatures seen by %d ended serve(s)", len(taken))
+        return store
+
+    def _take_over(self, directory: str) -> bool:
+        """Copy the unexpired entries of an ended serve's store in `directory`; True: remove it."""
+        if not _handed_on(directory):
+            return True  # a temporary store: nothing to hand on
+        previous = os.path.join(directory, STORE_FILE)
         try:
-            return cls(path, **kwargs)
+            with contextlib.closing(sqlite3.connect(self.path, timeout=5, isolation_level=None)) as connection:
+                connection.execute("ATTACH DATABASE ? AS previous", (previous,))
+                connection.execute("INSERT OR IGNORE INTO nonce SELECT key, expires FROM previous.nonce "
+                                   "WHERE expires >= ?", (int(self._clock()),))
+                connection.execute("DETACH DATABASE previous")
         except sqlite3.DatabaseError as error:
-            # Only nonces are lost, which expire within two minutes anyway.
-            aside = f"{path}.unreadable"
-            log.warning("%s: unreadable (%s); moved to %s and started afresh", path, error, aside)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(path + suffix, aside + suffix)
-            return cls(path, **kwargs)
+            log.warning("%s: unreadable (%s); the signatures it saw are not taken over", previous, error)
+        return True
 
     @classmethod
     def temporary(cls, **kwargs) -> "NonceStore":
@@ -186,7 +192,7 @@ class NonceStore:
             plural = "y" if len(removed) == 1 else "ies"
             log.info("removed %d nonce director%s left by killed processes", len(removed), plural)
         directory, owner = tempdirs.make(TEMPORARY_PREFIX)
-        store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
+        store = cls(os.path.join(directory, STORE_FILE), **kwargs)
         weakref.finalize(store, tempdirs.remove, directory, owner)
         return store
 
@@ -230,27 +236,17 @@ class NonceStore:
             self._prune_lock.release()
 
 
-def _private_directory_problem(directory: str) -> str | None:
-    """Make `directory` (0700) if missing; what is wrong with it for keeping our nonces, or None."""
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as error:
-        return f"cannot be made ({error.strerror or error})"
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        return "not a directory"
-    if info.st_uid != os.getuid():
-        return f"owned by user id {info.st_uid}, not this user ({os.getuid()})"
-    if info.st_mode & 0o022:
-        return "writable by other users (it must be 0700)"
-    return None
-
-
 def remove_abandoned_stores(parent: str | None = None) -> list[str]:
-    """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone."""
-    return tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent)
+    """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone.
+
+    An ended serve's store is left for the next serve, which takes it over (NonceStore.handed_on).
+    """
+    return tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent, before_removing=lambda path: not _handed_on(path))
+
+
+def _handed_on(directory: str) -> bool:
+    """Whether a store directory is a serve's, kept for the next serve."""
+    return os.path.exists(os.path.join(directory, HANDED_ON))
 
 
 @dataclasses.dataclass(frozen=True)
