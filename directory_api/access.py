@@ -8,7 +8,7 @@ import json
 import logging
 import time
 
-from directory_api import logs
+from directory_api import logs, vendored_internals
 from directory_api.metrics import HttpMetrics, Registry
 
 log = logging.getLogger("directory_api.access")
@@ -97,7 +97,7 @@ class Observed:
 
     def _mounted_rule(self, route) -> str:
         for mount in getattr(self.app, "routes", ()):
-            mountpoint = mount.config.get("mountpoint")
+            mountpoint = vendored_internals.mountpoint(mount)
             if mountpoint and mountpoint["target"] is route.app:
                 return "/" + mountpoint["prefix"].strip("/") + route.rule
         return route.rule
