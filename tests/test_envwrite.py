@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -622,3 +623,13 @@ def test_without_either_the_default_is_env_json_here_so_the_error_names_it(monke
     monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", tmp_path / "absent.json")
 
     assert envwrite.default_configs(warn=pytest.fail) == [Path("env.json")]
+
+
+def test_the_example_env_file_is_written_bare_so_docker_run_reads_it_as_the_others_do():
+    example = Path(__file__).parents[1] / "docs" / "directory-api.env.example"
+    # Commented-out variables too: an operator uncomments them as they are.
+    variables = re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=(.*)$", example.read_text(), flags=re.MULTILINE)
+
+    assert len(variables) > 10
+    for name, value in variables:
+        assert envwrite.spelled(value) == value, f"{name} in {example.name} is not bare"
