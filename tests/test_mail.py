@@ -10,12 +10,15 @@ import threading
 import time
 
 import pytest
+import smtp_sink
 
 from directory_api import mail, saving
 from directory_api.mail import FAILED, LOGGED, SENT, WAITING
+from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
 from directory_api.queues.database import DatabaseQueue
-from directory_api.worker import Worker
+from directory_api.threads import Shutdown
+from directory_api.worker import working
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
 from tests.support import wait_until
@@ -23,9 +26,23 @@ from tests.support import wait_until
 CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 
 
+class ObservedSink(smtp_sink.Sink):
+    """The sink, telling the test when a conversation reaches DATA (where "stall" holds it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_data = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_data.set()
+        return await super().handle_DATA(server, session, envelope)
+
+
 @pytest.fixture
 def smtp():
-    server = SmtpServer().start()
+    server = SmtpServer()
+    server.sink = ObservedSink()
+    server.start()
     yield server
     server.stop()
 
@@ -218,9 +235,8 @@ def test_a_451_is_tried_again_after_a_backoff_with_the_same_message_id(make_send
 
 
 def test_retries_back_off_to_at_most_sixty_seconds():
-    sender = mail.Sender.__new__(mail.Sender)
-    sender.rng = lambda: 1.0
-    assert [sender._backoff(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
+    failures = mail.retry_failures(rng=lambda: 1.0)
+    assert [failures.delay(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
 
 
 def test_a_server_down_then_up_gets_every_email_once(make_sender, database):
@@ -266,8 +282,7 @@ def test_a_stop_during_a_stalled_conversation_returns_at_once_and_hands_the_emai
     sender = make_sender(smtp.port)
     saved()
     sender.start()
-    wait_until(lambda: smtp.sink.count or Email.get().attempts > 0, 5, "the conversation to begin", interval=0.05)
-    time.sleep(0.3)  # in DATA, waiting for the server's answer
+    assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
     started = time.monotonic()
     sender.stop()
     sender.join(2)
@@ -283,7 +298,7 @@ def test_two_senders_send_each_email_once(database, database_url, smtp):
         sender.start()
     try:
         wait_until(lambda: smtp.sink.count >= 40, 30, "40 e-mails")
-        time.sleep(0.5)
+        wait_until(lambda: states() == [SENT] * 40, 10, "40 e-mails recorded sent", interval=0.05)
     finally:
         for sender in senders:
             sender.stop()
@@ -387,7 +402,10 @@ def test_work_once_saves_the_enrolments_and_sends_their_emails(database, databas
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     for _ in range(12):
         queues[0].send(enrolment_body())
-    Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
+    shutdown = Shutdown()
+    with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, sender):
+        worker.run(once=True)
+        assert shutdown.wait_for(sender.finish(), 30)
     assert Enrolment.select().count() == 12
     assert smtp.sink.count == 12 and states() == [SENT] * 12
 
@@ -397,13 +415,18 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     queues[0].send(enrolment_body())
-    worker = Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
-    running = threading.Thread(target=worker.run)
+    shutdown = Shutdown()
+
+    def work():
+        with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, _):
+            worker.run()
+
+    running = threading.Thread(target=work)
     running.start()
     wait_until(lambda: Email.select().where(Email.attempts == 1).exists(), 10, "the first attempt", interval=0.05)
-    time.sleep(0.3)
+    assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
     started = time.monotonic()
-    worker.shutdown.requested = True
+    shutdown.request()
     running.join(5)
     assert not running.is_alive() and time.monotonic() - started < 2
     assert Email.get().state == WAITING
@@ -412,7 +435,7 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
 def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make_sender, database):
     sender = make_sender(SmtpServer().port)  # nothing listens there
     saved(2)
-    sender.failures = 6  # the next pause would be 32-64 s
+    sender.failures.count = 6  # the next pause would be 32-64 s
     sender.start()
     try:
         wait_until(lambda: Email.select().where(Email.last_error != "").exists(), 5, "a failed attempt", interval=0.05)
