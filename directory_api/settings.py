@@ -255,6 +255,7 @@ VARIABLES = (
     Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
     Variable("LOG_LEVEL", "log_level", _log_level, None, None),
     Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
+    Variable("METRICS_HOST", "metrics_host", _host_name, "0.0.0.0", "127.0.0.1"),
     Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
@@ -306,6 +307,7 @@ class Settings:
     log_format: str = "text"
     log_level: str | None = None
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
     ops_password: str | None = None  # None: the ops console is off
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
