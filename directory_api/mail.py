@@ -345,7 +345,6 @@ class SmtpTransport:
         self._smtp: smtplib.SMTP | None = None
         self._lock = threading.Lock()
         self._interrupted = False
-        self._overran = False
 
     def send(self, message: EmailMessage, recipient: str) -> None:
         with self._bounded(CONVERSATION_LIMIT):
@@ -396,22 +395,23 @@ class SmtpTransport:
     @contextlib.contextmanager
     def _bounded(self, seconds: float) -> Iterator[None]:
         """Cut the conversation if the block runs past `seconds`; it then raises ConversationTooLong."""
-        self._overran = False
-        timer = threading.Timer(seconds, self._overrun)
+        overran = threading.Event()
+
+        def overrun() -> None:
+            overran.set()
+            self._cut()
+
+        timer = threading.Timer(seconds, overrun)
         timer.daemon = True
         timer.start()
         try:
             yield
         except OSError as error:  # smtplib's errors are OSErrors too
-            if self._overran:
+            if overran.is_set():
                 raise ConversationTooLong(f"the SMTP conversation took longer than {seconds:g} s") from error
             raise
         finally:
             timer.cancel()
-
-    def _overrun(self) -> None:
-        self._overran = True
-        self._cut()
 
     def _cut(self) -> None:
         with self._lock:

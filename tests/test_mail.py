@@ -3,8 +3,11 @@
 Each outcome is recorded.
 """
 
+import asyncio
+import contextlib
 import logging
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -17,11 +20,11 @@ from directory_api.mail import FAILED, LOGGED, SENT, WAITING
 from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
 from directory_api.queues.database import DatabaseQueue
-from directory_api.threads import Shutdown
+from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
-from tests.support import wait_until
+from tests.support import pg_rows, wait_until
 
 CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 
@@ -467,3 +470,149 @@ def test_work_counts_each_email_outcome_in_its_metrics(database, database_url, s
     worker_module.work(settings, once=True)
     exposed = made[0].registry.collectors
     assert exposed.get_sample_value("directory_api_emails_total", {"outcome": "sent"}) == 1
+
+
+# -- faults: a database blip after the server's 250, servers that dribble -----------------------------------------
+
+class SlowSink(ObservedSink):
+    """Takes `delay` seconds over each message, then accepts it, noting when (time.monotonic())."""
+
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+        self.accepted_at: list[float] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
+        self.accepted_at.append(time.monotonic())
+        return await super().handle_DATA(server, session, envelope)
+
+
+class BlipSink(ObservedSink):
+    """Runs `blip` once, as it takes the first message and before its 250: the moment a crash may send twice."""
+
+    def __init__(self, blip):
+        super().__init__()
+        self.blip = blip
+
+    async def handle_DATA(self, server, session, envelope):
+        blip, self.blip = self.blip, None
+        if blip is not None:
+            blip()
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_database_blip_between_the_servers_250_and_the_sent_record_does_not_send_the_email_twice(
+    make_sender, database, database_url
+):
+    saved(3)
+    server = SmtpServer()
+    sender = make_sender(server.port)
+    backend = database.connection().get_backend_pid()  # the connection run_once uses: this thread's
+    server.sink = BlipSink(lambda: pg_rows(database_url, f"SELECT pg_terminate_backend({backend})"))
+    server.start()
+    try:
+        assert sender.run_once()
+        # Every lease ends: an e-mail still claimed, unrecorded, would be sent again now.
+        make_due()
+        assert not sender.run_once()
+        ids = [message["Message-ID"] for message in server.messages]
+        assert len(ids) == len(set(ids)) == 3
+        assert states() == [SENT] * 3  # the others of the claim were sent too, not left claimed
+    finally:
+        server.stop()
+
+
+class DribblingServer:
+    """A raw SMTP server that writes one reply a line at a time, `every` seconds apart, for ever.
+
+    `at` is "greeting" (the 220 never ends) or "data" (each command answered
+    at once, then the reply to the message never ends).
+    """
+
+    def __init__(self, at: str, every: float):
+        self.at, self.every = at, every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._converse, args=(connection,), daemon=True).start()
+
+    def _converse(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            if self.at == "data":
+                self._answer_until_the_message(connection)
+            code = b"220" if self.at == "greeting" else b"250"
+            while not self.stopped.wait(self.every):
+                connection.sendall(code + b"-still working on it\r\n")
+
+    @staticmethod
+    def _answer_until_the_message(connection: socket.socket) -> None:
+        reader = connection.makefile("rb")
+        connection.sendall(b"220 dribbler ready\r\n")
+        while line := reader.readline():
+            command = line[:4].upper()
+            if command == b"EHLO":
+                connection.sendall(b"250-dribbler\r\n250 8BITMIME\r\n")
+            elif command == b"DATA":
+                connection.sendall(b"354 go ahead\r\n")
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                return
+            else:
+                connection.sendall(b"250 OK\r\n")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("at", ["greeting", "data"])
+def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_than_the_conversation_limit(
+    make_sender, monkeypatch, at
+):
+    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(mail, "SMTP_TIMEOUT", 0.6)  # each line comes sooner: only the whole-conversation bound cuts
+    server = DribblingServer(at, every=0.2)
+    try:
+        saved()
+        sender = make_sender(server.port)
+        trying = Background(sender.run_once)
+        assert trying.done.wait(5), "the sender is still held by the dribbling server"
+        assert isinstance(trying.error, mail.ConversationTooLong)
+        email = Email.get()
+        assert (email.state, email.last_error) == (WAITING, "timed out: the SMTP conversation took longer than 1 s")
+        assert email.due_at < time.time() + 60  # tried again after a backoff, not after the 5-minute lease
+    finally:
+        server.stop()
+
+
+def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
+    make_sender, monkeypatch
+):
+    monkeypatch.setattr(mail, "LEASE", 2.5)
+    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
+    server = SmtpServer()
+    server.sink = SlowSink(delay=0.5)
+    server.start()
+    try:
+        saved(5)
+        sender = make_sender(server.port)
+        claimed_at = time.monotonic()
+        assert sender.run_once()
+        returned_at = time.monotonic()
+        accepted = server.sink.accepted_at
+        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < mail.LEASE
+        assert all(at - claimed_at < mail.LEASE for at in accepted)
+        # The rest were handed back: due now, for this sender or another, not when the lease ends.
+        waiting = list(Email.select().where(Email.state == WAITING))
+        assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
+    finally:
+        server.stop()
