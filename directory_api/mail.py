@@ -18,6 +18,7 @@ in the body only, escaped in the HTML.
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import html
 import itertools
@@ -130,6 +131,59 @@ def counts() -> dict[str, int]:
 def for_enrolment(enrolment_id: int) -> Email | None:
     """The confirmation e-mail of one enrolment (its state, tries, last error), for the ops console."""
     return Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id).first()
+
+
+# -- the state in words (the ops console) ---------------------------------------------------------------------
+
+REPLY = re.compile(r"[2-5]\d\d( |$)")  # a last_error that is the SMTP server's own reply: "451 4.3.0 Try again later"
+# The last_error of releases before plain words: "ConnectionRefusedError: [Errno 111] Connection refused".
+OLD_STYLE = {"ConnectionRefusedError": "the SMTP server refused the connection",
+             "ConnectionResetError": "the SMTP server reset the connection",
+             "SMTPServerDisconnected": "the SMTP server closed the connection",
+             "TimeoutError": "timed out waiting for the SMTP server",
+             "timeout": "timed out waiting for the SMTP server",
+             "gaierror": "the SMTP server's name was not found"}
+
+
+def last_error_in_words(last_error: str) -> str:
+    """A recorded last_error as a sentence: the server's reply is said to be one; older records are translated."""
+    if REPLY.match(last_error):
+        return f"the SMTP server said {last_error}"
+    kind, colon, _ = last_error.partition(":")
+    return OLD_STYLE.get(kind, last_error) if colon else last_error
+
+
+def state_in_words(email: Email | None, at: float | None = None) -> str:
+    """An e-mail's state as an operator reads it: to whom and when it went; or its tries, next try and last error.
+
+    `at` is now, in epoch seconds (a parameter so that a test can fix it).
+    """
+    if email is None:
+        return "no confirmation e-mail recorded"
+    to = email.recipient or "(recipient removed)"
+    if email.state == SENT:
+        return f"sent to {to} {_when(email.sent)}"
+    if email.state == LOGGED:
+        return f"not sent: no EMAIL_HOST set (recorded and logged for {to} {_when(email.sent)})"
+    if email.state == FAILED:
+        return f"not sent to {to}: {last_error_in_words(email.last_error)}; not tried again"
+    return _waiting_in_words(email, to, now() if at is None else at)
+
+
+def _waiting_in_words(email: Email, to: str, at: float) -> str:
+    tries = f"{email.attempts} {'try' if email.attempts == 1 else 'tries'}"
+    if not email.last_error:
+        if email.attempts and email.due_at > at:
+            return f"being sent to {to} now ({tries})"
+        return f"waiting to be sent to {to}"
+    seconds = max(0.0, email.due_at - at)
+    next_try = datetime.datetime.fromtimestamp(email.due_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (f"not sent yet to {to}: {tries}; next try at {next_try} (in about {seconds:.0f} s); "
+            f"last error: {last_error_in_words(email.last_error)}")
+
+
+def _when(moment: datetime.datetime | None) -> str:
+    return f"at {moment:%Y-%m-%d %H:%M} UTC" if moment else "(time not recorded)"
 
 
 # -- claiming and recording outcomes --------------------------------------------------------------------------

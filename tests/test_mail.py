@@ -5,6 +5,7 @@ Each outcome is recorded.
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import smtplib
 import socket
@@ -616,3 +617,80 @@ def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_
         assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
     finally:
         server.stop()
+
+
+# -- the state in words ------------------------------------------------------------------------------------------
+
+def test_a_refused_connection_is_recorded_in_plain_words(make_sender):
+    saved()
+    with pytest.raises(ConnectionRefusedError):
+        make_sender(SmtpServer().port).run_once()  # nothing listens there
+    assert Email.get().last_error == "the SMTP server refused the connection"
+
+
+def test_an_email_sent_after_a_failed_try_is_logged_once_at_info_with_its_try(make_sender, smtp, caplog):
+    smtp.sink.mode = "defer"
+    sender = make_sender(smtp.port)
+    [enrolment_id] = saved(company_email="boss@acme.example.com")
+    sender.run_once()
+    smtp.sink.mode = "accept"
+    make_due()
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        sender.run_once()
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "sent on try" in r.getMessage()]
+    assert "to boss@acme.example.com sent on try 2" in line and "451 4.3.0 Try again later" in line
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        saved()
+        sender.run_once()  # sent at the first try: no INFO line of its own
+    assert len([r for r in caplog.records if "sent on try" in r.getMessage()]) == 1
+
+
+AT = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+def email_row(**fields) -> Email:
+    defaults = {"recipient": "boss@acme.example.com", "state": WAITING, "attempts": 0, "last_error": "",
+                "due_at": AT, "sent": None}
+    return Email(**{**defaults, **fields})
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"state": SENT, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "sent to boss@acme.example.com at 2027-01-15 07:59 UTC"),
+    ({"state": LOGGED, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "not sent: no EMAIL_HOST set (recorded and logged for boss@acme.example.com at 2027-01-15 07:59 UTC)"),
+    ({"state": FAILED, "attempts": 1, "last_error": "550 5.1.1 No such user here"},
+     "not sent to boss@acme.example.com: the SMTP server said 550 5.1.1 No such user here; not tried again"),
+    ({}, "waiting to be sent to boss@acme.example.com"),
+    ({"attempts": 1, "due_at": AT + 300}, "being sent to boss@acme.example.com now (1 try)"),
+    ({"attempts": 3, "due_at": AT + 4, "last_error": "the SMTP server refused the connection"},
+     "not sent yet to boss@acme.example.com: 3 tries; next try at 2027-01-15 08:00:04 UTC (in about 4 s); "
+     "last error: the SMTP server refused the connection"),
+    ({"attempts": 2, "due_at": AT + 30, "last_error": "451 4.3.0 Try again later"},
+     "not sent yet to boss@acme.example.com: 2 tries; next try at 2027-01-15 08:00:30 UTC (in about 30 s); "
+     "last error: the SMTP server said 451 4.3.0 Try again later"),
+    ({"attempts": 1, "due_at": AT + 1, "last_error": "ConnectionRefusedError: [Errno 111] Connection refused"},
+     "not sent yet to boss@acme.example.com: 1 try; next try at 2027-01-15 08:00:01 UTC (in about 1 s); "
+     "last error: the SMTP server refused the connection"),
+    ({"state": SENT, "recipient": "", "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "sent to (recipient removed) at 2027-01-15 07:59 UTC"),
+])
+def test_an_emails_state_reads_as_words(fields, words):
+    assert mail.state_in_words(email_row(**fields), at=AT) == words
+
+
+def test_no_email_reads_as_words_too():
+    assert mail.state_in_words(None) == "no confirmation e-mail recorded"
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (ConnectionRefusedError(111, "Connection refused"), "the SMTP server refused the connection"),
+    (mail.ConversationTooLong("cut"), "timed out: the SMTP conversation took longer than 60 s"),
+    (TimeoutError("timed out"), "timed out waiting for the SMTP server"),
+    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "the SMTP server closed the connection"),
+    (socket.gaierror(-2, "Name or service not known"), "the SMTP server's name was not found"),
+    (OSError(113, "No route to host"), "the SMTP server could not be reached: No route to host"),
+    (smtplib.SMTPDataError(451, b"4.3.0 Try again later"), "451 4.3.0 Try again later"),
+])
+def test_a_failure_is_recorded_in_plain_words(error, words):
+    assert mail.plain_error(error) == words
