@@ -4,17 +4,20 @@ import threading
 import time
 
 import pytest
+import requests
 
 from directory_api import batch, db, enrolment, saving
+from directory_api import worker as worker_module
 from directory_api.backoff import backoff
-from directory_api.errors import SchemaError
+from directory_api.errors import SchemaError, UserError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues import MessageRefused, QueueUnavailable, message_size
-from directory_api.worker import BatchOutcome
+from directory_api.settings import Settings
+from directory_api.worker import BatchOutcome, metrics_address
 from tests.database_locks import write_lock_is_free
-from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
-from tests.support import answering, insert_raw_row, received, twice, without_receive_count
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
+from tests.support import answering, free_port, insert_raw_row, received, twice, without_receive_count
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -465,3 +468,52 @@ def test_an_unsafe_request_id_attribute_is_neither_logged_nor_passed_on(make_wor
     assert "request_id" not in set_aside.attributes
     assert "forged" not in caplog.text
     assert any(getattr(record, "message_id", None) == message_id for record in caplog.records)
+
+
+# -- work's /metrics: where, and from when -------------------------------------------------------------------------
+
+def test_metrics_host_defaults_to_every_address_and_to_loopback_under_debug():
+    assert worker_settings("sqlite:///x.sqlite3").metrics_host == "0.0.0.0"
+    debug = Settings.from_environ({}, debug=True, require=())
+    assert debug.metrics_host == "127.0.0.1"
+
+
+def test_the_metrics_options_win_over_the_settings_and_once_serves_none_unless_its_option_asks():
+    settings = worker_settings("sqlite:///x.sqlite3", METRICS_PORT="9100", METRICS_HOST="10.0.0.5")
+    assert metrics_address(settings, once=False, port=None, host=None) == (9100, "10.0.0.5")
+    assert metrics_address(settings, once=False, port=9200, host="127.0.0.1") == (9200, "127.0.0.1")
+    assert metrics_address(settings, once=True, port=None, host=None) == (None, "10.0.0.5")
+    assert metrics_address(settings, once=True, port=9200, host=None) == (9200, "10.0.0.5")
+
+
+def test_a_metrics_host_that_is_no_address_is_one_line_naming_the_option():
+    with pytest.raises(UserError, match="^--metrics-host: 'not an address' is not a host name"):
+        metrics_address(worker_settings("sqlite:///x.sqlite3"), once=False, port=9100, host="not an address")
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_work_opens_its_metrics_port_only_once_the_schema_is_checked(make_worker, database_url, monkeypatch):
+    opened = []
+    monkeypatch.setattr(worker_module, "serve_metrics_http", lambda *args: opened.append(args))
+    monkeypatch.setattr(worker_module.Shutdown, "install", lambda self: None)
+    settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    versions = list(SchemaVersion.select().dicts())
+    SchemaVersion.delete().execute()
+    with pytest.raises(SchemaError):
+        worker_module.work(settings, metrics_port=free_port(), metrics_host="127.0.0.1")
+    assert opened == []
+    SchemaVersion.insert_many(versions).execute()
+    port = free_port()
+    worker_module.work(settings, once=True, metrics_port=port, metrics_host="127.0.0.1")
+    [(_, served_port, host)] = opened
+    assert (served_port, host) == (port, "127.0.0.1")
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_work_serves_metrics_on_the_host_asked_for(make_worker, database_url, monkeypatch):
+    monkeypatch.setattr(worker_module.Shutdown, "install", lambda self: None)
+    settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    port = free_port()
+    worker_module.work(settings, once=True, metrics_port=port, metrics_host="127.0.0.1")
+    answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert "directory_api_worker_messages_total" in answer.text
