@@ -17,7 +17,15 @@ from directory_api.settings import Settings
 from directory_api.worker import BatchOutcome, metrics_address
 from tests.database_locks import write_lock_is_free
 from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
-from tests.support import answering, free_port, insert_raw_row, received, twice, without_receive_count
+from tests.support import (
+    answering,
+    free_port,
+    insert_raw_row,
+    received,
+    twice,
+    wait_until,
+    without_receive_count,
+)
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -210,7 +218,7 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.WARNING):
         thread.start()
-        time.sleep(1.5)
+        wait_until(lambda: caplog.text.count("database unreachable") >= 2, 10, "two tries of the database")
         assert thread.is_alive()
         worker.shutdown.request()
         thread.join(2)
@@ -223,12 +231,14 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
 @pytest.mark.parametrize("backend", ["sqs"])
 def test_a_stop_while_a_database_connection_attempt_hangs_returns_within_two_seconds(make_worker, monkeypatch):
     worker = make_worker()
-    monkeypatch.setattr(worker, "probe_database", lambda: time.sleep(10))
+    probing, released = threading.Event(), threading.Event()
+    monkeypatch.setattr(worker, "probe_database", lambda: (probing.set(), released.wait(10)))
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.3)
+    assert probing.wait(5)
     worker.shutdown.request()
     thread.join(2)
+    released.set()
     assert not thread.is_alive()
 
 
@@ -242,9 +252,10 @@ def test_a_schema_older_than_the_code_stops_the_worker_with_the_migrate_hint(mak
 
 def test_a_stop_during_a_long_poll_returns_within_two_seconds(make_worker):
     worker = make_worker(SQS_WAIT_TIME="20")
+    calls = calls_to_receive(worker)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: calls, 10, "the long poll")
     started = time.monotonic()
     worker.shutdown.request()
     thread.join(5)
@@ -382,9 +393,10 @@ def test_the_idle_pause_doubles_from_0_2_s_to_1_s_and_starts_afresh_once_message
 
 def test_a_stop_while_idle_with_sqs_wait_time_0_returns_within_two_seconds(make_worker):
     worker = make_worker(SQS_WAIT_TIME="0")
+    calls = calls_to_receive(worker)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(2)  # well into the 1 s pauses
+    wait_until(lambda: len(calls) >= 5, 10, "the fifth receive")  # after pauses of 0.2, 0.4, 0.8 and 1 s
     started = time.monotonic()
     worker.shutdown.request()
     thread.join(5)
