@@ -536,7 +536,9 @@ class Sender:
         self._busy_until = time.monotonic() + BUSY_HOLD
 
     def finish(self) -> threading.Event:
-        """Send what is due now, then stop (work --once); the event is set when done."""
+        """Send what is due now, then stop (work --once); the event is set when done (at once, if never started)."""
+        if self._thread is None:
+            self.done.set()
         self._until_idle = True
         self.stopping.wake()  # a pause after a failure ends now: one more try, then it stops
         return self.done

@@ -324,17 +324,25 @@ class Keepalive:
 
 
 @contextlib.contextmanager
-def beside(shutdown: Shutdown, service, grace: float) -> Iterator[None]:
-    """Run `service` (start, stop, join) on its thread for the block; a stop asked of `shutdown` stops it at once.
+def beside(shutdown: Shutdown, service, grace: float) -> Iterator[Callable[[], None]]:
+    """Run `service` (start, stop, join) on its thread for the block, from when the block calls what it is given.
 
-    At the end of the block, however it ends, the service is stopped and
-    given `grace` seconds to finish; a daemon thread still busy then ends
-    with the process.
+    A stop asked of `shutdown` stops it at once; at the end of the block,
+    however it ends, it is stopped and given `grace` seconds to finish (a
+    daemon thread still busy then ends with the process).
     """
-    service.start()
+    started = False
+
+    def start() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            service.start()
+
     shutdown.when_requested(service.stop)
     try:
-        yield
+        yield start
     finally:
-        service.stop()
-        service.join(grace)
+        if started:
+            service.stop()
+            service.join(grace)

@@ -89,6 +89,7 @@ class Worker:
         rng: Callable[[], float] = random.random,
         metrics: WorkMetrics | None = None,
         on_full_batch: Callable[[], None] = lambda: None,
+        when_ready: Callable[[], None] = lambda: None,
     ):
         self.settings = settings
         self.enrolments = enrolments
@@ -99,6 +100,7 @@ class Worker:
         self.failures = Failures(rng=rng)  # consecutive; sets the backoff; changed on the main thread only
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
         self.on_full_batch = on_full_batch  # the queue is busy: told to the e-mail sender, which then holds back
+        self.when_ready = when_ready  # the database answers with the current schema and the queues are open
         self.wait_seconds: float = settings.sqs_wait_time
         # The receive under way (started ahead while a full batch is saved), and the pauses between empty receives.
         self.pending: Background[list[Message]] | None = None
@@ -126,11 +128,11 @@ class Worker:
 
     # -- the loop, as steps -------------------------------------------------------------------------------------
 
-    def run(self, *, once: bool = False, when_ready: Callable[[], None] = lambda: None) -> None:
-        """Work until a signal (or, with once, until the queue is empty); `when_ready` runs once it can work."""
+    def run(self, *, once: bool = False) -> None:
+        """Work until a signal (or, with once, until the queue is empty)."""
         if not self.get_ready():
             return
-        when_ready()
+        self.when_ready()
         self.wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         try:
             while not self.stopping:
@@ -430,19 +432,24 @@ def stoppable() -> Iterator[Shutdown]:
 @contextlib.contextmanager
 def working(
     settings: Settings, enrolments: Queue, invalid: Queue, *, shutdown: Shutdown, metrics: WorkMetrics,
-    rng: Callable[[], float] = random.random,
+    rng: Callable[[], float] = random.random, when_ready: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[Worker, mail.Sender]]:
     """The one way `work` and `dev` make a worker: with the e-mail sender running beside it for the block.
 
-    A stop asked of `shutdown` stops the sender at the same moment as the
-    worker; at the end of the block the sender gets SENDER_GRACE to hand its
-    claim back.
+    The sender starts once the worker is ready (the database answers with the
+    current schema), then `when_ready` runs; a stop asked of `shutdown` stops
+    the sender at the same moment as the worker, and at the end of the block
+    it gets SENDER_GRACE to hand its claim back.
     """
     sender = mail.Sender(settings, on_outcome=metrics.emails.count, rng=rng)
-    worker = Worker(settings, enrolments, invalid, shutdown=shutdown, rng=rng, metrics=metrics,
-                    on_full_batch=sender.queue_busy)
-    with beside(shutdown, sender, SENDER_GRACE):
-        yield worker, sender
+    with beside(shutdown, sender, SENDER_GRACE) as start_sender:
+
+        def ready() -> None:
+            start_sender()
+            when_ready()
+
+        yield Worker(settings, enrolments, invalid, shutdown=shutdown, rng=rng, metrics=metrics,
+                     on_full_batch=sender.queue_busy, when_ready=ready), sender
 
 
 def metrics_address(settings: Settings, *, once: bool, port: int | None, host: str | None) -> tuple[int | None, str]:
@@ -483,9 +490,10 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
     with stoppable() as shutdown:
         work_metrics = WorkMetrics()
         enrolments, invalid = open_pipeline(settings)
-        with working(settings, enrolments, invalid, shutdown=shutdown, metrics=work_metrics) as (worker, sender):
-            ready = functools.partial(serve_metrics, work_metrics, metrics_host, metrics_port) if metrics_port \
-                else (lambda: None)
-            worker.run(once=once, when_ready=ready)
+        ready = functools.partial(serve_metrics, work_metrics, metrics_host, metrics_port) if metrics_port \
+            else (lambda: None)
+        with working(settings, enrolments, invalid, shutdown=shutdown, metrics=work_metrics,
+                     when_ready=ready) as (worker, sender):
+            worker.run(once=once)
             if once:
                 shutdown.wait_for(sender.finish())  # the e-mails due now, then exit

@@ -270,7 +270,7 @@ def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database,
     saved()
     sender.start()
     try:
-        wait_until(lambda: Email.get().attempts > 0, 5, "the first attempt", interval=0.05)
+        wait_until(lambda: Email.get().last_error, 5, "the first attempt to fail", interval=0.05)
         server.start()
         make_due()
         wait_until(lambda: states() == [SENT], 10, "the e-mail sent", interval=0.05)

@@ -162,10 +162,19 @@ class Service:
         self.calls.append(("join", timeout))
 
 
-def test_a_service_beside_is_stopped_when_a_stop_is_seen_and_joined_at_the_end_of_the_block():
+def test_a_service_beside_starts_when_told_stops_when_a_stop_is_seen_and_is_joined_at_the_end_of_the_block():
     shutdown, service = Shutdown(), Service()
-    with beside(shutdown, service, grace=0.5):
+    with beside(shutdown, service, grace=0.5) as start:
+        assert service.calls == []
+        start()
         shutdown.request()
         shutdown.sleep(1)
         assert service.calls == ["start", "stop"]
     assert service.calls == ["start", "stop", "stop", ("join", 0.5)]
+
+
+def test_a_service_beside_never_started_is_neither_stopped_nor_joined():
+    service = Service()
+    with beside(Shutdown(), service, grace=0.5):
+        pass
+    assert service.calls == []
