@@ -2,14 +2,17 @@
 
 saving.py records an e-mail row in the transaction that saves its enrolment,
 so an e-mail exists exactly when its enrolment does. The Sender claims
-waiting rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite runs one writer at
-a time) by moving their due time past a lease, sends each with smtplib and
-records the outcome at once: sent; a temporary failure (connection refused,
-timeout, 4xx) due again after a jittered backoff of at most 60 s; a permanent
-refusal (5xx) failed, with the server's reply. A claim whose worker died
-comes back when its lease ends and is sent again with the same Message-ID.
-Without EMAIL_HOST the Sender logs each e-mail instead and records it as
-logged.
+waiting rows (claims.lease_claim) by moving their due time past a lease,
+sends each with smtplib and records the outcome at once: sent; a temporary
+failure (connection refused, timeout, 4xx) due again after a jittered backoff
+of at most 60 s, its reason in plain words; a permanent refusal (5xx) failed,
+with the server's reply. Each conversation is bounded (CONVERSATION_LIMIT)
+and started only when it fits in what is left of its lease, so a lease never
+ends while its e-mail is being sent. The record of an e-mail the server
+accepted is retried on a fresh connection until the database takes it: only
+a crash between the two may send it again, with the same Message-ID, when
+its lease ends. Without EMAIL_HOST the Sender logs each e-mail instead and
+records it as logged.
 
 Every header comes from the settings or from validated fields: the To address
 is the validated company_email (checked again here), the company name goes
@@ -481,7 +484,8 @@ def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -
     config = MailSettings.from_settings(settings)
     transport = SmtpTransport(config, tls_context)
     try:
-        transport.connect()
+        with transport._bounded(CONVERSATION_LIMIT):  # as `work` would: a dribbling server must not hold `check`
+            transport.connect()
     finally:
         transport.close()
     steps = ["STARTTLS" if config.use_tls else "no TLS", f"login as {config.user}" if config.user else "no login"]
