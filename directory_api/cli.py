@@ -200,7 +200,14 @@ def work(
     metrics_port: Annotated[
         int | None,
         typer.Option("--metrics-port", min=1, max=65535,
-                     help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none)."),
+                     help="Serve Prometheus /metrics on this port (default: $METRICS_PORT, else none; "
+                          "with --once, only when given here)."),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option("--metrics-host",
+                     help="Address to serve /metrics on (default: $METRICS_HOST, else 0.0.0.0; 127.0.0.1 "
+                          "under --debug)."),
     ] = None,
 ) -> None:
     """Save queued enrolments to the database, setting aside what can never be saved.
@@ -208,9 +215,11 @@ def work(
     Example: directory-api work --debug --metrics-port 9100
     """
     settings = prepare(ctx, require=NEEDS_QUEUES)
+    from directory_api.worker import metrics_address
     from directory_api.worker import work as run_worker
 
-    run_worker(settings, once=once, metrics_port=metrics_port or settings.metrics_port)
+    port, host = metrics_address(settings, once=once, port=metrics_port, host=metrics_host)
+    run_worker(settings, once=once, metrics_port=port, metrics_host=host)
 
 
 @app.command("env-write")

@@ -129,7 +129,7 @@ class HttpMetrics:
         return self.requests.labels(route, method, str(status)), self.duration.labels(route), queued
 
 
-class WorkerMetrics:
+class MessageMetrics:
     """work's messages by outcome and its batches' duration."""
 
     def __init__(self, registry: Registry):
@@ -173,12 +173,12 @@ class WorkMetrics:
 
     def __init__(self, registry: Registry | None = None):
         self.registry = registry or Registry()
-        self.worker = WorkerMetrics(self.registry)
+        self.messages = MessageMetrics(self.registry)
         self.emails = EmailMetrics(self.registry)
 
 
 def serve_metrics_http(registry: Registry, port: int, host: str = "0.0.0.0"):
-    """/metrics of `registry` on its own port, in a daemon thread (work --metrics-port)."""
+    """/metrics of `registry` on its own address and port, in a daemon thread (work --metrics-host/--metrics-port)."""
     from prometheus_client import start_http_server
 
     return start_http_server(port, addr=host, registry=registry.collectors)

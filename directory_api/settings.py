@@ -256,6 +256,7 @@ VARIABLES = (
     Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
     Variable("LOG_LEVEL", "log_level", _log_level, None, None),
     Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
+    Variable("METRICS_HOST", "metrics_host", _host_name, "0.0.0.0", "127.0.0.1"),
     # The console re-drives messages and downloads all personal data, on the API's own port.
     Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True, outside_debug=_long_secret),
 )
@@ -309,6 +310,7 @@ class Settings:
     log_format: str = "text"
     log_level: str | None = None
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
     ops_password: str | None = None  # None: the ops console is off
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

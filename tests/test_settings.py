@@ -41,7 +41,7 @@ def test_every_spec_setting_is_a_variable():
         "SIGNATURE_LEGACY",
         "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "DEFAULT_FROM_EMAIL",
         "COMPANY_EMAIL_CONFIRMATION_FROM", "COMPANY_EMAIL_CONFIRMATION_SUBJECT", "COMPANY_EMAIL_CONFIRMATION_URL",
-        "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT",
+        "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "METRICS_HOST",
         "OPS_PASSWORD",
     ]
 
@@ -355,7 +355,7 @@ def test_the_example_env_file_is_a_complete_production_configuration():
 
     assert settings.queue_backend == "sqs"
     # OPS_PASSWORD: the console off
-    unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT", "OPS_PASSWORD"}
+    unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT", "METRICS_HOST", "OPS_PASSWORD"}
     assert set(example) == {variable.name for variable in VARIABLES if variable.name not in unset_by_default}
 
 
