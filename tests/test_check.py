@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_check(environ, *, debug=False) -> tuple[bool, list[str]]:
-    lines = []
+    lines: list[str] = []
     result = check(environ, debug=debug, echo=lines.append)
     return result, lines
 
