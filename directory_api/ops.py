@@ -62,7 +62,7 @@ class Unanswered(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Status:
-    """What the pipeline holds now: SPEC's `status --json` object, and which parts did not answer."""
+    """What the pipeline holds now: the `status --json` object of docs/operating.md, and which parts did not answer."""
 
     figures: dict
     unanswered: list[str]  # "part: why", one a part

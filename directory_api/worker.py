@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
-# and then how long the cancelled transaction gets to roll back: all within the 2 s SPEC allows.
+# and then how long the cancelled transaction gets to roll back: all within the 2 s docs/worker.md promises.
 SAVE_GRACE = 0.5
 CANCEL_GRACE = 0.2
 # `--once` long-polls a second, not 0: a short poll samples only some SQS servers and may miss messages.
