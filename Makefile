@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install run test lint build clean bench
+.PHONY: install run test lint build clean bench plots
 .PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
 
 # An existing .venv is kept as it is (it may be a link to a shared one); only what is missing is installed.
@@ -68,8 +68,9 @@ docker_test: docker_build
 	docker run --rm $(DOCKER_IMAGE) --help
 	docker run --rm $(DOCKER_IMAGE) migrate --debug
 
-# Benchmarks (scripts/bench_*.py): results appended to bench-results/, the latest
-# table and plot written to docs/bench.md and docs/bench.png. BENCH_ARGS=--quick for a short run.
+# Benchmarks (scripts/bench_*.py): results appended to bench-results/; the latest run of each becomes
+# docs/performance.jsonl, from which docs/performance.md's tables and docs/bench.png are drawn.
+# BENCH_ARGS=--quick for a short run. `make plots` redraws both from docs/performance.jsonl alone.
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
@@ -81,6 +82,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench_serve.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_work.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_startup.py $(BENCH_ARGS)
+	$(BIN)/python scripts/plot_bench.py --collect
+
+plots: $(BENCH_STAMP)
 	$(BIN)/python scripts/plot_bench.py
 
 clean:
