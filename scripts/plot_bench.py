@@ -122,9 +122,10 @@ def plot(results: dict[str, list[dict]], path: Path, results_digest: str) -> Non
     left.set_xlabel("connections")
     left.set_ylabel("signed enrolments / s (202)")
     left.set_title("serve")
-    left.set_ylim(bottom=0)
+    # Headroom above the highest point for the legend, so it hides no line.
+    left.set_ylim(0, 1.45 * max(row["rate"] for row in serve_rows))
     left.grid(alpha=0.3)
-    left.legend(fontsize="small")
+    left.legend(fontsize="small", loc="upper left", ncol=2)
 
     def line_of(row: dict) -> tuple:
         return row["drain"], row["queue"], row.get("emails", "off")
@@ -134,7 +135,7 @@ def plot(results: dict[str, list[dict]], path: Path, results_digest: str) -> Non
         rows = sorted((row for row in finished if line_of(row) == (drain, queue, emails)),
                       key=lambda row: row["workers"])
         sending = ", e-mail sent" if emails == "on" else ""
-        label = {"one": "one-at-a-time baseline", "batch": "batch floor"}.get(drain, f"work ({queue} queue{sending})")
+        label = {"one": "one at a time", "batch": "batch floor"}.get(drain, f"work, {queue} queue{sending}")
         if drain == "work":
             right.plot([row["workers"] for row in rows], [row["rate"] for row in rows], marker="o", label=label)
         else:
@@ -144,9 +145,9 @@ def plot(results: dict[str, list[dict]], path: Path, results_digest: str) -> Non
     right.set_xlabel("work processes")
     right.set_ylabel("messages saved / s (PostgreSQL)")
     right.set_title("work")
-    right.set_ylim(bottom=0)
+    right.set_ylim(0, 1.45 * max(row["rate"] for row in finished))
     right.grid(alpha=0.3)
-    right.legend(fontsize="small", loc="center right")
+    right.legend(fontsize="small", loc="upper left", ncol=2)
 
     machine = (serve_rows or work_rows)[0]["machine"]
     figure.suptitle(f"directory-api on {machine['cores']} cores ({machine['cpu_model']}), "
