@@ -23,7 +23,7 @@ NEWER_HINT = "run the newer directory-api that migrated it"
 
 
 class SchemaVersion(peewee.Model):
-    """One row a schema step applied (SPEC "The database")."""
+    """One row a schema step applied, marked additive or breaking (CHANGELOG.md, docs/production.md)."""
 
     version = peewee.IntegerField(primary_key=True)
     applied = peewee.DateTimeField(default=models.utcnow)

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
-# and then how long the cancelled transaction gets to roll back: all within the 2 s SPEC allows.
+# and then how long the cancelled transaction gets to roll back: all within the 2 s docs/worker.md promises.
 SAVE_GRACE = 0.5
 CANCEL_GRACE = 0.2
 # At a stop, how long the e-mail sender (stopped at the same moment as the worker) gets to hand its claim back.

@@ -17,11 +17,10 @@ from directory_api.queues import sqs
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-NOBODY = 65534
 
 
 def run_check(environ, *, debug=False) -> tuple[bool, list[str]]:
-    lines = []
+    lines: list[str] = []
     result = check(environ, debug=debug, echo=lines.append)
     return result, lines
 
@@ -176,27 +175,25 @@ def test_a_newer_schema_of_additive_steps_is_usable(migrated_url):
 
 @pytest.fixture
 def read_only_sqlite_url():
-    """A migrated SQLite file its user may read but not write, in a folder that user owns (WAL files can be made).
-
-    The file is owned by `nobody` when the tests run as root (root writes any file).
-    """
+    """A migrated SQLite file its owner may read but not write, in a folder the owner may write (WAL files)."""
     folder = Path(tempfile.mkdtemp(prefix="directory-api-read-only-"))
     path = folder / "data.sqlite3"
     database = db.bind(f"sqlite:///{path}")
     migrations.migrate(database)
     database.close()
-    if os.geteuid() == 0:
-        for item in (folder, path):
-            os.chown(item, NOBODY, NOBODY)
     path.chmod(0o444)
     yield f"sqlite:///{path}"
     shutil.rmtree(folder)
 
 
+# Root writes any file through CAP_DAC_OVERRIDE. Dropping every capability keeps the tests' own user, so the
+# process still reads the checkout wherever it was cloned (a 0700 folder included: another user could not).
+WITHOUT_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
 def check_command(environ: dict[str, str]) -> subprocess.CompletedProcess:
-    """`directory-api check` as a process, as `nobody` when the tests run as root."""
-    as_another_user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    argv = [*(as_another_user if os.geteuid() == 0 else []), sys.executable, "directory_api.py", "check"]
+    """`directory-api check` as a process, with no capabilities when the tests run as root."""
+    argv = [*(WITHOUT_CAPABILITIES if os.geteuid() == 0 else []), sys.executable, "directory_api.py", "check"]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **environ}
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
 

@@ -86,7 +86,7 @@ def test_ignores_host_variables_without_the_prefix():
 
 
 def test_writes_ordinary_values_bare_so_docker_run_reads_them_too():
-    # SPEC changed (issue 22): lines were single-quoted, which `docker run --env-file` keeps in the value.
+    # The contract changed (issue 22): lines were single-quoted, which `docker run --env-file` keeps in the value.
     config = write_config("env.json", required=["UI_SECRET", "DATABASE_URL"], optional=["PORT"])
 
     env_write([config], {

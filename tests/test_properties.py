@@ -149,7 +149,7 @@ env_values = st.lists(
 
 
 def no_spelling_carries(value: str) -> bool:
-    """SPEC: single quotes carry all but ', \\, ${ (and line breaks); double quotes all but $ (and line breaks)."""
+    """env-write: single quotes carry all but ', \\, ${ (and line breaks); double quotes all but $ (and line breaks)."""
     if "\n" in value or "\r" in value:
         return True
     return "$" in value and any(text in value for text in ("'", "\\", "${"))

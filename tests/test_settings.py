@@ -1,4 +1,4 @@
-"""Settings: SPEC's variables, their defaults and --debug defaults, and a message naming each bad one."""
+"""Settings: docs/settings.md's variables, their defaults and --debug defaults, and a message naming each bad one."""
 
 from pathlib import Path
 

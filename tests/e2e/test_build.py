@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,17 @@ def test_make_build_runs_build_sh(fresh_build):
     )
 
     assert result.stdout.strip() == "./build.sh"
+
+
+def test_the_tests_pass_in_a_clone_only_its_owner_can_read(tmp_path):
+    # Regression (issue 25): test_check ran the checkout's code as another user, who cannot enter a 0700 folder
+    # such as mktemp -d's, a private home or a CI workspace.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    checkout = clone(private / "directory-api")
+    (checkout / ".venv").symlink_to(sys.prefix)
+
+    result = subprocess.run([".venv/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_check.py"],
+                            cwd=checkout, capture_output=True, text=True, timeout=600, check=False)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Upgrading while enrolments keep arriving (SPEC "Upgrading it"), from the previous release's own pyz.
+"""Upgrading while enrolments keep arriving (docs/production.md, "Upgrading"), from the previous release's own pyz.
 
 The previous release is built from its commit by its own build.sh, once, into build/ (gitignored).
 """
