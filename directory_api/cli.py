@@ -276,13 +276,9 @@ def migrate(
             for line in migrations.dry_run_lines(version, pending, held):
                 typer.echo(line)
             return
-        if allow_breaking or not migrations.breaking_refusal(pending):
-            lines = migrations.stopped_lines(pending, version, compatible_with)
-            if held and not compatible_with:
-                lines.append(f"schema {migrations.steps_are(held, 'is recorded')} in schema_version again: "
-                             "1.0.0 can no longer start")
-            for line in lines:
-                logs.emit(logging.WARNING, f"warning: {line}", line)
+        for line in migrations.warning_lines(pending, version, held, allow_breaking=allow_breaking,
+                                             compatible_with=compatible_with):
+            logs.emit(logging.WARNING, f"warning: {line}", line)
         applied = migrations.migrate(database, allow_breaking=allow_breaking, compatible_with=compatible_with)
         held = migrations.held_steps(database)
     except UserError:
@@ -291,14 +287,8 @@ def migrate(
         raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
         database.close()
-    if applied:
-        typer.echo(f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})")
-    else:
-        typer.echo(f"schema already at version {max(version, migrations.LATEST)}: nothing to do")
-    if compatible_with and held:
-        typer.echo(f"{migrations.steps_are(held, 'is recorded')} in {migrations.HeldSchemaVersion._meta.table_name}"
-                   f", where {compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
-                   f"{compatible_with} process is left")
+    for line in migrations.summary_lines(applied, version, held, compatible_with):
+        typer.echo(line)
 
 
 @app.command()

@@ -30,7 +30,7 @@ OK, UNAVAILABLE, NOT_WRITABLE = "ok", "unavailable", "not writable"
 CACHE_SECONDS = 1.0
 # Each database call of a probe: a health check answers in seconds or says the database does not.
 PROBE_TIMEOUT = 2.0
-# How long serve waits at start to say why the queue cannot be used; it starts anyway (the queue is created when it answers).
+# How long serve waits at start to say why the queue cannot be used; it starts anyway (created once it answers).
 START_PROBE_SECONDS = 5.0
 
 

@@ -386,6 +386,30 @@ def stopped_lines(steps: list[Step], version: int, compatible_with: str | None =
     return lines
 
 
+def warning_lines(pending: list[Step], version: int, held: Sequence[int], *, allow_breaking: bool,
+                  compatible_with: str | None) -> list[str]:
+    """What `migrate` warns of before applying `pending` (nothing when it will refuse a breaking step)."""
+    if not allow_breaking and breaking_refusal(pending):
+        return []
+    lines = stopped_lines(pending, version, compatible_with)
+    if held and not compatible_with:
+        lines.append(f"schema {steps_are(held, 'is recorded')} in schema_version again: 1.0.0 can no longer start")
+    return lines
+
+
+def summary_lines(applied: list[int], version: int, held: Sequence[int], compatible_with: str | None) -> list[str]:
+    """What `migrate` says once done: the steps applied, and any held back for an older release."""
+    if applied:
+        lines = [f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})"]
+    else:
+        lines = [f"schema already at version {max(version, LATEST)}: nothing to do"]
+    if compatible_with and held:
+        lines.append(f"{steps_are(held, 'is recorded')} in {HeldSchemaVersion._meta.table_name}, where "
+                     f"{compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
+                     f"{compatible_with} process is left")
+    return lines
+
+
 def schema_problem(version: int, newer: Mapping[int, bool] | None = None) -> str | None:
     """What keeps this release off a schema at `version`; None when it may run.
 

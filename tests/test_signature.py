@@ -362,6 +362,7 @@ def ended(store: NonceStore) -> NonceStore:
     connection = getattr(store._local, "connection", None)
     if connection is not None:
         connection.close()
+    assert store._owner is not None
     os.close(store._owner)
     return store
 

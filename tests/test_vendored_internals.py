@@ -109,7 +109,7 @@ def test_a_waitress_server_takes_a_listening_socket_as_tcp_server_passes_it():
 
 @pytest.mark.parametrize(
     ("module", "name"),
-    [(module, name) for names in (internals.MOHAWK_NAMES, internals.OTHER_NAMES) for module, names in names.items()
+    [(module, name) for table in (internals.MOHAWK_NAMES, internals.OTHER_NAMES) for module, names in table.items()
      for name in names],
 )
 def test_private_name_is_there(module, name):

@@ -24,6 +24,6 @@ def test_a_folder_that_is_not_the_top_of_a_checkout_has_no_commit(tmp_path):
 
 def test_the_commit_stamped_by_the_build_wins(monkeypatch):
     stamp = type(sys)(BUILD_MODULE)
-    stamp.COMMIT = "0123456789ab"  # type: ignore[attr-defined]
+    stamp.COMMIT = "0123456789ab"
     monkeypatch.setitem(sys.modules, BUILD_MODULE, stamp)
     assert build_commit() == "0123456789ab"

@@ -1,4 +1,4 @@
-"""What holds when SQS takes a message but its answer never reaches serve (docs/http-api.md; docs/worker.md, client retries).
+"""What holds when SQS takes a message but its answer never reaches serve (docs/http-api.md, docs/worker.md).
 
 serve cannot tell a send whose answer was lost from one the queue never got: it
 answers 503 though the message is queued, or 202 behind a retry that queued it

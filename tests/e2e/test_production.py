@@ -104,7 +104,8 @@ def run_block(name: str, blocks: dict[str, str], names: dict, env: dict, cwd: Pa
 
 def unit_service(path: Path, names: dict) -> dict[str, list[str]]:
     """The [Service] section of a unit file: each key's values, in order, placeholders substituted."""
-    section, service = None, {}
+    section: str | None = None
+    service: dict[str, list[str]] = {}
     for line in substituted(path.read_text(), names).splitlines():
         line = line.strip()
         if not line or line.startswith(("#", ";")):
@@ -155,9 +156,16 @@ def connections_of(role: str) -> int:
     return pg_rows(POSTGRES_ADMIN_URL, f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'")[0][0]
 
 
+def matched(pattern: str, text: str, flags: int = 0) -> str:
+    """The first group of `pattern` in `text`, failing the test when it is not there."""
+    match = re.search(pattern, text, flags)
+    assert match, f"{pattern!r} not found in {text!r}"
+    return match[1]
+
+
 def uid_of(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^Uid:\s+(\d+)", status, re.M)[1])
+    return int(matched(r"^Uid:\s+(\d+)", status, re.M))
 
 
 @pytest.fixture
@@ -222,6 +230,7 @@ def follow_the_guide(blocks, names, shell_env, download, started: Processes, por
     assert stat.S_IMODE(service_file.stat().st_mode) == 0o640 and service_file.stat().st_gid == account.pw_gid
     assert stat.S_IMODE(migrate_file.stat().st_mode) == 0o600 and migrate_file.stat().st_uid == 0
     service_url = dotenv_values(service_file)["DATABASE_URL"]
+    assert service_url, f"no DATABASE_URL in {service_file}"
     assert urlsplit(service_url).username == names["service"]
 
     # migrate, as the migrate unit runs it: the owner role's URL wins over the service's.
@@ -283,7 +292,7 @@ def follow_the_guide(blocks, names, shell_env, download, started: Processes, por
     drop_roles_and_database(names)
     run_block("postgres", blocks, names, shell_env, download)
     (dump,) = download.glob("*.dump")
-    dump.rename(download / re.search(r"(\S+\.dump)\s*$", substituted(blocks["restore"], names))[1])
+    dump.rename(download / matched(r"(\S+\.dump)\s*$", substituted(blocks["restore"], names)))
     run_block("restore", blocks, names, shell_env, download)
     argv, env = unit_command(UNITS / "directory-api-migrate.service", names)
     migrated = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
