@@ -1,20 +1,30 @@
 # The README's two commands are `make run` and `make test`; both set up .venv first.
+# `make run` installs only what running needs (requirements.txt); test and lint add requirements-dev.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install run test lint build clean bench
-.PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
+.PHONY: install run test lint build clean bench plots
+.PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_migrate docker_run docker_debug docker_test
 
+# An existing .venv is kept as it is (it may be a link to a shared one); only what is missing is installed.
+$(RUN_STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements.txt
+	touch $(RUN_STAMP)
+
+# requirements-dev.txt includes requirements.txt, so it stands for both.
 $(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $(STAMP)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements-dev.txt
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python directory_api.py dev
 
 test: $(STAMP)
@@ -30,13 +40,13 @@ build:
 	./build.sh
 
 # The 2016 service's target names, kept for the people used to them.
-debug: $(STAMP)
+debug: $(RUN_STAMP)
 	$(BIN)/python directory_api.py dev
 
-debug_webserver: $(STAMP)
+debug_webserver: $(RUN_STAMP)
 	$(BIN)/python directory_api.py serve --debug
 
-debug_enrolment_worker: $(STAMP)
+debug_enrolment_worker: $(RUN_STAMP)
 	$(BIN)/python directory_api.py work --debug
 
 debug_test: $(STAMP)
@@ -48,7 +58,13 @@ ENV_FILE ?= .env
 docker_build:
 	docker build -t $(DOCKER_IMAGE) .
 
-docker_run: docker_build
+# migrate first: serve refuses a schema older than its code (MIGRATE_ENV_FILE: the schema owner's DATABASE_URL).
+MIGRATE_ENV_FILE ?= $(ENV_FILE)
+
+docker_migrate: docker_build
+	docker run --rm --env-file $(ENV_FILE) --env-file $(MIGRATE_ENV_FILE) $(DOCKER_IMAGE) migrate
+
+docker_run: docker_migrate
 	docker run --rm --env-file $(ENV_FILE) -p 8000:8000 $(DOCKER_IMAGE)
 
 docker_debug: docker_build
@@ -58,12 +74,13 @@ docker_test: docker_build
 	docker run --rm $(DOCKER_IMAGE) --help
 	docker run --rm $(DOCKER_IMAGE) migrate --debug
 
-# Benchmarks (scripts/bench_*.py): results appended to bench-results/, the latest
-# table and plot written to docs/bench.md and docs/bench.png. BENCH_ARGS=--quick for a short run.
+# Benchmarks (scripts/bench_*.py): results appended to bench-results/; the latest run of each becomes
+# docs/performance.jsonl, from which docs/performance.md's tables and docs/bench.png are drawn.
+# BENCH_ARGS=--quick for a short run. `make plots` redraws both from docs/performance.jsonl alone.
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PIP_INSTALL) -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -71,6 +88,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench_serve.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_work.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_startup.py $(BENCH_ARGS)
+	$(BIN)/python scripts/plot_bench.py --collect
+
+plots: $(BENCH_STAMP)
 	$(BIN)/python scripts/plot_bench.py
 
 clean:

@@ -6,7 +6,7 @@ that reads or writes goes through it. What needs the Database behind it (to
 copy its connection parameters, or to tell SQLite from PostgreSQL) asks
 bound().
 
-Every call is bounded in time (SPEC): PostgreSQL cuts a statement or a lock
+Every call is bounded in time (docs/worker.md): PostgreSQL cuts a statement or a lock
 wait short, SQLite gives up waiting for the write lock, and TCP keepalives
 notice a server that vanished mid-statement. A hung or locked database is
 then an error the caller treats as transient, never a thread held for good.

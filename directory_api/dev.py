@@ -8,11 +8,11 @@ queue a POST wakes the waiting worker at once. One Ctrl-C stops both.
 import logging
 import threading
 
-from directory_api import access, mail, metrics, server, web
+from directory_api import access, metrics, server, web
 from directory_api.queues import open_enrolment_queues
 from directory_api.settings import Settings
 from directory_api.signature import NonceStore
-from directory_api.worker import Worker, stoppable
+from directory_api.worker import stoppable, working
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,8 @@ def dev(settings: Settings, *, host: str, port: int) -> None:
                  address[0], address[1], settings.enrolment_queue, settings.queue_backend)
         try:
             work_metrics = metrics.WorkMetrics(registry)
-            Worker(
-                settings, enrolments, invalid, shutdown=shutdown,
-                sender=mail.Sender(settings, on_outcome=work_metrics.emails.count), metrics=work_metrics,
-            ).run()
+            with working(settings, enrolments, invalid, shutdown=shutdown, metrics=work_metrics) as (worker, _):
+                worker.run()
         finally:
             stopping.set()
             serving.join(DRAIN_SECONDS + 2)

@@ -1,4 +1,4 @@
-"""The enrolment payload: parsing the request body and the field rules of SPEC.md.
+"""The enrolment payload: parsing the request body and the field rules of docs/http-api.md.
 
 `serve` and the worker both call `validate`, so a message the API accepted is
 judged by the same rules when it is saved.
@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 NON_FIELD_ERRORS = "non_field_errors"
-MAX_BODY_BYTES = 256 * 1024  # SPEC: the largest enrolment body accepted
+MAX_BODY_BYTES = 256 * 1024  # docs/http-api.md: the largest enrolment body accepted
 
 EXPORT_STATUSES = ("YES", "ONE_TWO_YEARS_AGO", "OVER_TWO_YEARS_AGO", "NOT_YET", "NO_INTENTION")
 BIGINT_MAX = 2**63 - 1  # supplier.sso_id is a BIGINT
@@ -31,7 +31,7 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # What SQS refuses in a message body (anything outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF).
 # It sees the raw body, so a JSON escape such as \u0001 is fine; the character itself is not.
 NOT_FOR_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-MAX_DEPTH = 100  # SPEC: JSON nested deeper than this is refused
+MAX_DEPTH = 100  # docs/http-api.md: JSON nested deeper than this is refused
 # Python refuses to read a longer integer (sys.get_int_max_str_digits), with a ValueError that is not a JSONDecodeError.
 MAX_INTEGER_DIGITS = 4300
 # A JSON string (an unterminated one runs to the end, so no text is scanned twice) or a bracket.

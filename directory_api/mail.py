@@ -2,14 +2,17 @@
 
 saving.py records an e-mail row in the transaction that saves its enrolment,
 so an e-mail exists exactly when its enrolment does. The Sender claims
-waiting rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite runs one writer at
-a time) by moving their due time past a lease, sends each with smtplib and
-records the outcome at once: sent; a temporary failure (connection refused,
-timeout, 4xx) due again after a jittered backoff of at most 60 s; a permanent
-refusal (5xx) failed, with the server's reply. A claim whose worker died
-comes back when its lease ends and is sent again with the same Message-ID.
-Without EMAIL_HOST the Sender logs each e-mail instead and records it as
-logged.
+waiting rows (claims.lease_claim) by moving their due time past a lease,
+sends each with smtplib and records the outcome at once: sent; a temporary
+failure (connection refused, timeout, 4xx) due again after a jittered backoff
+of at most 60 s, its reason in plain words; a permanent refusal (5xx) failed,
+with the server's reply. Each conversation is bounded (CONVERSATION_LIMIT)
+and started only when it fits in what is left of its lease, so a lease never
+ends while its e-mail is being sent. The record of an e-mail the server
+accepted is retried on a fresh connection until the database takes it: only
+a crash between the two may send it again, with the same Message-ID, when
+its lease ends. Without EMAIL_HOST the Sender logs each e-mail instead and
+records it as logged.
 
 Every header comes from the settings or from validated fields: the To address
 is the validated company_email (checked again here), the company name goes
@@ -18,8 +21,10 @@ in the body only, escaped in the HTML.
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import html
+import itertools
 import logging
 import re
 import smtplib
@@ -28,7 +33,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -37,11 +42,12 @@ from email.utils import formatdate, parseaddr
 import peewee
 
 from directory_api import enrolment
-from directory_api.backoff import backoff
-from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
+from directory_api.claims import lease_claim
+from directory_api.db import DATABASE_ERRORS, drop_connection
 from directory_api.errors import SettingsError, first_line
 from directory_api.models import Email, tuple_rows, utcnow
 from directory_api.settings import Settings
+from directory_api.threads import Failures, Stop
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +56,14 @@ STATES = (WAITING, SENT, FAILED, LOGGED)
 RETRIED = "retried"  # an outcome (for on_outcome), not a state: the e-mail is waiting again
 
 SMTP_TIMEOUT = 10.0  # seconds any one socket operation of the SMTP conversation may take
+# Seconds one e-mail's whole conversation (connect, EHLO, STARTTLS, login, MAIL, RCPT, DATA) may take, however
+# steadily the server writes: a relay answers in well under a second; this is well inside the lease.
+CONVERSATION_LIMIT = 60.0
 CLAIM_SIZE = 10
-# A claim not recorded by then (its worker died) is claimed again. Long enough for a batch
-# of slow conversations; a claim with less than LEASE_MARGIN left is handed back unsent.
+# A claim not recorded by then (its worker died) is claimed again. Long enough for a batch of slow
+# conversations; an e-mail is started only when its conversation and its record fit in what is left.
 LEASE = 300.0
-LEASE_MARGIN = 6 * SMTP_TIMEOUT
+RECORD_MARGIN = 30.0  # seconds kept after a conversation for the record of its outcome
 FIRST_RETRY = 1.0
 LONGEST_RETRY = 60.0
 # While the worker drains a backlog the sender takes at most this share of a CPU
@@ -127,23 +136,70 @@ def for_enrolment(enrolment_id: int) -> Email | None:
     return Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id).first()
 
 
+# -- the state in words (the ops console) ---------------------------------------------------------------------
+
+REPLY = re.compile(r"[2-5]\d\d( |$)")  # a last_error that is the SMTP server's own reply: "451 4.3.0 Try again later"
+# The last_error of releases before plain words: "ConnectionRefusedError: [Errno 111] Connection refused".
+OLD_STYLE = {"ConnectionRefusedError": "the SMTP server refused the connection",
+             "ConnectionResetError": "the SMTP server reset the connection",
+             "SMTPServerDisconnected": "the SMTP server closed the connection",
+             "TimeoutError": "timed out waiting for the SMTP server",
+             "timeout": "timed out waiting for the SMTP server",
+             "gaierror": "the SMTP server's name was not found"}
+
+
+def last_error_in_words(last_error: str) -> str:
+    """A recorded last_error as a sentence: the server's reply is said to be one; older records are translated."""
+    if REPLY.match(last_error):
+        return f"the SMTP server said {last_error}"
+    kind, colon, _ = last_error.partition(":")
+    return OLD_STYLE.get(kind, last_error) if colon else last_error
+
+
+def state_in_words(email: Email | None, at: float | None = None) -> str:
+    """An e-mail's state as an operator reads it: to whom and when it went; or its tries, next try and last error.
+
+    `at` is now, in epoch seconds (a parameter so that a test can fix it).
+    """
+    if email is None:
+        return "no confirmation e-mail recorded"
+    to = email.recipient or "(recipient removed)"
+    if email.state == SENT:
+        return f"sent to {to} {_when(email.sent)}"
+    if email.state == LOGGED:
+        return f"not sent: no EMAIL_HOST set (recorded and logged for {to} {_when(email.sent)})"
+    if email.state == FAILED:
+        return f"not sent to {to}: {last_error_in_words(email.last_error)}; not tried again"
+    return _waiting_in_words(email, to, now() if at is None else at)
+
+
+def _waiting_in_words(email: Email, to: str, at: float) -> str:
+    tries = f"{email.attempts} {'try' if email.attempts == 1 else 'tries'}"
+    if not email.last_error:
+        if email.attempts and email.due_at > at:
+            return f"being sent to {to} now ({tries})"
+        return f"waiting to be sent to {to}"
+    seconds = max(0.0, email.due_at - at)
+    next_try = datetime.datetime.fromtimestamp(email.due_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (f"not sent yet to {to}: {tries}; next try at {next_try} (in about {seconds:.0f} s); "
+            f"last error: {last_error_in_words(email.last_error)}")
+
+
+def _when(moment: datetime.datetime | None) -> str:
+    return f"at {moment:%Y-%m-%d %H:%M} UTC" if moment else "(time not recorded)"
+
+
 # -- claiming and recording outcomes --------------------------------------------------------------------------
 
 def claim(limit: int, lease: float = LEASE) -> list[Email]:
     """Take up to `limit` waiting e-mails that are due, hidden from other senders for `lease` seconds."""
     at = now()
-    due = Email.select(Email.id).where((Email.state == WAITING) & (Email.due_at <= at)).order_by(Email.due_at)
-    if not due.limit(1).exists():
+    due = (Email.state == WAITING) & (Email.due_at <= at)
+    if not Email.select(Email.id).where(due).limit(1).exists():
         return []  # the usual idle answer, without taking SQLite's write lock
-    claimable = due.limit(limit)
-    if is_postgres(Email._meta.database.obj):
-        claimable = claimable.for_update(skip_locked=True)
-    return list(
-        Email.update(due_at=at + lease, attempts=Email.attempts + 1)
-        .where(Email.id.in_(claimable))
-        .returning(Email)
-        .execute()
-    )
+    claiming = lease_claim(Email, due=due, order_by=Email.due_at, limit=limit,
+                           lease={Email.due_at: at + lease, Email.attempts: Email.attempts + 1})
+    return list(claiming.returning(Email).execute())
 
 
 def _still_claimed(email: Email) -> peewee.Expression:
@@ -154,6 +210,13 @@ def _still_claimed(email: Email) -> peewee.Expression:
 def mark(email: Email, state: str, reason: str = "") -> None:
     Email.update(state=state, sent=utcnow() if state in (SENT, LOGGED) else None, last_error=reason).where(
         _still_claimed(email)
+    ).execute()
+
+
+def mark_sent(email: Email) -> None:
+    """Record an e-mail the SMTP server accepted as sent, whoever holds its claim now: it was sent, by us."""
+    Email.update(state=SENT, sent=utcnow(), last_error="").where(
+        (Email.id == email.id) & (Email.state == WAITING)
     ).execute()
 
 
@@ -266,6 +329,10 @@ def email_date() -> str:
 MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
 
 
+class ConversationTooLong(TimeoutError):
+    """The SMTP conversation of one e-mail passed CONVERSATION_LIMIT: it was cut, however steadily the server wrote."""
+
+
 def reply_of(error: BaseException) -> tuple[int | None, str]:
     """The SMTP reply code and text behind an error, or (None, what happened) when the server did not answer."""
     reply: bytes | str
@@ -277,6 +344,31 @@ def reply_of(error: BaseException) -> tuple[int | None, str]:
         return None, f"{type(error).__name__}: {first_line(error)}"
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return code, f"{code} {' '.join(text.split())}"
+
+
+# What went wrong, in words an operator reads on the console, for errors where the server gave no reply.
+PLAIN_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ConversationTooLong, "timed out: the SMTP conversation took longer than {limit:g} s"),
+    (ConnectionRefusedError, "the SMTP server refused the connection"),
+    (ConnectionResetError, "the SMTP server reset the connection"),
+    (smtplib.SMTPServerDisconnected, "the SMTP server closed the connection"),
+    (ssl.SSLCertVerificationError, "the SMTP server's TLS certificate is not trusted"),
+    (ssl.SSLError, "the TLS handshake with the SMTP server failed"),
+    (socket.gaierror, "the SMTP server's name was not found"),
+    (TimeoutError, "timed out waiting for the SMTP server"),
+)
+
+
+def plain_error(error: BaseException) -> str:
+    """What went wrong, in plain words: "the SMTP server refused the connection", or the server's own reply."""
+    code, reply = reply_of(error)
+    if code is not None:
+        return reply  # "451 4.3.0 Try again later": the server's words, which name the problem best
+    for kind, words in PLAIN_WORDS:
+        if isinstance(error, kind):
+            return words.format(limit=CONVERSATION_LIMIT)
+    reason = getattr(error, "strerror", None) or first_line(error) or type(error).__name__
+    return f"the SMTP server could not be reached: {reason}"
 
 
 def is_permanent(error: BaseException) -> bool:
@@ -294,7 +386,11 @@ def local_hostname() -> str:
 class SmtpTransport:
     """One SMTP connection at a time, opened when there is something to send.
 
-    interrupt() cuts it from another thread.
+    Each e-mail's conversation (connecting included) is cut at
+    CONVERSATION_LIMIT however steadily the server writes: the socket timeout
+    bounds each read only, and a server that dribbles a line every few
+    seconds would hold the sender, and outlive the claim's lease. interrupt()
+    cuts it from another thread (a stop).
     """
 
     def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
@@ -308,19 +404,23 @@ class SmtpTransport:
         self._interrupted = False
 
     def send(self, message: EmailMessage, recipient: str) -> None:
-        smtp = self._smtp or self.connect()
-        smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
+        with self._bounded(CONVERSATION_LIMIT):
+            smtp = self._smtp or self.connect()
+            smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
 
     def connect(self) -> smtplib.SMTP:
         """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
-        # A connect that hangs ends at the timeout; interrupt() can cut everything after it.
-        smtp = smtplib.SMTP(self.host, self.config.port, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
+        smtp = smtplib.SMTP(timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
+        # Made unconnected, so that a cut reaches the greeting too; starttls() names (SNI, certificate check)
+        # the server by the host given to the constructor, which smtplib keeps here and connect() does not set.
+        smtp._host = self.host  # type: ignore[attr-defined]
         with self._lock:
-            self._smtp = smtp
+            self._smtp = smtp  # before connecting, so that a cut reaches the greeting too
             interrupted = self._interrupted
         try:
-            if interrupted:  # interrupt() came while connecting, when there was nothing to cut yet
+            if interrupted:  # interrupt() came before there was anything to cut
                 raise ConnectionAbortedError("the SMTP conversation was cut short by a stop")
+            smtp.connect(self.host, self.config.port)
             smtp.ehlo()
             if self.config.use_tls:
                 smtp.starttls(context=self.tls_context or ssl.create_default_context())
@@ -338,15 +438,41 @@ class SmtpTransport:
         if smtp is None:
             return
         try:
-            smtp.quit()
+            with self._bounded(SMTP_TIMEOUT):  # a QUIT answered a line at a time must not hold the sender either
+                smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
     def interrupt(self) -> None:
         """Cut the conversation in progress (a stop): the blocked call fails at once."""
         with self._lock:
-            smtp = self._smtp
             self._interrupted = True
+        self._cut()
+
+    @contextlib.contextmanager
+    def _bounded(self, seconds: float) -> Iterator[None]:
+        """Cut the conversation if the block runs past `seconds`; it then raises ConversationTooLong."""
+        overran = threading.Event()
+
+        def overrun() -> None:
+            overran.set()
+            self._cut()
+
+        timer = threading.Timer(seconds, overrun)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except OSError as error:  # smtplib's errors are OSErrors too
+            if overran.is_set():
+                raise ConversationTooLong(f"the SMTP conversation took longer than {seconds:g} s") from error
+            raise
+        finally:
+            timer.cancel()
+
+    def _cut(self) -> None:
+        with self._lock:
+            smtp = self._smtp
         sock = getattr(smtp, "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -358,11 +484,17 @@ def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -
     config = MailSettings.from_settings(settings)
     transport = SmtpTransport(config, tls_context)
     try:
-        transport.connect()
+        with transport._bounded(CONVERSATION_LIMIT):  # as `work` would: a dribbling server must not hold `check`
+            transport.connect()
     finally:
         transport.close()
     steps = ["STARTTLS" if config.use_tls else "no TLS", f"login as {config.user}" if config.user else "no login"]
     return f"{config.host}:{config.port} answers ({', '.join(steps)})"
+
+
+def retry_failures(rng: Callable[[], float] | None = None) -> Failures:
+    """The e-mail sender's failure count and backoff: from FIRST_RETRY, doubling to LONGEST_RETRY."""
+    return Failures(first=FIRST_RETRY, longest=LONGEST_RETRY, rng=rng)
 
 
 class Sender:
@@ -370,7 +502,9 @@ class Sender:
 
     `on_outcome` is called with "sent", "failed", "retried" or "logged" for each
     e-mail (for metrics); the worker calls queue_busy() when it receives a full
-    batch, and the sender then keeps to BUSY_SHARE of a CPU for a while.
+    batch, and the sender then keeps to BUSY_SHARE of a CPU for a while. Its
+    pauses are on a threads.Stop, its backoff a threads.Failures; the worker's
+    `working` starts and stops it (threads.beside).
     """
 
     def __init__(
@@ -386,14 +520,15 @@ class Sender:
         self.database = Email._meta.database
         self.transport = transport or (SmtpTransport(self.config, tls_context) if self.config.host else None)
         self.on_outcome = on_outcome
-        self.rng = rng
-        self.failures = 0  # consecutive connection or database failures; sets the pause before the next pass
-        self._stopping = threading.Event()
-        self._wake = threading.Event()  # ends a pause early: set by stop() and finish()
+        # Consecutive connection or database failures; they set the pause before the next pass.
+        self.failures = retry_failures(rng)
+        self.stopping = Stop()  # finish() wakes it too: a pause after a failure ends then
         self._until_idle = False
         self._busy_until = 0.0
         self.done = threading.Event()
         self._thread: threading.Thread | None = None
+
+    # -- its life: started, told the queue is busy, finished (--once) or stopped ------------------------------
 
     def start(self) -> None:
         if self.transport is None:
@@ -405,15 +540,16 @@ class Sender:
         self._busy_until = time.monotonic() + BUSY_HOLD
 
     def finish(self) -> threading.Event:
-        """Send what is due now, then stop (work --once); the event is set when done."""
+        """Send what is due now, then stop (work --once); the event is set when done (at once, if never started)."""
+        if self._thread is None:
+            self.done.set()
         self._until_idle = True
-        self._wake.set()  # a pause after a failure ends now: one more try, then it stops
+        self.stopping.wake()  # a pause after a failure ends now: one more try, then it stops
         return self.done
 
     def stop(self) -> None:
         """Stop soon: the e-mail in hand is cut and handed back (sent again later, with the same Message-ID)."""
-        self._stopping.set()
-        self._wake.set()
+        self.stopping.request()
         if self.transport is not None:
             self.transport.interrupt()
 
@@ -421,20 +557,19 @@ class Sender:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    # -- the thread ---------------------------------------------------------------------------------------------
+
     def _run(self) -> None:
         try:
             polls = iter(IDLE_POLLS)
-            while not self._stopping.is_set():
+            while not self.stopping.requested:
                 started = time.thread_time()
-                try:
-                    worked = self.run_once()
-                except Exception as error:  # the sender must outlive any failure
-                    if not self._stopping.is_set():
-                        self._pause_after(error)
-                    continue
+                worked = self._pass()
                 if worked:
                     polls = iter(IDLE_POLLS)
                     self._keep_to_share(time.thread_time() - started)
+                elif worked is None:
+                    continue  # failed, and paused since
                 elif self._until_idle:
                     break
                 else:
@@ -445,54 +580,71 @@ class Sender:
             drop_connection(self.database)
             self.done.set()
 
+    def _pass(self) -> bool | None:
+        """run_once; None when it failed (the pause after the failure is over then)."""
+        try:
+            return self.run_once()
+        except Exception as error:  # the sender must outlive any failure
+            if not self.stopping.requested:
+                self._pause_after(error)
+            return None
+
     def _close_idle(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def _pause_after(self, error: BaseException) -> None:
-        self.failures += 1
-        if isinstance(error, DATABASE_ERRORS):
-            drop_connection(self.database)
-            what = f"database unreachable ({first_line(error)})"
-        elif isinstance(error, (smtplib.SMTPException, OSError)):
-            what = f"SMTP server {self.config.host}:{self.config.port}: {reply_of(error)[1]}"
-        else:
-            log.exception("e-mail sender: unexpected error")
-            what = "unexpected error"
+        what = self._failure_of(error)
         if self._until_idle and not isinstance(error, DATABASE_ERRORS):
             log.warning("e-mails: %s; those waiting are sent by the next `work`", what)
-            self._stopping.set()  # --once
+            self.stopping.request()  # --once
             return
-        delay = self._backoff(self.failures)
+        delay = self.failures.failed()
         log.warning("e-mails: %s; trying again in %.1f s", what, delay)
         self._pause(delay)
 
-    def _backoff(self, attempt: int) -> float:
-        kwargs = {"rng": self.rng} if self.rng else {}
-        return backoff(attempt, first=FIRST_RETRY, longest=LONGEST_RETRY, **kwargs)
+    def _failure_of(self, error: BaseException) -> str:
+        """A failure of a whole pass, for its log line."""
+        if isinstance(error, DATABASE_ERRORS):
+            drop_connection(self.database)
+            return f"database unreachable ({first_line(error)})"
+        if isinstance(error, (smtplib.SMTPException, OSError)):
+            return f"SMTP server {self.config.host}:{self.config.port}: {plain_error(error)} ({reply_of(error)[1]})"
+        log.error("e-mail sender: unexpected error", exc_info=error)
+        return "unexpected error"
+
+    # -- one pass: claim, deliver, record -------------------------------------------------------------------------
 
     def run_once(self) -> bool:
         """Claim a batch and deliver it; False when nothing was due. A connection failure is raised after the
         claimed e-mails are rescheduled."""
+        lease_ends = time.monotonic() + LEASE  # taken before the claim: the lease may only end later than this
         emails = claim(CLAIM_SIZE)
         if not emails:
             return False
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             self.log_all(emails)
             return True
-        deadline = time.monotonic() + LEASE - LEASE_MARGIN
+        self.deliver_claim(emails, self.transport, lease_ends)
+        self.failures.reset()
+        return True
+
+    def deliver_claim(self, emails: Sequence[Email], transport: SmtpTransport, lease_ends: float) -> None:
+        """Deliver claimed e-mails one by one; those that cannot be, in time or after a failure, are handed back.
+
+        An e-mail is started only when its whole conversation (CONVERSATION_LIMIT)
+        and its record fit in what is left of the lease: a lease never ends while
+        its e-mail is being sent, so another sender never sends it too.
+        """
         for index, email in enumerate(emails):
-            if self._stopping.is_set() or time.monotonic() > deadline:
-                release(emails[index:])
-                return True
+            if self.stopping.requested or time.monotonic() + CONVERSATION_LIMIT + RECORD_MARGIN > lease_ends:
+                self._hand_back(emails[index:])
+                return
             try:
                 self.deliver(email, transport)
             except BaseException:
-                release(emails[index + 1:])
+                self._hand_back(emails[index + 1:])
                 raise
-        self.failures = 0
-        return True
 
     def log_all(self, emails: Sequence[Email]) -> None:
         """Without EMAIL_HOST: one INFO line an e-mail, then all recorded as logged at once."""
@@ -502,7 +654,7 @@ class Sender:
         mark_logged(emails)
         for _ in emails:
             self.on_outcome(LOGGED)
-        self.failures = 0
+        self.failures.reset()
 
     def deliver(self, email: Email, transport: SmtpTransport) -> None:
         """Send one claimed e-mail and record the outcome; connection failures are raised."""
@@ -518,15 +670,60 @@ class Sender:
                 self._retry(email, reply_of(error)[1])
         except (smtplib.SMTPException, OSError) as error:
             transport.close()
-            if self._stopping.is_set():
+            if self.stopping.requested:
                 release([email])  # cut by stop(): sent again later, same Message-ID
             else:
-                self._retry(email, reply_of(error)[1])
+                self._retry(email, plain_error(error))
             raise
         else:
-            mark(email, SENT)
-            log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message["Message-ID"])
-            self.on_outcome(SENT)
+            self._sent(email, message["Message-ID"])
+
+    def _sent(self, email: Email, message_id: str) -> None:
+        """Record an e-mail the server accepted; a database that fails then is reconnected to until it answers.
+
+        Left unrecorded, the e-mail would be sent again when its lease ends:
+        only a crash (or a stop) before the record may do that.
+        """
+        if not self._until_recorded(lambda: mark_sent(email)):
+            log.error("e-mail %d to %s was sent as %s but the stop came before it could be recorded; it may be "
+                      "sent again, with the same Message-ID", email.id, email.recipient, message_id)
+            return
+        if email.last_error:
+            log.info("e-mail %d to %s sent on try %d (the last try had failed: %s)", email.id, email.recipient,
+                     email.attempts, email.last_error)
+        else:
+            log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message_id)
+        self.on_outcome(SENT)
+
+    def _until_recorded(self, write: Callable[[], object]) -> bool:
+        """Run `write` until the database takes it, reconnecting each time; False when stopped first."""
+        for attempt in itertools.count():
+            try:
+                write()
+                return True
+            except DATABASE_ERRORS as error:
+                drop_connection(self.database)  # the next try opens a fresh connection
+                delay = self.failures.delay(attempt) if attempt else 0.0  # at once first: a blip is over already
+                log.warning("e-mails: the database did not take the record of a sent e-mail (%s); trying again "
+                            "in %.1f s", first_line(error), delay)
+                if not self.stopping.sleep(delay) and attempt:
+                    return False
+        raise AssertionError("unreachable")
+
+    def _hand_back(self, emails: Sequence[Email]) -> None:
+        """Release unsent claimed e-mails, on a fresh connection if need be (else they return when the lease ends)."""
+        if not emails:
+            return
+        try:
+            release(emails)
+        except DATABASE_ERRORS:
+            drop_connection(self.database)
+            try:
+                release(emails)
+            except DATABASE_ERRORS as error:
+                drop_connection(self.database)
+                log.warning("e-mails %s: not handed back (%s); they are sent once their lease ends",
+                            ", ".join(str(email.id) for email in emails), first_line(error))
 
     def _failed(self, email: Email, reason: str) -> None:
         mark(email, FAILED, reason)
@@ -534,7 +731,7 @@ class Sender:
         self.on_outcome(FAILED)
 
     def _retry(self, email: Email, reason: str) -> None:
-        delay = self._backoff(email.attempts)
+        delay = self.failures.delay(email.attempts)
         retry_later(email, reason, delay)
         log.info("e-mail %d to %s not sent (%s); trying again in %.1f s", email.id, email.recipient, reason, delay)
         self.on_outcome(RETRIED)
@@ -546,5 +743,4 @@ class Sender:
             self._pause(cpu_seconds * (1 / BUSY_SHARE - 1))
 
     def _pause(self, seconds: float) -> None:
-        self._wake.wait(seconds)
-        self._wake.clear()
+        self.stopping.sleep(seconds)

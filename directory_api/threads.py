@@ -1,14 +1,17 @@
-"""The threads behind the worker: a stop flag that signals set, lanes, calls in the background, keep-alives.
+"""The threads behind the worker: stops, failure counts, lanes, calls in the background, keep-alives, a service beside.
 
 The worker's main thread never blocks on the queue or the database: each
 blocking call runs here, off it, and the main thread waits in ticks, looking
-at the stop flag between them, so a signal is acted on within one tick.
+at the stop flag between them, so a signal is acted on within one tick. A
+thread of its own (the e-mail sender) pauses on a Stop, which ends its pause
+at once, and counts its failures for the backoff with Failures.
 """
 
 import contextlib
 import itertools
 import logging
 import queue
+import random
 import signal
 import threading
 import time
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar, cast
 
 from directory_api import db
+from directory_api.backoff import backoff
 from directory_api.queues import Message, Queue, QueueUnavailable
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,10 @@ class StopNow(BaseException):
 class Shutdown:
     """SIGTERM/SIGINT: the first asks to stop after the batch in hand, a second stops now; and waits a stop ends."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
+        self._on_request: list[Callable[[], None]] = []
+        self._told = False
 
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -44,12 +50,29 @@ class Shutdown:
         if self.requested:
             raise StopNow()
         log.info("%s: stopping after the batch in hand (signal again to stop now)", signal.Signals(signum).name)
+        self.request()
+
+    def request(self) -> None:
+        """Ask to stop, as the first signal does; every wait below sees it within a tick."""
+        # A flag and nothing more: this runs inside a signal handler, where taking a lock could deadlock.
         self.requested = True
+
+    def when_requested(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, on the waiting thread, at the first wait that sees the stop (never in the handler)."""
+        self._on_request.append(callback)
+
+    def seen(self) -> bool:
+        """Whether a stop was asked for; the first time it is, the when_requested callbacks run."""
+        if self.requested and not self._told:
+            self._told = True
+            for callback in self._on_request:
+                callback()
+        return self.requested
 
     def wait_for(self, event: threading.Event, timeout: float | None = None) -> bool:
         """Wait for `event` in ticks, so a stop is seen at once; True when it was set."""
         waited = 0.0
-        while not self.requested:
+        while not self.seen():
             if event.wait(TICK):
                 return True
             waited += TICK
@@ -61,7 +84,55 @@ class Shutdown:
         """Wait `seconds` (none when not positive), or less when told to stop; False when told to stop."""
         if seconds > 0:
             self.wait_for(threading.Event(), seconds)
+        return not self.seen()
+
+
+class Stop:
+    """A stop one thread asks of another that pauses on it: the pause ends at once (no ticks: no signal handler here).
+
+    wake() ends the pause in progress, or the next one, without stopping.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._wake = threading.Event()
+
+    def request(self) -> None:
+        self.requested = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Pause `seconds`, less when woken or told to stop; False when told to stop."""
+        if seconds > 0 and not self.requested and self._wake.wait(seconds):
+            self._wake.clear()
         return not self.requested
+
+
+class Failures:
+    """Consecutive failures of one thread's work, and the pause they call for: doubling, capped, jittered (backoff)."""
+
+    def __init__(self, *, first: float = 0.5, longest: float = 30.0, rng: Callable[[], float] | None = None):
+        self.first, self.longest, self.rng = first, longest, rng or random.random
+        self.count = 0
+
+    def failed(self) -> float:
+        """Count one more failure; the seconds to pause before the next try."""
+        self.count += 1
+        return self.pause()
+
+    def pause(self) -> float:
+        """Seconds to pause after the failures counted so far (as after one, when none are)."""
+        return self.delay(max(1, self.count))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try `attempt` + 1 of something tried `attempt` times."""
+        return backoff(attempt, self.rng, first=self.first, longest=self.longest)
+
+    def reset(self) -> None:
+        self.count = 0
 
 
 class Lane:
@@ -250,3 +321,28 @@ class Keepalive:
             with self._lock:
                 if self._in_hand is in_hand:
                     self._due = self.clock() + self.visibility_timeout / 2
+
+
+@contextlib.contextmanager
+def beside(shutdown: Shutdown, service, grace: float) -> Iterator[Callable[[], None]]:
+    """Run `service` (start, stop, join) on its thread for the block, from when the block calls what it is given.
+
+    A stop asked of `shutdown` stops it at once; at the end of the block,
+    however it ends, it is stopped and given `grace` seconds to finish (a
+    daemon thread still busy then ends with the process).
+    """
+    started = False
+
+    def start() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            service.start()
+
+    shutdown.when_requested(service.stop)
+    try:
+        yield start
+    finally:
+        if started:
+            service.stop()
+            service.join(grace)

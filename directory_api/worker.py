@@ -1,10 +1,12 @@
 """The queue worker's policy: receive a batch, save it in one transaction, set aside what can never be saved, delete.
 
-The loop reads as a list of states, after rq's worker: waiting for the
-database, opening the queues, receiving, handling, stopping. A signal only
-sets a flag; every call that may block runs off the main thread (threads.py),
-which looks at the flag every tick, so SIGTERM ends even a 20 s long poll
-within two seconds.
+The loop reads as a list of steps, after rq's work(): get ready (the
+database, the queues), receive, pause while idle, work on a batch, recover
+from a failure, stop. A signal only sets a flag; every call that may block
+runs off the main thread (threads.py), which looks at the flag every tick, so
+SIGTERM ends even a 20 s long poll within two seconds. What to save and what
+to say about it is decided by the pure functions of batch.py; the e-mail
+sender runs beside the worker (`working`), never inside it.
 """
 
 import contextlib
@@ -19,44 +21,48 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, logs, mail, migrations, models, saving
-from directory_api.backoff import backoff
+from directory_api import db, mail, migrations, models, saving
+from directory_api.batch import about, ids, outcomes_by_message, rejected, set_aside_attributes, tally, verdicts_of
 from directory_api.db import drop_connection
-from directory_api.enrolment import NON_FIELD_ERRORS
 from directory_api.errors import UserError, first_line
 from directory_api.metrics import WorkMetrics, serve_metrics_http
 from directory_api.queues import (
-    ORIGINAL_MESSAGE_ID,
     Message,
     MessageRefused,
     Queue,
     QueueUnavailable,
-    message_size,
     open_pipeline,
-    original_id,
     poll_intervals,
 )
-from directory_api.saving import Created, Duplicate, Invalid
-from directory_api.settings import Settings
-from directory_api.threads import Background, Keepalive, Lane, Shutdown, StatementLane, StopNow, retry_until_done
+from directory_api.saving import Created, Invalid
+from directory_api.settings import BY_NAME, Settings
+from directory_api.threads import (
+    Background,
+    Failures,
+    Keepalive,
+    Lane,
+    Shutdown,
+    StatementLane,
+    StopNow,
+    beside,
+    retry_until_done,
+)
 
 log = logging.getLogger(__name__)
 
 # At a stop, how long a receive cut short gets to return, so its messages go back at once.
 RELEASE_GRACE = 0.5
 # At a stop, how long the batch in hand gets to finish saving before its statement is cancelled,
-# and then how long the cancelled transaction gets to roll back: all within the 2 s SPEC allows.
+# and then how long the cancelled transaction gets to roll back: all within the 2 s docs/worker.md promises.
 SAVE_GRACE = 0.5
 CANCEL_GRACE = 0.2
+# At a stop, how long the e-mail sender (stopped at the same moment as the worker) gets to hand its claim back.
+SENDER_GRACE = 0.5
 # `--once` long-polls a second, not 0: a short poll samples only some SQS servers and may miss messages.
 ONCE_WAIT = 1
 
-RECEIVED_TOO_OFTEN = "Received {count} times without being saved (SQS_MAX_RECEIVE_COUNT is {limit})."
-# Opens the reasons a set-aside message carries when all of them would not fit the invalid queue's size limit.
-TRIMMED = "Reasons trimmed to fit the invalid queue's message size limit; all are recorded (GET /enrolment/<id>/): "
 
-
-class Outcome(enum.Enum):
+class BatchOutcome(enum.Enum):
     """What became of a batch given to Worker.handle."""
 
     SAVED = "saved"  # every message saved, found saved before, or set aside; the delete is under way
@@ -70,86 +76,9 @@ class SaveCancelled(Exception):
     """A stop came while the batch was being saved and it did not finish in time: its transaction was cancelled."""
 
 
-def decode(message: Message, max_receive_count: int) -> object:
-    """The payload a message carries, or Invalid when it can never be saved."""
-    if message.unreadable:
-        return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
-    if message.receive_count > max_receive_count:
-        reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
-        return Invalid({NON_FIELD_ERRORS: [reason]})
-    try:
-        return enrolment.parse(message.body.encode("utf-8", "surrogatepass"))
-    except enrolment.BodyError as error:
-        return Invalid({NON_FIELD_ERRORS: [str(error)]})
-
-
-def set_aside_attributes(message: Message, errors, size_limit: int | None = None) -> dict[str, str]:
-    """What the invalid queue learns of a message besides its body: why, which message and request it was.
-
-    The body is kept whole. When body and reasons together pass the queue's
-    size limit, the reasons are trimmed to what fits, behind a marker, or left
-    off when not even the marker fits; the rejection record keeps them all.
-    """
-    identity = {ORIGINAL_MESSAGE_ID: original_id(message)}
-    request_id = request_id_of(message)
-    if request_id:
-        identity[logs.REQUEST_ID_ATTRIBUTE] = request_id
-    reasons = json.dumps(errors, ensure_ascii=False)
-    if size_limit is None:
-        return {"errors": reasons, **identity}
-    room = size_limit - message_size(message.body, {**identity, "errors": ""})
-    trimmed = reasons if len(reasons.encode()) <= room else trim_reasons(reasons, room)
-    return {"errors": trimmed, **identity} if trimmed else identity
-
-
-def trim_reasons(reasons: str, room: int) -> str | None:
-    """The longest `{"non_field_errors": [TRIMMED + start of reasons + "…"]}` of at most `room` bytes, or None."""
-
-    def trimmed(length: int) -> str:
-        return json.dumps({NON_FIELD_ERRORS: [TRIMMED + reasons[:length] + "…"]}, ensure_ascii=False)
-
-    if len(trimmed(0).encode()) > room:
-        return None
-    shortest, longest = 0, len(reasons)  # trimmed(shortest) fits; find the longest that does
-    while shortest < longest:
-        middle = (shortest + longest + 1) // 2
-        if len(trimmed(middle).encode()) <= room:
-            shortest = middle
-        else:
-            longest = middle - 1
-    return trimmed(shortest)
-
-
-def verdicts_of(messages: Sequence[Message], max_receive_count: int) -> dict[str, object]:
-    """What to save, keyed by each message's original_id: a re-driven message is saved under its original id.
-
-    Two messages of one batch under one id (a re-drive repeated after a crash,
-    say) are saved once, as the first of them.
-    """
-    verdicts: dict[str, object] = {}
-    for message in messages:
-        if original_id(message) not in verdicts:
-            verdicts[original_id(message)] = decode(message, max_receive_count)
-    return verdicts
-
-
-def outcomes_by_message(messages: Sequence[Message], outcomes: dict) -> dict[str, saving.Outcome]:
-    """Each message's outcome by its own id: the first of an original id gets it, the others are Duplicate."""
-    by_message: dict[str, saving.Outcome] = {}
-    seen: set[str] = set()
-    for message in messages:
-        key = original_id(message)
-        by_message[message.id] = Duplicate() if key in seen else outcomes[key]
-        seen.add(key)
-    return by_message
-
-
-def request_id_of(message: Message) -> str | None:
-    """The id of the request that queued `message`, when it carries a safe one (anyone may send to a queue)."""
-    return logs.safe_request_id(message.attributes.get(logs.REQUEST_ID_ATTRIBUTE))
-
-
 class Worker:
+    """Drains the enrolment queue into the database until told to stop; see the module's docstring."""
+
     def __init__(
         self,
         settings: Settings,
@@ -158,20 +87,27 @@ class Worker:
         *,
         shutdown: Shutdown | None = None,
         rng: Callable[[], float] = random.random,
-        sender: mail.Sender | None = None,
         metrics: WorkMetrics | None = None,
+        on_full_batch: Callable[[], None] = lambda: None,
+        when_ready: Callable[[], None] = lambda: None,
     ):
         self.settings = settings
         self.enrolments = enrolments
         self.invalid = invalid
         self.shutdown = shutdown or Shutdown()
         self.rng = rng
-        self.metrics = (metrics or WorkMetrics()).worker
-        self.failures = 0  # consecutive; sets the backoff; changed on the main thread only
+        self.metrics = (metrics or WorkMetrics()).messages
+        self.failures = Failures(rng=rng)  # consecutive; sets the backoff; changed on the main thread only
         self.keepalive = Keepalive(enrolments, settings.sqs_visibility_timeout)
+        self.on_full_batch = on_full_batch  # the queue is busy: told to the e-mail sender, which then holds back
+        self.when_ready = when_ready  # the database answers with the current schema and the queues are open
+        self.wait_seconds: float = settings.sqs_wait_time
+        # The receive under way (started ahead while a full batch is saved), and the pauses between empty receives.
+        self.pending: Background[list[Message]] | None = None
+        self.idle = poll_intervals()
+        self.took = 0.0  # seconds the last empty receive took (an idle pause is that much shorter)
         # The delete of the last batch (its messages, and the call), in flight while the next batch is saved.
         self.deleting: tuple[Sequence[Message], Background[list[Message]]] | None = None
-        self.sender = sender  # the confirmation e-mails, sent on a thread of their own
 
     @functools.cached_property
     def receive_lane(self) -> Lane:
@@ -188,55 +124,72 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self.shutdown.requested
+        return self.shutdown.seen()
+
+    # -- the loop, as steps -------------------------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> None:
         """Work until a signal (or, with once, until the queue is empty)."""
-        if not self.wait_for_database() or not self.open_queues():
+        if not self.get_ready():
             return
-        wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
-        pending: Background[list[Message]] | None = None
-        if self.sender:
-            self.sender.start()
-        idle = poll_intervals()  # pauses between empty receives, afresh once messages come
+        self.when_ready()
+        self.wait_seconds = ONCE_WAIT if once else self.settings.sqs_wait_time
         try:
             while not self.stopping:
-                pending = pending or self.start_receive(wait_seconds)
-                if not self.wait_for(pending.done):
+                messages = self.receive_batch()
+                if messages is None:
+                    continue  # the receive failed (paused since) or was cut by a stop
+                if messages:
+                    self.work_on(messages)
+                elif once:
                     break
-                messages, error, took, pending = pending.result, pending.error, pending.duration, None
-                if error is not None:
-                    self.note_failure(error, "receive", [])
-                    self.sleep(self.failure_pause())
-                    continue
-                if not messages:
-                    self.failures = 0
-                    if once:
-                        break
-                    # A short SQS_WAIT_TIME (0 included) answers an empty queue at once: pause rather than spin.
-                    self.sleep(next(idle) - took)
-                    continue
-                idle = poll_intervals()
-                if len(messages) == self.settings.sqs_max_messages:
-                    # A full batch: the queue is busy, so the next receive overlaps this batch's save.
-                    pending = self.start_receive(wait_seconds)
-                    if self.sender:
-                        self.sender.queue_busy()
-                outcome = self.handle(messages)
-                if outcome is not Outcome.SAVED:
-                    if pending:
-                        pending.abandon()
-                        pending = None
-                    if self.sleep(self.failure_pause()) and outcome is not Outcome.QUEUE_DOWN:
-                        self.wait_for_database()
-            if once and self.sender:
-                self.wait_for(self.sender.finish())  # the e-mails due now, then exit
+                else:
+                    self.pause_while_idle()
         finally:
-            self.stop(pending)
+            self.stop()
 
-    def failure_pause(self) -> float:
-        """Seconds to pause after the failures counted so far."""
-        return backoff(max(1, self.failures), self.rng)
+    def get_ready(self) -> bool:
+        """Wait for the database, then open the queues; False when told to stop first."""
+        return self.wait_for_database() and self.open_queues()
+
+    def receive_batch(self) -> list[Message] | None:
+        """The next batch (the one received ahead, if any); [] when the queue is empty; None after a failure or stop."""
+        pending, self.pending = self.pending or self.start_receive(self.wait_seconds), None
+        if not self.wait_for(pending.done):
+            self.pending = pending  # cut by a stop: stop() hands its messages back
+            return None
+        if pending.error is not None:
+            self.note_failure(pending.error, "receive", [])
+            self.sleep(self.failures.pause())
+            return None
+        if not pending.result:
+            self.failures.reset()
+            self.took = pending.duration
+        return pending.result or []
+
+    def pause_while_idle(self) -> None:
+        """A short SQS_WAIT_TIME (0 included) answers an empty queue at once: pause rather than spin."""
+        self.sleep(next(self.idle) - self.took)
+
+    def work_on(self, messages: Sequence[Message]) -> None:
+        """Handle a batch; a full one means a busy queue, so the next receive starts now, beside the save."""
+        self.idle = poll_intervals()  # the pauses start afresh once messages come
+        if len(messages) == self.settings.sqs_max_messages:
+            self.pending = self.start_receive(self.wait_seconds)
+            self.on_full_batch()
+        outcome = self.handle(messages)
+        if outcome is not BatchOutcome.SAVED:
+            self.recover_from(outcome)
+
+    def recover_from(self, outcome: BatchOutcome) -> None:
+        """After a batch that was not saved: give up the receive ahead, back off, and wait for the database."""
+        if self.pending:
+            self.pending.abandon()
+            self.pending = None
+        if self.sleep(self.failures.pause()) and outcome is not BatchOutcome.QUEUE_DOWN:
+            self.wait_for_database()
+
+    # -- the steps' parts ---------------------------------------------------------------------------------------
 
     def wait_for_database(self) -> bool:
         """Return once the database answers with the current schema (False when told to stop first)."""
@@ -245,7 +198,7 @@ class Worker:
             self.probe_database,
             retry_on=db.DATABASE_ERRORS,  # anything else, a SchemaError say, is for the user to fix
             shutdown=self.shutdown,
-            delay=lambda attempt: backoff(attempt, self.rng),
+            delay=self.failures.delay,
             on_retry=lambda error, seconds: log.warning(
                 "database unreachable (%s); trying again in %.1f s", first_line(error), seconds),
         )
@@ -277,7 +230,7 @@ class Worker:
             open_both,
             retry_on=(QueueUnavailable,),
             shutdown=self.shutdown,
-            delay=lambda attempt: backoff(attempt, self.rng),
+            delay=self.failures.delay,
             on_retry=lambda error, seconds: log.warning("%s; trying again in %.1f s", error, seconds),
         )
 
@@ -290,7 +243,7 @@ class Worker:
 
         return Background(receive, self.release, lane=self.receive_lane)
 
-    def handle(self, messages: Sequence[Message]) -> Outcome:
+    def handle(self, messages: Sequence[Message]) -> BatchOutcome:
         """Save and set aside one batch, then start its delete in the background; what became of the batch.
 
         The delete runs while the caller receives and saves the next batch;
@@ -301,30 +254,35 @@ class Worker:
         with self.keepalive.watch(messages):
             try:
                 outcomes = outcomes_by_message(messages, self.save(verdicts))
-            except SaveCancelled:
-                log.warning("messages %s: stopped while saving; the transaction was rolled back and they are "
-                            "handed back", ids(messages))
-                Background(lambda: self.release(messages)).done.wait(RELEASE_GRACE)
-                return Outcome.STOPPED
-            except db.DATABASE_ERRORS as error:
-                self.note_failure(error, "save", messages)
-                return Outcome.DATABASE_DOWN
-            except Exception:  # a bug must not lose the batch or stop the worker
-                log.exception("messages %s: not saved; they stay on the queue", ids(messages))
-                self.failures += 1
-                self.metrics.count("retried", len(messages))
-                return Outcome.FAILED
+            except Exception as error:  # SaveCancelled, a database error, or a bug: see not_saved
+                return self.not_saved(messages, error)
             log_outcomes(messages, outcomes)
-            rejected = [m for m in messages if isinstance(outcomes[m.id], Invalid)]
-            kept = self.set_aside(rejected, outcomes)
-        self.count(outcomes, rejected, kept, time.perf_counter() - started)
+            refused = rejected(messages, outcomes)
+            kept = self.set_aside(refused, outcomes)
+        self.count(outcomes, refused, kept, time.perf_counter() - started)
         if not kept:
-            self.failures = 0
+            self.failures.reset()
         self.finish_deleting()
         handled = [m for m in messages if m not in kept]
         if handled:
             self.start_delete(handled)
-        return Outcome.QUEUE_DOWN if kept else Outcome.SAVED
+        return BatchOutcome.QUEUE_DOWN if kept else BatchOutcome.SAVED
+
+    def not_saved(self, messages: Sequence[Message], error: Exception) -> BatchOutcome:
+        """A batch whose save did not happen: it stays on the queue (or goes back at once, after a stop)."""
+        if isinstance(error, SaveCancelled):
+            log.warning("messages %s: stopped while saving; the transaction was rolled back and they are "
+                        "handed back", ids(messages))
+            Background(lambda: self.release(messages)).done.wait(RELEASE_GRACE)
+            return BatchOutcome.STOPPED
+        if isinstance(error, db.DATABASE_ERRORS):
+            self.note_failure(error, "save", messages)
+            return BatchOutcome.DATABASE_DOWN
+        # A bug must not lose the batch or stop the worker.
+        log.error("messages %s: not saved; they stay on the queue", ids(messages), exc_info=error)
+        self.failures.failed()
+        self.metrics.count("retried", len(messages))
+        return BatchOutcome.FAILED
 
     def save(self, verdicts: dict) -> dict:
         """saving.save_batch on the save lane; at a stop it gets SAVE_GRACE to finish, then its statement is cancelled.
@@ -349,12 +307,12 @@ class Worker:
         """Delete handled messages on the delete lane; a failed one comes back and is then found saved (or rejected)."""
         self.deleting = (handled, Background(lambda: self.enrolments.delete(handled), lane=self.delete_lane))
 
-    def count(self, outcomes: dict, rejected: Sequence[Message], kept: Sequence[Message], seconds: float) -> None:
+    def count(self, outcomes: dict, refused: Sequence[Message], kept: Sequence[Message], seconds: float) -> None:
         """A saved batch in the metrics: its outcomes and how long saving and setting aside took."""
-        kinds = [type(outcome) for outcome in outcomes.values()]
-        self.metrics.count("saved", kinds.count(Created))
-        self.metrics.count("duplicate", kinds.count(Duplicate))
-        self.metrics.count("set_aside", len(rejected) - len(kept))
+        counts = tally(outcomes)
+        self.metrics.count("saved", counts["saved"])
+        self.metrics.count("duplicate", counts["duplicate"])
+        self.metrics.count("set_aside", len(refused) - len(kept))
         self.metrics.batch_duration.observe(seconds)
 
     def finish_deleting(self, timeout: float | None = None) -> None:
@@ -371,11 +329,11 @@ class Worker:
         for message in deleting.result or ():
             log.warning("message %s: handled but not deleted; it will come back and be deleted then", message.id)
 
-    def set_aside(self, rejected: Sequence[Message], outcomes) -> list[Message]:
-        """Send rejected messages to the invalid queue; return those it did not take but may take later."""
+    def set_aside(self, refused: Sequence[Message], outcomes) -> list[Message]:
+        """Send refused messages to the invalid queue; return those it did not take but may take later."""
         kept = []
-        size_limit = self.invalid.message_size_limit() if rejected else None
-        for message in rejected:
+        size_limit = self.invalid.message_size_limit() if refused else None
+        for message in refused:
             attributes = set_aside_attributes(message, outcomes[message.id].errors, size_limit)
             try:
                 self.invalid.send(message.body, attributes)
@@ -403,17 +361,17 @@ class Worker:
 
     def note_failure(self, error: BaseException, action: str, messages: Sequence[Message]) -> None:
         """Count a failure (for the backoff; messages left on the queue as retried) and log it; main thread only."""
-        self.failures += 1
+        self.failures.failed()
         if action in ("save", "set aside"):
             self.metrics.count("retried", len(messages))
         which = f"messages {ids(messages)}: " if messages else ""
         log.warning("%s%s failed, left on the queue: %s", which, action, first_line(error))
 
-    def stop(self, pending: Background[list[Message]] | None) -> None:
+    def stop(self) -> None:
+        """Finish the delete in flight and hand back what a receive cut short took, within RELEASE_GRACE."""
         log.debug("worker: stopping")
-        if self.sender:
-            self.sender.stop()  # at once, beside the rest: an e-mail cut short is sent again later
-        # The delete in flight, the receive cut short and the sender share one grace: they run at the same time.
+        pending, self.pending = self.pending, None
+        # The delete in flight and the receive cut short share one grace: they run at the same time.
         deadline = time.monotonic() + RELEASE_GRACE
         if pending is not None:
             self.enrolments.interrupt()
@@ -421,9 +379,6 @@ class Worker:
         if pending is not None:
             pending.done.wait(max(0.0, deadline - time.monotonic()))
             pending.abandon()
-        if self.sender:
-            # An e-mail it has not handed back by then is claimed again when its lease ends.
-            self.sender.join(max(0.1, deadline - time.monotonic()))
 
     def sleep(self, seconds: float) -> bool:
         """Wait `seconds`, or less when told to stop; False when told to stop."""
@@ -434,49 +389,30 @@ class Worker:
         return self.shutdown.wait_for(event)
 
 
-def serve_metrics(work_metrics: WorkMetrics, port: int) -> None:
-    try:
-        serve_metrics_http(work_metrics.registry, port)
-    except OSError as error:
-        reason = error.strerror or error
-        raise UserError(f"METRICS_PORT (--metrics-port) {port}: cannot listen there: {reason}") from None
-    log.info("metrics on http://0.0.0.0:%d/metrics", port)
-
-
-def ids(messages: Sequence[Message]) -> str:
-    return ", ".join(message.id for message in messages)
-
-
 def log_outcomes(messages: Sequence[Message], outcomes) -> None:
     """One INFO line a batch (a line a message would cost more than saving it); each message at DEBUG."""
-    kinds = [type(outcomes[message.id]) for message in messages]
-    counts = {"saved": kinds.count(Created), "duplicate": kinds.count(Duplicate), "set_aside": kinds.count(Invalid)}
+    counts = tally({message.id: outcomes[message.id] for message in messages})
     log.info("batch of %d: %d saved, %d saved before, %d set aside", len(messages),
              counts["saved"], counts["duplicate"], counts["set_aside"], extra={"messages": len(messages), **counts})
     debug = log.isEnabledFor(logging.DEBUG)
     for message in messages:
         outcome = outcomes[message.id]
-        if not debug and not isinstance(outcome, Invalid):
-            continue
-        request, fields = _about(message)
-        if isinstance(outcome, Invalid):
-            errors = json.dumps(outcome.errors)
-            log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
-        elif isinstance(outcome, Created):
-            log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
-        else:
-            log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
+        if debug or isinstance(outcome, Invalid):
+            log_outcome(message, outcome)
 
 
-def _about(message: Message) -> tuple[str, dict]:
-    """The text after a message's id in its lines (its request id, if any), and the fields of its JSON lines."""
-    request_id = request_id_of(message)
-    fields = {"message_id": message.id}
-    if request_id is None:
-        return "", fields
-    fields["request_id"] = request_id
-    return f" (request_id={request_id})", fields
+def log_outcome(message: Message, outcome: saving.Outcome) -> None:
+    request, fields = about(message)
+    if isinstance(outcome, Invalid):
+        errors = json.dumps(outcome.errors)
+        log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
+    elif isinstance(outcome, Created):
+        log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
+    else:
+        log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
 
+
+# -- what `work` and `dev` run ------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def stoppable() -> Iterator[Shutdown]:
@@ -493,22 +429,71 @@ def stoppable() -> Iterator[Shutdown]:
             drop_connection(models.database)
 
 
-def work(settings: Settings, *, once: bool = False, metrics_port: int | None = None) -> None:
+@contextlib.contextmanager
+def working(
+    settings: Settings, enrolments: Queue, invalid: Queue, *, shutdown: Shutdown, metrics: WorkMetrics,
+    rng: Callable[[], float] = random.random, when_ready: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[Worker, mail.Sender]]:
+    """The one way `work` and `dev` make a worker: with the e-mail sender running beside it for the block.
+
+    The sender starts once the worker is ready (the database answers with the
+    current schema), then `when_ready` runs; a stop asked of `shutdown` stops
+    the sender at the same moment as the worker, and at the end of the block
+    it gets SENDER_GRACE to hand its claim back.
+    """
+    sender = mail.Sender(settings, on_outcome=metrics.emails.count, rng=rng)
+    with beside(shutdown, sender, SENDER_GRACE) as start_sender:
+
+        def ready() -> None:
+            start_sender()
+            when_ready()
+
+        yield Worker(settings, enrolments, invalid, shutdown=shutdown, rng=rng, metrics=metrics,
+                     on_full_batch=sender.queue_busy, when_ready=ready), sender
+
+
+def metrics_address(settings: Settings, *, once: bool, port: int | None, host: str | None) -> tuple[int | None, str]:
+    """Where `work` serves /metrics: (port, or None for nowhere; host).
+
+    --metrics-port and --metrics-host win over METRICS_PORT and METRICS_HOST;
+    `work --once` serves none unless --metrics-port asks for it: a drain that
+    exits in seconds is no scrape target, and its port would clash with the
+    long-running worker's on the same machine.
+    """
+    if host is not None:
+        try:
+            host = str(BY_NAME["METRICS_HOST"].parse(host))
+        except ValueError as error:
+            raise UserError(f"--metrics-host: {error}") from None
+    chosen_port = port if port is not None or once else settings.metrics_port
+    return chosen_port, host or settings.metrics_host
+
+
+def serve_metrics(work_metrics: WorkMetrics, host: str, port: int) -> None:
+    try:
+        serve_metrics_http(work_metrics.registry, port, host)
+    except OSError as error:
+        reason = error.strerror or error
+        raise UserError(f"METRICS_HOST/METRICS_PORT (--metrics-host/--metrics-port) {host}:{port}: "
+                        f"cannot listen there: {reason}") from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+def work(settings: Settings, *, once: bool = False, metrics_port: int | None = None,
+         metrics_host: str = "0.0.0.0") -> None:
     """The `work` command: run a worker until SIGTERM/SIGINT (or, with once, until the queue is empty).
 
-    With `metrics_port`, its metrics are served at http://0.0.0.0:PORT/metrics.
+    With `metrics_port`, its metrics are served at http://HOST:PORT/metrics
+    once the worker is ready to work (the database answers with the current
+    schema and the queues are open).
     """
     with stoppable() as shutdown:
         work_metrics = WorkMetrics()
-        if metrics_port:
-            serve_metrics(work_metrics, metrics_port)
         enrolments, invalid = open_pipeline(settings)
-        worker = Worker(
-            settings,
-            enrolments,
-            invalid,
-            shutdown=shutdown,
-            sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
-            metrics=work_metrics,
-        )
-        worker.run(once=once)
+        ready = functools.partial(serve_metrics, work_metrics, metrics_host, metrics_port) if metrics_port \
+            else (lambda: None)
+        with working(settings, enrolments, invalid, shutdown=shutdown, metrics=work_metrics,
+                     when_ready=ready) as (worker, sender):
+            worker.run(once=once)
+            if once:
+                shutdown.wait_for(sender.finish())  # the e-mails due now, then exit

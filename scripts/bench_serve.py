@@ -40,7 +40,7 @@ COLUMNS = [
     ("server_cpu_ms", "server CPU ms/req"), ("client_cpu_us", "client CPU us/req"),
     ("machine_busy_pct", "machine busy %"), ("other_work_pct", "other work %"),
 ]
-# The table printed and in docs/bench.md: the measures, then how they compare.
+# The table printed: the measures, then how they compare (docs/performance.md shows some of them).
 TABLE_COLUMNS = COLUMNS + [("vs_floor", "x floor"), ("rates", "req/s of each round")]
 
 

@@ -47,7 +47,7 @@ COLUMNS = [
     ("postgres_cpu_ms", "postgres CPU ms/msg"), ("exactly_once", "exactly once"),
     ("machine_busy_pct", "machine busy %"), ("other_work_pct", "other work %"),
 ]
-# The table printed and in docs/bench.md: the measures, then how they compare.
+# The table printed: the measures, then how they compare (docs/performance.md shows some of them).
 TABLE_COLUMNS = COLUMNS + [("vs_batch_floor", "x batch floor"), ("vs_one", "x one-at-a-time"),
                            ("rates", "msg/s of each round"), ("floor_ratios", "x batch floor of each round")]
 

@@ -13,14 +13,14 @@ from throwaway_postgres import emptied
 from directory_api import check as checking
 from directory_api import db, migrations
 from directory_api.check import Finding, check, report
+from directory_api.queues import sqs
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-NOBODY = 65534
 
 
 def run_check(environ, *, debug=False) -> tuple[bool, list[str]]:
-    lines = []
+    lines: list[str] = []
     result = check(environ, debug=debug, echo=lines.append)
     return result, lines
 
@@ -93,6 +93,15 @@ def test_a_short_ui_secret_is_a_problem_line():
     assert problem.startswith("PROBLEM  configuration: UI_SECRET: too short (length 1): at least 16 characters")
 
 
+def test_a_short_ops_password_is_a_problem_line_that_never_shows_it():
+    good, lines = run_check(environ_for("sqlite:///absent.sqlite3", OPS_PASSWORD="letmein"))
+
+    (problem,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert problem.startswith("PROBLEM  configuration: OPS_PASSWORD: too short (length 7): at least 16 characters")
+    assert "letmein" not in "\n".join(lines)
+
+
 def test_a_bad_configuration_skips_database_and_queues():
     _, lines = run_check({})
 
@@ -154,29 +163,37 @@ def test_a_newer_schema_says_to_run_the_newer_release(migrated_url):
     assert any(line.startswith("PROBLEM  database schema:") and line.endswith(checking.FIX_NEWER) for line in lines)
 
 
+def test_a_newer_schema_of_additive_steps_is_usable(migrated_url):
+    migrations.SchemaVersion.create(version=migrations.LATEST + 1, additive=True)
+
+    good, lines = run_check(environ_for(migrated_url))
+
+    assert good, lines
+    assert f"ok       database schema: newer steps all additive (version {migrations.LATEST + 1}, this release " \
+           f"{migrations.LATEST})" in lines
+
+
 @pytest.fixture
 def read_only_sqlite_url():
-    """A migrated SQLite file its user may read but not write, in a folder that user owns (WAL files can be made).
-
-    The file is owned by `nobody` when the tests run as root (root writes any file).
-    """
+    """A migrated SQLite file its owner may read but not write, in a folder the owner may write (WAL files)."""
     folder = Path(tempfile.mkdtemp(prefix="directory-api-read-only-"))
     path = folder / "data.sqlite3"
     database = db.bind(f"sqlite:///{path}")
     migrations.migrate(database)
     database.close()
-    if os.geteuid() == 0:
-        for item in (folder, path):
-            os.chown(item, NOBODY, NOBODY)
     path.chmod(0o444)
     yield f"sqlite:///{path}"
     shutil.rmtree(folder)
 
 
+# Root writes any file through CAP_DAC_OVERRIDE. Dropping every capability keeps the tests' own user, so the
+# process still reads the checkout wherever it was cloned (a 0700 folder included: another user could not).
+WITHOUT_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
 def check_command(environ: dict[str, str]) -> subprocess.CompletedProcess:
-    """`directory-api check` as a process, as `nobody` when the tests run as root."""
-    as_another_user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    argv = [*(as_another_user if os.geteuid() == 0 else []), sys.executable, "directory_api.py", "check"]
+    """`directory-api check` as a process, with no capabilities when the tests run as root."""
+    argv = [*(WITHOUT_CAPABILITIES if os.geteuid() == 0 else []), sys.executable, "directory_api.py", "check"]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **environ}
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -335,3 +352,13 @@ def test_starttls_to_a_server_with_a_certificate_not_trusted_is_a_problem(migrat
 
     assert not good
     assert any("e-mail:" in line and "CERTIFICATE_VERIFY_FAILED" in line for line in lines)
+
+
+def test_sqs_without_credentials_says_so_on_each_queue(migrated_url, no_aws_credentials, monkeypatch):
+    monkeypatch.setattr(sqs, "_clients", {})  # not the client an earlier test made with credentials
+    good, lines = run_check(environ_for(migrated_url, QUEUE_BACKEND="sqs"))
+
+    problems = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert [line.split(":")[0] for line in problems] == ["PROBLEM  queue enrolment", "PROBLEM  queue enrolment-invalid"]
+    assert all("unusable on SQS: no AWS credentials found: give the machine an IAM role" in line for line in problems)

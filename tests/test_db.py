@@ -44,7 +44,7 @@ def test_bind_points_the_models_at_the_database(tmp_path):
     assert Enrolment._meta.database.obj is database
 
 
-# Every call bounded in time (SPEC): a hung or locked database is an error, never a thread held for good.
+# Every call bounded in time (docs/worker.md): a hung or locked database is an error, never a thread held for good.
 
 
 def timed(call) -> tuple[BaseException | None, float]:

@@ -1,4 +1,4 @@
-"""enrolment: parsing the body and every rule of SPEC.md's payload table."""
+"""enrolment: parsing the body and every rule of docs/http-api.md's payload table."""
 
 import datetime
 

@@ -3,29 +3,50 @@
 Each outcome is recorded.
 """
 
+import asyncio
+import contextlib
+import datetime
 import logging
 import smtplib
+import socket
 import ssl
 import threading
 import time
 
 import pytest
+import smtp_sink
 
 from directory_api import mail, saving
 from directory_api.mail import FAILED, LOGGED, SENT, WAITING
+from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
 from directory_api.queues.database import DatabaseQueue
-from directory_api.worker import Worker
+from directory_api.threads import Background, Shutdown
+from directory_api.worker import working
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
-from tests.support import wait_until
+from tests.support import pg_rows, wait_until
 
 CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 
 
+class ObservedSink(smtp_sink.Sink):
+    """The sink, telling the test when a conversation reaches DATA (where "stall" holds it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_data = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_data.set()
+        return await super().handle_DATA(server, session, envelope)
+
+
 @pytest.fixture
 def smtp():
-    server = SmtpServer().start()
+    server = SmtpServer()
+    server.sink = ObservedSink()
+    server.start()
     yield server
     server.stop()
 
@@ -218,9 +239,8 @@ def test_a_451_is_tried_again_after_a_backoff_with_the_same_message_id(make_send
 
 
 def test_retries_back_off_to_at_most_sixty_seconds():
-    sender = mail.Sender.__new__(mail.Sender)
-    sender.rng = lambda: 1.0
-    assert [sender._backoff(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
+    failures = mail.retry_failures(rng=lambda: 1.0)
+    assert [failures.delay(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
 
 
 def test_a_server_down_then_up_gets_every_email_once(make_sender, database):
@@ -250,7 +270,7 @@ def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database,
     saved()
     sender.start()
     try:
-        wait_until(lambda: Email.get().attempts > 0, 5, "the first attempt", interval=0.05)
+        wait_until(lambda: Email.get().last_error, 5, "the first attempt to fail", interval=0.05)
         server.start()
         make_due()
         wait_until(lambda: states() == [SENT], 10, "the e-mail sent", interval=0.05)
@@ -266,8 +286,7 @@ def test_a_stop_during_a_stalled_conversation_returns_at_once_and_hands_the_emai
     sender = make_sender(smtp.port)
     saved()
     sender.start()
-    wait_until(lambda: smtp.sink.count or Email.get().attempts > 0, 5, "the conversation to begin", interval=0.05)
-    time.sleep(0.3)  # in DATA, waiting for the server's answer
+    assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
     started = time.monotonic()
     sender.stop()
     sender.join(2)
@@ -283,7 +302,7 @@ def test_two_senders_send_each_email_once(database, database_url, smtp):
         sender.start()
     try:
         wait_until(lambda: smtp.sink.count >= 40, 30, "40 e-mails")
-        time.sleep(0.5)
+        wait_until(lambda: states() == [SENT] * 40, 10, "40 e-mails recorded sent", interval=0.05)
     finally:
         for sender in senders:
             sender.stop()
@@ -387,7 +406,10 @@ def test_work_once_saves_the_enrolments_and_sends_their_emails(database, databas
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     for _ in range(12):
         queues[0].send(enrolment_body())
-    Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings)).run(once=True)
+    shutdown = Shutdown()
+    with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, sender):
+        worker.run(once=True)
+        assert shutdown.wait_for(sender.finish(), 30)
     assert Enrolment.select().count() == 12
     assert smtp.sink.count == 12 and states() == [SENT] * 12
 
@@ -397,13 +419,18 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     queues[0].send(enrolment_body())
-    worker = Worker(settings, *queues, rng=lambda: 0.0, sender=mail.Sender(settings))
-    running = threading.Thread(target=worker.run)
+    shutdown = Shutdown()
+
+    def work():
+        with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, _):
+            worker.run()
+
+    running = threading.Thread(target=work)
     running.start()
     wait_until(lambda: Email.select().where(Email.attempts == 1).exists(), 10, "the first attempt", interval=0.05)
-    time.sleep(0.3)
+    assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
     started = time.monotonic()
-    worker.shutdown.requested = True
+    shutdown.request()
     running.join(5)
     assert not running.is_alive() and time.monotonic() - started < 2
     assert Email.get().state == WAITING
@@ -412,7 +439,7 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
 def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make_sender, database):
     sender = make_sender(SmtpServer().port)  # nothing listens there
     saved(2)
-    sender.failures = 6  # the next pause would be 32-64 s
+    sender.failures.count = 6  # the next pause would be 32-64 s
     sender.start()
     try:
         wait_until(lambda: Email.select().where(Email.last_error != "").exists(), 5, "a failed attempt", interval=0.05)
@@ -444,3 +471,226 @@ def test_work_counts_each_email_outcome_in_its_metrics(database, database_url, s
     worker_module.work(settings, once=True)
     exposed = made[0].registry.collectors
     assert exposed.get_sample_value("directory_api_emails_total", {"outcome": "sent"}) == 1
+
+
+# -- faults: a database blip after the server's 250, servers that dribble -----------------------------------------
+
+class SlowSink(ObservedSink):
+    """Takes `delay` seconds over each message, then accepts it, noting when (time.monotonic())."""
+
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+        self.accepted_at: list[float] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
+        self.accepted_at.append(time.monotonic())
+        return await super().handle_DATA(server, session, envelope)
+
+
+class BlipSink(ObservedSink):
+    """Runs `blip` once, as it takes the first message and before its 250: the moment a crash may send twice."""
+
+    def __init__(self, blip):
+        super().__init__()
+        self.blip = blip
+
+    async def handle_DATA(self, server, session, envelope):
+        blip, self.blip = self.blip, None
+        if blip is not None:
+            blip()
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_database_blip_between_the_servers_250_and_the_sent_record_does_not_send_the_email_twice(
+    make_sender, database, database_url
+):
+    saved(3)
+    server = SmtpServer()
+    sender = make_sender(server.port)
+    backend = database.connection().get_backend_pid()  # the connection run_once uses: this thread's
+    server.sink = BlipSink(lambda: pg_rows(database_url, f"SELECT pg_terminate_backend({backend})"))
+    server.start()
+    try:
+        assert sender.run_once()
+        # Every lease ends: an e-mail still claimed, unrecorded, would be sent again now.
+        make_due()
+        assert not sender.run_once()
+        ids = [message["Message-ID"] for message in server.messages]
+        assert len(ids) == len(set(ids)) == 3
+        assert states() == [SENT] * 3  # the others of the claim were sent too, not left claimed
+    finally:
+        server.stop()
+
+
+class DribblingServer:
+    """A raw SMTP server that writes one reply a line at a time, `every` seconds apart, for ever.
+
+    `at` is "greeting" (the 220 never ends) or "data" (each command answered
+    at once, then the reply to the message never ends).
+    """
+
+    def __init__(self, at: str, every: float):
+        self.at, self.every = at, every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._converse, args=(connection,), daemon=True).start()
+
+    def _converse(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            if self.at == "data":
+                self._answer_until_the_message(connection)
+            code = b"220" if self.at == "greeting" else b"250"
+            while not self.stopped.wait(self.every):
+                connection.sendall(code + b"-still working on it\r\n")
+
+    @staticmethod
+    def _answer_until_the_message(connection: socket.socket) -> None:
+        reader = connection.makefile("rb")
+        connection.sendall(b"220 dribbler ready\r\n")
+        while line := reader.readline():
+            command = line[:4].upper()
+            if command == b"EHLO":
+                connection.sendall(b"250-dribbler\r\n250 8BITMIME\r\n")
+            elif command == b"DATA":
+                connection.sendall(b"354 go ahead\r\n")
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                return
+            else:
+                connection.sendall(b"250 OK\r\n")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("at", ["greeting", "data"])
+def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_than_the_conversation_limit(
+    make_sender, monkeypatch, at
+):
+    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(mail, "SMTP_TIMEOUT", 0.6)  # each line comes sooner: only the whole-conversation bound cuts
+    server = DribblingServer(at, every=0.2)
+    try:
+        saved()
+        sender = make_sender(server.port)
+        trying = Background(sender.run_once)
+        assert trying.done.wait(5), "the sender is still held by the dribbling server"
+        assert isinstance(trying.error, mail.ConversationTooLong)
+        email = Email.get()
+        assert (email.state, email.last_error) == (WAITING, "timed out: the SMTP conversation took longer than 1 s")
+        assert email.due_at < time.time() + 60  # tried again after a backoff, not after the 5-minute lease
+    finally:
+        server.stop()
+
+
+def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
+    make_sender, monkeypatch
+):
+    monkeypatch.setattr(mail, "LEASE", 2.5)
+    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
+    server = SmtpServer()
+    server.sink = SlowSink(delay=0.5)
+    server.start()
+    try:
+        saved(5)
+        sender = make_sender(server.port)
+        claimed_at = time.monotonic()
+        assert sender.run_once()
+        returned_at = time.monotonic()
+        accepted = server.sink.accepted_at
+        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < mail.LEASE
+        assert all(at - claimed_at < mail.LEASE for at in accepted)
+        # The rest were handed back: due now, for this sender or another, not when the lease ends.
+        waiting = list(Email.select().where(Email.state == WAITING))
+        assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
+    finally:
+        server.stop()
+
+
+# -- the state in words ------------------------------------------------------------------------------------------
+
+def test_a_refused_connection_is_recorded_in_plain_words(make_sender):
+    saved()
+    with pytest.raises(ConnectionRefusedError):
+        make_sender(SmtpServer().port).run_once()  # nothing listens there
+    assert Email.get().last_error == "the SMTP server refused the connection"
+
+
+def test_an_email_sent_after_a_failed_try_is_logged_once_at_info_with_its_try(make_sender, smtp, caplog):
+    smtp.sink.mode = "defer"
+    sender = make_sender(smtp.port)
+    [enrolment_id] = saved(company_email="boss@acme.example.com")
+    sender.run_once()
+    smtp.sink.mode = "accept"
+    make_due()
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        sender.run_once()
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "sent on try" in r.getMessage()]
+    assert "to boss@acme.example.com sent on try 2" in line and "451 4.3.0 Try again later" in line
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        saved()
+        sender.run_once()  # sent at the first try: no INFO line of its own
+    assert len([r for r in caplog.records if "sent on try" in r.getMessage()]) == 1
+
+
+AT = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+def email_row(**fields) -> Email:
+    defaults = {"recipient": "boss@acme.example.com", "state": WAITING, "attempts": 0, "last_error": "",
+                "due_at": AT, "sent": None}
+    return Email(**{**defaults, **fields})
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"state": SENT, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "sent to boss@acme.example.com at 2027-01-15 07:59 UTC"),
+    ({"state": LOGGED, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "not sent: no EMAIL_HOST set (recorded and logged for boss@acme.example.com at 2027-01-15 07:59 UTC)"),
+    ({"state": FAILED, "attempts": 1, "last_error": "550 5.1.1 No such user here"},
+     "not sent to boss@acme.example.com: the SMTP server said 550 5.1.1 No such user here; not tried again"),
+    ({}, "waiting to be sent to boss@acme.example.com"),
+    ({"attempts": 1, "due_at": AT + 300}, "being sent to boss@acme.example.com now (1 try)"),
+    ({"attempts": 3, "due_at": AT + 4, "last_error": "the SMTP server refused the connection"},
+     "not sent yet to boss@acme.example.com: 3 tries; next try at 2027-01-15 08:00:04 UTC (in about 4 s); "
+     "last error: the SMTP server refused the connection"),
+    ({"attempts": 2, "due_at": AT + 30, "last_error": "451 4.3.0 Try again later"},
+     "not sent yet to boss@acme.example.com: 2 tries; next try at 2027-01-15 08:00:30 UTC (in about 30 s); "
+     "last error: the SMTP server said 451 4.3.0 Try again later"),
+    ({"attempts": 1, "due_at": AT + 1, "last_error": "ConnectionRefusedError: [Errno 111] Connection refused"},
+     "not sent yet to boss@acme.example.com: 1 try; next try at 2027-01-15 08:00:01 UTC (in about 1 s); "
+     "last error: the SMTP server refused the connection"),
+    ({"state": SENT, "recipient": "", "sent": datetime.datetime(2027, 1, 15, 7, 59)},
+     "sent to (recipient removed) at 2027-01-15 07:59 UTC"),
+])
+def test_an_emails_state_reads_as_words(fields, words):
+    assert mail.state_in_words(email_row(**fields), at=AT) == words
+
+
+def test_no_email_reads_as_words_too():
+    assert mail.state_in_words(None) == "no confirmation e-mail recorded"
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (ConnectionRefusedError(111, "Connection refused"), "the SMTP server refused the connection"),
+    (mail.ConversationTooLong("cut"), "timed out: the SMTP conversation took longer than 60 s"),
+    (TimeoutError("timed out"), "timed out waiting for the SMTP server"),
+    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "the SMTP server closed the connection"),
+    (socket.gaierror(-2, "Name or service not known"), "the SMTP server's name was not found"),
+    (OSError(113, "No route to host"), "the SMTP server could not be reached: No route to host"),
+    (smtplib.SMTPDataError(451, b"4.3.0 Try again later"), "451 4.3.0 Try again later"),
+])
+def test_a_failure_is_recorded_in_plain_words(error, words):
+    assert mail.plain_error(error) == words

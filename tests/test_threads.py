@@ -6,18 +6,28 @@ import time
 import pytest
 
 from directory_api.queues import Message, QueueUnavailable
-from directory_api.threads import Background, Keepalive, Lane, Shutdown, StopNow, retry_until_done
+from directory_api.threads import (
+    Background,
+    Failures,
+    Keepalive,
+    Lane,
+    Shutdown,
+    Stop,
+    StopNow,
+    beside,
+    retry_until_done,
+)
 from tests.support import ManualClock
 
 
 def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():
     handed_back = []
-    answer = threading.Event()
-    pending = Background(lambda: answer.wait(5) and ["message"], handed_back.extend)
+    answer, handed = threading.Event(), threading.Event()
+    pending = Background(lambda: answer.wait(5) and ["message"], lambda result: (handed_back.extend(result),
+                                                                                 handed.set()))
     pending.abandon()
     answer.set()
-    pending.done.wait(5)
-    time.sleep(0.05)
+    assert handed.wait(5)  # handed over after `done` is set, on the call's thread: wait for it, not a while
     assert handed_back == ["message"]
 
 
@@ -98,7 +108,73 @@ def test_retry_until_done_raises_a_failure_it_may_not_retry():
 
 
 def test_retry_until_done_returns_false_when_told_to_stop_while_the_call_hangs():
-    shutdown = Shutdown()
-    threading.Timer(0.2, lambda: setattr(shutdown, "requested", True)).start()
-    assert retry_until_done(lambda: time.sleep(10), retry_on=(QueueUnavailable,), shutdown=shutdown,
-                            delay=lambda attempt: 0.0, on_retry=lambda error, seconds: None) is False
+    shutdown, released = Shutdown(), threading.Event()
+
+    def hang():
+        shutdown.request()  # the stop comes while the call hangs
+        released.wait(10)
+
+    try:
+        assert retry_until_done(hang, retry_on=(QueueUnavailable,), shutdown=shutdown,
+                                delay=lambda attempt: 0.0, on_retry=lambda error, seconds: None) is False
+    finally:
+        released.set()
+
+
+def test_a_stop_runs_the_callbacks_once_on_the_thread_that_waits_not_in_the_signal_handler():
+    shutdown, called = Shutdown(), []
+    shutdown.when_requested(lambda: called.append(threading.get_ident()))
+    shutdown.on_signal(15, None)
+    assert called == []  # the handler only sets the flag
+    assert not shutdown.sleep(1) and not shutdown.wait_for(threading.Event())
+    assert called == [threading.get_ident()]
+
+
+def test_a_stop_ends_a_pause_on_it_at_once_and_a_wake_ends_one_pause_only():
+    stop = Stop()
+    stop.wake()
+    started = time.monotonic()
+    assert stop.sleep(5)  # woken: it goes on
+    threading.Timer(0.05, stop.request).start()
+    assert not stop.sleep(5)
+    assert time.monotonic() - started < 2
+
+
+def test_failures_back_off_from_their_count_and_start_afresh_once_reset():
+    failures = Failures(first=1, longest=8, rng=lambda: 1.0)
+    assert failures.pause() == 1
+    assert [failures.failed() for _ in range(5)] == [1, 2, 4, 8, 8]
+    failures.reset()
+    assert failures.pause() == 1 and failures.delay(3) == 4
+
+
+class Service:
+    def __init__(self):
+        self.calls = []
+
+    def start(self):
+        self.calls.append("start")
+
+    def stop(self):
+        self.calls.append("stop")
+
+    def join(self, timeout):
+        self.calls.append(("join", timeout))
+
+
+def test_a_service_beside_starts_when_told_stops_when_a_stop_is_seen_and_is_joined_at_the_end_of_the_block():
+    shutdown, service = Shutdown(), Service()
+    with beside(shutdown, service, grace=0.5) as start:
+        assert service.calls == []
+        start()
+        shutdown.request()
+        shutdown.sleep(1)
+        assert service.calls == ["start", "stop"]
+    assert service.calls == ["start", "stop", "stop", ("join", 0.5)]
+
+
+def test_a_service_beside_never_started_is_neither_stopped_nor_joined():
+    service = Service()
+    with beside(Shutdown(), service, grace=0.5):
+        pass
+    assert service.calls == []

@@ -1,4 +1,4 @@
-"""web: every row and error of SPEC.md's HTTP API, through the WSGI app with raw environs."""
+"""web: every row and error of docs/http-api.md, through the WSGI app with raw environs."""
 
 import json
 

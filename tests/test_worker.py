@@ -4,17 +4,28 @@ import threading
 import time
 
 import pytest
+import requests
 
-from directory_api import db, enrolment, saving
+from directory_api import batch, db, enrolment, saving
 from directory_api import worker as worker_module
-from directory_api.errors import SchemaError
+from directory_api.backoff import backoff
+from directory_api.errors import SchemaError, UserError
 from directory_api.migrations import SchemaVersion
 from directory_api.models import Company, Enrolment, Rejection
-from directory_api.queues import Message, MessageRefused, QueueUnavailable, message_size
-from directory_api.worker import Outcome, backoff
+from directory_api.queues import MessageRefused, QueueUnavailable, message_size
+from directory_api.settings import Settings
+from directory_api.worker import BatchOutcome, metrics_address
 from tests.database_locks import write_lock_is_free
-from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload
-from tests.support import answering, insert_raw_row, received, twice, without_receive_count
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
+from tests.support import (
+    answering,
+    free_port,
+    insert_raw_row,
+    received,
+    twice,
+    wait_until,
+    without_receive_count,
+)
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 
@@ -153,7 +164,7 @@ def test_a_message_whose_set_aside_fails_stays_on_the_queue(make_worker, monkeyp
     worker.enrolments.send("{not json")
     monkeypatch.setattr(worker.invalid, "send", lambda *args: (_ for _ in ()).throw(QueueUnavailable("down")))
     messages = received(worker.enrolments)
-    assert worker.handle(messages) is Outcome.QUEUE_DOWN
+    assert worker.handle(messages) is BatchOutcome.QUEUE_DOWN
     worker.enrolments.release(messages)
     assert len(received(worker.enrolments)) == 1
 
@@ -166,7 +177,7 @@ def test_a_delete_that_partly_fails_is_logged_and_the_others_are_deleted(make_wo
     delete = worker.enrolments.delete
     monkeypatch.setattr(worker.enrolments, "delete", lambda batch: delete(batch[1:]) or [batch[0]])
     with caplog.at_level(logging.WARNING):
-        assert worker.handle(messages) is Outcome.SAVED
+        assert worker.handle(messages) is BatchOutcome.SAVED
         worker.finish_deleting()
     assert f"message {messages[0].id}: handled but not deleted" in caplog.text
     worker.enrolments.release(messages)
@@ -194,7 +205,7 @@ def test_a_batch_that_meets_a_database_outage_stays_on_the_queue(make_worker):
     worker.enrolments.send(enrolment_body())
     messages = received(worker.enrolments)
     db.bind(REFUSING_DATABASE)
-    assert worker.handle(messages) is Outcome.DATABASE_DOWN
+    assert worker.handle(messages) is BatchOutcome.DATABASE_DOWN
     worker.enrolments.release(messages)
     assert len(received(worker.enrolments)) == 1
 
@@ -207,9 +218,9 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.WARNING):
         thread.start()
-        time.sleep(1.5)
+        wait_until(lambda: caplog.text.count("database unreachable") >= 2, 10, "two tries of the database")
         assert thread.is_alive()
-        worker.shutdown.requested = True
+        worker.shutdown.request()
         thread.join(2)
     assert not thread.is_alive()
     assert caplog.text.count("database unreachable") >= 2
@@ -220,12 +231,14 @@ def test_a_worker_started_while_the_database_is_down_receives_nothing_and_keeps_
 @pytest.mark.parametrize("backend", ["sqs"])
 def test_a_stop_while_a_database_connection_attempt_hangs_returns_within_two_seconds(make_worker, monkeypatch):
     worker = make_worker()
-    monkeypatch.setattr(worker, "probe_database", lambda: time.sleep(10))
+    probing, released = threading.Event(), threading.Event()
+    monkeypatch.setattr(worker, "probe_database", lambda: (probing.set(), released.wait(10)))
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.3)
-    worker.shutdown.requested = True
+    assert probing.wait(5)
+    worker.shutdown.request()
     thread.join(2)
+    released.set()
     assert not thread.is_alive()
 
 
@@ -239,11 +252,12 @@ def test_a_schema_older_than_the_code_stops_the_worker_with_the_migrate_hint(mak
 
 def test_a_stop_during_a_long_poll_returns_within_two_seconds(make_worker):
     worker = make_worker(SQS_WAIT_TIME="20")
+    calls = calls_to_receive(worker)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: calls, 10, "the long poll")
     started = time.monotonic()
-    worker.shutdown.requested = True
+    worker.shutdown.request()
     thread.join(5)
     assert not thread.is_alive()
     assert time.monotonic() - started < 2
@@ -252,9 +266,9 @@ def test_a_stop_during_a_long_poll_returns_within_two_seconds(make_worker):
 def test_messages_received_but_not_started_are_handed_back_at_stop(make_worker):
     worker = make_worker()
     worker.enrolments.send(enrolment_body())
-    pending = worker.start_receive(0)
-    pending.done.wait(5)
-    worker.stop(pending)
+    worker.pending = worker.start_receive(0)
+    worker.pending.done.wait(5)
+    worker.stop()
     assert len(received(worker.enrolments)) == 1
 
 
@@ -298,7 +312,7 @@ def test_a_rejected_message_too_large_with_its_reasons_for_the_invalid_queue_is_
     [set_aside] = received(worker.invalid)
     assert (set_aside.body, set_aside.attributes["original_message_id"]) == (body, message_id)
     [trimmed] = json.loads(set_aside.attributes["errors"])["non_field_errors"]
-    assert trimmed.startswith(worker_module.TRIMMED) and trimmed.endswith("…")
+    assert trimmed.startswith(batch.TRIMMED) and trimmed.endswith("…")
     assert Rejection.get(message_id=message_id).errors == reasons
     assert received(worker.enrolments) == []
 
@@ -312,7 +326,7 @@ def test_a_rejected_message_the_invalid_queue_refuses_even_trimmed_is_recorded_d
     message_id = worker.enrolments.send(body)
     messages = received(worker.enrolments)
     with caplog.at_level(logging.ERROR):
-        assert worker.handle(messages) is Outcome.SAVED
+        assert worker.handle(messages) is BatchOutcome.SAVED
     worker.finish_deleting()
     assert f"message {message_id}: the invalid queue refuses it" in caplog.text
     assert set(Rejection.get(message_id=message_id).errors) == {
@@ -327,24 +341,11 @@ def test_a_rejected_message_over_the_invalid_queues_maximum_message_size_stops_c
     aws_sqs.set_queue_attributes(QueueUrl=worker.invalid.url, Attributes={"MaximumMessageSize": "1024"})
     message_id = worker.enrolments.send(invalid_body_of(1500))
     messages = received(worker.enrolments)
-    assert worker.handle(messages) is Outcome.SAVED
+    assert worker.handle(messages) is BatchOutcome.SAVED
     worker.finish_deleting()
     worker.enrolments.release(messages)
     assert received(worker.enrolments) == []
     assert Rejection.get(message_id=message_id)
-
-
-def test_set_aside_attributes_keep_every_reason_when_the_queue_has_no_size_limit():
-    message = Message(id="m-1", body="x" * 1_000_000, receipt="r-1")
-    reasons = {"sso_id": ["A reason."] * 1000}
-    assert json.loads(worker_module.set_aside_attributes(message, reasons, None)["errors"]) == reasons
-
-
-def test_set_aside_attributes_leave_the_reasons_off_when_not_even_the_marker_fits():
-    message = Message(id="m-1", body="x" * 1000, receipt="r-1")
-    limit = message_size(message.body, {"original_message_id": "m-1", "errors": ""}) + 20
-    assert worker_module.set_aside_attributes(message, {"sso_id": ["A reason."]}, limit) == {
-        "original_message_id": "m-1"}
 
 
 def calls_to_receive(worker, before=lambda count: None) -> list:
@@ -367,7 +368,7 @@ def test_an_idle_worker_with_sqs_wait_time_0_backs_off_rather_than_spin(make_wor
     thread = threading.Thread(target=worker.run)
     thread.start()
     time.sleep(2.5)
-    worker.shutdown.requested = True
+    worker.shutdown.request()
     thread.join(2)
     assert not thread.is_alive()
     assert 2 <= len(calls) <= 6  # at 0, 0.2, 0.6, 1.4 and 2.4 s: 0.2 s doubling to 1 s
@@ -382,7 +383,7 @@ def test_the_idle_pause_doubles_from_0_2_s_to_1_s_and_starts_afresh_once_message
         if count == 6:
             worker.enrolments.send(enrolment_body())
         if count == 8:
-            worker.shutdown.requested = True
+            worker.shutdown.request()
 
     calls_to_receive(worker, before)
     worker.run()
@@ -392,11 +393,12 @@ def test_the_idle_pause_doubles_from_0_2_s_to_1_s_and_starts_afresh_once_message
 
 def test_a_stop_while_idle_with_sqs_wait_time_0_returns_within_two_seconds(make_worker):
     worker = make_worker(SQS_WAIT_TIME="0")
+    calls = calls_to_receive(worker)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(2)  # well into the 1 s pauses
+    wait_until(lambda: len(calls) >= 5, 10, "the fifth receive")  # after pauses of 0.2, 0.4, 0.8 and 1 s
     started = time.monotonic()
-    worker.shutdown.requested = True
+    worker.shutdown.request()
     thread.join(5)
     assert not thread.is_alive()
     assert time.monotonic() - started < 2
@@ -414,7 +416,7 @@ def test_a_sqlite_queue_row_whose_body_is_not_utf8_is_set_aside_and_blocks_no_ot
     thread = threading.Thread(target=worker.run, kwargs={"once": True})
     thread.start()
     thread.join(30)
-    worker.shutdown.requested = True
+    worker.shutdown.request()
     thread.join(2)
     assert not thread.is_alive()
     assert Enrolment.select().count() == 25
@@ -478,3 +480,52 @@ def test_an_unsafe_request_id_attribute_is_neither_logged_nor_passed_on(make_wor
     assert "request_id" not in set_aside.attributes
     assert "forged" not in caplog.text
     assert any(getattr(record, "message_id", None) == message_id for record in caplog.records)
+
+
+# -- work's /metrics: where, and from when -------------------------------------------------------------------------
+
+def test_metrics_host_defaults_to_every_address_and_to_loopback_under_debug():
+    assert worker_settings("sqlite:///x.sqlite3").metrics_host == "0.0.0.0"
+    debug = Settings.from_environ({}, debug=True, require=())
+    assert debug.metrics_host == "127.0.0.1"
+
+
+def test_the_metrics_options_win_over_the_settings_and_once_serves_none_unless_its_option_asks():
+    settings = worker_settings("sqlite:///x.sqlite3", METRICS_PORT="9100", METRICS_HOST="10.0.0.5")
+    assert metrics_address(settings, once=False, port=None, host=None) == (9100, "10.0.0.5")
+    assert metrics_address(settings, once=False, port=9200, host="127.0.0.1") == (9200, "127.0.0.1")
+    assert metrics_address(settings, once=True, port=None, host=None) == (None, "10.0.0.5")
+    assert metrics_address(settings, once=True, port=9200, host=None) == (9200, "10.0.0.5")
+
+
+def test_a_metrics_host_that_is_no_address_is_one_line_naming_the_option():
+    with pytest.raises(UserError, match="^--metrics-host: 'not an address' is not a host name"):
+        metrics_address(worker_settings("sqlite:///x.sqlite3"), once=False, port=9100, host="not an address")
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_work_opens_its_metrics_port_only_once_the_schema_is_checked(make_worker, database_url, monkeypatch):
+    opened = []
+    monkeypatch.setattr(worker_module, "serve_metrics_http", lambda *args: opened.append(args))
+    monkeypatch.setattr(worker_module.Shutdown, "install", lambda self: None)
+    settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    versions = list(SchemaVersion.select().dicts())
+    SchemaVersion.delete().execute()
+    with pytest.raises(SchemaError):
+        worker_module.work(settings, metrics_port=free_port(), metrics_host="127.0.0.1")
+    assert opened == []
+    SchemaVersion.insert_many(versions).execute()
+    port = free_port()
+    worker_module.work(settings, once=True, metrics_port=port, metrics_host="127.0.0.1")
+    [(_, served_port, host)] = opened
+    assert (served_port, host) == (port, "127.0.0.1")
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_work_serves_metrics_on_the_host_asked_for(make_worker, database_url, monkeypatch):
+    monkeypatch.setattr(worker_module.Shutdown, "install", lambda self: None)
+    settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
+    port = free_port()
+    worker_module.work(settings, once=True, metrics_port=port, metrics_host="127.0.0.1")
+    answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert "directory_api_worker_messages_total" in answer.text

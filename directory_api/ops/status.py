@@ -16,7 +16,7 @@ from directory_api.queues import Queue, QueueUnavailable, open_pipeline
 
 @dataclasses.dataclass(frozen=True)
 class Status:
-    """What the pipeline holds now: SPEC's `status --json` object, and which parts did not answer."""
+    """What the pipeline holds now: the `status --json` object of docs/operating.md, and which parts did not answer."""
 
     figures: dict
     unanswered: list[str]  # "part: why", one a part

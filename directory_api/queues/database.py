@@ -1,10 +1,8 @@
 """The database backend (QUEUE_BACKEND=database): a queue table in the application's own database.
 
 A receive claims messages by moving their `visible_at` past the visibility
-timeout, in one statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-LOCKED) RETURNING on PostgreSQL, so several workers share a queue without
-waiting on each other; SQLite runs one writer at a time, so the same UPDATE
-without the lock clause is enough there.
+timeout, in one statement (claims.lease_claim: FOR UPDATE SKIP LOCKED on
+PostgreSQL), so several workers share a queue without waiting on each other.
 A claim's receipt is "<id>:<receive count>", so a worker whose claim expired
 cannot delete or release the message another worker has claimed since.
 """
@@ -18,6 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 
+from directory_api import vendored_internals
+from directory_api.claims import lease_claim
 from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
@@ -138,32 +138,27 @@ class DatabaseQueue:
 
     def _claim(self, max_messages: int) -> list[Message]:
         now = self.clock()
-        claimable = (
-            QueueMessage.select(QueueMessage.id)
-            .where((QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now))
-            .order_by(QueueMessage.visible_at)
-            .limit(max_messages)
-        )
-        if self._on_postgres():
-            claimable = claimable.for_update(skip_locked=True)
         # Body and attributes come back raw (bytes on SQLite) and are decoded
         # here: a row another tool wrote in another encoding must not fail the
         # fetch, which would leave the claim's statement, and SQLite's write
         # lock, open.
         raw = "TEXT" if self._on_postgres() else "BLOB"
-        claim = (
-            QueueMessage.update(visible_at=now + self.visibility_timeout, receive_count=QueueMessage.receive_count + 1)
-            .where(QueueMessage.id.in_(claimable))
-            .returning(
-                QueueMessage.id, QueueMessage.receive_count,
-                peewee.Cast(QueueMessage.attributes, raw), peewee.Cast(QueueMessage.body, raw),
-            )
+        claim = lease_claim(
+            QueueMessage,
+            due=(QueueMessage.queue == self.name) & (QueueMessage.visible_at <= now),
+            order_by=QueueMessage.visible_at,
+            limit=max_messages,
+            lease={QueueMessage.visible_at: now + self.visibility_timeout,
+                   QueueMessage.receive_count: QueueMessage.receive_count + 1},
+        ).returning(
+            QueueMessage.id, QueueMessage.receive_count,
+            peewee.Cast(QueueMessage.attributes, raw), peewee.Cast(QueueMessage.body, raw),
         )
         with self.unavailable_on_error("receive"):
             cursor = self.database.execute(claim)
             try:
-                # As peewee's own execute: driver errors become peewee's. Its stubs leave the wrapper out.
-                with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                # As peewee's own execute: driver errors become peewee's.
+                with vendored_internals.peewee_errors():
                     rows = cursor.fetchall()
             finally:
                 cursor.close()

@@ -5,10 +5,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from directory_api import __version__
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -79,6 +81,18 @@ def test_the_build_prints_the_sha256_of_the_pyz(fresh_build):
     assert result.stdout.splitlines()[-1] == f"sha256 {sha256(checkout / 'dist' / 'directory-api.pyz')}"
 
 
+def test_the_pyz_names_the_release_and_the_commit_it_was_built_from(fresh_build, tmp_path):
+    checkout, _ = fresh_build
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+    ran = subprocess.run([SYSTEM_PYTHON, "-I", str(checkout / "dist" / "directory-api.pyz"), "--version"],
+                         env=user_env(tmp_path, SHIV_ROOT=str(tmp_path)), capture_output=True, text=True,
+                         timeout=120, check=False)
+
+    assert ran.stdout == f"directory-api {__version__} (commit {head})\n", ran.stderr
+
+
 def test_two_clones_of_one_commit_build_the_same_bytes(fresh_build, tmp_path):
     first, _ = fresh_build
     second = clone(tmp_path / "elsewhere" / "directory-api")
@@ -130,3 +144,17 @@ def test_make_build_runs_build_sh(fresh_build):
     )
 
     assert result.stdout.strip() == "./build.sh"
+
+
+def test_the_tests_pass_in_a_clone_only_its_owner_can_read(tmp_path):
+    # Regression (issue 25): test_check ran the checkout's code as another user, who cannot enter a 0700 folder
+    # such as mktemp -d's, a private home or a CI workspace.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    checkout = clone(private / "directory-api")
+    (checkout / ".venv").symlink_to(sys.prefix)
+
+    result = subprocess.run([".venv/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_check.py"],
+                            cwd=checkout, capture_output=True, text=True, timeout=600, check=False)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

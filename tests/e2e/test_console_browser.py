@@ -1,7 +1,7 @@
 """The ops console in a real browser (Debian's chromium, driven by selenium), served by the pyz's `dev`.
 
 An operator logs in, finds an enrolment, opens it, re-drives a rejection whose
-cause was put right and sees it created. The test also takes the README's
+cause was put right and sees it created. The test also takes docs/operating.md's
 screenshots of the overview and rejections pages: into docs/ with
 DOCS_SCREENSHOTS=1 (then commit them), else beside the test's logs.
 Under CI=true a missing chromium fails the test; elsewhere it skips.
