@@ -211,7 +211,7 @@ def measure(database: str, database_url: str, rows: int, rejections: int, repeat
                 started = time.perf_counter()
                 answer = session.get(base + path, timeout=30)
                 times.append((time.perf_counter() - started) * 1000)
-                if answer.status_code != 200 or expected not in answer.text:
+                if answer.status_code != 200 or expected not in answer.text.replace("<wbr>", ""):  # e-mails' breaks
                     raise AssertionError(f"{path}: {answer.status_code}, {expected!r} not in the page")
             results.append(summary(database, name, rows, times))
             print(f"  {name}: p50 {results[-1]['p50_ms']} ms, p99 {results[-1]['p99_ms']} ms", flush=True)
