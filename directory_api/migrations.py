@@ -99,9 +99,76 @@ _OPS_INDEXES = (
 )
 
 
+def _rejection_cases(database: peewee.Database) -> None:
+    """A rejection says whose it was and keeps its payload; an enrolment may be erased (issue 23 items 1 and 3).
+
+    Nullable columns only, so the previous release runs on it. The initial step
+    makes tables from the models as they are now: each column is added only
+    when missing.
+    """
+    added = [
+        ("rejection", "payload", peewee.TextField(null=True)),
+        ("rejection", "company_number", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "company_name", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "sso_id", peewee.BigIntegerField(null=True)),
+        ("rejection", "company_email", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "erased", peewee.DateTimeField(null=True)),
+        ("enrolment", "erased", peewee.DateTimeField(null=True)),
+    ]
+    migrator = SchemaMigrator.from_database(database)
+    for table, column, field in added:
+        if column not in {existing.name for existing in database.get_columns(table)}:
+            migrate_schema(migrator.add_column(table, column, field))
+    for name, table, expression in _REJECTION_INDEXES:
+        database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+
+
+# The search finds rejections by the keys it finds enrolments by; retention and `status` walk what still
+# holds personal data, oldest first.
+_REJECTION_INDEXES = (
+    ("rejection_company_number", "rejection", "(company_number)"),
+    ("rejection_company_name_lower", "rejection", "(lower(company_name))"),
+    ("rejection_sso_id", "rejection", "(sso_id)"),
+    ("rejection_company_email_lower", "rejection", "(lower(company_email))"),
+    ("rejection_personal", "rejection", "(created) WHERE erased IS NULL"),
+    ("email_personal", "email", "(created) WHERE recipient <> ''"),
+)
+
+
+def _audit_and_jobs(database: peewee.Database) -> None:
+    """The audit table of re-drives and erasures, and the schedule of `work`'s periodic jobs (issue 23)."""
+
+    # Copies of models.Audit and models.JobRun at this step.
+    class Audit(peewee.Model):
+        at = peewee.DateTimeField(default=models.utcnow)
+        action = peewee.CharField(max_length=20)
+        subject = peewee.CharField(max_length=255)
+        source = peewee.CharField(max_length=255)
+        detail = models.JSONField(null=True)
+
+        class Meta:
+            table_name = "audit"
+
+    class JobRun(peewee.Model):
+        name = peewee.CharField(max_length=80, primary_key=True)
+        last_run = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "job_run"
+
+    # A rejection's history and an enrolment's: the re-drives of one message id.
+    Audit.add_index(Audit.index(Audit.subject, name="audit_subject"))
+    database.bind([Audit, JobRun], bind_refs=False, bind_backrefs=False)
+    database.create_tables([Audit, JobRun], safe=True)
+
+
 # Append only: a step, once released, never changes. Later steps use
 # playhouse.migrate so they describe a change, not a snapshot of the models.
-STEPS: tuple[Callable[[peewee.Database], None], ...] = (_initial_schema, _email_outbox, _operating_it)
+STEPS: tuple[Callable[[peewee.Database], None], ...] = (
+    _initial_schema, _email_outbox, _operating_it,
+    _rejection_cases,  # additive
+    _audit_and_jobs,  # additive
+)
 LATEST = len(STEPS)
 
 

@@ -16,9 +16,10 @@ def test_the_operating_it_step_upgrades_a_database_made_before_it(database_url):
     database.execute_sql("DROP TABLE enrolment_retry")
     database.execute_sql("ALTER TABLE rejection DROP COLUMN redriven")
     step = migrations.STEPS.index(migrations._operating_it) + 1  # its number, whatever steps come before it
-    database.execute_sql(f"DELETE FROM schema_version WHERE version = {step}")
+    # The steps after it (made on a database that had this one) are applied again, finding their work done.
+    database.execute_sql(f"DELETE FROM schema_version WHERE version >= {step}")
 
-    assert migrations.migrate(database) == [step]
+    assert migrations.migrate(database) == list(range(step, migrations.LATEST + 1))
     assert "redriven" in {column.name for column in database.get_columns("rejection")}
     assert database.table_exists(EnrolmentRetry._meta.table_name)
     indexes = {index.name for table in ("enrolment", "company", "supplier", "rejection")
