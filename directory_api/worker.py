@@ -73,14 +73,14 @@ class SaveCancelled(Exception):
 def decode(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
     if message.unreadable:
-        return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
+        return Invalid({NON_FIELD_ERRORS: [message.unreadable]}, received=message.body)
     if message.receive_count > max_receive_count:
         reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
-        return Invalid({NON_FIELD_ERRORS: [reason]})
+        return Invalid({NON_FIELD_ERRORS: [reason]}, received=message.body)
     try:
         return enrolment.parse(message.body.encode("utf-8", "surrogatepass"))
     except enrolment.BodyError as error:
-        return Invalid({NON_FIELD_ERRORS: [str(error)]})
+        return Invalid({NON_FIELD_ERRORS: [str(error)]}, received=message.body)
 
 
 def set_aside_attributes(message: Message, errors, size_limit: int | None = None) -> dict[str, str]:
@@ -461,21 +461,28 @@ def log_outcomes(messages: Sequence[Message], outcomes) -> None:
         request, fields = _about(message)
         if isinstance(outcome, Invalid):
             errors = json.dumps(outcome.errors)
-            log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
+            log.info("message %s%s: cannot be saved, set aside: %s", original_id(message), request, errors, extra=fields)
         elif isinstance(outcome, Created):
-            log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
+            log.debug("message %s%s: saved as enrolment %d", original_id(message), request, outcome.enrolment_id, extra=fields)
         else:
-            log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
+            log.debug("message %s%s: saved before; deleted", original_id(message), request, extra=fields)
 
 
 def _about(message: Message) -> tuple[str, dict]:
-    """The text after a message's id in its lines (its request id, if any), and the fields of its JSON lines."""
+    """The text after a message's (original) id in its lines (its request id, if any), and the fields of its JSON lines.
+
+    A re-driven message goes by its original id, as everywhere else; the id it came back under is added.
+    """
     request_id = request_id_of(message)
-    fields = {"message_id": message.id}
-    if request_id is None:
-        return "", fields
-    fields["request_id"] = request_id
-    return f" (request_id={request_id})", fields
+    fields = {"message_id": original_id(message)}
+    about = []
+    if message.id != fields["message_id"]:
+        fields["redriven_as"] = message.id
+        about.append(f"re-driven as {message.id}")
+    if request_id is not None:
+        fields["request_id"] = request_id
+        about.append(f"request_id={request_id}")
+    return (f" ({', '.join(about)})" if about else ""), fields
 
 
 @contextlib.contextmanager
