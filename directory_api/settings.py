@@ -256,6 +256,8 @@ VARIABLES = (
     Variable("LOG_LEVEL", "log_level", _log_level, None, None),
     Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
     Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True),
+    Variable("REJECTION_RETENTION_DAYS", "rejection_retention_days", _integer(0, 36500), 90, 90),
+    Variable("EMAIL_RETENTION_DAYS", "email_retention_days", _integer(0, 36500), 90, 90),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
@@ -307,6 +309,8 @@ class Settings:
     log_level: str | None = None
     metrics_port: int | None = None
     ops_password: str | None = None  # None: the ops console is off
+    rejection_retention_days: int = 90  # 0: keep for ever (jobs.py's retention)
+    email_retention_days: int = 90
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
