@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, enrolment, logs, mail, migrations, models, saving
+from directory_api import db, enrolment, jobs, logs, mail, migrations, models, saving
 from directory_api.backoff import backoff
 from directory_api.db import drop_connection
 from directory_api.enrolment import NON_FIELD_ERRORS
@@ -518,4 +518,8 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
             sender=mail.Sender(settings, on_outcome=work_metrics.emails.count),
             metrics=work_metrics,
         )
-        worker.run(once=once)
+        scheduler = jobs.start(settings)  # the periodic jobs (retention), on a thread of their own
+        try:
+            worker.run(once=once)
+        finally:
+            scheduler.stop()
