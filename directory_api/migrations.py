@@ -119,7 +119,10 @@ def _rejection_cases(database: peewee.Database) -> None:
     for table, column, field in added:
         if column not in {existing.name for existing in database.get_columns(table)}:
             migrate_schema(migrator.add_column(table, column, field))
+    postgres = is_postgres(database)
     for name, table, expression in _REJECTION_INDEXES:
+        if isinstance(expression, dict):
+            expression = expression["postgres" if postgres else "sqlite"]
         database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
 
 
@@ -127,7 +130,10 @@ def _rejection_cases(database: peewee.Database) -> None:
 # holds personal data, oldest first.
 _REJECTION_INDEXES = (
     ("rejection_company_number", "rejection", "(company_number)"),
-    ("rejection_company_name_lower", "rejection", "(lower(company_name))"),
+    ("rejection_company_name_lower", "rejection", {
+        "postgres": "(lower(company_name) text_pattern_ops)",
+        "sqlite": "(lower(company_name))",
+    }),
     ("rejection_sso_id", "rejection", "(sso_id)"),
     ("rejection_company_email_lower", "rejection", "(lower(company_email))"),
     ("rejection_personal", "rejection", "(created) WHERE erased IS NULL"),
