@@ -292,7 +292,7 @@ def status(
     Example: directory-api status --json --env-file /etc/directory-api.env
     """
     settings = prepare(ctx, require=NEEDS_QUEUES)
-    from directory_api.ops import status_command
+    from directory_api.ops.status import status_command
 
     if not status_command(settings, as_json=as_json, out=typer.echo, err=logs.error):
         raise typer.Exit(1)
@@ -314,7 +314,7 @@ def redrive(
     if bool(ids) == all_messages:
         raise typer.BadParameter("give message ids or --all (one of the two)", param_hint="IDS / --all")
     settings = prepare(ctx, require=NEEDS_QUEUES)
-    from directory_api.ops import redrive_command
+    from directory_api.ops.redrive import redrive_command
 
     if not redrive_command(settings, ids or [], dry_run=dry_run, out=typer.echo, err=logs.error):
         raise typer.Exit(1)
@@ -340,7 +340,7 @@ def export(
     Example: directory-api export enrolments --since 2026-01-01 --output enrolments.csv
     """
     settings = prepare(ctx, require=NEEDS_DATABASE)
-    from directory_api.ops import export_command
+    from directory_api.ops.export import export_command
 
     count = export_command(settings, table.value, since=since, output=output, stdout=sys.stdout.buffer)
     if output is not None:

@@ -1,7 +1,7 @@
-"""The ops console at /ops/: server-rendered pages over ops.py, behind HTTP Basic, for the people who run the service.
+"""The ops console at /ops/: server-rendered pages over ops/, behind HTTP Basic, for the people who run the service.
 
 It runs inside `serve` (and `dev`), in the same waitress threads as the API,
-so every page is a few bounded queries (ops.py) and nothing is cached in the
+so every page is a few bounded queries (ops/queries.py) and nothing is cached in the
 process. Pages are bottle SimpleTemplates, which escape every {{value}};
 there is no JavaScript and no asset from another origin. Every answer carries
 the security headers below, and every POST must bring the form's CSRF token
@@ -24,8 +24,12 @@ from urllib.parse import urlencode, urlsplit
 
 import bottle
 
-from directory_api import db, models, ops
+from directory_api import db, models
 from directory_api.db import DATABASE_ERRORS, drop_connection
+from directory_api.errors import UserError
+from directory_api.models import Rejection
+from directory_api.ops import queries, redrive, status
+from directory_api.ops.export import EXPORTS, csv_chunks, export_filename, export_rows, parse_since
 from directory_api.queues import Queue, QueueUnavailable, open_enrolment_queues
 from directory_api.settings import Settings
 
@@ -145,7 +149,7 @@ class Console:
 
     def __init__(self, settings: Settings, enrolments: Queue, invalid: Queue):
         self.password = settings.required("OPS_PASSWORD").encode("utf-8")
-        self.redrive_wait = ops.redrive_wait(settings)
+        self.redrive_wait = redrive.redrive_wait(settings)
         self.enrolments = enrolments
         self.invalid = invalid
         self.csrf = CsrfTokens(self.password)
@@ -224,22 +228,22 @@ class Console:
         return stylesheet()
 
     def overview(self):
-        result = ops.status(self.enrolments, self.invalid)
+        result = status.status(self.enrolments, self.invalid)
         return page("overview", title="Overview", section="overview", figures=result.figures,
                     unanswered=result.unanswered, figure=_figure, enrolment_queue=self.queue_names[0],
-                    invalid_queue=self.queue_names[1], tables=sorted(ops.EXPORTS))
+                    invalid_queue=self.queue_names[1], tables=sorted(EXPORTS))
 
     def enrolments_page(self):
         query = bottle.request.query.getunicode("q", default="")[:255]
         by = bottle.request.query.getunicode("by", default="any")
-        by = by if by in ops.SEARCH_FIELDS else "any"
-        found = ops.search(query, by, before=_positive(bottle.request.query.get("before")))
+        by = by if by in queries.SEARCH_FIELDS else "any"
+        found = queries.search(query, by, before=_positive(bottle.request.query.get("before")))
         next_url = "?" + urlencode({"q": query, "by": by, "before": found.next_before})
         return page("enrolments", title="Enrolments", section="enrolments", page=found, query=query, by=by,
                     fields=SEARCH_FIELD_LABELS, next_url=next_url)
 
     def enrolment_page(self, enrolment_id: int):
-        detail = ops.enrolment_detail(enrolment_id)
+        detail = queries.enrolment_detail(enrolment_id)
         if detail is None:
             raise bottle.HTTPError(404)
         payload = json.dumps(detail.enrolment.data, indent=2, ensure_ascii=False, sort_keys=True)
@@ -248,8 +252,8 @@ class Console:
                     retries=detail.retries, email=detail.email, payload=payload)
 
     def message_page(self, message_id: str):
-        state, enrolment_id = ops.message_state(message_id)
-        rejection = ops.Rejection.get_or_none(ops.Rejection.message_id == message_id) if state != "created" else None
+        state, enrolment_id = queries.message_state(message_id)
+        rejection = Rejection.get_or_none(Rejection.message_id == message_id) if state != "created" else None
         description = {
             "created": f"saved as enrolment {enrolment_id}",
             "rejected": "set aside on the invalid queue",
@@ -275,8 +279,8 @@ class Console:
         if query.get("unavailable"):
             notices.append(("problem", "The queues did not answer; nothing more was moved. Try again shortly."))
         return page("rejections", title="Rejections", section="rejections",
-                    page=ops.rejections_page(before=_positive(query.get("before"))),
-                    redriven=ops.recently_redriven(), notices=notices, csrf_token=self.csrf.new(),
+                    page=queries.rejections_page(before=_positive(query.get("before"))),
+                    redriven=queries.recently_redriven(), notices=notices, csrf_token=self.csrf.new(),
                     moved_one=moved[0] if len(moved) == 1 else None)
 
     def redrive_one(self):
@@ -290,7 +294,7 @@ class Console:
 
     def _redrive(self, ids: list[str] | None):
         try:
-            result = ops.redrive(self.invalid, self.enrolments, ids, mark=ops.mark_redriven,
+            result = redrive.redrive(self.invalid, self.enrolments, ids, mark=redrive.mark_redriven,
                                  wait_seconds=self.redrive_wait)
         except QueueUnavailable as error:
             log.warning("ops console: re-drive stopped: %s", error)
@@ -308,19 +312,19 @@ class Console:
 
     def export(self):
         table = bottle.request.query.get("table", "")
-        if table not in ops.EXPORTS:
+        if table not in EXPORTS:
             raise bottle.HTTPError(404)
         try:
-            since = ops.parse_since(bottle.request.query.get("since"))
-        except ops.UserError:
+            since = parse_since(bottle.request.query.get("since"))
+        except UserError:
             raise bottle.HTTPError(400, "The date is not of the form YYYY-MM-DD.") from None
         bottle.response.content_type = "text/csv; charset=utf-8"
-        bottle.response.set_header("Content-Disposition", f'attachment; filename="{ops.export_filename(table)}"')
+        bottle.response.set_header("Content-Disposition", f'attachment; filename="{export_filename(table)}"')
         return self._streamed(table, since)
 
     def _streamed(self, table, since):
         try:
-            yield from ops.csv_chunks(ops.export_rows(table, since))
+            yield from csv_chunks(export_rows(table, since))
         finally:
             drop_connection(models.database)
 

@@ -8,9 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from directory_api import console, ops, saving, web
+from directory_api import console, saving, web
 from directory_api import db as db_module
 from directory_api.models import Company, Rejection
+from directory_api.ops import export, queries
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
 from tests.support import wsgi_call
@@ -237,7 +238,7 @@ def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_every
 
 @pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
 def test_search_pages_with_a_link_to_older_results(app, worker):
-    for _ in range(ops.PAGE_SIZE + 1):
+    for _ in range(queries.PAGE_SIZE + 1):
         saving.save(f"m-{_}", enrolment_payload())
     first = call(app, "GET", "/ops/enrolments").text
     older = re.search(r'<a href="(\?[^"]+)">Older results</a>', first).group(1).replace("&amp;", "&")
@@ -297,7 +298,7 @@ def test_redrive_of_an_id_no_longer_on_the_queue_says_so(app, worker):
 
 
 @pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
-@pytest.mark.parametrize("table", sorted(ops.EXPORTS))
+@pytest.mark.parametrize("table", sorted(export.EXPORTS))
 def test_each_export_downloads_as_csv_named_as_the_2017_service_named_it(app, worker, table):
     saving.save("m-1", enrolment_payload())
     answer = call(app, "GET", f"/ops/export.csv?table={table}")
@@ -305,7 +306,7 @@ def test_each_export_downloads_as_csv_named_as_the_2017_service_named_it(app, wo
     assert answer.headers["content-type"] == "text/csv; charset=utf-8"
     assert re.fullmatch(rf'attachment; filename="find-a-buyer_{table}_\d{{14}}\.csv"',
                         answer.headers["content-disposition"])
-    assert answer.text.startswith(",".join(ops.EXPORTS[table].columns) + "\r\n")
+    assert answer.text.startswith(",".join(export.EXPORTS[table].columns) + "\r\n")
 
 
 @pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here

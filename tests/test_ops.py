@@ -8,8 +8,11 @@ import json
 import pytest
 
 from directory_api import db as db_module
-from directory_api import ops, saving
+from directory_api import saving
+from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
+from directory_api.ops import export, queries, status
+from directory_api.ops import redrive as redriving
 from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload
 from tests.support import received
@@ -27,8 +30,9 @@ def set_aside(worker, *bodies) -> list[str]:
     return ids
 
 
-def redrive(worker, ids=None, **options) -> ops.Redriven:
-    return ops.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0, mark=ops.mark_redriven, **options)
+def redrive(worker, ids=None, **options) -> redriving.Redriven:
+    return redriving.redrive(worker.invalid, worker.enrolments, ids, wait_seconds=0, mark=redriving.mark_redriven,
+                             **options)
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
     worker.enrolments.send(enrolment_body())
     worker.enrolments.send(enrolment_body())
     received = worker.enrolments.receive(1, 0)
-    result = ops.status(worker.enrolments, worker.invalid)
+    result = status.status(worker.enrolments, worker.invalid)
     assert result.complete
     assert result.figures.pop("emails") == {"waiting": 2, "sent": 0, "failed": 0, "logged": 0}
     assert result.figures == {
@@ -64,22 +68,22 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
 
 def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
     database.execute_sql("DROP TABLE email")  # a database not migrated to the outbox's step yet
-    assert ops.email_figures() == {"waiting": None, "sent": None, "failed": None, "logged": None}
+    assert status.email_figures() == {"waiting": None, "sent": None, "failed": None, "logged": None}
 
 
 def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
     created = saving.save("m-1", enrolment_payload())
     Email.delete().execute()
-    assert ops.enrolment_email(created.enrolment_id) == {"state": None, "detail": None}
+    assert queries.enrolment_email(created.enrolment_id) == {"state": None, "detail": None}
 
 
 def test_the_email_figures_count_the_outbox_by_state(database):
     ids = [saving.save(f"m-{n}", enrolment_payload()).enrolment_id for n in range(4)]  # each records its e-mail
     Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
     Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
-    assert ops.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
-    assert ops.enrolment_email(ids[3]) == {"state": "failed", "detail": "550 no such user"}
-    assert ops.enrolment_email(ids[0]) == {"state": "waiting", "detail": None}
+    assert status.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
+    assert queries.enrolment_email(ids[3]) == {"state": "failed", "detail": "550 no such user"}
+    assert queries.enrolment_email(ids[0]) == {"state": "waiting", "detail": None}
 
 
 def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monkeypatch):
@@ -87,7 +91,7 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
         raise QueueUnavailable("SQS queue enrolment-invalid: get attributes failed: down")
 
     monkeypatch.setattr(worker.invalid, "depth", down)
-    result = ops.status(worker.enrolments, worker.invalid)
+    result = status.status(worker.enrolments, worker.invalid)
     assert not result.complete
     assert result.figures["queues"]["invalid"] == {"waiting": None, "in_flight": None}
     assert result.figures["queues"]["enrolment"] == {"waiting": 0, "in_flight": 0}
@@ -98,7 +102,7 @@ def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monke
 
 def test_a_database_that_does_not_answer_has_null_figures(refusing_database):
     unanswered = []
-    assert ops._database_figures(unanswered) == dict.fromkeys(ops.DATABASE_FIGURES)
+    assert status._database_figures(unanswered) == dict.fromkeys(status.DATABASE_FIGURES)
     assert unanswered[0].startswith("database: ")
 
 
@@ -107,7 +111,7 @@ def test_a_database_that_does_not_answer_has_null_figures(refusing_database):
 
 def exported(table, since=None) -> list[list[str]]:
     out = io.StringIO(newline="")
-    ops.write_csv(ops.export_rows(table, since), out)
+    export.write_csv(export.export_rows(table, since), out)
     return list(csv.reader(io.StringIO(out.getvalue(), newline="")))
 
 
@@ -126,7 +130,7 @@ def test_export_writes_a_header_then_every_row_oldest_first(database):
 def test_export_lines_end_in_crlf_as_rfc_4180_says(database):
     saving.save("m-1", enrolment_payload())
     out = io.StringIO(newline="")
-    assert ops.write_csv(ops.export_rows("suppliers"), out) == 1
+    assert export.write_csv(export.export_rows("suppliers"), out) == 1
     assert out.getvalue().count("\r\n") == 2
 
 
@@ -139,22 +143,22 @@ def test_export_since_keeps_rows_created_on_or_after_that_day(database):
     assert [row[2] for row in rows[1:]] == ["new"]
 
 
-@pytest.mark.parametrize("table", sorted(ops.EXPORTS))
+@pytest.mark.parametrize("table", sorted(export.EXPORTS))
 def test_every_table_exports_its_header_when_empty(database, table):
-    assert exported(table) == [list(ops.EXPORTS[table].columns)]
+    assert exported(table) == [list(export.EXPORTS[table].columns)]
 
 
 def test_a_since_that_is_not_a_date_names_the_option():
-    with pytest.raises(ops.UserError, match="--since '2026-13-01': not a date of the form YYYY-MM-DD"):
-        ops.parse_since("2026-13-01")
+    with pytest.raises(UserError, match="--since '2026-13-01': not a date of the form YYYY-MM-DD"):
+        export.parse_since("2026-13-01")
 
 
 def test_csv_chunks_stream_the_same_text_as_write_csv(database):
     for _ in range(30):
         saving.save(f"m-{_}", enrolment_payload())
     out = io.StringIO(newline="")
-    ops.write_csv(ops.export_rows("companies"), out)
-    chunks = list(ops.csv_chunks(ops.export_rows("companies"), size=100))
+    export.write_csv(export.export_rows("companies"), out)
+    chunks = list(export.csv_chunks(export.export_rows("companies"), size=100))
     assert len(chunks) > 1
     assert b"".join(chunks).decode("utf-8") == out.getvalue()
 
@@ -170,7 +174,7 @@ def companies(database):
     saving.save("m-other", enrolment_payload(company_number="07654321", company_name="Other Ltd", sso_id=1234567))
 
 
-def numbers(page: ops.Page) -> list[str]:
+def numbers(page: queries.Page) -> list[str]:
     return [found.company_number for found in page.rows]
 
 
@@ -190,17 +194,17 @@ def numbers(page: ops.Page) -> list[str]:
     ("99999999999999999999", "sso_id", []),
 ])
 def test_search_finds_by_each_field(companies, query, field, expected):
-    assert numbers(ops.search(query, field)) == expected
+    assert numbers(queries.search(query, field)) == expected
 
 
 def test_eight_digits_find_a_company_number_and_an_sso_id(database):
     saving.save("a", enrolment_payload(company_number="12345678", sso_id=1))
     saving.save("b", enrolment_payload(company_number="00000001", sso_id=12345678))
-    assert numbers(ops.search("12345678")) == ["00000001", "12345678"]
+    assert numbers(queries.search("12345678")) == ["00000001", "12345678"]
 
 
 def test_a_search_result_links_its_enrolment_and_supplier(companies):
-    [found] = ops.search("SC123456").rows
+    [found] = queries.search("SC123456").rows
     assert found.enrolment_id == Enrolment.get(sqs_message_id="m-acme").id
     assert (found.company_name, found.sso_id, found.company_email) == (
         "Acme Widgets Ltd", 11, "Sales@Acme.example.com")
@@ -209,9 +213,9 @@ def test_a_search_result_links_its_enrolment_and_supplier(companies):
 def test_search_pages_newest_first_with_a_keyset(database):
     for _ in range(5):
         saving.save(f"m-{_}", enrolment_payload())
-    first = ops.search("", limit=2)
-    second = ops.search("", before=first.next_before, limit=2)
-    third = ops.search("", before=second.next_before, limit=2)
+    first = queries.search("", limit=2)
+    second = queries.search("", before=first.next_before, limit=2)
+    third = queries.search("", before=second.next_before, limit=2)
     assert [len(first.rows), len(second.rows), len(third.rows)] == [2, 2, 1]
     ids = [found.company_id for page in (first, second, third) for found in page.rows]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
@@ -222,40 +226,40 @@ def test_enrolment_detail_has_its_company_supplier_and_retries(database):
     payload = enrolment_payload()
     created = saving.save("first", payload)
     saving.save("retry", payload)
-    detail = ops.enrolment_detail(created.enrolment_id)
+    detail = queries.enrolment_detail(created.enrolment_id)
     assert detail.company.number == payload["company_number"]
     assert detail.supplier.sso_id == payload["sso_id"]
     assert detail.retries == ["retry"]
-    assert ops.enrolment_detail(created.enrolment_id + 100) is None
+    assert queries.enrolment_detail(created.enrolment_id + 100) is None
 
 
 def test_rejections_page_lists_those_not_redriven_newest_first(database):
     for n in range(3):
         Rejection.create(message_id=f"r-{n}", errors={"sso_id": ["bad"]})
     Rejection.update(redriven=utcnow()).where(Rejection.message_id == "r-1").execute()
-    page = ops.rejections_page(limit=1)
+    page = queries.rejections_page(limit=1)
     assert [r.message_id for r in page.rows] == ["r-2"]
-    assert [r.message_id for r in ops.rejections_page(before=page.next_before).rows] == ["r-0"]
-    [(rejection, state, enrolment_id)] = ops.recently_redriven()
+    assert [r.message_id for r in queries.rejections_page(before=page.next_before).rows] == ["r-0"]
+    [(rejection, state, enrolment_id)] = queries.recently_redriven()
     assert (rejection.message_id, state, enrolment_id) == ("r-1", "redriven", None)
 
 
 def test_message_state_follows_a_message_from_rejected_to_created(database):
     Rejection.create(message_id="m", errors={})
-    assert ops.message_state("m") == ("rejected", None)
+    assert queries.message_state("m") == ("rejected", None)
     created = saving.save("m", enrolment_payload())
-    assert ops.message_state("m") == ("created", created.enrolment_id)
-    assert ops.message_state("nothing") == ("unknown", None)
+    assert queries.message_state("m") == ("created", created.enrolment_id)
+    assert queries.message_state("nothing") == ("unknown", None)
 
 
 CONSOLE_QUERIES = {
-    "search by company number": lambda: ops.search("SC123456", "company_number"),
-    "search by company name": lambda: ops.search("acme", "company_name"),
-    "search by sso id": lambda: ops.search("11", "sso_id"),
-    "search by e-mail": lambda: ops.search("sales@acme.example.com", "email"),
-    "rejections page": lambda: ops.rejections_page(),
-    "recently re-driven": lambda: ops.recently_redriven(),
-    "enrolment lookup by company number": lambda: ops._enrolment_ids(["SC123456"]),
+    "search by company number": lambda: queries.search("SC123456", "company_number"),
+    "search by company name": lambda: queries.search("acme", "company_name"),
+    "search by sso id": lambda: queries.search("11", "sso_id"),
+    "search by e-mail": lambda: queries.search("sales@acme.example.com", "email"),
+    "rejections page": lambda: queries.rejections_page(),
+    "recently re-driven": lambda: queries.recently_redriven(),
+    "enrolment lookup by company number": lambda: queries._enrolment_ids(["SC123456"]),
 }
 
 
@@ -296,7 +300,7 @@ def test_redrive_moves_a_message_back_with_its_original_id_and_the_worker_saves_
     assert received(worker.invalid) == []
     worker.run(once=True)
     assert Enrolment.get(sqs_message_id=message_id).data == json.loads(body)
-    assert ops.message_state(message_id)[0] == "created"
+    assert queries.message_state(message_id)[0] == "created"
 
 
 def test_redrive_all_moves_every_message_and_the_rest_of_the_queue_stays(worker):
@@ -318,7 +322,7 @@ def test_redrive_all_moves_everything(worker):
 def test_redrive_dry_run_lists_and_moves_nothing(worker):
     ids = set_aside(worker, invalid_body(), invalid_body())
     listed = []
-    result = redrive(worker, None, dry_run=True, on_message=lambda message: listed.append(ops.errors_of(message)))
+    result = redrive(worker, None, dry_run=True, on_message=lambda message: listed.append(redriving.errors_of(message)))
     assert sorted(result.moved) == sorted(ids)
     assert list(listed[0]) == ["export_status"]
     assert worker.enrolments.depth().waiting == 0
@@ -348,7 +352,7 @@ def test_a_redrive_cut_short_between_send_and_delete_then_run_again_saves_each_e
     receive = worker.invalid.receive
     monkeypatch.setattr(worker.invalid, "receive", lambda *args: in_hand.extend(receive(*args)) or in_hand)
     with pytest.raises(Crash):
-        ops.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=crash)
+        redriving.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=crash)
     monkeypatch.undo()
     assert worker.enrolments.depth().waiting == 1
     worker.invalid.release(in_hand)  # as the visibility timeout would
@@ -367,13 +371,13 @@ def test_an_original_id_is_moved_once_a_run_even_when_set_aside_again_meanwhile(
         moves.append(original_ids)
         worker.run(once=True)  # sets it aside again at once: the run must not pick it up again
 
-    result = ops.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=worker_between)
+    result = redriving.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=worker_between)
     assert result.moved == [message_id] and len(moves) == 1
     assert worker.invalid.depth().waiting == 1
 
 
 def test_mark_redriven_with_the_database_down_only_logs(refusing_database, caplog):
-    ops.mark_redriven(["m-1"])
+    redriving.mark_redriven(["m-1"])
     assert "re-driven, but not marked so in the database" in caplog.text
 
 

@@ -126,7 +126,8 @@ def test_redrive_moves_the_ids_given_names_the_missing_one_and_exits_1(environ, 
 
 HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
     import pathlib, sys, time
-    from directory_api import cli, ops
+    from directory_api import cli
+    from directory_api.ops import redrive
 
     marker = pathlib.Path(sys.argv[1])
 
@@ -134,7 +135,7 @@ HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
         marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
         time.sleep(600)
 
-    ops.mark_redriven = hang
+    redrive.mark_redriven = hang
     sys.argv = ["directory-api", "redrive", "--all"]
     cli.main()
 """)

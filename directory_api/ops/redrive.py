@@ -1,0 +1,149 @@
+"""`redrive`: set-aside messages moved from the invalid queue back to the enrolment queue."""
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+from directory_api import models
+from directory_api.db import DATABASE_ERRORS
+from directory_api.errors import first_line
+from directory_api.models import Rejection, utcnow
+from directory_api.ops import Unanswered
+from directory_api.queues import (
+    ORIGINAL_MESSAGE_ID,
+    Message,
+    MessageRefused,
+    Queue,
+    QueueUnavailable,
+    open_pipeline,
+    original_id,
+)
+
+log = logging.getLogger(__name__)
+
+# Long-polled receives of the invalid queue: a short poll samples only some SQS servers and may miss messages.
+REDRIVE_WAIT_SECONDS = 1
+
+
+def redrive_wait(settings) -> float:
+    """How long a receive of the invalid queue waits: the database queue answers exactly at once, SQS may not."""
+    return 0 if settings.queue_backend == "database" else REDRIVE_WAIT_SECONDS
+
+
+@dataclasses.dataclass
+class Redriven:
+    moved: list[str] = dataclasses.field(default_factory=list)  # original ids, one a message moved (or listed)
+    missing: list[str] = dataclasses.field(default_factory=list)  # ids asked for and not on the invalid queue
+    # original id -> why the enrolment queue refused it
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def redrive(
+    invalid: Queue,
+    enrolments: Queue,
+    ids: Iterable[str] | None,
+    *,
+    dry_run: bool = False,
+    on_message: Callable[[Message], None] = lambda message: None,
+    mark: Callable[[list[str]], None] = lambda original_ids: None,
+    wait_seconds: float = REDRIVE_WAIT_SECONDS,
+) -> Redriven:
+    """Move set-aside messages back to the enrolment queue: those whose original id is in `ids`, or all (None).
+
+    Each message is sent to the enrolment queue before it is deleted from the
+    invalid queue, so a crash at any moment leaves it on one or both, never
+    neither; a copy on both is saved once (the worker saves under the original
+    id). `mark` records the re-drive (the rejection rows) between the two.
+    Messages received and not moved go back at the end. An original id is
+    moved once a run, so a worker setting one aside again during the run does
+    not keep it going round.
+    """
+    wanted = None if ids is None else set(ids)
+    result = Redriven()
+    held: list[Message] = []
+    seen: set[str] = set()
+    try:
+        while wanted is None or not wanted <= seen:
+            batch = invalid.receive(10, wait_seconds)
+            if not batch:
+                break
+            for message in batch:
+                original = original_id(message)
+                if (wanted is not None and original not in wanted) or original in seen:
+                    held.append(message)
+                    continue
+                seen.add(original)
+                if dry_run:
+                    held.append(message)
+                else:
+                    try:
+                        _move(message, invalid, enrolments, mark)
+                    except MessageRefused as error:
+                        held.append(message)  # stays set aside; the others still go
+                        result.refused[original] = first_line(error)
+                        continue
+                result.moved.append(original)
+                on_message(message)
+    finally:
+        if held:
+            invalid.release(held)
+    if wanted is not None:
+        result.missing = sorted(wanted - seen)
+    return result
+
+
+def _move(message: Message, invalid: Queue, enrolments: Queue, mark: Callable[[list[str]], None]) -> None:
+    original = original_id(message)
+    # Body unchanged; the reasons stay behind (a message set aside again gets fresh ones).
+    enrolments.send(message.body, {ORIGINAL_MESSAGE_ID: original})
+    mark([original])
+    for left in invalid.delete([message]):
+        # Now on both queues: the worker saves it once; the next redrive moves this copy too.
+        log.warning("message %s: re-driven but not deleted from the invalid queue %s", left.id, invalid.name)
+
+
+def mark_redriven(original_ids: list[str]) -> None:
+    """redrive's `mark`: the rejections of these ids are re-driven now (a database down only logs)."""
+    try:
+        with models.database.connection_context():
+            Rejection.update(redriven=utcnow()).where(Rejection.message_id.in_(original_ids)).execute()
+    except DATABASE_ERRORS as error:
+        log.warning("messages %s: re-driven, but not marked so in the database: %s",
+                    ", ".join(original_ids), first_line(error))
+
+
+def errors_of(message: Message) -> Mapping:
+    """The reasons a set-aside message carries (an empty mapping when they cannot be read)."""
+    try:
+        errors = json.loads(message.attributes.get("errors", "{}"))
+    except ValueError:
+        return {}
+    return errors if isinstance(errors, dict) else {}
+
+
+
+
+def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[str], None],
+                    err: Callable[[str], None]) -> bool:
+    """Run `redrive` (ids, or all when empty); True when every id asked for was found and moved."""
+    enrolments, invalid = open_pipeline(settings)
+
+    def show(message: Message) -> None:
+        reasons = json.dumps(errors_of(message), ensure_ascii=False)
+        out(f"{'would move' if dry_run else 'moved'} {original_id(message)} {reasons}")
+
+    try:
+        result = redrive(invalid, enrolments, ids or None, dry_run=dry_run, on_message=show,
+                         mark=mark_redriven, wait_seconds=redrive_wait(settings))
+    except QueueUnavailable as error:
+        raise Unanswered(f"{error} (nothing after the last line above was moved)") from None
+    finally:
+        models.database.close()
+    count = len(result.moved)
+    out(f"{count} message{'' if count == 1 else 's'} {'would be moved (dry run)' if dry_run else 'moved'}")
+    for missing in result.missing:
+        err(f"{missing}: not on the invalid queue {settings.invalid_queue} (or in flight there now)")
+    for refused, why in result.refused.items():
+        err(f"{refused}: the enrolment queue refuses it ({why}); it stays on the invalid queue")
+    return not result.missing and not result.refused

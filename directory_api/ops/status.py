@@ -1,0 +1,123 @@
+"""`status`: what the queues and the database hold now, for the command and the console's overview."""
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Callable
+
+from directory_api import mail, models
+from directory_api.db import DATABASE_ERRORS
+from directory_api.errors import first_line
+from directory_api.models import Company, Enrolment, Supplier, utcnow
+from directory_api.ops.queries import waiting_rejections
+from directory_api.queues import Queue, QueueUnavailable, open_pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What the pipeline holds now: SPEC's `status --json` object, and which parts did not answer."""
+
+    figures: dict
+    unanswered: list[str]  # "part: why", one a part
+
+    @property
+    def complete(self) -> bool:
+        return not self.unanswered
+
+
+QUEUE_FIGURES = ("waiting", "in_flight")
+DATABASE_FIGURES = ("enrolments", "enrolments_last_24h", "companies", "suppliers", "rejections")
+EMAIL_FIGURES = mail.STATES
+
+
+def status(enrolments: Queue, invalid: Queue) -> Status:
+    unanswered: list[str] = []
+    figures = {
+        "queues": {
+            "enrolment": _queue_figures(enrolments, "enrolment queue", unanswered),
+            "invalid": _queue_figures(invalid, "invalid queue", unanswered),
+        },
+        "database": _database_figures(unanswered),
+        "emails": email_figures(),
+    }
+    return Status(figures, unanswered)
+
+
+def _queue_figures(queue: Queue, part: str, unanswered: list[str]) -> dict:
+    try:
+        depth = queue.depth()
+    except QueueUnavailable as error:
+        unanswered.append(f"{part} {queue.name}: {error}")
+        return dict.fromkeys(QUEUE_FIGURES)
+    return {"waiting": depth.waiting, "in_flight": depth.in_flight}
+
+
+def _database_figures(unanswered: list[str]) -> dict:
+    try:
+        with models.database.connection_context():
+            return {
+                "enrolments": Enrolment.select().count(),
+                "enrolments_last_24h": Enrolment.select().where(
+                    Enrolment.created >= utcnow() - datetime.timedelta(hours=24)).count(),
+                "companies": Company.select().count(),
+                "suppliers": Supplier.select().count(),
+                "rejections": waiting_rejections().count(),
+            }
+    except DATABASE_ERRORS as error:
+        unanswered.append(f"database: {first_line(error)}")
+        return dict.fromkeys(DATABASE_FIGURES)
+
+
+def email_figures() -> dict:
+    """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
+    try:
+        with models.database.connection_context():
+            return mail.counts()
+    except DATABASE_ERRORS:
+        return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
+
+
+def status_lines(result: Status) -> list[str]:
+    """`status` as text: one line a part."""
+    figures = result.figures
+
+    def shown(value) -> str:
+        return "unavailable" if value is None else f"{value:,}"
+
+    lines = []
+    for name, queue in figures["queues"].items():
+        lines.append(f"{name + ' queue:':<18} {shown(queue['waiting'])} waiting, {shown(queue['in_flight'])} in flight")
+    data = figures["database"]
+    lines.append(
+        f"{'database:':<18} {shown(data['enrolments'])} enrolments ({shown(data['enrolments_last_24h'])} in the last"
+        f" 24 hours), {shown(data['companies'])} companies, {shown(data['suppliers'])} suppliers,"
+        f" {shown(data['rejections'])} rejections not re-driven"
+    )
+    emails = figures["emails"]
+    if all(value is None for value in emails.values()):
+        lines.append(f"{'e-mails:':<18} unavailable")
+        return lines
+    lines.append(
+        f"{'e-mails:':<18} {shown(emails['waiting'])} waiting, {shown(emails['sent'])} sent,"
+        f" {shown(emails['failed'])} failed, {shown(emails['logged'])} logged"
+    )
+    return lines
+
+
+
+
+def status_command(settings, *, as_json: bool, out: Callable[[str], None], err: Callable[[str], None]) -> bool:
+    """Print `status` with `out`, each part that did not answer with `err`; True when every part answered."""
+    enrolments, invalid = open_pipeline(settings)
+    try:
+        result = status(enrolments, invalid)
+    finally:
+        models.database.close()
+    if as_json:
+        out(json.dumps(result.figures))
+    else:
+        for line in status_lines(result):
+            out(line)
+    for part in result.unanswered:
+        err(part)
+    return result.complete
