@@ -88,3 +88,18 @@ def test_a_redrive_set_aside_again_records_its_outcome_in_the_audit(database):
     assert mine.detail["errors"] == {"export_status": Rejection.get(message_id="message-1").errors["export_status"]}
     assert mine.detail["set_aside"]
     assert Audit.get(Audit.subject == "other").detail is None
+
+
+def test_export_rejections_carries_whose_it_was_and_the_payload(database):
+    from directory_api.ops.export import export_rows
+
+    payload = enrolment_payload(company_number="SC123456", company_name='Quote "and", comma', sso_id=5,
+                                company_email="a@example.com", export_status="MAYBE")
+    saving.save("message-1", payload)
+    header, row = list(export_rows("rejections"))
+    assert header[:5] == ["id", "message_id", "created", "redriven", "errors"]  # the columns it had, first
+    found = dict(zip(header, row, strict=True))
+    assert (found["company_number"], found["company_name"], found["sso_id"], found["company_email"]) == (
+        "SC123456", 'Quote "and", comma', "5", "a@example.com")
+    assert json.loads(found["payload"]) == payload
+    assert found["erased"] == ""

@@ -33,7 +33,8 @@ EXPORTS = {
         Company, ("id", "number", "name", "export_status", "date_of_creation", "revenue", "created", "modified")),
     "suppliers": Export(
         Supplier, ("id", "sso_id", "company_email", "mobile_number", "referrer", "company_id", "created", "modified")),
-    "rejections": Export(Rejection, ("id", "message_id", "created", "redriven", "errors")),
+    "rejections": Export(Rejection, ("id", "message_id", "created", "redriven", "errors", "company_number",
+                                     "company_name", "sso_id", "company_email", "payload", "erased")),
 }
 # Rows fetched from the server at a time: memory stays flat whatever the table's size.
 EXPORT_FETCH_ROWS = 2000
