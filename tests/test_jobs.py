@@ -80,14 +80,14 @@ def test_a_job_another_worker_is_running_is_left_to_it(postgres_database, postgr
     job = Job("counting", HOUR, lambda settings, now: calls.append(now))
     other = psycopg2.connect(postgres_url)
     try:
-        with other.cursor() as cursor:
-            cursor.execute("BEGIN")
+        with other.cursor() as cursor:  # psycopg2 opens a transaction by itself
             key = jobs.zlib.crc32(b"counting") & 0x7FFFFFFF
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (jobs.ADVISORY_LOCK_CLASS, key))
             started = time.monotonic()
             assert jobs.run_due([job], worker_settings(postgres_url), Clock()) == []
             assert time.monotonic() - started < 1  # not waiting for the other
     finally:
+        other.rollback()  # the lock goes with the other's transaction, at once (a close ends it a little later)
         other.close()
     assert calls == []
     assert jobs.run_due([job], worker_settings(postgres_url), Clock()) == ["counting"]
@@ -193,3 +193,23 @@ def test_work_runs_the_periodic_jobs_beside_the_worker_and_stops_them_with_it(da
     monkeypatch.setattr(worker, "ONCE_WAIT", 0)
     worker.work(worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0"), once=True)
     assert events == [("started", 90), "stopped"]
+
+
+def test_status_shows_the_oldest_records_still_holding_personal_data(database):
+    from directory_api.ops import status
+
+    assert status.personal_data_figures() == {"oldest_rejection": None, "oldest_email": None}
+    rejection("old", START - datetime.timedelta(days=200))
+    email("sent", START - datetime.timedelta(days=30), mail.SENT)
+    figures = status.personal_data_figures()
+    assert figures == {"oldest_rejection": "2026-05-15T09:00:00Z", "oldest_email": "2026-11-01T09:00:00Z"}
+    assert status.personal_data_line({"personal_data": figures}) == (
+        "personal data:     oldest rejection holding it 2026-05-15 09:00:00 UTC,"
+        " oldest e-mail record 2026-11-01 09:00:00 UTC")
+
+
+def test_status_personal_data_figures_are_null_when_the_database_does_not_answer(database):
+    from directory_api.ops import status
+
+    database.execute_sql("DROP TABLE email")
+    assert status.personal_data_figures() == {"oldest_rejection": None, "oldest_email": None}
