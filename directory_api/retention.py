@@ -52,12 +52,14 @@ def remove(rejection_days: int, email_days: int, now: datetime.datetime) -> Remo
         rejections = strip_rejections(Rejection.created < now - datetime.timedelta(days=rejection_days), now)
     if email_days:
         # A waiting e-mail still needs its recipient, however old.
-        emails = strip_emails((Email.created < now - datetime.timedelta(days=email_days)) & (Email.state != mail.WAITING))
+        old = Email.created < now - datetime.timedelta(days=email_days)
+        emails = strip_emails(old & (Email.state != mail.WAITING))
     return Removed(rejections, emails)
 
 
 def oldest_personal() -> dict[str, datetime.datetime | None]:
     """When the oldest rejection and e-mail record still holding personal data were made (None: there is none)."""
-    rejection = Rejection.select(Rejection.created).where(Rejection.erased.is_null()).order_by(Rejection.created).first()
+    rejection = (Rejection.select(Rejection.created).where(Rejection.erased.is_null())
+                 .order_by(Rejection.created).first())
     email = Email.select(Email.created).where(Email.recipient != "").order_by(Email.created).first()
     return {"rejection": rejection and rejection.created, "email": email and email.created}

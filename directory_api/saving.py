@@ -424,7 +424,7 @@ def canonical_text(value: object) -> str:
 
 
 def _storable(text: str) -> str:
-    """`text` as both databases store it: no NUL, no unpaired surrogate (a body the queue could not read may hold them)."""
+    """`text` as both databases store it: no NUL, no unpaired surrogate (an unreadable body may hold them)."""
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 

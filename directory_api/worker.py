@@ -459,13 +459,14 @@ def log_outcomes(messages: Sequence[Message], outcomes) -> None:
         if not debug and not isinstance(outcome, Invalid):
             continue
         request, fields = _about(message)
+        message_id = fields["message_id"]  # the original id, re-driven or not
         if isinstance(outcome, Invalid):
             errors = json.dumps(outcome.errors)
-            log.info("message %s%s: cannot be saved, set aside: %s", original_id(message), request, errors, extra=fields)
+            log.info("message %s%s: cannot be saved, set aside: %s", message_id, request, errors, extra=fields)
         elif isinstance(outcome, Created):
-            log.debug("message %s%s: saved as enrolment %d", original_id(message), request, outcome.enrolment_id, extra=fields)
+            log.debug("message %s%s: saved as enrolment %d", message_id, request, outcome.enrolment_id, extra=fields)
         else:
-            log.debug("message %s%s: saved before; deleted", original_id(message), request, extra=fields)
+            log.debug("message %s%s: saved before; deleted", message_id, request, extra=fields)
 
 
 def _about(message: Message) -> tuple[str, dict]:

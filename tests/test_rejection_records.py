@@ -103,3 +103,17 @@ def test_export_rejections_carries_whose_it_was_and_the_payload(database):
         "SC123456", 'Quote "and", comma', "5", "a@example.com")
     assert json.loads(found["payload"]) == payload
     assert found["erased"] == ""
+
+
+def test_a_redriven_message_set_aside_again_is_logged_under_its_original_id(make_worker, caplog):
+    from directory_api.queues import ORIGINAL_MESSAGE_ID
+
+    worker = make_worker()
+    new_id = worker.enrolments.send(json.dumps(enrolment_payload(export_status="MAYBE")),
+                                    {ORIGINAL_MESSAGE_ID: "original-1"})
+    caplog.set_level("INFO", logger="directory_api.worker")
+    worker.run(once=True)
+    [line] = [r for r in caplog.records if "cannot be saved" in r.getMessage()]
+    assert line.getMessage().startswith(f"message original-1 (re-driven as {new_id}): cannot be saved, set aside")
+    assert (line.message_id, line.redriven_as) == ("original-1", new_id)
+    assert Rejection.get(message_id="original-1").payload
