@@ -68,6 +68,7 @@ class Supplier(BaseModel):
     mobile_number = peewee.CharField(max_length=20, default="")
     referrer = peewee.CharField(max_length=255, default="")
     company = peewee.ForeignKeyField(Company, backref="suppliers", on_delete="CASCADE")
+    company_id: int  # the foreign key's value, which peewee adds for `company`
     created = peewee.DateTimeField(default=utcnow)
     modified = peewee.DateTimeField(default=utcnow)
 

@@ -42,6 +42,16 @@
 </tbody>
 </table>
 </div>
+<div class="card">
+<h2>Personal data kept</h2>
+<table>
+<tbody>
+<tr><th scope="row">oldest rejection holding it</th><td class="number">{{(figures['personal_data']['oldest_rejection'] or '-').replace('T', ' ').replace('Z', '')}}</td></tr>
+<tr><th scope="row">oldest e-mail record holding it</th><td class="number">{{(figures['personal_data']['oldest_email'] or '-').replace('T', ' ').replace('Z', '')}}</td></tr>
+</tbody>
+</table>
+<p class="hint">Removed by <code>work</code> after REJECTION_RETENTION_DAYS and EMAIL_RETENTION_DAYS (UTC).</p>
+</div>
 </section>
 <section>
 <h2>Find an enrolment</h2>
