@@ -6,7 +6,9 @@ unexpected error's 500 included, gets an X-Request-ID and is counted once.
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
 
 from directory_api import logs
 from directory_api.metrics import HttpMetrics, Registry
@@ -74,7 +76,7 @@ class Observed:
         if isinstance(body, list) and statuses:
             finish()
             return body
-        return _Closing(body, finish)  # a streamed body (a CSV export): counted when the server closes it
+        return ClosingBody(body, finish)  # a streamed body (a CSV export): counted once it is sent or closed
 
     def _metrics(self, environ, start_response) -> list[bytes]:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
@@ -103,21 +105,40 @@ class Observed:
         return route.rule
 
 
-class _Closing:
-    """A streamed body that calls `finish` once the server has sent it (or given up)."""
+class ClosingBody:
+    """A WSGI body that calls `done` once: when it has been iterated to its end (or failed), or when closed.
 
-    def __init__(self, body, finish):
-        self._body, self._finish = body, finish
+    The end counts as well as close() because a WSGI host may drop close(): bottle's mount (Bottle._cast) never
+    closes a body that yields nothing (a redirect, a HEAD) or fails on its first chunk.
+    """
+
+    def __init__(self, body, done: Callable[[], None]):
+        self._body, self._done = body, done
+        self._iterator: Iterator | None = None
+        self._finished = threading.Lock()
 
     def __iter__(self):
-        return iter(self._body)
+        self._iterator = iter(self._body)
+        return self
 
-    def close(self):
+    def __next__(self):
+        assert self._iterator is not None
+        try:
+            return next(self._iterator)
+        except BaseException:  # StopIteration included: the body is all sent (or never will be)
+            self._finish()
+            raise
+
+    def close(self) -> None:
         try:
             if hasattr(self._body, "close"):
                 self._body.close()
         finally:
             self._finish()
+
+    def _finish(self) -> None:
+        if self._finished.acquire(blocking=False):  # once, whichever comes first
+            self._done()
 
 
 def observed(app, registry: Registry | None = None, metrics: HttpMetrics | None = None) -> Observed:

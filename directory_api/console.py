@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import bottle
 
 from directory_api import casework, db, models
+from directory_api.access import ClosingBody
 from directory_api.db import DATABASE_ERRORS, drop_connection
 from directory_api.errors import UserError
 from directory_api.models import Rejection
@@ -176,7 +177,10 @@ class Console:
         except BaseException:
             self.slots.release()
             raise
-        return _Releasing(body, self.slots.release)
+        if isinstance(body, list):  # made whole (a page, a redirect, a HEAD): it holds no thread any more
+            self.slots.release()
+            return body
+        return ClosingBody(body, self.slots.release)  # a download: its slot is held while it streams
 
     def _pages(self) -> bottle.Bottle:
         app = bottle.Bottle()
@@ -333,23 +337,6 @@ class Console:
             yield from csv_chunks(export_rows(table, since))
         finally:
             drop_connection(models.database)
-
-
-class _Releasing:
-    """A WSGI body that calls `release` once the server closes it (a streamed body is sent by then)."""
-
-    def __init__(self, body, release: Callable[[], None]):
-        self.body, self.release = body, release
-
-    def __iter__(self):
-        return iter(self.body)
-
-    def close(self) -> None:
-        try:
-            if hasattr(self.body, "close"):
-                self.body.close()
-        finally:
-            self.release()
 
 
 def _database_unavailable_is_503(callback):

@@ -207,3 +207,64 @@ def test_the_request_metrics_take_no_label_lookup_after_the_first_request(regist
     monkeypatch.setattr(metrics.requests, "labels", lambda *a: pytest.fail("labels() on the hot path"))
 
     metrics.observe("/", "GET", 200, 0.001)
+
+
+# ClosingBody: the wrapper the access lines and the console's request slots rely on
+
+
+def mounted(body_factory) -> bottle.Bottle:
+    """A Bottle app with a plain WSGI app mounted under /in/, as the console is under /ops/."""
+    def inner(environ, start_response):
+        start_response("200 OK", [])
+        return body_factory()
+
+    top = bottle.Bottle()
+    top.mount("/in/", inner)
+    return top
+
+
+def empty_stream():
+    yield from ()
+
+
+def failing_stream():
+    raise RuntimeError("the first chunk fails")
+    yield b"never"
+
+
+@pytest.mark.parametrize("stream", [empty_stream, failing_stream])
+def test_a_body_that_a_mount_never_closes_is_done_once_at_its_end(stream):
+    done = []
+    top = mounted(lambda: access.ClosingBody(stream(), lambda: done.append(1)))
+
+    call(top, "GET", "/in/x")
+
+    assert done == [1]
+
+
+def test_a_body_sent_and_then_closed_is_done_once():
+    done = []
+    body = access.ClosingBody(iter([b"a", b"b"]), lambda: done.append(1))
+
+    assert b"".join(body) == b"ab"
+    body.close()
+
+    assert done == [1]
+
+
+def test_a_body_closed_before_its_end_is_done_at_close_and_closes_what_it_wraps():
+    done, closed = [], []
+
+    def stream():
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            closed.append(1)
+
+    body = access.ClosingBody(stream(), lambda: done.append(1))
+    assert next(iter(body)) == b"a"
+    assert done == []
+    body.close()
+
+    assert (done, closed) == ([1], [1])

@@ -364,3 +364,21 @@ def call_open(app, path: str):
         "HTTP_AUTHORIZATION": basic(),
     }
     return app(environ, lambda status, headers, exc_info=None: None)
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_redrives_answered_with_an_empty_303_free_their_slots(app):
+    token = console.CsrfTokens(PASSWORD.encode()).new()
+    for _ in range(console.CONSOLE_REQUESTS):
+        answer = post(app, "/ops/rejections/redrive-all", {"csrf_token": token})
+        assert answer.status == 303 and answer.body == b""
+    assert call(app, "GET", "/ops/").status == 200
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+@pytest.mark.parametrize("path", ["/ops/", "/ops/export.csv?table=enrolments"])
+def test_authenticated_heads_free_their_slots(app, path):
+    for _ in range(console.CONSOLE_REQUESTS + 1):
+        answer = call(app, "HEAD", path)
+        assert answer.status == 200 and answer.body == b""
+    assert call(app, "GET", "/ops/").status == 200
