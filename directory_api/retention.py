@@ -8,6 +8,7 @@ times, so counts, history and `GET /enrolment/<id>/` still answer.
 import dataclasses
 import datetime
 import logging
+from collections.abc import Callable
 
 import peewee
 
@@ -45,16 +46,36 @@ def strip_emails(condition: peewee.Expression) -> int:
     return Email.update(STRIPPED_EMAIL).where(condition & (Email.recipient != "")).execute()
 
 
+# Rows a statement strips, and statements a pass runs per table: each statement stays well inside the
+# statement timeout, and a backlog (the first pass after an upgrade) is worked off over a few hours.
+CHUNK = 1000
+CHUNKS_A_PASS = 100
+
+
 def remove(rejection_days: int, email_days: int, now: datetime.datetime) -> Removed:
     """One pass: strip rejections and e-mail records (sent, logged or failed) older than their days (0: none)."""
     rejections = emails = 0
     if rejection_days:
-        rejections = strip_rejections(Rejection.created < now - datetime.timedelta(days=rejection_days), now)
+        old = Rejection.created < now - datetime.timedelta(days=rejection_days)
+        rejections = _in_chunks(lambda: strip_rejections(Rejection.id.in_(
+            Rejection.select(Rejection.id).where(old & Rejection.erased.is_null()).limit(CHUNK)), now))
     if email_days:
         # A waiting e-mail still needs its recipient, however old.
-        old = Email.created < now - datetime.timedelta(days=email_days)
-        emails = strip_emails(old & (Email.state != mail.WAITING))
+        old = (Email.created < now - datetime.timedelta(days=email_days)) & (Email.state != mail.WAITING)
+        emails = _in_chunks(lambda: strip_emails(Email.id.in_(
+            Email.select(Email.id).where(old & (Email.recipient != "")).limit(CHUNK))))
     return Removed(rejections, emails)
+
+
+def _in_chunks(strip: Callable[[], int]) -> int:
+    """Run `strip` (one chunk) until a chunk finds fewer than CHUNK rows, at most CHUNKS_A_PASS times; the total."""
+    total = 0
+    for _ in range(CHUNKS_A_PASS):
+        done = strip()
+        total += done
+        if done < CHUNK:
+            break
+    return total
 
 
 def oldest_personal() -> dict[str, datetime.datetime | None]:

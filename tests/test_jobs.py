@@ -213,3 +213,13 @@ def test_status_personal_data_figures_are_null_when_the_database_does_not_answer
 
     database.execute_sql("DROP TABLE email")
     assert status.personal_data_figures() == {"oldest_rejection": None, "oldest_email": None}
+
+
+def test_a_backlog_is_stripped_in_bounded_chunks_and_the_rest_left_to_the_next_pass(database, monkeypatch):
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    monkeypatch.setattr(retention, "CHUNKS_A_PASS", 2)
+    for n in range(5):
+        rejection(f"old-{n}", START - datetime.timedelta(days=100))
+    assert retention.remove(90, 90, START).rejections == 4
+    assert retention.remove(90, 90, START).rejections == 1
+    assert Rejection.select().where(Rejection.erased.is_null()).count() == 0
