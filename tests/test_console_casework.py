@@ -168,3 +168,16 @@ def test_the_new_pages_carry_the_security_headers(app, conflicting, path):
     assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
     assert "content-security-policy" in answer.headers
     assert "<script" not in answer.text
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_an_erased_enrolments_page_never_shows_the_company_that_enrolled_again(app, conflicting):
+    mistaken_id, _ = conflicting
+    post(app, f"/ops/enrolments/{mistaken_id}/erase", {"csrf_token": csrf_token(app)})
+    again = saving.save("enrolled-again", enrolment_payload(company_number="SC100000", company_name="Mistaken Ltd",
+                                                            sso_id=500, company_email="wrong@example.com"))
+    assert again.enrolment_id != mistaken_id
+    text = call(app, "GET", f"/ops/enrolments/{mistaken_id}").text
+    assert "Mistaken Ltd" not in text and "wrong@example.com" not in text
+    assert "No company row for this enrolment." in text
+    assert "Erase this supplier" not in text  # nothing left to erase there
