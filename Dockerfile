@@ -1,7 +1,10 @@
 # directory-api: the pyz on python:3.11-slim, as a non-root user.
 #   docker build -t directory-api .
-#   docker run --env-file .env -p 8000:8000 directory-api            # serve, one process per CPU of the quota
+#   docker run --rm --env-file .env --env-file migrate.env directory-api migrate   # the schema first, as its owner
 #   docker run --env-file .env --no-healthcheck directory-api work   # the worker, same image
+#   docker run --env-file .env -p 8000:8000 directory-api            # serve, one process per CPU of the quota
+# serve and work refuse a schema older than their code: migrate first, on every release.
+# docs/production.md ("Containers") has the env files; docs/compose.yaml the same order for compose.
 #
 # The pyz is built in a first stage on the image's own platform: psycopg2-binary
 # is a binary wheel, so a pyz built on a Mac or on ARM would not run here.

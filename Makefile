@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint build clean bench
-.PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_run docker_debug docker_test
+.PHONY: debug debug_webserver debug_enrolment_worker debug_test docker_build docker_migrate docker_run docker_debug docker_test
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,13 @@ ENV_FILE ?= .env
 docker_build:
 	docker build -t $(DOCKER_IMAGE) .
 
-docker_run: docker_build
+# migrate first: serve refuses a schema older than its code (MIGRATE_ENV_FILE: the schema owner's DATABASE_URL).
+MIGRATE_ENV_FILE ?= $(ENV_FILE)
+
+docker_migrate: docker_build
+	docker run --rm --env-file $(ENV_FILE) --env-file $(MIGRATE_ENV_FILE) $(DOCKER_IMAGE) migrate
+
+docker_run: docker_migrate
 	docker run --rm --env-file $(ENV_FILE) -p 8000:8000 $(DOCKER_IMAGE)
 
 docker_debug: docker_build

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build dist/directory-api.pyz: one file that runs with python3 >= 3.11 on this
-# platform (OS and CPU) with nothing else installed.
+# Build dist/directory-api.pyz: one file that runs with python3 >= 3.11 on Linux
+# x86_64 and aarch64 with nothing else installed.
 #
 #   ./build.sh                      # or: make build
 #   SOURCE_DATE_EPOCH=... ./build.sh
@@ -22,10 +22,14 @@ PYTHON="${PYTHON:-python3}"
 # Only used to date the zip entries; a fixed fallback keeps builds outside git reproducible too.
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 1577836800)}"
 export SOURCE_DATE_EPOCH
-# The psycopg2 C extension is built per Python minor version: pack one for each
-# version the pyz may meet, so any python3 >= 3.11 on this platform can run it
-# (and the pyz is the same whichever of them builds it).
+# The psycopg2 C extension is built per Python minor version and CPU: pack one
+# for each version and CPU the pyz may meet, so any python3 >= 3.11 on Linux
+# x86_64 or aarch64 (an AWS Graviton VM) can run it (and the pyz is the same
+# whichever of them builds it). psycopg2 is the only package with compiled code.
 EXTRA_PYTHON_VERSIONS="${EXTRA_PYTHON_VERSIONS-3.11 3.12 3.13 3.14}"  # set it empty for none
+# psycopg2-binary's wheel tag for each: its aarch64 wheels of 2.9.12 and later need glibc 2.28 (Debian 10,
+# RHEL 8, Amazon Linux 2023 and Ubuntu 20.04 have it or newer).
+LINUX_PLATFORMS="${LINUX_PLATFORMS-manylinux2014_x86_64 manylinux_2_28_aarch64}"
 OUTPUT=dist/directory-api.pyz
 
 # What the pyz leaves out of the pinned packages. botocore ships data for every
@@ -82,13 +86,16 @@ pip_or_fail "the pinned packages of requirements.txt" "${pip_install[@]}" --targ
 
 if [[ "$(uname -s)" == Linux ]]; then
     psycopg2_pin="$(grep -i '^psycopg2-binary==' requirements.txt)"
-    for version in $EXTRA_PYTHON_VERSIONS; do
-        extra="$work/python-$version"
-        pip_or_fail "$psycopg2_pin for Python $version" "${pip_install[@]}" --target "$extra" \
-            --implementation cp --python-version "$version" --platform "manylinux2014_$(uname -m)" "$psycopg2_pin"
-        # Only the extension module differs; its file name carries the version.
-        cp -Rn "$extra/psycopg2/." "$site/psycopg2/"
-        cp -Rn "$extra/psycopg2_binary.libs/." "$site/psycopg2_binary.libs/"
+    for platform in $LINUX_PLATFORMS; do
+        for version in $EXTRA_PYTHON_VERSIONS; do
+            extra="$work/python-$version-$platform"
+            pip_or_fail "$psycopg2_pin for Python $version on $platform" "${pip_install[@]}" --target "$extra" \
+                --implementation cp --python-version "$version" --platform "$platform" "$psycopg2_pin"
+            # Only the extension module and its libraries differ; their file names carry the version, the CPU
+            # and a hash of each library, so the CPUs' copies sit side by side.
+            cp -Rn "$extra/psycopg2/." "$site/psycopg2/"
+            cp -Rn "$extra/psycopg2_binary.libs/." "$site/psycopg2_binary.libs/"
+        done
     done
 fi
 
@@ -105,6 +112,16 @@ for path in "${OMITTED[@]}"; do
 done
 
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - directory_api | tar -xf - -C "$site"
+# env-write's default config when the current directory has no env.json (a VM may hold the pyz alone).
+cp env.json "$site/directory_api/env.json"
+# The commit `--version` names (directory_api.build_commit), "-dirty" when the sources differ from it;
+# "unknown" outside a git checkout of its own (a tarball inside another project's repository, say).
+commit=unknown
+if [[ "$(git rev-parse --show-toplevel 2>/dev/null)" == "$(pwd -P)" ]]; then
+    commit="$(git rev-parse --short=12 HEAD)"
+    git diff --quiet HEAD -- || commit="$commit-dirty"
+fi
+printf '"""Written by build.sh."""\n\nCOMMIT = "%s"\n' "$commit" >"$site/directory_api/_build.py"
 # Console scripts carry the build environment's python path; the pyz has its own entry point.
 rm -rf "$site/bin"
 # RECORD lists them too, with hashes of that path: gone with them, so the bytes do not depend on where this runs.
@@ -121,6 +138,28 @@ chmod -R u=rwX,go=rX "$site"
     --python '/usr/bin/env python3' \
     --site-packages "$site" \
     --output-file "$work/directory-api.pyz" >/dev/null
+
+# shiv's __main__.py imports its bootstrap, which unpacks everything before our code runs: too late to tell
+# an old python3 what it needs, or to pick a writable place when the home directory is not one.
+# directory_api/launcher.py (plain enough for Python 3.6) becomes __main__.py and calls the bootstrap itself.
+"$tools/bin/python" - "$work/directory-api.pyz" directory_api/launcher.py <<'PY'
+import os, shutil, sys, zipfile
+pyz, launcher = sys.argv[1], sys.argv[2]
+with open(pyz, "rb") as file:
+    shebang = file.readline()
+with open(launcher, "rb") as file:
+    main = file.read()
+with zipfile.ZipFile(pyz) as source, open(pyz + ".new", "wb") as file:
+    file.write(shebang)
+    with zipfile.ZipFile(file, "w") as target:
+        for info in source.infolist():
+            # The same entry (name, time, mode, compression) in the same place: the bytes stay reproducible.
+            entry = zipfile.ZipInfo(info.filename, info.date_time)
+            entry.external_attr, entry.compress_type = info.external_attr, info.compress_type
+            target.writestr(entry, main if info.filename == "__main__.py" else source.read(info))
+shutil.copymode(pyz, pyz + ".new")
+os.replace(pyz + ".new", pyz)
+PY
 
 mkdir -p dist
 mv -f "$work/directory-api.pyz" "$OUTPUT"

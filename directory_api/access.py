@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from directory_api import logs
+from directory_api import logs, vendored_internals
 from directory_api.metrics import HttpMetrics, Registry
 
 log = logging.getLogger("directory_api.access")
@@ -99,7 +99,7 @@ class Observed:
 
     def _mounted_rule(self, route) -> str:
         for mount in getattr(self.app, "routes", ()):
-            mountpoint = mount.config.get("mountpoint")
+            mountpoint = vendored_internals.mountpoint(mount)
             if mountpoint and mountpoint["target"] is route.app:
                 return "/" + mountpoint["prefix"].strip("/") + route.rule
         return route.rule

@@ -55,7 +55,9 @@ def erase_now(console, enrolment_id: int):
     removed = done.removed if done is not None else dict.fromkeys(erase.TABLES, 0)
     # Post/Redirect/Get: the enrolment's page says what went; reloading it erases nothing again.
     query = urlencode([("erased", "1")] + [(table, str(count)) for table, count in removed.items()])
-    bottle.redirect(f"{bottle.request.script_name}enrolments/{enrolment_id}?{query}", 303)
+    from directory_api.console import redirect_to_path
+
+    redirect_to_path(f"{bottle.request.script_name}enrolments/{enrolment_id}?{query}", 303)
 
 
 def erased_notice(query) -> str | None:

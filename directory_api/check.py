@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from directory_api.errors import SettingsError, first_line
+from directory_api.queues.sqs_reasons import why_unusable
 from directory_api.settings import NEEDS_ALL, Settings, mask_url, split_database_url
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ FIX_WRITES = (
 )
 FIX_SQS = (
     "check SQS_ENDPOINT_URL, SQS_REGION_NAME and the AWS credentials; they must allow "
-    "sqs:GetQueueUrl, sqs:CreateQueue, sqs:SendMessage, sqs:ReceiveMessage, sqs:DeleteMessage "
-    "and sqs:ChangeMessageVisibility"
+    "sqs:GetQueueUrl, sqs:CreateQueue, sqs:GetQueueAttributes, sqs:SendMessage, sqs:ReceiveMessage, "
+    "sqs:DeleteMessage and sqs:ChangeMessageVisibility (docs/production.md has the policy)"
 )
 FIX_DATABASE_QUEUE = "fix the database first (QUEUE_BACKEND=database keeps the queues in it)"
 FIX_SMTP = (
@@ -112,12 +113,15 @@ def check_database(settings: Settings) -> tuple["peewee.Database | None", list[F
     except Exception as error:  # any driver error means "cannot reach it"
         return database, [Finding("database", PROBLEM, f"cannot connect to {shown}: {first_line(error)}", FIX_CONNECT)]
     findings = [Finding("database", OK, f"reachable ({shown})")]
-    problem = migrations.schema_problem(version)
+    newer = migrations.newer_steps(database) if version > migrations.LATEST else {}
+    problem = migrations.schema_problem(version, newer)
     if problem:
         fix = FIX_MIGRATE if version < migrations.LATEST else FIX_NEWER
         findings.append(Finding("database schema", PROBLEM, problem, fix))
     else:
-        findings.append(Finding("database schema", OK, f"current (version {version})"))
+        state = f"newer steps all additive (version {version}, this release {migrations.LATEST})" if newer \
+            else f"current (version {version})"
+        findings.append(Finding("database schema", OK, state))
         findings.append(check_writes(database))
     return database, findings
 
@@ -143,8 +147,9 @@ def check_queue(settings: Settings, name: str) -> Finding:
     try:
         open_queue(settings, name).ensure_exists()
     except Exception as error:  # QueueUnavailable, or a credentials error before any call
-        fix = FIX_SQS if settings.queue_backend == "sqs" else FIX_DATABASE_QUEUE
-        return Finding(f"queue {name}", PROBLEM, f"unusable on {where}: {first_line(error)}", fix)
+        if settings.queue_backend == "sqs":
+            return Finding(f"queue {name}", PROBLEM, f"unusable on SQS: {why_unusable(error, name)}", FIX_SQS)
+        return Finding(f"queue {name}", PROBLEM, f"unusable on {where}: {first_line(error)}", FIX_DATABASE_QUEUE)
     return Finding(f"queue {name}", OK, f"exists on {where}")
 
 

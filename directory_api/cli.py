@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from directory_api import __version__, logs
+from directory_api import __version__, build_commit, logs
 from directory_api.errors import SettingsError, UserError, first_line
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
@@ -85,7 +85,7 @@ Port = Annotated[int | None, typer.Option(help="Port to listen on (default: $POR
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"directory-api {__version__}")
+        typer.echo(f"directory-api {__version__} (commit {build_commit()})")
         raise typer.Exit()
 
 
@@ -217,7 +217,8 @@ def work(
 def env_write(
     ctx: typer.Context,
     configs: Annotated[
-        list[Path] | None, typer.Argument(help="env-write config files (default: env.json).", dir_okay=False)
+        list[Path] | None,
+        typer.Argument(help="env-write config files (default: env.json, else a built-in one).", dir_okay=False),
     ] = None,
 ) -> None:
     """Write .env files from DIRECTORY_API_-prefixed host variables.
@@ -225,24 +226,58 @@ def env_write(
     Example: DIRECTORY_API_PORT=8000 directory-api env-write env.json
     """
     prepare_environment(ctx)
+    from directory_api.envwrite import default_configs
     from directory_api.envwrite import env_write as write_files
 
-    write_files(configs or [Path("env.json")], os.environ)
+    write_files(configs or default_configs(), os.environ)
 
 
 @app.command()
-def migrate(ctx: typer.Context) -> None:
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the steps it would apply (additive or breaking); change nothing.")
+    ] = False,
+    allow_breaking: Annotated[
+        bool, typer.Option("--allow-breaking", help="Also apply breaking steps, which stop older releases.")
+    ] = False,
+    compatible_with: Annotated[
+        str | None,
+        typer.Option("--compatible-with", metavar="RELEASE",
+                     help="Keep 1.0.0 (which refuses any newer schema) starting on the additive steps applied; "
+                     "a later plain migrate undoes it."),
+    ] = None,
+) -> None:
     """Create or upgrade the database schema; safe to run again and from several machines.
 
-    Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate
+    Example: DATABASE_URL=postgres://localhost/directory_api directory-api migrate --dry-run
     """
     settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api import db, migrations
 
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
+    if compatible_with:
+        migrations.compatible_release(compatible_with)
     database = db.bind(settings.required("DATABASE_URL"), timeout=None)
     try:
-        applied = migrations.migrate(database)
+        version = migrations.current_version(database)
+        pending = migrations.pending_steps(database)
+        held = migrations.held_steps(database)
+        if dry_run:
+            for line in migrations.dry_run_lines(version, pending, held):
+                typer.echo(line)
+            return
+        if allow_breaking or not migrations.breaking_refusal(pending):
+            lines = migrations.stopped_lines(pending, version, compatible_with)
+            if held and not compatible_with:
+                lines.append(f"schema {migrations.steps_are(held, 'is recorded')} in schema_version again: "
+                             "1.0.0 can no longer start")
+            for line in lines:
+                logs.emit(logging.WARNING, f"warning: {line}", line)
+        applied = migrations.migrate(database, allow_breaking=allow_breaking, compatible_with=compatible_with)
+        held = migrations.held_steps(database)
+    except UserError:
+        raise
     except Exception as error:  # any driver error is the user's database problem
         raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
@@ -250,7 +285,11 @@ def migrate(ctx: typer.Context) -> None:
     if applied:
         typer.echo(f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})")
     else:
-        typer.echo(f"schema already at version {migrations.LATEST}: nothing to do")
+        typer.echo(f"schema already at version {max(version, migrations.LATEST)}: nothing to do")
+    if compatible_with and held:
+        typer.echo(f"{migrations.steps_are(held, 'is recorded')} in {migrations.HeldSchemaVersion._meta.table_name}"
+                   f", where {compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
+                   f"{compatible_with} process is left")
 
 
 @app.command()

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from importlib import resources
+from typing import NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import bottle
@@ -122,6 +123,20 @@ def same_origin(environ: dict) -> bool:
     except ValueError:
         return False
     return (parts.hostname, source_port) == (target.hostname, target_port)
+
+
+def redirect_to_path(path: str, status: int) -> NoReturn:
+    """Redirect to `path` on the host and scheme the browser used.
+
+    bottle.redirect makes the Location absolute from serve's own scheme (plain http behind a
+    TLS-terminating proxy) and from X-Forwarded-Host, which any client may send; a path alone holds
+    behind every proxy.
+    """
+    response = bottle.response.copy(cls=bottle.HTTPResponse)
+    response.status = status
+    response.body = ""
+    response.set_header("Location", path)
+    raise response
 
 
 class CsrfTokens:
@@ -318,7 +333,7 @@ class Console:
 
     def _back_to_rejections(self, query: list[tuple[str, str]]):
         # Post/Redirect/Get: reloading the page that follows sends nothing again.
-        bottle.redirect(f"{bottle.request.script_name}rejections?{urlencode(query)}", 303)
+        redirect_to_path(f"{bottle.request.script_name}rejections?{urlencode(query)}", 303)
 
     def export(self):
         table = bottle.request.query.get("table", "")
@@ -373,4 +388,4 @@ def mount(app: bottle.Bottle, settings: Settings) -> None:
     console = make_console(settings)
     # Mounted as plain WSGI, so the console answers its own errors (as HTML) behind its own authentication.
     app.mount("/ops/", lambda environ, start_response: console(environ, start_response))
-    app.route("/ops", "GET", lambda: bottle.redirect("/ops/", 301))
+    app.route("/ops", "GET", lambda: redirect_to_path("/ops/", 301))

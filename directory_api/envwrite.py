@@ -6,13 +6,36 @@ A config file (the 2016 format):
      "file_path": ".env",
      "env_vars": {"required": ["DATABASE_URL"], "optional": ["PORT"]}}
 
-Each VAR is read from the host variable PREFIX_VAR and written as VAR='value',
-or as VAR="value" with every " and \ escaped (\" and \\) when single quotes
-cannot carry it. The files are read by python-dotenv, docker compose and
-systemd's EnvironmentFile=; what each does with a character, as their sources
-say (python-dotenv 1.2.4: dotenv/parser.py, dotenv/main.py, dotenv/variables.py;
-compose-go e70e961, July 2026: dotenv/parser.go, dotenv/godotenv.go; systemd
-0002453: src/basic/env-file.c, src/basic/env-util.c):
+Each VAR is read from the host variable PREFIX_VAR and written bare (VAR=value)
+when bare reads back the same in all four readers of the file; else as
+VAR='value', or as VAR="value" with every " and \ escaped (\" and \\) when
+single quotes cannot carry it, and named on stderr. The readers: python-dotenv,
+docker compose, systemd's EnvironmentFile= and `docker run --env-file`. What
+each does with a character, as their sources say (python-dotenv 1.2.4:
+dotenv/parser.py, dotenv/main.py, dotenv/variables.py; compose-go e70e961, July
+2026: dotenv/parser.go, dotenv/godotenv.go; systemd 0002453:
+src/basic/env-file.c, src/basic/env-util.c; docker/cli 28f7560, August 2026:
+pkg/kvfile/kvfile.go):
+
+`docker run --env-file` takes everything after the first = to the end of the
+line literally: no quotes, escapes, comments or trimming of the value (a line
+whose first non-space character is # is a comment). So it reads a quoted value
+with its quotes, and only a bare value means the same to it as to the others.
+Bare, the other three:
+
+| in a bare value | python-dotenv | compose-go | systemd | so bare only |
+|---|---|---|---|---|
+| ' or " first | starts a quoted value | starts a quoted value | starts a quoted value | if not first |
+| ' or " later | literal | literal | literal | carried |
+| \ | literal | literal | escapes the next character (dropped) | never |
+| $ | ${NAME} expanded | $NAME, ${NAME} expanded, $$ gives $ | literal | never |
+| # after whitespace | starts a comment (any \s before it) | starts a comment (a space before it) | literal | never |
+| # otherwise | literal | literal | literal | carried |
+| whitespace at either end | trimmed (str.strip's set) | trimmed (unicode.IsSpace) | space and tab trimmed | never |
+| whitespace inside | literal | literal | literal | carried |
+| control characters but tab | literal | literal | the assignment is ignored | never |
+
+Quoted, the three agree as follows:
 
 | in the value | python-dotenv | compose-go | systemd | so |
 |---|---|---|---|---|
@@ -39,6 +62,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,7 +83,17 @@ NO_SPELLING = (
 )
 # Single quotes carry anything else but these; double quotes anything else but a $.
 NOT_IN_SINGLE_QUOTES = (("'", "a single quote"), ("\\", "a backslash"), ("${", "'${'"))
+# What some reader does not take literally in a bare value (see the second table).
+NOT_BARE = {"\\": "a backslash", "$": "a '$'"}
+QUOTES_FIRST = {"'": "a single quote first", '"': "a double quote first"}
+# systemd ignores an assignment whose value holds one of these (env-util.c), quoted or not.
+CONTROL = frozenset(chr(code) for code in [*range(32), 127]) - {"\t"}
 
+DEFAULT_CONFIG = Path("env.json")
+# build.sh packs the repository's env.json here, so the pyz alone can write a file of every setting.
+BUILT_IN_CONFIG = Path(__file__).with_name("env.json")
+
+USING_BUILT_IN = "no env.json in the current directory: using the one built into directory-api ({path})"
 CONFIG_UNREADABLE = "{config}: cannot be read ({reason})"
 CONFIG_NOT_JSON = "{config}: not valid JSON ({reason})"
 CONFIG_TOO_DEEP = "{config}: nested too deeply to be an env-write config"
@@ -87,6 +121,10 @@ NOT_UTF8 = "{host_name} is not valid UTF-8"
 NOTHING_WRITTEN = "nothing was written"
 WRITE_FAILED = "cannot write {target}: {reason}"
 WROTE = "wrote {target} ({count} variables)"
+QUOTED = (
+    "{target}: {name} is written in quotes ({reason}): `docker run --env-file` would keep the quotes "
+    "as part of the value (docker compose, systemd and python-dotenv read it right)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +139,12 @@ class Config:
         return f"{self.prefix}_{name}"
 
 
-def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=print) -> None:
-    """Write every config's file, or none: raise UserError listing every problem first."""
+def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=print, warn=None) -> None:
+    """Write every config's file, or none: raise UserError listing every problem first.
+
+    `echo` gets a line for each file written; `warn` (default: stderr) one for each value written in quotes.
+    """
+    warn = warn or _to_stderr
     configs, problems = [], []
     for path in config_paths:
         try:
@@ -121,6 +163,22 @@ def env_write(config_paths: list[Path], environ: Mapping[str, str], *, echo=prin
     write_all({target: render(variables) for target, variables in files.items()})
     for target, variables in files.items():
         echo(WROTE.format(target=target, count=len(variables)))
+        for name, value in variables.items():
+            reason = why_not_bare(value)
+            if reason:
+                warn(QUOTED.format(target=target, name=name, reason=f"it holds {reason}"))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def default_configs(*, warn=None) -> list[Path]:
+    """The config env-write reads when none is given: ./env.json, else the built-in one (saying so)."""
+    if DEFAULT_CONFIG.exists() or not BUILT_IN_CONFIG.is_file():
+        return [DEFAULT_CONFIG]
+    (warn or _to_stderr)(USING_BUILT_IN.format(path=BUILT_IN_CONFIG))
+    return [BUILT_IN_CONFIG]
 
 
 def load_config(path: Path) -> Config:
@@ -273,8 +331,29 @@ def encodes_as_utf8(value: str) -> bool:
 
 
 def render(variables: Mapping[str, str]) -> str:
-    """The file text: one VAR=quoted line each, values already known to be writable."""
-    return "".join(f"{name}={quoted(value)}\n" for name, value in variables.items())
+    """The file text: one VAR=value line each, bare where it can be, values already known to be writable."""
+    return "".join(f"{name}={spelled(value)}\n" for name, value in variables.items())
+
+
+def spelled(value: str) -> str:
+    """`value` bare when all four readers take it back so, else quoted."""
+    return quoted(value) if why_not_bare(value) else value
+
+
+def why_not_bare(value: str) -> str | None:
+    """What in `value` some reader would not take literally if it were written bare, else None."""
+    if value != value.strip():  # str.strip's whitespace holds every reader's
+        return "whitespace at one end"
+    if value[:1] in QUOTES_FIRST:
+        return QUOTES_FIRST[value[0]]
+    for index, char in enumerate(value):
+        if char in NOT_BARE:
+            return NOT_BARE[char]
+        if char in CONTROL:
+            return "a control character"
+        if char == "#" and index and value[index - 1].isspace():
+            return "a '#' after whitespace"
+    return None
 
 
 def quoted(value: str) -> str:

@@ -4,6 +4,11 @@ Load balancers call it often, and a flood of it must not load the database:
 the answer is kept for CACHE_SECONDS, one probe runs at a time (threads
 arriving meanwhile get the last answer), and the database probe runs on one
 connection kept for the life of the process, with its own short timeouts.
+
+The queue probe runs on a thread of its own and is waited for at most
+PROBE_TIMEOUT: an SQS endpoint that takes connections but never answers would
+otherwise hold the answer for the client's read timeout (30 s, twice), past
+any load balancer's patience. While a probe hangs, no second one is started.
 """
 
 import logging
@@ -15,7 +20,9 @@ import peewee
 
 from directory_api import db
 from directory_api.errors import first_line
-from directory_api.queues import Queue, QueueUnavailable
+from directory_api.queues import Queue
+from directory_api.queues.sqs_reasons import why_unusable
+from directory_api.threads import Background, Lane
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,8 @@ OK, UNAVAILABLE, NOT_WRITABLE = "ok", "unavailable", "not writable"
 CACHE_SECONDS = 1.0
 # Each database call of a probe: a health check answers in seconds or says the database does not.
 PROBE_TIMEOUT = 2.0
+# How long serve waits at start to say why the queue cannot be used; it starts anyway (SPEC: created when it answers).
+START_PROBE_SECONDS = 5.0
 
 
 class Health:
@@ -41,6 +50,8 @@ class Health:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._probe_database: peewee.Database | None = None  # made at the first probe, then kept
+        self._queue_lane: Lane | None = None  # the queue probe's own thread, made at the first probe
+        self._queue_probe: Background | None = None  # the last queue probe, perhaps still waiting for its answer
         self._probing = threading.Lock()
         self._answer: dict[str, str] | None = None
         self._expires = 0.0
@@ -82,12 +93,41 @@ class Health:
         return OK
 
     def _queue_state(self) -> str:
-        try:
-            self._queue.ensure_exists()
-        except QueueUnavailable as error:
-            log.warning("healthcheck: the queue does not answer: %s", error)
+        problem = self._queue_problem()
+        if problem:
+            log.warning("healthcheck: the queue %s cannot be used: %s", self._queue.name, problem)
             return UNAVAILABLE
         return OK
+
+    def _queue_problem(self) -> str | None:
+        if self._queue_probe is not None and not self._queue_probe.done.is_set():
+            return f"no answer yet to the probe begun at least {PROBE_TIMEOUT:g} s ago"
+        if self._queue_lane is None:
+            self._queue_lane = Lane("healthcheck queue probe")
+        self._queue_probe = Background(self._queue.ensure_exists, lane=self._queue_lane)
+        return problem_of(self._queue_probe, self._queue.name, PROBE_TIMEOUT)
+
+
+def warn_if_queue_unusable(queue: Queue, timeout: float = START_PROBE_SECONDS) -> bool:
+    """At start: a WARNING saying why the queue cannot be used (False), waiting at most `timeout` for it to answer."""
+    problem = problem_of(Background(queue.ensure_exists), queue.name, timeout)
+    if problem:
+        log.warning(
+            "the enrolment queue %s cannot be used: %s; /healthcheck/ and every enrolment answer 503 until it can "
+            "(a missing queue is created once the endpoint answers)", queue.name, problem,
+        )
+    return problem is None
+
+
+def problem_of(probe: Background, queue_name: str, timeout: float) -> str | None:
+    """Why the probed queue cannot be used (None: it can), waiting at most `timeout` for the probe's answer."""
+    if not probe.done.wait(timeout):
+        return f"no answer within {timeout:g} s"
+    try:
+        probe.returned()
+    except Exception as error:  # QueueUnavailable, or whatever else keeps the queue from answering
+        return why_unusable(error, queue_name)
+    return None
 
 
 def _probe(database: peewee.Database, *, kept: bool) -> str | None:

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from directory_api import tempdirs
+from directory_api import tempdirs, vendored_internals
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ def shared_between_processes() -> Iterator[str]:
     child) write their values to files there, which `Registry(directory)`
     sums. The directory of a serve killed outright is removed by the next.
     """
-    from prometheus_client import values
-
     removed = tempdirs.remove_abandoned(TEMPORARY_PREFIX)
     if removed:
         log.info("removed %d metrics director%s left by killed processes",
@@ -49,7 +47,7 @@ def shared_between_processes() -> Iterator[str]:
     previous = os.environ.get(MULTIPROCESS_DIRECTORY)
     os.environ[MULTIPROCESS_DIRECTORY] = directory
     # prometheus_client reads the variable once, at its import; tell it again, whenever that was.
-    values.ValueClass = values.get_value_class()
+    vendored_internals.reload_value_class()
     try:
         yield directory
     finally:
@@ -57,7 +55,7 @@ def shared_between_processes() -> Iterator[str]:
             os.environ.pop(MULTIPROCESS_DIRECTORY, None)
         else:
             os.environ[MULTIPROCESS_DIRECTORY] = previous
-        values.ValueClass = values.get_value_class()
+        vendored_internals.reload_value_class()
         tempdirs.remove(directory, owner)
 
 

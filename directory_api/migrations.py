@@ -1,13 +1,15 @@
 """Ordered schema steps, recorded in a schema_version table, applied under a lock."""
 
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
-from directory_api import models
+from directory_api import __version__, models
 from directory_api.db import Handle, behind, is_postgres
 from directory_api.errors import SchemaError
 
@@ -17,16 +19,28 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x6469722D617069
 
 MIGRATE_HINT = "run `directory-api migrate` (or start with --debug, which migrates by itself)"
-NEWER_HINT = "run the newer directory-api"
+NEWER_HINT = "run the newer directory-api that migrated it"
 
 
 class SchemaVersion(peewee.Model):
+    """One row a schema step applied (SPEC "The database")."""
+
     version = peewee.IntegerField(primary_key=True)
     applied = peewee.DateTimeField(default=models.utcnow)
+    # A database default as well, for a release that inserts without it (1.0.0 knows only the two above):
+    # a step recorded by code that cannot say is taken as breaking.
+    additive = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         database = models.database
         table_name = "schema_version"
+
+
+class HeldSchemaVersion(SchemaVersion):
+    """Rows of schema_version kept where release 1.0.0 does not look (see `hold`)."""
+
+    class Meta:
+        table_name = "schema_version_beyond_1_0_0"
 
 
 def _initial_schema(database: peewee.Database) -> None:
@@ -168,56 +182,312 @@ def _audit_and_jobs(database: peewee.Database) -> None:
     database.create_tables([Audit, JobRun], safe=True)
 
 
-# Append only: a step, once released, never changes. Later steps use
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One schema step: `apply` makes the change; `additive` when code older than the step still runs on it."""
+
+    number: int
+    name: str
+    apply: Callable[[peewee.Database], None]
+    # Additive: new tables, new columns that are nullable or have a default, indexes. Not additive
+    # (breaking): dropping or renaming anything, a new NOT NULL column without a default, a changed type.
+    additive: bool = True
+
+
+def _schema_version_additive(database: peewee.Database) -> None:
+    """schema_version.additive (issue 24): whether code older than a step still runs on it.
+
+    NOT NULL with a database default, so 1.0.0, which inserts (version, applied)
+    only, could still record a step. Steps 1 to 3 were all additive.
+    """
+    if "additive" in _columns(database, "schema_version"):
+        return
+    database.execute_sql("ALTER TABLE schema_version ADD COLUMN additive BOOLEAN NOT NULL DEFAULT FALSE")
+    database.execute_sql("UPDATE schema_version SET additive = TRUE WHERE version <= 3")
+
+
+def _columns(database: peewee.Database, table: str) -> set[str]:
+    return {column.name for column in database.get_columns(table)}
+
+
+# Append only, numbered from 1 without gaps: a step, once released, never changes. Later steps use
 # playhouse.migrate so they describe a change, not a snapshot of the models.
-STEPS: tuple[Callable[[peewee.Database], None], ...] = (
-    _initial_schema, _email_outbox, _operating_it,
-    _rejection_cases,  # additive
-    _audit_and_jobs,  # additive
+STEPS: tuple[Step, ...] = (
+    Step(1, "initial_schema", _initial_schema),
+    Step(2, "email_outbox", _email_outbox),
+    Step(3, "operating_it", _operating_it),
+    Step(4, "schema_version_additive", _schema_version_additive),
+    Step(5, "rejection_cases", _rejection_cases),  # additive
+    Step(6, "audit_and_jobs", _audit_and_jobs),  # additive
 )
 LATEST = len(STEPS)
 
 
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A published release and the last schema step its code knows."""
+
+    version: str
+    last_step: int
+    # Whether it runs on a newer schema whose newer steps are all additive (1.0.0 refuses any newer schema).
+    runs_on_additive: bool = True
+
+
+# Every release before this one; add this one's line when it is published.
+RELEASES: tuple[Release, ...] = (Release("1.0.0", 3, runs_on_additive=False),)
+
+
+def releases_stopped_by(step: Step) -> list[str]:
+    """The published releases that can no longer start once `step` is applied."""
+    return [release.version for release in RELEASES
+            if release.last_step < step.number and not (step.additive and release.runs_on_additive)]
+
+
+def _version_tables(database: Handle) -> list[type[SchemaVersion]]:
+    return [model for model in (SchemaVersion, HeldSchemaVersion) if database.table_exists(model._meta.table_name)]
+
+
 def current_version(database: Handle) -> int:
-    """The highest step applied; 0 for an empty database."""
-    if not database.table_exists(SchemaVersion._meta.table_name):
-        return 0
-    return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+    """The highest step applied (recorded in schema_version, or held for 1.0.0); 0 for an empty database."""
+    versions = [model.select(peewee.fn.MAX(model.version)).scalar() or 0 for model in _version_tables(database)]
+    return max(versions, default=0)
 
 
-def migrate(database: Handle) -> list[int]:
-    """Apply the steps not applied yet; return their numbers. Safe to run concurrently."""
-    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
+def newer_steps(database: Handle) -> dict[int, bool]:
+    """The steps applied that this release does not know, each with whether it is additive."""
+    return applied_beyond(database, LATEST)
+
+
+def applied_beyond(database: Handle, number: int) -> dict[int, bool]:
+    """The steps applied after step `number`, each with whether it is additive."""
+    if current_version(database) <= number:
+        return {}  # and a table of 1.0.0's may have no additive column to read
+    beyond = {}
+    for model in _version_tables(database):
+        query = model.select(model.version, model.additive).where(model.version > number)
+        beyond.update({row.version: bool(row.additive) for row in query})
+    return beyond
+
+
+def held_steps(database: Handle) -> list[int]:
+    """The steps whose rows `migrate --compatible-with 1.0.0` keeps out of schema_version."""
+    if HeldSchemaVersion not in _version_tables(database):
+        return []
+    return [row.version for row in HeldSchemaVersion.select(HeldSchemaVersion.version).order_by(
+        HeldSchemaVersion.version)]
+
+
+def pending_steps(database: Handle) -> list[Step]:
+    """The steps `migrate` would apply now, in order; changes nothing."""
+    return list(STEPS[current_version(database):])
+
+
+@contextlib.contextmanager
+def _locked(database: peewee.Database) -> Iterator[None]:
+    """A transaction that one migrate at a time holds (the others wait here)."""
     with database.atomic():
         if is_postgres(database):
-            # Held to the end of the transaction: a second migrate waits here,
-            # then finds everything applied. (SQLite's BEGIN IMMEDIATE does the same.)
+            # Held to the end of the transaction. (SQLite's BEGIN IMMEDIATE does the same.)
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        yield
+
+
+def _record(database: peewee.Database, step: Step) -> None:
+    row: dict = {"version": step.number, "applied": models.utcnow().isoformat(sep=" ")}
+    # Before step 4 the table has no additive column (a 1.0.0 database migrated from step 1 or 2).
+    if "additive" in _columns(database, SchemaVersion._meta.table_name):
+        row["additive"] = step.additive
+    # Raw SQL: the model would insert every column it has, additive included.
+    marks = ", ".join(database.param for _ in row)
+    database.execute_sql(f"INSERT INTO schema_version ({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
+
+
+def breaking_refusal(steps: list[Step]) -> str | None:
+    """Why `migrate` without --allow-breaking refuses `steps`; None when they are all additive."""
+    breaking = [step for step in steps if not step.additive]
+    if not breaking:
+        return None
+    named = ", ".join(f"{step.number} ({step.name})" for step in breaking)
+    stopped = sorted({release for step in breaking for release in releases_stopped_by(step)})
+    return (f"schema step {named} is breaking: {' and '.join(stopped) or 'older releases'} can no longer run "
+            "after it; stop every process of those releases, then run `directory-api migrate --allow-breaking`")
+
+
+def migrate(database: Handle, *, allow_breaking: bool = False, compatible_with: str | None = None) -> list[int]:
+    """Apply the steps not applied yet, each in its own transaction; return their numbers.
+
+    Safe to run concurrently, and again after being killed at any point: a
+    step and its row in schema_version commit together. A breaking step is
+    applied only with allow_breaking; without it nothing is applied.
+    compatible_with="1.0.0" then holds the rows of the steps 1.0.0 does not
+    know out of schema_version (see `hold`); without it, rows held so are
+    put back first.
+    """
+    database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
+    release = compatible_release(compatible_with) if compatible_with else None
+    with _locked(database):
         database.create_tables([SchemaVersion])
-        applied = []
-        for number in range(current_version(database) + 1, LATEST + 1):
-            log.info("applying schema step %d (%s)", number, STEPS[number - 1].__name__.strip("_"))
-            STEPS[number - 1](database)
-            SchemaVersion.create(version=number)
-            applied.append(number)
+        if release is None:
+            _put_back(database)
+    pending = pending_steps(database)
+    refusal = (breaking_refusal(pending) if not allow_breaking else None) or \
+        (compatibility_refusal(release, pending, applied_beyond(database, release.last_step)) if release else None)
+    if refusal:
+        raise SchemaError(refusal)
+    applied: list[int] = []
+    while True:
+        with _locked(database):
+            # Read again under the lock: another migrate may have applied steps meanwhile.
+            number = current_version(database) + 1
+            if number > LATEST:
+                break
+            step = STEPS[number - 1]
+            if not step.additive and not allow_breaking:
+                raise SchemaError(breaking_refusal([step]) or "")
+            log.info("applying schema step %d (%s, %s)", number, step.name, kind(step))
+            step.apply(database)
+            _record(database, step)
+        applied.append(number)
+    if release:
+        with _locked(database):
+            hold(database, release)
     return applied
 
 
-def schema_problem(version: int) -> str | None:
-    """What is wrong with a schema at `version` for this release (older or newer); None when it is current."""
+def compatible_release(version: str) -> Release:
+    """The release `--compatible-with` names, when it is one that needs it."""
+    for release in RELEASES:
+        if release.version == version and not release.runs_on_additive:
+            return release
+    needing = ", ".join(release.version for release in RELEASES if not release.runs_on_additive)
+    raise SchemaError(f"--compatible-with {version}: only {needing} needs it (later releases run on additive steps "
+                      "by themselves)")
+
+
+def compatibility_refusal(release: Release, pending: list[Step], applied_newer: Mapping[int, bool]) -> str | None:
+    """Why the steps beyond `release`'s cannot be held for it: one of them is breaking."""
+    breaking = sorted({step.number for step in pending if step.number > release.last_step and not step.additive} |
+                      {number for number, additive in applied_newer.items() if not additive})
+    if not breaking:
+        return None
+    return (f"--compatible-with {release.version}: {steps_are(breaking)} breaking, so "
+            f"{release.version} cannot run on this schema whatever is recorded")
+
+
+def hold(database: peewee.Database, release: Release) -> list[int]:
+    """Move the rows of the (additive) steps beyond `release`'s out of schema_version; return their numbers.
+
+    Release 1.0.0 reads MAX(schema_version.version) and refuses anything above
+    its own last step, additive or not. Its code runs on additive steps, so
+    their rows wait in schema_version_beyond_1_0_0, where this release reads
+    them too, until a plain `migrate` puts them back.
+    """
+    beyond = SchemaVersion.version > release.last_step
+    rows = list(SchemaVersion.select().where(beyond).order_by(SchemaVersion.version))
+    if any(not row.additive for row in rows):
+        raise SchemaError(compatibility_refusal(release, [], {row.version: row.additive for row in rows}) or "")
+    database.create_tables([HeldSchemaVersion])
+    HeldSchemaVersion.insert_from(SchemaVersion.select(*_fields(SchemaVersion)).where(beyond),
+                                  _fields(HeldSchemaVersion)).execute()
+    SchemaVersion.delete().where(beyond).execute()
+    return [row.version for row in rows]
+
+
+def _put_back(database: peewee.Database) -> None:
+    """The rows `hold` moved, back into schema_version (from then on 1.0.0 refuses to start)."""
+    if not database.table_exists(HeldSchemaVersion._meta.table_name):
+        return
+    SchemaVersion.insert_from(HeldSchemaVersion.select(*_fields(HeldSchemaVersion)), _fields(SchemaVersion)).execute()
+    database.drop_tables([HeldSchemaVersion])
+
+
+def _fields(model: type[SchemaVersion]) -> list[peewee.Field]:
+    return [model.version, model.applied, model.additive]
+
+
+def steps_are(numbers: Sequence[int], verb: str = "is") -> str:
+    """"step 5 is" or "steps 5, 6 are": `verb` is said of one step ("is", "is held"), its first word made plural."""
+    if len(numbers) == 1:
+        return f"step {numbers[0]} {verb}"
+    first, _, rest = verb.partition(" ")
+    plural = {"is": "are", "was": "were"}.get(first, first)
+    return f"steps {', '.join(map(str, numbers))} {plural}{' ' + rest if rest else ''}"
+
+
+def kind(step: Step) -> str:
+    return "additive" if step.additive else "breaking"
+
+
+def describe(step: Step) -> str:
+    """One step as `migrate --dry-run` lists it: number, name, additive or breaking, and whom it stops."""
+    stopped = releases_stopped_by(step)
+    bridged = [release.version for release in RELEASES if step.additive and not release.runs_on_additive
+               and release.version in stopped]
+    unless = f" (unless migrate --compatible-with {bridged[0]})" if bridged else ""
+    after = f"; {' and '.join(stopped)} can no longer start after it{unless}" if stopped else ""
+    needs = " (needs --allow-breaking)" if not step.additive else ""
+    return f"step {step.number} {step.name}: {kind(step)}{needs}{after}"
+
+
+def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = ()) -> list[str]:
+    """What `migrate --dry-run` prints for a schema at `version` (`held`: rows kept out of schema_version)."""
+    lines = []
+    if held:
+        lines.append(f"{steps_are(held, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0): a "
+                     "plain migrate records them in schema_version again, and 1.0.0 no longer starts")
+    if not pending:
+        newer = f", newer than this release ({LATEST})" if version > LATEST else ""
+        return [f"schema at version {version}{newer}: nothing to apply", *lines]
+    lines.insert(0, f"schema at version {version}; migrate would apply {len(pending)} step(s), in this order:")
+    lines[1:1] = [f"  {describe(step)}" for step in pending]
+    lines.append("nothing was changed (--dry-run)")
+    return lines
+
+
+def stopped_lines(steps: list[Step], version: int, compatible_with: str | None = None) -> list[str]:
+    """What `migrate` says before applying `steps` to a schema at `version`: the releases that may run on it
+    now and can no longer start once a step is applied (none for an empty database)."""
+    running = {release.version for release in RELEASES if 0 < release.last_step <= version}
+    lines = []
+    for step in steps:
+        stopped = [v for v in releases_stopped_by(step) if v in running and v != compatible_with]
+        if stopped:
+            lines.append(f"schema step {step.number} ({step.name}, {kind(step)}): {' and '.join(stopped)} can no "
+                         "longer start once it is applied")
+    return lines
+
+
+def schema_problem(version: int, newer: Mapping[int, bool] | None = None) -> str | None:
+    """What keeps this release off a schema at `version`; None when it may run.
+
+    `newer` holds the steps beyond this release's (number: additive); it runs
+    on them only when they are all additive (None: not known, so it does not).
+    """
     if version < LATEST:
         return f"at version {version}, this release needs {LATEST}"
     if version > LATEST:
-        return f"at version {version}, newer than this release ({LATEST})"
+        breaking = sorted(number for number, additive in (newer or {}).items() if not additive)
+        if newer is None or breaking:
+            which = f"; {steps_are(breaking)} breaking" if breaking else ""
+            return f"at version {version}, newer than this release ({LATEST}){which}"
     return None
 
 
+_warned: set[int] = set()
+
+
 def ensure_current(database: Handle, *, auto_migrate: bool) -> None:
-    """Refuse to run on a schema older or newer than this release (or migrate, under --debug)."""
+    """Refuse to run on a schema older than this release (or migrate, under --debug), or on a newer one
+    unless every newer step is additive (then warn, once a process)."""
     version = current_version(database)
     if version < LATEST and auto_migrate:
         migrate(database)
         return
-    problem = schema_problem(version)
+    newer = newer_steps(database) if version > LATEST else {}
+    problem = schema_problem(version, newer)
     if problem:
         raise SchemaError(f"the database schema is {problem}: {MIGRATE_HINT if version < LATEST else NEWER_HINT}")
+    if newer and version not in _warned:
+        _warned.add(version)
+        log.warning("the database schema is at version %d, newer than this release (directory-api %s, version %d); "
+                    "its newer steps are all additive, so this release runs on it", version, __version__, LATEST)

@@ -124,7 +124,10 @@ def document() -> dict:
                         },
                         "401": _UNSIGNED,
                         "413": _json("Detail", f"The body is larger than {MAX_BODY_KIB} KiB."),
-                        "503": _json("Detail", "The queue is unavailable; nothing was queued, retry.", _RETRY_AFTER),
+                        "503": _json("Detail", (
+                            "The queue did not confirm it took the body; retry the same payload. It may be queued "
+                            "(its answer lost): the retry is then saved as that one enrolment, mailed once."
+                        ), _RETRY_AFTER),
                     },
                 }
             },

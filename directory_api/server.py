@@ -1,20 +1,16 @@
-"""`serve`: the HTTP API on waitress, in one process or several sharing one socket.
+"""`serve`: the HTTP API in one process or several sharing one socket.
 
 A stop (SIGTERM, SIGINT) closes the listening socket, lets the requests in
 flight finish (at most DRAIN_SECONDS) and exits 0. With --processes N the
 parent binds the socket and forks N children, each a whole server on the
-inherited socket; the parent forwards signals and waits.
+inherited socket; the parent forwards signals and waits. A child ends when
+its parent does, however the parent ended (see `_end_with_parent`).
 
-Each process is waitress hardened against hostile clients (GuardedServer and
-the classes it uses): it always accepts, making room by closing the quietest
-connections past CONNECTION_LIMIT, cuts off requests that arrive too slowly,
-and closes connections whose framing is ambiguous.
+Each process runs waitress as hardened.py hardens it against hostile clients.
 """
 
 import contextlib
-import errno
-import heapq
-import json
+import ctypes
 import logging
 import os
 import resource
@@ -24,275 +20,19 @@ import sys
 import threading
 import time
 
-from directory_api import access, db, logs, metrics, migrations, queues, web
+from directory_api import access, db, health, logs, metrics, migrations, queues, web
 from directory_api.errors import UserError, first_line
-from directory_api.eventloop import ChannelMap, EventLoop
+from directory_api.hardened import CONNECTION_LIMIT, FD_RESERVE, bind_socket, connection_limit, create_server, run
 from directory_api.queues.batching import GroupSender
 from directory_api.settings import Settings, mask_url
 from directory_api.signature import NonceStore
-from directory_api.vendored_internals import (
-    Adjustments,
-    ErrorTask,
-    HTTPChannel,
-    HTTPRequestParser,
-    ParsingError,
-    TcpWSGIServer,
-    ThreadedTaskDispatcher,
-    WSGITask,
-    socket_map,
-    tcp_server,
-    wasyncore,
-)
 
 log = logging.getLogger(__name__)
 
-# Under Docker's default 10 s between SIGTERM and SIGKILL.
-DRAIN_SECONDS = 8.0
-# How soon the loop notices a stop; a signal handler only sets a flag (see run()).
-LOOP_SECONDS = 0.25
-DRAIN_LOOP_SECONDS = 0.02
-BACKLOG = 1024
-
-# Connections one process holds at most. Past it the longest-quiet connections that are not being
-# answered are closed to make room, so idle or dribbling clients can never lock a real request out
-# (waitress itself stops accepting at its limit, 100 by default). Every connection costs a little
-# work on each turn of the event loop, hence a bound at all.
-CONNECTION_LIMIT = 4096
-# At the limit, this fraction of it is closed in one sweep: a flood of new connections then costs
-# one sweep over the open ones per batch, not one per connection.
-EVICT_FRACTION = 16
-# File descriptors a process keeps for the database, the queue, the nonce file and logs.
-FD_RESERVE = 64
-# A request's headers must arrive within HEADER_SECONDS of its first byte, and all of it within
-# REQUEST_SECONDS (256 KiB in 60 s is 4.4 KB/s): a client sending a byte now and then is cut off.
-HEADER_SECONDS = 10
-REQUEST_SECONDS = 60
-# An idle keep-alive connection is closed after this long: longer than a load balancer's own idle
-# timeout (60 s on AWS ALB), so that it is the balancer that closes first and never reuses a connection
-# this end is closing.
-KEEPALIVE_SECONDS = 75
-# Connections accepted at most in one turn of the event loop.
-ACCEPTS_PER_TURN = 256
-# How often the deadlines above are enforced.
-CLEANUP_SECONDS = 1
-# A keep-alive connection is closed after answering this many requests: the client opens a new one,
-# which the least busy process of a `serve --processes N` is the likeliest to accept, so a small
-# pool of long-lived connections cannot keep all its traffic on one process.
-REQUESTS_PER_CONNECTION = 100
-
-# The channel a task thread is answering, so that the loop knows whom the thread wakes it for.
-_answering = threading.local()
-
-
-class JsonErrorTask(ErrorTask):
-    """waitress's own error answers (malformed request, body too large) as JSON, like the app's."""
-
-    def execute(self):
-        error = self.request.error
-        message = web.TOO_LARGE if error.code == 413 else f"{error.reason}: {error.body}"
-        body = json.dumps({"detail": message}).encode("utf-8")
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", web.JSON_TYPE))
-        # A request refused while its head was parsed may have no headers, method or path yet.
-        request = self.request
-        request_id = logs.request_id_for(getattr(request, "headers", {}).get("X_REQUEST_ID"))
-        self.response_headers.append((logs.REQUEST_ID_HEADER, request_id))
-        access.log_access(getattr(request, "command", None) or "-", getattr(request, "path", None) or "-",
-                          error.code, time.time() - self.start_time, request_id)
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class StrictRequestParser(HTTPRequestParser):
-    """waitress's parser, refusing ambiguous framing (RFC 9112 6.1) and remembering when the request began."""
-
-    def __init__(self, adj):
-        super().__init__(adj)
-        self.started = time.monotonic()
-
-    def parse_header(self, header_plus):
-        super().parse_header(header_plus)
-        # waitress reads an HTTP/1.1 body by Transfer-Encoding (and drops that header) even when a
-        # Content-Length says otherwise, and keeps the connection: a proxy that went by the length
-        # would have a second request smuggled in. HTTP/1.0 knows no Transfer-Encoding at all.
-        # The 400 closes the connection (JsonErrorTask) and drops whatever came after on it.
-        transfer_encoded = self.chunked or "TRANSFER_ENCODING" in self.headers
-        if transfer_encoded and ("CONTENT_LENGTH" in self.headers or self.version == "1.0"):
-            raise ParsingError(
-                "the request's length is ambiguous (Transfer-Encoding with Content-Length or on HTTP/1.0)"
-            )
-
-    def overdue(self, now: float) -> bool:
-        """True when the request has taken longer to arrive than a real client ever takes."""
-        return now - self.started > (REQUEST_SECONDS if self.headers_finished else HEADER_SECONDS)
-
-
-class RecyclingTask(WSGITask):
-    """waitress's task for the app, closing the connection after its REQUESTS_PER_CONNECTION-th answer."""
-
-    def build_response_header(self):
-        if self.channel.answered >= REQUESTS_PER_CONNECTION:
-            self.set_close_on_finish()
-        return super().build_response_header()
-
-
-class JsonErrorChannel(HTTPChannel):
-    error_task_class = JsonErrorTask
-    task_class = RecyclingTask
-    parser_class = StrictRequestParser
-    answered = 0
-    # Set when the task answering woke the loop for this channel: its output may need the loop's help.
-    woke_loop = False
-
-    def service(self):
-        """Answer the next request (in a task thread)."""
-        self.answered += 1
-        self.woke_loop = False
-        _answering.channel = self
-        try:
-            super().service()
-        finally:
-            _answering.channel = None
-
-    def writable(self):
-        # waitress says writable whenever output is buffered, also while the task answering is sending
-        # it itself (write_soon flushes at once, holding the buffer's lock): handle_write then cannot
-        # send, and the loop spins on an always-writable socket, starving that very task of the GIL.
-        # A task that leaves output the socket would not take wakes the loop (see woke_loop).
-        if self.will_close or self.close_when_flushed:
-            return True
-        return bool(self.total_outbufs_len) and (not self.requests or self.woke_loop)
-
-    def send_continue(self):
-        # waitress sends "100 Continue" even for a request it has already refused (a declared body
-        # over the limit), and then reads the body it refused: answer at once instead, reading no further.
-        if self.request.completed:
-            self.request.expect_continue = False
-            return
-        super().send_continue()
-
-    def answering(self) -> bool:
-        """True while a request of this connection is being answered, or its answer is still being sent."""
-        return bool(self.requests or self.total_outbufs_len)
-
-
-class GuardedServer(TcpWSGIServer):
-    """waitress's TCP server that always accepts: at the connection limit it makes room instead of waiting.
-
-    Also enforces the header and request deadlines, which waitress lacks (its idle timeout is reset by
-    every byte received).
-    """
-
-    channel_class = JsonErrorChannel
-    overflowing = False
-
-    def pull_trigger(self):
-        """Wake the loop (from a task thread), telling it which channel to look at again."""
-        channel = getattr(_answering, "channel", None)
-        if channel is not None:
-            channel.woke_loop = True
-            socket_map(self).changed.append(channel)
-        super().pull_trigger()
-
-    def readable(self):
-        now = time.time()
-        if now >= self.next_channel_cleanup:
-            self.next_channel_cleanup = now + self.adj.cleanup_interval
-            self.maintenance(now)
-        return self.accepting
-
-    def handle_accept(self):
-        # waitress accepts one connection a turn of the loop, and a turn costs more the more connections
-        # are open: at a few thousand, a burst of new ones would wait in the backlog for seconds.
-        for _ in range(ACCEPTS_PER_TURN):
-            if len(self.active_channels) >= self.adj.connection_limit:
-                self._make_room()
-            try:
-                accepted = self.accept()
-                if accepted is None:
-                    return  # none waiting
-                sock, address = accepted
-                self.set_socket_options(sock)  # TCP_NODELAY
-            except OSError as error:
-                # As waitress: a client gone before its options could be set must not stop the server.
-                log.warning("could not accept a connection: %s", error)
-                if error.errno in (errno.EMFILE, errno.ENFILE):
-                    self._make_room()  # out of files after all: the next turn accepts into the room made
-                return
-            if len(self.active_channels) >= self.adj.connection_limit:
-                # Every connection is being answered: one more would only push the process past its file limit.
-                sock.close()
-                continue
-            self.channel_class(self, sock, self.fix_addr(address), self.adj, map=socket_map(self))
-
-    def _make_room(self) -> None:
-        quiet = [channel for channel in self.active_channels.values() if not channel.answering()]
-        count = max(1, self.adj.connection_limit // EVICT_FRACTION)
-        if not self.overflowing:
-            log.warning(
-                "%d connections open, the limit of this process: closing the %d quietest (of %d not being answered)",
-                len(self.active_channels), min(count, len(quiet)), len(quiet),
-            )
-            self.overflowing = True
-        for channel in heapq.nsmallest(count, quiet, key=lambda channel: channel.last_activity):
-            channel.handle_close()
-
-    def maintenance(self, now):
-        super().maintenance(now)  # closes connections idle past channel_timeout
-        if len(self.active_channels) < self.adj.connection_limit // 2:
-            self.overflowing = False
-        monotonic_now = time.monotonic()
-        for channel in self.active_channels.values():
-            if channel.request is not None and not channel.answering() and channel.request.overdue(monotonic_now):
-                channel.will_close = True
-        # Connections closing above (and waitress's idle ones) now want to be written to: the loop must ask them.
-        socket_map(self).changed.extend(self.active_channels.values())
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port; UserError naming the option when it cannot be had."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
-    except OSError as error:
-        raise UserError(f"--host {host} --port {port}: cannot listen there: {error.strerror or error}") from None
-    return sock
-
-
-def create_server(app, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8, sock: socket.socket | None = None):
-    """A waitress server for `app` on `sock` (or a new socket on host:port), not yet running.
-
-    Run it with run(server, stopping) for a graceful stop, or server.run() / server.close().
-    """
-    sock = sock or bind_socket(host, port)
-    adjustments = Adjustments(
-        sockets=[sock],
-        threads=threads,
-        ident="directory-api",
-        # waitress refuses a longer declared body before reading it; the app checks the rest.
-        max_request_body_size=web.MAX_BODY_BYTES + 1,
-        asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
-        backlog=BACKLOG,
-        connection_limit=connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0], threads),
-        channel_timeout=KEEPALIVE_SECONDS,
-        cleanup_interval=CLEANUP_SECONDS,
-    )
-    dispatcher = ThreadedTaskDispatcher()
-    dispatcher.set_thread_count(threads)
-    return tcp_server(GuardedServer, app, ChannelMap(), sock, dispatcher, adjustments)
-
-
-def connection_limit(open_files: int, threads: int) -> int:
-    """CONNECTION_LIMIT, or fewer when the process may not open that many files."""
-    if open_files == resource.RLIM_INFINITY:
-        return CONNECTION_LIMIT
-    return max(1, min(CONNECTION_LIMIT, open_files - FD_RESERVE - 4 * threads))
+# prctl's option for the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+# Where prctl is missing, how often a child checks that its parent is still there.
+PARENT_WATCH_SECONDS = 1.0
 
 
 def raise_open_file_limit(needed: int) -> None:
@@ -310,51 +50,6 @@ def raise_open_file_limit(needed: int) -> None:
         )
 
 
-def channels_of(server) -> ChannelMap:
-    """The ChannelMap create_server made `server` with (waitress keeps it as the server's socket map)."""
-    channels = socket_map(server)
-    if not isinstance(channels, ChannelMap):
-        raise TypeError("not a server create_server made: its socket map is not a ChannelMap")
-    return channels
-
-
-def run(server, stopping: threading.Event, *, drain_seconds: float = DRAIN_SECONDS) -> None:
-    """Serve until `stopping` is set; then stop accepting, finish the requests in flight and close."""
-    # The listener is asked every turn: its readable() runs the maintenance when due.
-    loop = EventLoop(channels_of(server), every_turn=[server])
-    try:
-        while not stopping.is_set():
-            loop.turn(LOOP_SECONDS)
-        # The listening socket goes, the trigger stays: it wakes the loop when a response is ready.
-        wasyncore.dispatcher.close(server)
-        unfinished = _drain(loop, time.monotonic() + drain_seconds)
-        if unfinished:
-            log.warning("stopped with %d request(s) unfinished after %.0f s", unfinished, drain_seconds)
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-        wasyncore.close_all(socket_map(server))
-    finally:
-        loop.close()
-
-
-def _drain(loop: EventLoop, deadline: float) -> int:
-    """Run the loop until no connection has a request in flight; return how many still do at the deadline."""
-    channels = loop.channels
-    while True:
-        busy = 0
-        for channel in list(channels.values()):
-            if not isinstance(channel, HTTPChannel):
-                continue
-            if channel.requests or channel.total_outbufs_len or (channel.request and channel.request.headers_finished):
-                busy += 1
-            else:
-                # An idle keep-alive connection, or one whose request has not even sent its headers
-                # (a client dribbling bytes would otherwise hold the stop to its deadline).
-                channel.handle_close()
-        if not busy or time.monotonic() >= deadline:
-            return busy
-        loop.turn(DRAIN_LOOP_SECONDS)
-
-
 def serve(
     settings: Settings, *, host: str, port: int, threads: int, processes: int = 1, observe: bool = True
 ) -> None:
@@ -370,10 +65,11 @@ def serve(
         "serving on http://%s:%s (%d process%s x %d threads, queue backend %s)",
         address[0], address[1], processes, "" if processes == 1 else "es", threads, settings.queue_backend,
     )
-    # One nonce file for every process of this serve, so a replay to a sibling process is caught too;
-    # made before any fork, so the file is prepared once and each process opens its own connections.
-    # Its directory goes with the store (children end with os._exit, which runs no finalizer).
-    nonces = NonceStore.temporary()
+    # One nonce file for every process of this serve, so a replay to a sibling process is caught too,
+    # holding what the serves before it on this machine saw, so a replay after a restart is caught
+    # as well; made before any fork, so the file is prepared once and each process opens its own
+    # connections. It outlives this serve, for the next (children end with os._exit anyway).
+    nonces = NonceStore.handed_on()
     try:
         if processes == 1:
             serve_process(settings, sock, threads, nonces, metrics.Registry() if observe else None)
@@ -434,10 +130,7 @@ def serve_process(
     With a `registry`, every request gets an id, an access line and its metrics, and /metrics answers.
     """
     queue = queues.open_queue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME"))
-    try:
-        queue.ensure_exists()
-    except queues.QueueUnavailable as error:
-        log.warning("the enrolment queue does not answer (%s); it is created when it first does", error)
+    health.warn_if_queue_unusable(queue)  # bounded: serve starts anyway, and says why it will answer 503
     # Concurrent requests share SendMessageBatch calls: one round trip for up to ten enrolments.
     app = web.make_app(
         settings, GroupSender(queue), nonce_store=nonces, database_requests=max(1, threads // 2)
@@ -475,6 +168,7 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
 
     on_stop_signal(stop_children)
     stop_signals = {signal.SIGTERM, signal.SIGINT}
+    parent = os.getpid()
     for _ in range(count):
         # Blocked across the fork: a child must never run the parent's handler, which kills siblings.
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -482,6 +176,7 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
         if pid == 0:
             for signum in stop_signals:
                 signal.signal(signum, signal.SIG_DFL)
+            _end_with_parent(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
             os._exit(_child(child_main))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
@@ -502,6 +197,36 @@ def run_children(count: int, child_main, sock: socket.socket, on_exit=lambda pid
             failure = code if code > 0 else 1
             stop_children()
     return failure
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have this child stopped (SIGTERM) when its parent dies, even by SIGKILL, or end it now if it already has.
+
+    Otherwise a parent killed alone (the OOM killer; a supervisor that signals only the main PID) leaves
+    its children serving for ever, holding the port the supervisor's restart then cannot bind.
+    """
+    if not _kernel_signals_parent_death():
+        threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    # The parent may have died between the fork and the request above, before the kernel would tell us.
+    if os.getppid() != parent:
+        log.warning("serve process %d: the parent process is gone; stopping", os.getpid())
+        os._exit(0)
+
+
+def _kernel_signals_parent_death() -> bool:
+    """Ask Linux to send SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); False where it cannot."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False  # not Linux
+    return prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+
+
+def _watch_parent(parent: int) -> None:
+    """Where the kernel cannot tell us: a child whose parent died is adopted, so its parent id changes."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child(child_main) -> int:

@@ -241,6 +241,7 @@ VARIABLES = (
     Variable("SQS_MAX_NUMBER_OF_MESSAGES", "sqs_max_messages", _integer(1, 10), 10, 10),
     Variable("SQS_VISIBILITY_TIMEOUT", "sqs_visibility_timeout", _integer(1, 43200), 30, 30),
     Variable("SQS_MAX_RECEIVE_COUNT", "sqs_max_receive_count", _integer(1, 1000), 5, 5),
+    Variable("SQS_DIRECT", "sqs_direct", _boolean, True, True),
     Variable("SIGNATURE_LEGACY", "signature_legacy", _boolean, False, False),
     Variable("EMAIL_HOST", "email_host", _host_name, None, None),
     Variable("EMAIL_PORT", "email_port", _integer(1, 65535), 587, 587),
@@ -255,7 +256,8 @@ VARIABLES = (
     Variable("LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "text", "text"),
     Variable("LOG_LEVEL", "log_level", _log_level, None, None),
     Variable("METRICS_PORT", "metrics_port", _integer(1, 65535), None, None),
-    Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True),
+    # The console re-drives messages and downloads all personal data, on the API's own port.
+    Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True, outside_debug=_long_secret),
     Variable("REJECTION_RETENTION_DAYS", "rejection_retention_days", _integer(0, 36500), 90, 90),
     Variable("EMAIL_RETENTION_DAYS", "email_retention_days", _integer(0, 36500), 90, 90),
 )
@@ -295,6 +297,7 @@ class Settings:
     sqs_max_messages: int
     sqs_visibility_timeout: int
     sqs_max_receive_count: int
+    sqs_direct: bool
     signature_legacy: bool
     email_host: str | None
     email_port: int

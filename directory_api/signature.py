@@ -66,6 +66,9 @@ REPLAYED = "The signature has been used before: sign every request afresh."
 
 # Temporary nonce stores live in directories named so, in the temporary directory (see tempdirs).
 TEMPORARY_PREFIX = "directory-api-nonces-"
+STORE_FILE = "nonces.sqlite3"
+# Marks the store of a serve, which outlives it: the next serve on the machine takes its entries over.
+HANDED_ON = "handed-on"
 
 
 class SignatureError(Exception):
@@ -123,6 +126,7 @@ class NonceStore:
     """
 
     PRUNE_EVERY_SECONDS = 1.0
+    _owner: int | None = None  # the lock of a handed-on store's directory (tempdirs)
 
     def __init__(self, path: str, *, clock=time.time):
         self.path = path
@@ -143,6 +147,40 @@ class NonceStore:
             )
 
     @classmethod
+    def handed_on(cls, parent: str | None = None, **kwargs) -> "NonceStore":
+        """serve's store: a new one holding what the stores of the serves that ended on this machine still hold.
+
+        A signature stays valid for SKEW_SECONDS, longer than a restart takes (a deploy, a crash, a
+        supervisor's restart): a store that died with its serve would let a captured request in
+        again. So serve's store outlives it (its directory is kept at exit), and the next serve
+        copies the entries that have not expired yet, then removes the old directory. A store
+        still in use (another serve running) is left alone.
+        """
+        directory, owner = tempdirs.make(TEMPORARY_PREFIX, parent)
+        open(os.path.join(directory, HANDED_ON), "w").close()
+        store = cls(os.path.join(directory, STORE_FILE), **kwargs)
+        store._owner = owner  # held, never closed: the lock goes with the last process of this serve
+        taken = tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent, before_removing=store._take_over)
+        if taken:
+            log.info("took over the signatures seen by %d ended serve(s)", len(taken))
+        return store
+
+    def _take_over(self, directory: str) -> bool:
+        """Copy the unexpired entries of an ended serve's store in `directory`; True: remove it."""
+        if not _handed_on(directory):
+            return True  # a temporary store: nothing to hand on
+        previous = os.path.join(directory, STORE_FILE)
+        try:
+            with contextlib.closing(sqlite3.connect(self.path, timeout=5, isolation_level=None)) as connection:
+                connection.execute("ATTACH DATABASE ? AS previous", (previous,))
+                connection.execute("INSERT OR IGNORE INTO nonce SELECT key, expires FROM previous.nonce "
+                                   "WHERE expires >= ?", (int(self._clock()),))
+                connection.execute("DETACH DATABASE previous")
+        except sqlite3.DatabaseError as error:
+            log.warning("%s: unreadable (%s); the signatures it saw are not taken over", previous, error)
+        return True
+
+    @classmethod
     def temporary(cls, **kwargs) -> "NonceStore":
         """A store in a new private directory, removed when the store is garbage collected or at exit.
 
@@ -154,7 +192,7 @@ class NonceStore:
             plural = "y" if len(removed) == 1 else "ies"
             log.info("removed %d nonce director%s left by killed processes", len(removed), plural)
         directory, owner = tempdirs.make(TEMPORARY_PREFIX)
-        store = cls(os.path.join(directory, "nonces.sqlite3"), **kwargs)
+        store = cls(os.path.join(directory, STORE_FILE), **kwargs)
         weakref.finalize(store, tempdirs.remove, directory, owner)
         return store
 
@@ -199,8 +237,16 @@ class NonceStore:
 
 
 def remove_abandoned_stores(parent: str | None = None) -> list[str]:
-    """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone."""
-    return tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent)
+    """Remove temporary store directories in `parent` (the temporary directory) whose processes are all gone.
+
+    An ended serve's store is left for the next serve, which takes it over (NonceStore.handed_on).
+    """
+    return tempdirs.remove_abandoned(TEMPORARY_PREFIX, parent, before_removing=lambda path: not _handed_on(path))
+
+
+def _handed_on(directory: str) -> bool:
+    """Whether a store directory is a serve's, kept for the next serve."""
+    return os.path.exists(os.path.join(directory, HANDED_ON))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,13 +11,14 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 OWNER_LOCK = "owner.lock"
 
 
-def make(prefix: str) -> tuple[str, int]:
-    """A new directory in the temporary directory, and the fd that holds its lock (see remove())."""
-    directory = tempfile.mkdtemp(prefix=prefix)
+def make(prefix: str, parent: str | None = None) -> tuple[str, int]:
+    """A new directory in `parent` (the temporary directory), and the fd that holds its lock (see remove())."""
+    directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
     # Locked under another name, then renamed: a cleaner never sees the lock file unlocked.
     unlocked = os.path.join(directory, f"{OWNER_LOCK}.new")
     fd = os.open(unlocked, os.O_CREAT | os.O_RDWR, 0o600)
@@ -31,8 +32,14 @@ def remove(directory: str, owner: int) -> None:
     os.close(owner)
 
 
-def remove_abandoned(prefix: str, parent: str | None = None) -> list[str]:
-    """Remove the directories named `prefix`… in `parent` (the temporary directory) whose processes are all gone."""
+def remove_abandoned(
+    prefix: str, parent: str | None = None, before_removing: Callable[[str], bool] = lambda directory: True
+) -> list[str]:
+    """Remove the directories named `prefix`… in `parent` (the temporary directory) whose processes are all gone.
+
+    `before_removing(directory)` runs first, the directory still locked against other cleaners; it may
+    read what is left there, and returns False to keep the directory.
+    """
     parent = parent or tempfile.gettempdir()
     removed: list[str] = []
     try:
@@ -49,8 +56,9 @@ def remove_abandoned(prefix: str, parent: str | None = None) -> list[str]:
         except OSError:
             continue  # in use
         else:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+            if before_removing(entry.path):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
         finally:
             os.close(fd)
     return removed

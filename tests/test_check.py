@@ -13,6 +13,7 @@ from throwaway_postgres import emptied
 from directory_api import check as checking
 from directory_api import db, migrations
 from directory_api.check import Finding, check, report
+from directory_api.queues import sqs
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,15 @@ def test_a_short_ui_secret_is_a_problem_line():
     assert problem.startswith("PROBLEM  configuration: UI_SECRET: too short (length 1): at least 16 characters")
 
 
+def test_a_short_ops_password_is_a_problem_line_that_never_shows_it():
+    good, lines = run_check(environ_for("sqlite:///absent.sqlite3", OPS_PASSWORD="letmein"))
+
+    (problem,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert problem.startswith("PROBLEM  configuration: OPS_PASSWORD: too short (length 7): at least 16 characters")
+    assert "letmein" not in "\n".join(lines)
+
+
 def test_a_bad_configuration_skips_database_and_queues():
     _, lines = run_check({})
 
@@ -152,6 +162,16 @@ def test_a_newer_schema_says_to_run_the_newer_release(migrated_url):
 
     assert not good
     assert any(line.startswith("PROBLEM  database schema:") and line.endswith(checking.FIX_NEWER) for line in lines)
+
+
+def test_a_newer_schema_of_additive_steps_is_usable(migrated_url):
+    migrations.SchemaVersion.create(version=migrations.LATEST + 1, additive=True)
+
+    good, lines = run_check(environ_for(migrated_url))
+
+    assert good, lines
+    assert f"ok       database schema: newer steps all additive (version {migrations.LATEST + 1}, this release " \
+           f"{migrations.LATEST})" in lines
 
 
 @pytest.fixture
@@ -335,3 +355,13 @@ def test_starttls_to_a_server_with_a_certificate_not_trusted_is_a_problem(migrat
 
     assert not good
     assert any("e-mail:" in line and "CERTIFICATE_VERIFY_FAILED" in line for line in lines)
+
+
+def test_sqs_without_credentials_says_so_on_each_queue(migrated_url, no_aws_credentials, monkeypatch):
+    monkeypatch.setattr(sqs, "_clients", {})  # not the client an earlier test made with credentials
+    good, lines = run_check(environ_for(migrated_url, QUEUE_BACKEND="sqs"))
+
+    problems = [line for line in lines if line.startswith("PROBLEM")]
+    assert not good
+    assert [line.split(":")[0] for line in problems] == ["PROBLEM  queue enrolment", "PROBLEM  queue enrolment-invalid"]
+    assert all("unusable on SQS: no AWS credentials found: give the machine an IAM role" in line for line in problems)

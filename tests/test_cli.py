@@ -10,7 +10,7 @@ import pytest
 import typer.main
 from dotenv import dotenv_values
 
-from directory_api import __version__, db, migrations
+from directory_api import __version__, build_commit, db, migrations
 from directory_api.cli import app
 from directory_api.envwrite import MISSING_VARIABLE
 from directory_api.errors import UserError
@@ -63,7 +63,8 @@ def test_version():
     result = invoke("--version")
 
     assert result.exit_code == 0
-    assert result.output == f"directory-api {__version__}\n"
+    # The release, then the commit (from a checkout, git's HEAD: see tests/test_version.py).
+    assert result.output == f"directory-api {__version__} (commit {build_commit()})\n"
 
 
 def test_bad_settings_are_one_error_line_each_with_exit_2():

@@ -382,3 +382,27 @@ def test_authenticated_heads_free_their_slots(app, path):
         answer = call(app, "HEAD", path)
         assert answer.status == 200 and answer.body == b""
     assert call(app, "GET", "/ops/").status == 200
+
+
+def behind_a_tls_proxy(app, method: str, path: str, form: dict | None = None, **headers: str) -> tuple[int, str]:
+    """(status, Location) of a console request as serve sees it behind a TLS-terminating proxy: plain http."""
+    body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
+    sent = {"Authorization": basic(), "Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded", **headers}
+    status, answer_headers, _ = wsgi_call(app, method, path, body, sent, SERVER_NAME="127.0.0.1", SERVER_PORT="8000",
+                                          HTTP_HOST=HOST, **{"wsgi.url_scheme": "http"})
+    return status, answer_headers.get("location", "")
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_a_redrive_redirects_to_the_scheme_and_host_the_browser_used_behind_a_tls_proxy(app):
+    # Built from serve's own scheme it pointed an https console at http://, and any client's X-Forwarded-Host
+    # chose its host; a path alone keeps whatever the browser used.
+    form = {"message_id": "gone", "csrf_token": console.CsrfTokens(PASSWORD.encode()).new()}
+    answer = behind_a_tls_proxy(app, "POST", "/ops/rejections/redrive", form, **{"X-Forwarded-Host": "evil.example"})
+    assert answer == (303, "/ops/rejections?missing=gone")
+
+
+@pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
+def test_ops_without_the_slash_redirects_to_a_path_whatever_host_header_the_proxy_forwards(app):
+    answer = behind_a_tls_proxy(app, "GET", "/ops", **{"X-Forwarded-Host": "evil.example"})
+    assert answer == (301, "/ops/")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -84,12 +85,75 @@ def test_ignores_host_variables_without_the_prefix():
     assert dotenv_values(".env") == {}
 
 
-def test_writes_single_quoted_lines():
+def test_writes_ordinary_values_bare_so_docker_run_reads_them_too():
+    # SPEC changed (issue 22): lines were single-quoted, which `docker run --env-file` keeps in the value.
+    config = write_config("env.json", required=["UI_SECRET", "DATABASE_URL"], optional=["PORT"])
+
+    env_write([config], {
+        "DIRECTORY_API_UI_SECRET": "not-a-real-secret+/=_.:@-",
+        "DIRECTORY_API_DATABASE_URL": "postgres://u:p%40ss@db.example.invalid:5432/directory_api?sslmode=require",
+        "DIRECTORY_API_PORT": "8000",
+    })
+
+    assert Path(".env").read_text() == (
+        "UI_SECRET=not-a-real-secret+/=_.:@-\n"
+        "DATABASE_URL=postgres://u:p%40ss@db.example.invalid:5432/directory_api?sslmode=require\n"
+        "PORT=8000\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Your company's trade profile", 'say "hi"', "Export Directory <noreply@example.invalid>", "abc#123", "#first",
+     "a=b=c", "naïve café", "100%", "`tick`", "tab\tinside", "line\u2028separator"],
+)
+def test_quotes_hash_and_spaces_inside_a_value_are_written_bare(value):
+    config = write_config("env.json", required=["VALUE"])
+
+    env_write([config], {"DIRECTORY_API_VALUE": value}, echo=lambda line: None, warn=pytest.fail)
+
+    assert Path(".env").read_text() == f"VALUE={value}\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (" padded", "whitespace at one end"),
+        ("padded\t", "whitespace at one end"),
+        ("'quoted'", "a single quote first"),
+        ('"quoted"', "a double quote first"),
+        ("C:\\path", "a backslash"),
+        ("$5 off", "a '$'"),
+        ("a #comment", "a '#' after whitespace"),
+        ("bell\x07", "a control character"),
+    ],
+)
+def test_a_value_bare_would_change_is_quoted_and_named_on_stderr(value, reason, capsys):
     config = write_config("env.json", required=["UI_SECRET"])
 
-    env_write([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret"})
+    env_write([config], {"DIRECTORY_API_UI_SECRET": value}, echo=lambda line: None)
 
-    assert Path(".env").read_text() == "UI_SECRET='not-a-real-secret'\n"
+    assert dotenv_values(".env") == {"UI_SECRET": value}
+    assert Path(".env").read_text()[len("UI_SECRET=")] in "'\""
+    assert capsys.readouterr().err == envwrite.QUOTED.format(
+        target=Path(".env"), name="UI_SECRET", reason=f"it holds {reason}"
+    ) + "\n"
+
+
+def test_the_quoted_warning_never_shows_the_value(capsys):
+    config = write_config("env.json", required=["UI_SECRET"])
+
+    env_write([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret\\x"}, echo=lambda line: None)
+
+    assert "not-a-real-secret" not in capsys.readouterr().err
+
+
+def test_no_warning_when_every_value_is_bare(capsys):
+    config = write_config("env.json", required=["UI_SECRET"])
+
+    env_write([config], {"DIRECTORY_API_UI_SECRET": "not-a-real-secret"}, echo=lambda line: None)
+
+    assert capsys.readouterr().err == ""
 
 
 def test_prints_one_line_per_file_written():
@@ -204,7 +268,7 @@ def test_reads_back_identically_with_python_dotenv(value):
 def test_a_value_single_quotes_cannot_carry_is_double_quoted_with_quote_and_backslash_escaped():
     config = write_config("env.json", required=["UI_SECRET"])
 
-    env_write([config], {"DIRECTORY_API_UI_SECRET": 'it\'s "a" C:\\'}, echo=lambda line: None)
+    env_write([config], {"DIRECTORY_API_UI_SECRET": 'it\'s "a" C:\\'}, echo=lambda line: None, warn=lambda line: None)
 
     assert Path(".env").read_text() == 'UI_SECRET="it\'s \\"a\\" C:\\\\"\n'
 
@@ -533,3 +597,39 @@ def test_an_unwritable_directory_names_the_target_not_the_temp_file(tmp_path, mo
         env_write([config], {"DIRECTORY_API_PORT": "8000"})
 
     assert str(raised.value) == envwrite.WRITE_FAILED.format(target=Path(".env"), reason="Permission denied")
+
+
+# The default config (issue 22.7)
+
+
+def test_the_default_config_is_env_json_of_the_current_directory(monkeypatch, tmp_path):
+    write_config("env.json", optional=["PORT"])
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", write_config(tmp_path / "built-in.json", optional=["PORT"]))
+
+    assert envwrite.default_configs(warn=pytest.fail) == [Path("env.json")]
+
+
+def test_without_env_json_here_the_built_in_one_is_used_and_named(monkeypatch, tmp_path):
+    Path("elsewhere").mkdir()
+    built_in = write_config(tmp_path / "elsewhere" / "env.json", optional=["PORT"])
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", built_in)
+    warned = []
+
+    assert envwrite.default_configs(warn=warned.append) == [built_in]
+    assert warned == [envwrite.USING_BUILT_IN.format(path=built_in)]
+
+
+def test_without_either_the_default_is_env_json_here_so_the_error_names_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(envwrite, "BUILT_IN_CONFIG", tmp_path / "absent.json")
+
+    assert envwrite.default_configs(warn=pytest.fail) == [Path("env.json")]
+
+
+def test_the_example_env_file_is_written_bare_so_docker_run_reads_it_as_the_others_do():
+    example = Path(__file__).parents[1] / "docs" / "directory-api.env.example"
+    # Commented-out variables too: an operator uncomments them as they are.
+    variables = re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=(.*)$", example.read_text(), flags=re.MULTILINE)
+
+    assert len(variables) > 10
+    for name, value in variables:
+        assert envwrite.spelled(value) == value, f"{name} in {example.name} is not bare"

@@ -1,15 +1,26 @@
 """health: GET /healthcheck/'s parts, probed on one kept connection at most once a second, never lying."""
 
+import contextlib
+import json
+import socket
 import threading
 import time
+from unittest.mock import patch
 
+import boto3
 import peewee
 import pytest
+import requests
+from moto import settings as moto_settings
 
 from directory_api import db, health, migrations
 from directory_api.health import Health
+from directory_api.queues import sqs
+from directory_api.queues.sqs import SqsQueue
+from directory_api.web import make_app
 from tests.database_locks import writes_locked
-from tests.support import ManualClock
+from tests.factories import web_settings, worker_settings
+from tests.support import REGION, ManualClock, wsgi_call
 
 
 class FakeQueue:
@@ -147,3 +158,158 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_a_false_alarm(
         "AND pid <> pg_backend_pid()"
     )
     assert probe.parts()["database"] == "ok"
+
+
+# The queue on SQS whose credentials, queue or endpoint cannot be used (issue 22, item 6)
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An SQS endpoint URL that takes connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def sqs_queue(name: str = "enrolment", **environ) -> SqsQueue:
+    """An SQS queue on a client of its own (not the process's shared one, which an earlier test may have made)."""
+    settings = worker_settings("sqlite:///unused.sqlite3", **environ)
+    return SqsQueue(settings, name, client=sqs.new_client(settings))
+
+
+def queue_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.levelname == "WARNING" and record.name == "directory_api.health"]
+
+
+def test_no_aws_credentials_make_the_queue_unavailable_and_say_so(no_aws_credentials, caplog):
+    assert Health(None, sqs_queue()).parts()["queue"] == "unavailable"
+    (line,) = queue_warnings(caplog)
+    assert "healthcheck: the queue enrolment cannot be used: no AWS credentials found" in line
+
+
+def test_refused_credentials_make_the_queue_unavailable_and_say_so(aws_sqs, caplog):
+    with iam_enforced():
+        parts = Health(None, sqs_queue()).parts()  # aws_sqs's credentials, which no IAM user of moto's has
+
+    assert parts["queue"] == "unavailable"
+    assert "the AWS credentials were refused (InvalidClientTokenId)" in queue_warnings(caplog)[0]
+
+
+def test_a_missing_queue_these_credentials_may_not_create_is_unavailable_and_says_so(aws_sqs, monkeypatch, caplog):
+    allowed_only_to_find_queues(aws_sqs, monkeypatch)
+    with iam_enforced():
+        parts = Health(None, sqs_queue("never-made")).parts()
+
+    assert parts["queue"] == "unavailable"
+    assert ("queue never-made does not exist and these credentials may not create it (sqs:CreateQueue denied)"
+            in queue_warnings(caplog)[0])
+
+
+def test_an_existing_queue_these_credentials_may_find_is_ok(aws_sqs, monkeypatch):
+    aws_sqs.create_queue(QueueName="made-before")
+    allowed_only_to_find_queues(aws_sqs, monkeypatch)
+    with iam_enforced():
+        assert Health(None, sqs_queue("made-before")).parts()["queue"] == "ok"
+
+
+def test_a_silent_sqs_endpoint_is_unavailable_within_the_probe_timeout(silent_endpoint, aws_credentials, caplog):
+    # Regression: /healthcheck/ waited for the SQS client's read timeout, twice (61 s), past any load balancer.
+    probe = Health(None, sqs_queue(SQS_ENDPOINT_URL=silent_endpoint), cache_seconds=0)
+    started = time.monotonic()
+    assert probe.parts()["queue"] == "unavailable"
+    assert time.monotonic() - started < health.PROBE_TIMEOUT + 1
+    assert f"no answer within {health.PROBE_TIMEOUT:g} s" in queue_warnings(caplog)[0]
+
+
+def test_while_a_queue_probe_hangs_no_second_one_is_started():
+    queue = HangingQueue()
+    probe = Health(None, queue, cache_seconds=0)
+    assert probe.parts()["queue"] == "unavailable"
+    started = time.monotonic()
+    assert probe.parts()["queue"] == "unavailable"
+    assert time.monotonic() - started < 0.5
+    assert queue.calls == 1
+    queue.answer.set()
+
+
+def test_a_queue_that_raises_anything_is_unavailable_not_an_error(database):
+    class Broken(FakeQueue):
+        def ensure_exists(self) -> None:
+            raise RuntimeError("no such thing")
+
+    assert Health(database, Broken()).parts()["queue"] == "unavailable"
+
+
+def test_start_warns_in_one_line_why_the_queue_cannot_be_used(no_aws_credentials, caplog):
+    assert not health.warn_if_queue_unusable(sqs_queue())
+
+    (line,) = queue_warnings(caplog)
+    assert line.startswith("the enrolment queue enrolment cannot be used: no AWS credentials found")
+    assert "answer 503 until it can" in line
+
+
+def test_start_waits_for_a_silent_endpoint_at_most_its_bound(silent_endpoint, aws_credentials, caplog):
+    queue = sqs_queue(SQS_ENDPOINT_URL=silent_endpoint)
+    started = time.monotonic()
+    assert not health.warn_if_queue_unusable(queue, timeout=1.0)
+    assert time.monotonic() - started < 2
+    assert "cannot be used: no answer within 1 s" in queue_warnings(caplog)[0]
+
+
+def test_start_says_nothing_of_a_queue_that_answers(aws_sqs, caplog):
+    assert health.warn_if_queue_unusable(sqs_queue())
+    assert queue_warnings(caplog) == []
+
+
+def test_healthcheck_answers_503_naming_the_queue_when_there_are_no_credentials(no_aws_credentials, database):
+    status, _, body = wsgi_call(make_app(web_settings(), sqs_queue()), "GET", "/healthcheck/")
+
+    assert status == 503
+    assert json.loads(body) == {"status": "unavailable", "database": "ok", "queue": "unavailable"}
+
+
+class HangingQueue(FakeQueue):
+    def __init__(self):
+        super().__init__()
+        self.answer = threading.Event()
+
+    def ensure_exists(self) -> None:
+        self.calls += 1
+        self.answer.wait(30)
+
+
+@contextlib.contextmanager
+def iam_enforced():
+    """moto checking each call's credentials and IAM policy, as AWS does (it lets every call through by default)."""
+    with patch.object(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0):
+        yield
+
+
+def allowed_only_to_find_queues(aws_sqs, monkeypatch) -> None:
+    """Credentials of an IAM user that may call sqs:GetQueueUrl and nothing else, in the environment."""
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_user(UserName="finder")
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": ["sqs:GetQueueUrl"], "Resource": "*"}]}
+    iam.put_user_policy(UserName="finder", PolicyName="find", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="finder")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+
+
+def test_serve_without_aws_credentials_warns_at_start_and_its_healthcheck_says_503(serving, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
+    migrations.migrate(db.bind(database_url))
+    nowhere = str(tmp_path / "none")
+    serve = serving({"DATABASE_URL": database_url, "QUEUE_BACKEND": "sqs", "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
+                     "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid", "AWS_EC2_METADATA_DISABLED": "true",
+                     "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere})
+
+    answer = requests.get(f"{serve.url}/healthcheck/", timeout=10)
+
+    assert (answer.status_code, answer.json()["queue"]) == (503, "unavailable")
+    warning = "WARNING directory_api.health the enrolment queue enrolment cannot be used: no AWS credentials"
+    assert warning in serve.log()

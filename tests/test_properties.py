@@ -142,7 +142,8 @@ names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True)
 # Values as a host environment can hold them: any text but NUL, weighted towards quotes, backslashes and dollars.
 env_values = st.lists(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
-    | st.sampled_from(list("'\"\\$`#= \t\n\r{}") + ["${X}", "$X", "\\n", "\\$", "\\\"", "#x", " export "]),
+    | st.sampled_from(list("'\"\\$`#= \t\n\r{}") + ["${X}", "$X", "\\n", "\\$", "\\\"", "#x", " export "]
+                      + [" #", "\t#", "\xa0", "\x85", "\u2028", "\u3000", "\x0b", "\x1c", "\x7f"]),
     max_size=15,
 ).map("".join)
 
@@ -156,6 +157,13 @@ def no_spelling_carries(value: str) -> bool:
 
 def write(variables: dict[str, str]) -> str | None:
     """Run env-write for `variables` as optional host variables; the file's text, or None if refused."""
+    written = write_and_warn(variables)
+    return None if written is None else written[0]
+
+
+def write_and_warn(variables: dict[str, str]) -> tuple[str, list[str]] | None:
+    """The file's text and the lines env-write warned, or None if refused."""
+    warned: list[str] = []
     with tempfile.TemporaryDirectory() as directory:
         target = Path(directory) / "out.env"
         config = Path(directory) / "env.json"
@@ -166,21 +174,39 @@ def write(variables: dict[str, str]) -> str | None:
         }))
         environ = {f"HOST_{name}": value for name, value in variables.items()}
         try:
-            env_write([config], environ, echo=lambda line: None)
+            env_write([config], environ, echo=lambda line: None, warn=warned.append)
         except UserError:
             assert not target.exists(), "a refused value still wrote the file"
             return None
-        return target.read_text(encoding="utf-8")
+        return target.read_text(encoding="utf-8"), warned
 
 
 def python_dotenv_reads(text: str) -> dict[str, str | None]:
     return dotenv_values(stream=io.StringIO(text))
 
 
-# Two more readers, modelled on their sources for the lines env-write writes (NAME='...' or NAME="..."):
-# compose-go dotenv/parser.go (extractVarValue, expandEscapes) and systemd src/basic/env-file.c.
+# Three more readers, modelled on their sources for the lines env-write writes (NAME=value, NAME='...' or
+# NAME="..."): compose-go dotenv/parser.go (locateKeyName, extractVarValue, expandEscapes), systemd
+# src/basic/env-file.c (parse_env_file_internal) and docker/cli pkg/kvfile/kvfile.go (parseKeyValueFile).
 COMPOSE_ESCAPES = re.compile(r'\\(?:[abcfnrtv$"\\]|0\d{0,3})')
 COMPOSE_ESCAPED = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", '"': '"', "\\": "\\"}
+COMPOSE_SPACE = "\t\v\f\r \x85\xa0"  # its isSpace: what it trims after the =
+# Go's unicode.IsSpace: what compose trims from the end of a bare value and docker from the start of a line.
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+    "\u2028\u2029\u202f\u205f\u3000"
+SYSTEMD_WHITESPACE = " \t\n\r"
+SYSTEMD_NEWLINE = "\n\r"
+
+
+def compose_reads_value(text: str) -> tuple[str, str]:
+    """The value at the start of `text` (just after the =), and the rest from its line's end."""
+    text = text.lstrip(COMPOSE_SPACE)
+    if text[:1] in ("'", '"'):
+        return compose_reads_quoted(text[1:], text[0])
+    value, newline, rest = text.partition("\n")
+    value = value.split(" #", 1)[0].rstrip(GO_SPACE)
+    assert "$" not in value, "compose would expand a variable"
+    return value, newline + rest
 
 
 def compose_reads_quoted(text: str, quote: str) -> tuple[str, str]:
@@ -207,6 +233,37 @@ def compose_reads_quoted(text: str, quote: str) -> tuple[str, str]:
     raise AssertionError("compose: unterminated quoted value")
 
 
+def systemd_reads_value(text: str) -> tuple[str, str]:
+    """systemd's PRE_VALUE, VALUE and VALUE_ESCAPE states; quoted values go to systemd_reads_quoted."""
+    index = 0
+    while index < len(text) and text[index] in " \t":
+        index += 1
+    if text[index:index + 1] in ("'", '"'):
+        return systemd_reads_quoted(text[index + 1:], text[index])
+    chars: list[str] = []
+    trailing_whitespace_from = None
+    while index < len(text) and text[index] not in SYSTEMD_NEWLINE:
+        char = text[index]
+        if char == "\\":
+            index += 1
+            trailing_whitespace_from = None
+            if index < len(text) and text[index] not in SYSTEMD_NEWLINE:
+                chars.append(text[index])
+        else:
+            if char not in SYSTEMD_WHITESPACE:
+                trailing_whitespace_from = None
+            elif trailing_whitespace_from is None:
+                trailing_whitespace_from = len(chars)
+            chars.append(char)
+        index += 1
+    if trailing_whitespace_from is not None:
+        del chars[trailing_whitespace_from:]
+    value = "".join(chars)
+    # env-util.c: an assignment whose value holds a control character (but tab and newline) is ignored.
+    assert not any(ord(char) < 32 and char not in "\t\n" or char == "\x7f" for char in value), "systemd drops it"
+    return value, text[index:]
+
+
 def systemd_reads_quoted(text: str, quote: str) -> tuple[str, str]:
     chars, index = [], 0
     while index < len(text):
@@ -226,21 +283,43 @@ def systemd_reads_quoted(text: str, quote: str) -> tuple[str, str]:
     raise AssertionError("systemd: unterminated quoted value")
 
 
-def reads(text: str, read_quoted) -> dict[str, str]:
-    """Every NAME=<quoted> line of `text`, read by `read_quoted`."""
+def reads(text: str, read_value) -> dict[str, str]:
+    """Every NAME=value line of `text`, each value read by `read_value`."""
     values = {}
     while text:
         name, text = text.split("=", 1)
-        value, text = read_quoted(text[1:], text[0])
-        assert text.startswith("\n"), "more after the closing quote"
+        value, text = read_value(text)
+        assert text.startswith("\n"), "more after the value"
         values[name] = value
         text = text[1:]
     return values
 
 
+def docker_run_reads(text: str) -> dict[str, str]:
+    """`docker run --env-file`: each line's left-trimmed text after the first =, literally."""
+    values = {}
+    # bufio.ScanLines: lines end at \n, and a \r before it is dropped.
+    for raw in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
+        line = raw.removesuffix("\r").lstrip(GO_SPACE)
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        assert not any(char in name for char in " \t"), "docker: a name with whitespace"
+        values[name] = value
+    return values
+
+
 READERS = {"python-dotenv": python_dotenv_reads,
-           "compose-go": lambda text: reads(text, compose_reads_quoted),
-           "systemd": lambda text: reads(text, systemd_reads_quoted)}
+           "compose-go": lambda text: reads(text, compose_reads_value),
+           "systemd": lambda text: reads(text, systemd_reads_value)}
+
+
+def read_safely(read, text: str):
+    """What `read` makes of `text`, or None where the reader would fail or expand."""
+    try:
+        return read(text)
+    except AssertionError:
+        return None
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
@@ -252,6 +331,33 @@ def test_every_value_env_write_accepts_reads_back_identical_and_adds_no_variable
         expected = {name: value for name, value in variables.items() if value != ""}
         for reader, read in READERS.items():
             assert read(text) == expected, reader
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(st.dictionaries(names, env_values, max_size=6))
+def test_docker_run_reads_every_value_env_write_does_not_warn_about(variables):
+    written = write_and_warn(variables)
+
+    if written is not None:
+        text, warned = written
+        docker = docker_run_reads(text)
+        misread = {name for name, value in variables.items() if value != "" and docker.get(name) != value}
+        assert set(docker) == {name for name, value in variables.items() if value != ""}
+        assert {name for name in variables if any(f" {name} is written in quotes" in line for line in warned)} \
+            == misread
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(names, env_values)
+def test_env_write_quotes_only_values_some_reader_would_misread_bare(name, value):
+    written = write_and_warn({name: value})
+    assume(written is not None and value != "")
+    text, warned = written
+
+    bare = f"{name}={value}\n"
+    read_bare_right = all(read_safely(read, bare) == {name: value} for read in [*READERS.values(), docker_run_reads])
+    assert (text == bare) == read_bare_right
+    assert bool(warned) == (text != bare)
 
 
 @settings(max_examples=300)
@@ -271,3 +377,10 @@ def test_env_write_never_lets_a_value_add_a_variable(value):
     text = write({"SAFE": value})
 
     assert text is None or all(read(text) == {"SAFE": value} for read in READERS.values())
+
+
+@pytest.mark.parametrize("value", ["a\nEVIL=1", "x\rEVIL=1", "a\u2028EVIL=1", "a\x85EVIL=1"])
+def test_docker_run_never_sees_a_value_add_a_variable(value):
+    text = write({"SAFE": value})
+
+    assert text is None or set(docker_run_reads(text)) == {"SAFE"}

@@ -17,6 +17,7 @@ from directory_api.settings import (
     mask_url,
     split_database_url,
 )
+from tests.support import invoke_cli
 
 REQUIRED = {
     "DATABASE_URL": "postgres://directory@db:5432/directory_api",
@@ -36,7 +37,8 @@ def test_every_spec_setting_is_a_variable():
     assert [variable.name for variable in VARIABLES] == [
         "PORT", "DATABASE_URL", "UI_SECRET", "QUEUE_BACKEND", "SQS_ENROLMENT_QUEUE_NAME",
         "SQS_INVALID_ENROLMENT_QUEUE_NAME", "SQS_REGION_NAME", "SQS_ENDPOINT_URL", "SQS_WAIT_TIME",
-        "SQS_MAX_NUMBER_OF_MESSAGES", "SQS_VISIBILITY_TIMEOUT", "SQS_MAX_RECEIVE_COUNT", "SIGNATURE_LEGACY",
+        "SQS_MAX_NUMBER_OF_MESSAGES", "SQS_VISIBILITY_TIMEOUT", "SQS_MAX_RECEIVE_COUNT", "SQS_DIRECT",
+        "SIGNATURE_LEGACY",
         "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "DEFAULT_FROM_EMAIL",
         "COMPANY_EMAIL_CONFIRMATION_FROM", "COMPANY_EMAIL_CONFIRMATION_SUBJECT", "COMPANY_EMAIL_CONFIRMATION_URL",
         "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT",
@@ -366,3 +368,33 @@ def test_retention_days_default_to_90_and_0_keeps_for_ever():
 
 def test_negative_retention_days_are_refused_naming_the_variable():
     assert problems({**REQUIRED, "EMAIL_RETENTION_DAYS": "-1"}) == ["EMAIL_RETENTION_DAYS: -1 is out of range 0-36500"]
+
+
+# OPS_PASSWORD (issue 22, item 5)
+
+
+def test_an_ops_password_shorter_than_16_characters_is_refused_outside_debug():
+    (line,) = problems({**REQUIRED, "OPS_PASSWORD": "b" * (MIN_SECRET_LENGTH - 1)})
+
+    assert line.startswith("OPS_PASSWORD: too short (length 15): at least 16 characters outside --debug")
+    assert "bbb" not in line
+
+
+def test_an_ops_password_of_16_characters_is_accepted():
+    assert Settings.from_environ({**REQUIRED, "OPS_PASSWORD": "p" * 16}).ops_password == "p" * 16
+
+
+def test_a_short_ops_password_is_allowed_under_debug():
+    assert Settings.from_environ({"OPS_PASSWORD": "debug"}, debug=True).ops_password == "debug"
+
+
+def test_an_unset_ops_password_leaves_the_console_off_and_is_no_problem():
+    assert Settings.from_environ(REQUIRED).ops_password is None
+
+
+def test_serve_refuses_a_short_ops_password_in_one_line_with_exit_2():
+    result = invoke_cli("serve", **{**REQUIRED, "DATABASE_URL": "sqlite:///x.sqlite3", "OPS_PASSWORD": "letmein"})
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: OPS_PASSWORD: too short (length 7)")
+    assert len(result.stderr.splitlines()) == 1 and "letmein" not in result.stderr

@@ -1,5 +1,6 @@
 """signature: sigauth's own RequestSigner against our verifier, the 2016 scheme, the nonce store."""
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -27,6 +28,7 @@ from directory_api.signature import (
     INCORRECT,
     MISSING,
     REPLAYED,
+    SKEW_SECONDS,
     STALE,
     TEMPORARY_PREFIX,
     NonceStore,
@@ -353,3 +355,58 @@ def test_mohawk_compares_macs_as_its_own_comparison_did(ours, theirs, match):
 ])
 def test_the_replay_key_is_the_mac_as_mohawk_reads_it(header):
     assert signature._mac(header) == vendored_internals.authorization_attributes(header)["mac"] == "bWFjLTE="
+
+
+def ended(store: NonceStore) -> NonceStore:
+    """As if the serve of a handed-on store had ended: its connections closed, its directory's lock free."""
+    connection = getattr(store._local, "connection", None)
+    if connection is not None:
+        connection.close()
+    os.close(store._owner)
+    return store
+
+
+def test_a_serve_store_hands_what_it_saw_to_the_next_serve(tmp_path):
+    now = str(int(time.time()))
+    first = NonceStore.handed_on(str(tmp_path))
+    assert first.seen("mac-1", now) is False
+    ended(first)
+    second = NonceStore.handed_on(str(tmp_path))
+    assert second.seen("mac-1", now) is True
+    assert not os.path.exists(os.path.dirname(first.path))  # taken over, then removed
+
+
+def test_expired_entries_are_not_handed_on(tmp_path):
+    clock = [1000.0]
+    first = NonceStore.handed_on(str(tmp_path), clock=lambda: clock[0])
+    first.seen("mac-1", "1000")
+    ended(first)
+    clock[0] += SKEW_SECONDS + 2
+    second = NonceStore.handed_on(str(tmp_path), clock=lambda: clock[0])
+    assert second._connection().execute("SELECT count(*) FROM nonce").fetchone() == (0,)
+
+
+def test_the_store_of_a_serve_still_running_is_left_alone(tmp_path):
+    running = NonceStore.handed_on(str(tmp_path))
+    running.seen("mac-1", str(int(time.time())))
+    NonceStore.handed_on(str(tmp_path))
+    assert os.path.exists(running.path)
+
+
+def test_an_ended_serves_store_is_not_removed_by_a_temporary_store(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = ended(NonceStore.handed_on())
+    NonceStore.temporary()
+    assert os.path.exists(first.path)
+
+
+def test_an_unreadable_ended_store_is_removed_and_the_new_store_works(tmp_path, caplog):
+    first = ended(NonceStore.handed_on(str(tmp_path)))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(first.path + suffix)
+    Path(first.path).write_bytes(b"not a database" * 100)
+    second = NonceStore.handed_on(str(tmp_path))
+    assert second.seen("mac-1", str(int(time.time()))) is False
+    assert not os.path.exists(first.path)
+    assert "unreadable" in caplog.text

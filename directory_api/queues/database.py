@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import peewee
 
+from directory_api import vendored_internals
 from directory_api.db import DATABASE_ERRORS, drop_connection, is_postgres
 from directory_api.errors import first_line
 from directory_api.models import QueueMessage
@@ -162,8 +163,8 @@ class DatabaseQueue:
         with self.unavailable_on_error("receive"):
             cursor = self.database.execute(claim)
             try:
-                # As peewee's own execute: driver errors become peewee's. Its stubs leave the wrapper out.
-                with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                # As peewee's own execute: driver errors become peewee's.
+                with vendored_internals.peewee_errors():
                     rows = cursor.fetchall()
             finally:
                 cursor.close()

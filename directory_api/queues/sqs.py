@@ -55,13 +55,14 @@ def client_for(settings: Settings) -> DirectClient:
 
 
 def new_client(settings: Settings) -> DirectClient:
-    """A boto3 SQS client for the settings, its enrolments' calls sent directly (sqs_direct.py)."""
+    """A boto3 SQS client for the settings; its enrolments' calls go direct (sqs_direct.py) unless SQS_DIRECT=false."""
     core = botocore.session.Session()
     session = boto3.session.Session(botocore_session=core)
     client = session.client(
         "sqs", region_name=settings.sqs_region, endpoint_url=settings.sqs_endpoint_url, config=CLIENT_CONFIG
     )
-    return DirectClient(client, session.get_credentials(), ca_bundle=core.get_config_variable("ca_bundle"))
+    return DirectClient(client, session.get_credentials(), ca_bundle=core.get_config_variable("ca_bundle"),
+                        direct=settings.sqs_direct)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from tests.e2e.harness import bare_env
 ROOT = Path(__file__).resolve().parents[2]
 PYZ = ROOT / "dist" / "directory-api.pyz"
 # What the pyz is made of: a change to any of them makes it stale.
-SOURCES = ("build.sh", "requirements.txt", "requirements-build.txt", "directory_api")
+SOURCES = ("build.sh", "requirements.txt", "requirements-build.txt", "directory_api", "env.json")
 
 
 def newest_source_mtime(root: Path = ROOT) -> float:

@@ -43,7 +43,7 @@ while len(back) < 12:
 not_deleted = queue.delete([first, *back])
 left = queue.receive(10, 1)
 
-credentials = queue.client._request_signer._credentials  # what the client signs with: no public accessor
+credentials = queue.client.boto3_client._request_signer._credentials  # what the client signs with: no public accessor
 print(json.dumps({
     "operations": sorted({botocore.xform_name(name) for name in called}),
     "direct": queue.client.direct,

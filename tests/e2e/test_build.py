@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from directory_api import __version__
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +78,18 @@ def test_the_build_prints_the_sha256_of_the_pyz(fresh_build):
     checkout, result = fresh_build
 
     assert result.stdout.splitlines()[-1] == f"sha256 {sha256(checkout / 'dist' / 'directory-api.pyz')}"
+
+
+def test_the_pyz_names_the_release_and_the_commit_it_was_built_from(fresh_build, tmp_path):
+    checkout, _ = fresh_build
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+    ran = subprocess.run([SYSTEM_PYTHON, "-I", str(checkout / "dist" / "directory-api.pyz"), "--version"],
+                         env=user_env(tmp_path, SHIV_ROOT=str(tmp_path)), capture_output=True, text=True,
+                         timeout=120, check=False)
+
+    assert ran.stdout == f"directory-api {__version__} (commit {head})\n", ran.stderr
 
 
 def test_two_clones_of_one_commit_build_the_same_bytes(fresh_build, tmp_path):

@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -220,3 +221,62 @@ def test_credentials_from_an_sso_profile(pyz, aws_env, sso_portal, tmp_path):
 
     assert result["credentials"] == "sso"
     assert result["access_key"] == "ASIAFAKESSOFAKESSO00"
+
+
+# -- one pyz for Linux x86_64 and aarch64 (issue 22.4) -----------------------------------------------
+
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64"}
+PYTHON_MINORS = (11, 12, 13, 14)  # build.sh's EXTRA_PYTHON_VERSIONS
+
+
+def elf_machine(data: bytes) -> str:
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a 64-bit little-endian ELF file"
+    return ELF_MACHINES.get(int.from_bytes(data[18:20], "little"), "other")
+
+
+@pytest.mark.parametrize("cpu", ["x86_64", "aarch64"])
+def test_the_pyz_carries_psycopg2_for_each_python_on_x86_64_and_aarch64(pyz, cpu):
+    names = set(packed(pyz))
+
+    for minor in PYTHON_MINORS:
+        assert f"site-packages/psycopg2/_psycopg.cpython-3{minor}-{cpu}-linux-gnu.so" in names
+
+
+def test_every_shared_library_in_the_pyz_is_for_one_of_the_two_cpus(pyz):
+    with zipfile.ZipFile(pyz) as archive:
+        libraries = [name for name in archive.namelist() if re.search(r"\.so(\.|$)", name)]
+        machines = {name: elf_machine(archive.read(name)) for name in libraries}
+
+    assert set(machines.values()) == {"x86_64", "aarch64"}, machines
+    for name, machine in machines.items():
+        if "_psycopg.cpython" in name:
+            assert name.endswith(f"-{machine}-linux-gnu.so"), (name, machine)
+
+
+@pytest.mark.skipif(not shutil.which("readelf"), reason="needs readelf (binutils)")
+def test_every_library_the_psycopg2_extensions_need_is_packed_for_their_cpu(pyz, tmp_path):
+    with zipfile.ZipFile(pyz) as archive:
+        archive.extractall(tmp_path, [name for name in archive.namelist() if "psycopg2" in name])
+    site = tmp_path / "site-packages"
+    libraries = {path.name: path for path in (site / "psycopg2_binary.libs").iterdir()}
+    # What manylinux lets a wheel take from the system, and zlib, which every python3 has.
+    system = re.compile(
+        r"(libc|libm|libdl|libpthread|librt|libresolv|libutil|libnsl|libgcc_s|libstdc\+\+|libz|ld-linux-[\w-]+)"
+        r"\.so\.\d+$"
+    )
+
+    def needed(path: Path) -> list[str]:
+        dynamic = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+        return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
+
+    for extension in (site / "psycopg2").glob("_psycopg.cpython-*.so"):
+        machine = elf_machine(extension.read_bytes()[:20])
+        todo, seen = [extension], set()
+        while todo:
+            for name in needed(todo.pop()):
+                if system.match(name) or name in seen:
+                    continue
+                assert name in libraries, f"{extension.name} needs {name}, which the pyz does not carry"
+                assert elf_machine(libraries[name].read_bytes()[:20]) == machine, (extension.name, name)
+                seen.add(name)
+                todo.append(libraries[name])

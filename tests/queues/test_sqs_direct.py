@@ -3,12 +3,15 @@
 import http.server
 import json
 import os
+import socket
 import threading
 import time
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import pytest
+from botocore.stub import Stubber
 
 from directory_api.queues import QueueUnavailable
 from directory_api.queues.sqs import SqsQueue, new_client
@@ -217,3 +220,118 @@ def test_a_round_trip_through_moto_server(moto_endpoint, aws_credentials):
     assert boto3.client("sqs", endpoint_url=moto_endpoint, region_name=REGION).get_queue_attributes(
         QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"] == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+# -- parity: each direct call answers as the boto3 client does ------------------------------------
+
+SUCCESSES = {
+    "send_message_batch": (
+        {"QueueUrl": QUEUE_URL, "Entries": [{"Id": "0", "MessageBody": "{}"}]},
+        {"Successful": [{"Id": "0", "MessageId": "m-1", "MD5OfMessageBody": "99914b932bd37a50b983c5e7c90ae93b"}],
+         "Failed": [{"Id": "1", "SenderFault": True, "Code": "InvalidParameterValue", "Message": "too long"}]},
+    ),
+    "receive_message": (
+        {"QueueUrl": QUEUE_URL, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0,
+         "MessageSystemAttributeNames": ["ApproximateReceiveCount"], "MessageAttributeNames": ["All"]},
+        {"Messages": [{"MessageId": "m-1", "ReceiptHandle": "r-1", "MD5OfBody": "99914b932bd37a50b983c5e7c90ae93b",
+                       "Body": "{}", "Attributes": {"ApproximateReceiveCount": "2"},
+                       "MessageAttributes": {"original_message_id": {"DataType": "String", "StringValue": "m-0"}}}]},
+    ),
+    "delete_message_batch": (
+        {"QueueUrl": QUEUE_URL, "Entries": [{"Id": "0", "ReceiptHandle": "r-1"}]},
+        {"Successful": [{"Id": "0"}], "Failed": []},
+    ),
+}
+THROTTLED = (400, {"x-amzn-query-error": "RequestThrottled;Sender", "x-amzn-requestid": "req-1"},
+             {"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Rate exceeded"})
+
+
+def without_date(response: dict) -> dict:
+    """A ClientError's response, less what differs between two answers a second apart."""
+    metadata = dict(response.get("ResponseMetadata", {}))
+    metadata["HTTPHeaders"] = {name: value for name, value in metadata.get("HTTPHeaders", {}).items()
+                               if name != "date"}
+    return {**response, "ResponseMetadata": metadata}
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    return slept
+
+
+@pytest.mark.parametrize("method", sorted(SUCCESSES))
+def test_a_success_is_the_answer_boto3_gives(method, fake_sqs, aws_credentials):
+    params, answer = SUCCESSES[method]
+    client = client_of(fake_sqs((200, {"x-amzn-requestid": "req-1"}, answer)).endpoint)
+    direct = getattr(client, method)(**params)
+    through_boto3 = getattr(client.boto3_client, method)(**params)
+    through_boto3.pop("ResponseMetadata")  # nothing reads it; the direct answer leaves it out (sqs_direct.py)
+    assert direct == through_boto3 == answer
+
+
+@pytest.mark.parametrize("method", sorted(SUCCESSES))
+def test_throttling_is_retried_and_raised_as_boto3_does(method, fake_sqs, aws_credentials, sleeps):
+    params, _ = SUCCESSES[method]
+    server = fake_sqs(THROTTLED)
+    client = client_of(server.endpoint)
+    with pytest.raises(botocore.exceptions.ClientError) as direct:
+        getattr(client, method)(**params)
+    direct_requests, direct_sleeps = len(server.requests), list(sleeps)
+    with pytest.raises(botocore.exceptions.ClientError) as through_boto3:
+        getattr(client.boto3_client, method)(**params)
+    assert type(direct.value) is type(through_boto3.value) is client.exceptions.RequestThrottled
+    assert without_date(direct.value.response) == without_date(through_boto3.value.response)
+    assert str(direct.value) == str(through_boto3.value)
+    # total_max_attempts=2 (sqs.CLIENT_CONFIG): one retry each, after a throttling pause of up to a second.
+    assert direct_requests == len(server.requests) - direct_requests == 2
+    assert len(direct_sleeps) == len(sleeps) - len(direct_sleeps) == 1
+    assert 0 <= direct_sleeps[0] <= 1
+
+
+def test_a_throttled_call_then_a_success_is_the_success(fake_sqs, aws_credentials, sleeps):
+    params, answer = SUCCESSES["receive_message"]
+    server = fake_sqs(THROTTLED, (200, {}, answer))
+    assert client_of(server.endpoint).receive_message(**params) == answer
+    assert len(server.requests) == 2
+
+
+def test_x_amz_retry_after_sets_the_pause_as_for_boto3(fake_sqs, aws_credentials, sleeps):
+    status, headers, body = THROTTLED
+    server = fake_sqs((status, {**headers, "x-amz-retry-after": "3000"}, body))
+    client = client_of(server.endpoint)
+    for call in (client.receive_message, client.boto3_client.receive_message):
+        with pytest.raises(client.exceptions.RequestThrottled):
+            call(**SUCCESSES["receive_message"][0])
+    assert sleeps == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("code", ["InternalFailure", "ServiceUnavailable", "RequestTimeout"])
+def test_transient_errors_are_retried_as_boto3_retries_them(code, fake_sqs, aws_credentials, sleeps):
+    params, answer = SUCCESSES["delete_message_batch"]
+    server = fake_sqs((400 if code == "RequestTimeout" else 500, {}, {"__type": code}), (200, {}, answer))
+    assert client_of(server.endpoint).delete_message_batch(**params) == answer
+    assert len(server.requests) == 2
+
+
+def test_attempts_and_timeouts_are_the_boto3_clients_own(aws_credentials):
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    config = botocore.config.Config(connect_timeout=1, read_timeout=0.3, retries={"total_max_attempts": 1})
+    boto3_client = boto3.client("sqs", region_name=REGION, config=config,
+                                endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+    client = DirectClient(boto3_client, boto3.session.Session().get_credentials())
+    started = time.monotonic()
+    with silent, pytest.raises(botocore.exceptions.ReadTimeoutError):
+        receive(client)
+    assert time.monotonic() - started < 1.5
+
+
+def test_with_sqs_direct_false_every_call_is_boto3s_where_a_stubber_sees_it(aws_credentials):
+    client = new_client(worker_settings("sqlite:///unused.sqlite3", SQS_DIRECT="false"))
+    assert not client.direct
+    with Stubber(client.boto3_client) as stubber:
+        params, answer = SUCCESSES["receive_message"]
+        stubber.add_response("receive_message", answer, params)
+        assert client.receive_message(**params)["Messages"] == answer["Messages"]
+        stubber.assert_no_pending_responses()
