@@ -157,7 +157,10 @@ def test_erase_from_the_console_removes_the_data_says_what_went_and_is_audited(a
 @pytest.mark.parametrize("backend", ["database"])
 def test_the_overview_shows_the_oldest_personal_data_kept(app, conflicting):
     text = call(app, "GET", "/ops/").text
-    assert "oldest rejection holding it</th><td class=\"number\">20" in text
+    # Never broken inside the date or the time.
+    assert re.search(r'oldest rejection holding it</th><td class="number">\n'
+                     r'<span class="nowrap">\d{4}-\d\d-\d\d</span> <span class="nowrap">\d\d:\d\d</span>', text)
+    assert re.search(r'oldest e-mail record holding it</th><td class="number">\n<span class="nowrap">\d{4}-', text)
 
 
 @pytest.mark.parametrize("backend", ["database"])
