@@ -20,14 +20,14 @@ TRIMMED = "Reasons trimmed to fit the invalid queue's message size limit; all ar
 def decode(message: Message, max_receive_count: int) -> object:
     """The payload a message carries, or Invalid when it can never be saved."""
     if message.unreadable:
-        return Invalid({NON_FIELD_ERRORS: [message.unreadable]})
+        return Invalid({NON_FIELD_ERRORS: [message.unreadable]}, received=message.body)
     if message.receive_count > max_receive_count:
         reason = RECEIVED_TOO_OFTEN.format(count=message.receive_count, limit=max_receive_count)
-        return Invalid({NON_FIELD_ERRORS: [reason]})
+        return Invalid({NON_FIELD_ERRORS: [reason]}, received=message.body)
     try:
         return enrolment.parse(message.body.encode("utf-8", "surrogatepass"))
     except enrolment.BodyError as error:
-        return Invalid({NON_FIELD_ERRORS: [str(error)]})
+        return Invalid({NON_FIELD_ERRORS: [str(error)]}, received=message.body)
 
 
 def verdicts_of(messages: Sequence[Message], max_receive_count: int) -> dict[str, object]:
@@ -108,13 +108,20 @@ def request_id_of(message: Message) -> str | None:
 
 
 def about(message: Message) -> tuple[str, dict]:
-    """The text after a message's id in its log lines (its request id, if any), and the fields of its JSON lines."""
+    """The text after a message's (original) id in its lines (its request id, if any), and the fields of its JSON lines.
+
+    A re-driven message goes by its original id, as everywhere else; the id it came back under is added.
+    """
     request_id = request_id_of(message)
-    fields = {"message_id": message.id}
-    if request_id is None:
-        return "", fields
-    fields["request_id"] = request_id
-    return f" (request_id={request_id})", fields
+    fields = {"message_id": original_id(message)}
+    about = []
+    if message.id != fields["message_id"]:
+        fields["redriven_as"] = message.id
+        about.append(f"re-driven as {message.id}")
+    if request_id is not None:
+        fields["request_id"] = request_id
+        about.append(f"request_id={request_id}")
+    return (f" ({', '.join(about)})" if about else ""), fields
 
 
 def ids(messages: Sequence[Message]) -> str:

@@ -385,5 +385,28 @@ def export(
         logs.emit(logging.INFO, f"{count} rows written to {output}", rows=count, output=str(output))
 
 
+@app.command()
+def erase(
+    ctx: typer.Context,
+    company_number: Annotated[str | None, typer.Option("--company-number", help="The company's number.")] = None,
+    sso_id: Annotated[int | None, typer.Option("--sso-id", min=1, help="The supplier's sso id.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+) -> None:
+    """Remove one supplier's personal data (company, supplier, payloads, e-mail recipient, rejections).
+
+    Example: directory-api erase --company-number SC123456 --dry-run
+    """
+    if (company_number is None) == (sso_id is None):
+        raise typer.BadParameter("give --company-number or --sso-id (one of the two)",
+                                 param_hint="--company-number / --sso-id")
+    if company_number is not None and not 1 <= len(company_number.strip()) <= 255:
+        raise typer.BadParameter("a company number is 1 to 255 characters", param_hint="--company-number")
+    settings = prepare(ctx, require=NEEDS_DATABASE)
+    from directory_api.ops.erase import erase_command
+
+    erase_command(settings, company_number=company_number and company_number.strip().upper(), sso_id=sso_id,
+                  dry_run=dry_run, out=typer.echo)
+
+
 def main() -> None:
     app(prog_name="directory-api")

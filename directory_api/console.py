@@ -26,12 +26,12 @@ from urllib.parse import urlencode, urlsplit
 
 import bottle
 
-from directory_api import db, models
+from directory_api import casework, db, models
 from directory_api.access import ClosingBody
 from directory_api.db import DATABASE_ERRORS, drop_connection
 from directory_api.errors import UserError
 from directory_api.models import Rejection
-from directory_api.ops import queries, redrive, status
+from directory_api.ops import audit, queries, redrive, rejections, status
 from directory_api.ops.export import EXPORTS, csv_chunks, export_filename, export_rows, parse_since
 from directory_api.queues import Queue, QueueUnavailable, open_enrolment_queues
 from directory_api.settings import Settings
@@ -248,6 +248,7 @@ class Console:
         app.route("/rejections/redrive-all", "GET", self.redrive_all_page)
         app.route("/rejections/redrive-all", "POST", self.guarded(self.redrive_all))
         app.route("/export.csv", "GET", self.export)
+        casework.routes(app, self)  # erase and the audit
         app.add_hook("after_request", self._close)
         app.install(_database_unavailable_is_503)
         return app
@@ -297,7 +298,7 @@ class Console:
         found = queries.search(query, by, before=_positive(bottle.request.query.get("before")))
         next_url = "?" + urlencode({"q": query, "by": by, "before": found.next_before})
         return page("enrolments", title="Enrolments", section="enrolments", page=found, query=query, by=by,
-                    fields=SEARCH_FIELD_LABELS, next_url=next_url)
+                    fields=SEARCH_FIELD_LABELS, next_url=next_url, rejections_found=rejections.search(query, by))
 
     def enrolment_page(self, enrolment_id: int):
         detail = queries.enrolment_detail(enrolment_id)
@@ -306,7 +307,9 @@ class Console:
         payload = json.dumps(detail.enrolment.data, indent=2, ensure_ascii=False, sort_keys=True)
         return page("enrolment", title=f"Enrolment {enrolment_id}", section="enrolments",
                     enrolment=detail.enrolment, company=detail.company, supplier=detail.supplier,
-                    retries=detail.retries, email=detail.email, payload=payload)
+                    retries=detail.retries, email=detail.email, payload=payload,
+                    erased_notice=casework.erased_notice(bottle.request.query),
+                    history_html=casework.history_html(detail.enrolment.sqs_message_id))
 
     def message_page(self, message_id: str):
         state, enrolment_id = queries.message_state(message_id)
@@ -317,8 +320,10 @@ class Console:
             "redriven": "re-driven: on the enrolment queue, waiting for the worker",
             "unknown": "not saved or set aside (yet)",
         }[state]
+        case = rejections.case(message_id)
         return page("message", title="Message", section="rejections", message_id=message_id, state=state,
-                    description=description, enrolment_id=enrolment_id, rejection=rejection)
+                    description=description, enrolment_id=enrolment_id, rejection=rejection, case=case,
+                    history_html=casework.history_html(message_id) if case else "", search_query=casework.search_query)
 
     def rejections(self):
         query = bottle.request.query
@@ -363,7 +368,8 @@ class Console:
 
     def _redrive(self, ids: list[str] | None):
         try:
-            result = redrive.redrive(self.invalid, self.enrolments, ids, mark=redrive.mark_redriven,
+            mark = audit.redrive_marker(audit.console_source(bottle.request.environ))
+            result = redrive.redrive(self.invalid, self.enrolments, ids, mark=mark,
                                  wait_seconds=self.redrive_wait)
         except QueueUnavailable as error:
             log.warning("ops console: re-drive stopped: %s", error)

@@ -113,6 +113,75 @@ _OPS_INDEXES = (
 )
 
 
+def _rejection_cases(database: peewee.Database) -> None:
+    """A rejection says whose it was and keeps its payload; an enrolment may be erased (issue 23 items 1 and 3).
+
+    Nullable columns only, so the previous release runs on it. The initial step
+    makes tables from the models as they are now: each column is added only
+    when missing.
+    """
+    added = [
+        ("rejection", "payload", peewee.TextField(null=True)),
+        ("rejection", "company_number", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "company_name", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "sso_id", peewee.BigIntegerField(null=True)),
+        ("rejection", "company_email", peewee.CharField(max_length=255, null=True)),
+        ("rejection", "erased", peewee.DateTimeField(null=True)),
+        ("enrolment", "erased", peewee.DateTimeField(null=True)),
+    ]
+    migrator = SchemaMigrator.from_database(database)
+    for table, column, field in added:
+        if column not in {existing.name for existing in database.get_columns(table)}:
+            migrate_schema(migrator.add_column(table, column, field))
+    postgres = is_postgres(database)
+    for name, table, expression in _REJECTION_INDEXES:
+        if isinstance(expression, dict):
+            expression = expression["postgres" if postgres else "sqlite"]
+        database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+
+
+# The search finds rejections by the keys it finds enrolments by; retention and `status` walk what still
+# holds personal data, oldest first.
+_REJECTION_INDEXES = (
+    ("rejection_company_number", "rejection", "(company_number)"),
+    ("rejection_company_name_lower", "rejection", {
+        "postgres": "(lower(company_name) text_pattern_ops)",
+        "sqlite": "(lower(company_name))",
+    }),
+    ("rejection_sso_id", "rejection", "(sso_id)"),
+    ("rejection_company_email_lower", "rejection", "(lower(company_email))"),
+    ("rejection_personal", "rejection", "(created) WHERE erased IS NULL"),
+    ("email_personal", "email", "(created) WHERE recipient <> ''"),
+)
+
+
+def _audit_and_jobs(database: peewee.Database) -> None:
+    """The audit table of re-drives and erasures, and the schedule of `work`'s periodic jobs (issue 23)."""
+
+    # Copies of models.Audit and models.JobRun at this step.
+    class Audit(peewee.Model):
+        at = peewee.DateTimeField(default=models.utcnow)
+        action = peewee.CharField(max_length=20)
+        subject = peewee.CharField(max_length=255)
+        source = peewee.CharField(max_length=255)
+        detail = models.JSONField(null=True)
+
+        class Meta:
+            table_name = "audit"
+
+    class JobRun(peewee.Model):
+        name = peewee.CharField(max_length=80, primary_key=True)
+        last_run = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "job_run"
+
+    # A rejection's history and an enrolment's: the re-drives of one message id.
+    Audit.add_index(Audit.index(Audit.subject, name="audit_subject"))
+    database.bind([Audit, JobRun], bind_refs=False, bind_backrefs=False)
+    database.create_tables([Audit, JobRun], safe=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One schema step: `apply` makes the change; `additive` when code older than the step still runs on it."""
@@ -148,6 +217,8 @@ STEPS: tuple[Step, ...] = (
     Step(2, "email_outbox", _email_outbox),
     Step(3, "operating_it", _operating_it),
     Step(4, "schema_version_additive", _schema_version_additive),
+    Step(5, "rejection_cases", _rejection_cases),  # additive
+    Step(6, "audit_and_jobs", _audit_and_jobs),  # additive
 )
 LATEST = len(STEPS)
 

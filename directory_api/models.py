@@ -46,6 +46,8 @@ class Enrolment(BaseModel):
     created = peewee.DateTimeField(default=utcnow)
     data = JSONField()
     sqs_message_id = peewee.CharField(max_length=255, unique=True)
+    # When `erase` removed the personal fields of its payload; None before.
+    erased = peewee.DateTimeField(null=True)
 
 
 class Company(BaseModel):
@@ -66,6 +68,7 @@ class Supplier(BaseModel):
     mobile_number = peewee.CharField(max_length=20, default="")
     referrer = peewee.CharField(max_length=255, default="")
     company = peewee.ForeignKeyField(Company, backref="suppliers", on_delete="CASCADE")
+    company_id: int  # the foreign key's value, which peewee adds for `company`
     created = peewee.DateTimeField(default=utcnow)
     modified = peewee.DateTimeField(default=utcnow)
 
@@ -79,6 +82,15 @@ class Rejection(BaseModel):
     created = peewee.DateTimeField(default=utcnow)
     # Set by `redrive` when the message goes back to the enrolment queue; cleared when it is set aside again.
     redriven = peewee.DateTimeField(null=True)
+    # What solving it needs (saving.rejection_fields): the body as the worker could decode it (bounded) and the
+    # keys of the enrolment it was, where the payload holds them. All None once erased or past retention.
+    payload = peewee.TextField(null=True)
+    company_number = peewee.CharField(max_length=255, null=True)
+    company_name = peewee.CharField(max_length=255, null=True)
+    sso_id = peewee.BigIntegerField(null=True)
+    company_email = peewee.CharField(max_length=255, null=True)
+    # When its personal data was removed (erase or retention); None while it may hold some.
+    erased = peewee.DateTimeField(null=True)
 
 
 class EnrolmentRetry(BaseModel):
@@ -126,7 +138,27 @@ class Email(BaseModel):
     sent = peewee.DateTimeField(null=True)
 
 
-ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, EnrolmentRetry)
+class Audit(BaseModel):
+    """One re-drive or erase (ops/audit.py): when, what, from where; never the personal data itself."""
+
+    id = peewee.AutoField()
+    at = peewee.DateTimeField(default=utcnow)
+    action = peewee.CharField(max_length=20)  # "redrive" or "erase"
+    # A re-drive's original message id; an erase's enrolment ids (never a company number or sso id).
+    subject = peewee.CharField(max_length=255)
+    source = peewee.CharField(max_length=255)  # "redrive on HOST", "console from ADDRESS", "erase on HOST"
+    # An erase: what it removed, by table. A re-drive set aside again: when, and its fresh reasons.
+    detail = JSONField(null=True)
+
+
+class JobRun(BaseModel):
+    """When each periodic job of `work` (jobs.py) last ran, so its schedule survives restarts."""
+
+    name = peewee.CharField(max_length=80, primary_key=True)
+    last_run = peewee.DateTimeField()
+
+
+ALL_MODELS = (Enrolment, Company, Supplier, Rejection, QueueMessage, Email, EnrolmentRetry, Audit, JobRun)
 
 
 def enrolment_company_number() -> peewee.ColumnBase:

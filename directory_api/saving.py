@@ -30,6 +30,7 @@ import peewee
 from directory_api import enrolment, mail
 from directory_api.db import is_postgres
 from directory_api.models import (
+    Audit,
     Company,
     Enrolment,
     EnrolmentRetry,
@@ -42,6 +43,7 @@ from directory_api.models import (
 
 COMPANY_ALREADY_REGISTERED = "A company with this number is already registered."
 ALREADY_A_SUPPLIER = "This user is already a supplier."
+REDRIVE = "redrive"  # the audit action of a re-drive (ops/audit.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +58,14 @@ class Duplicate:
 
 @dataclasses.dataclass(frozen=True)
 class Invalid:
-    """The message can never be saved; `errors` maps each field to its messages."""
+    """The message can never be saved; `errors` maps each field to its messages.
+
+    `received` is what the worker could decode of it (the payload, or the body
+    as text), kept in its rejection so an operator can tell whose it was.
+    """
 
     errors: Mapping[str, list[str]]
+    received: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 Outcome = Created | Duplicate | Invalid
@@ -99,7 +106,7 @@ def _check(entry: object) -> dict | Invalid:
     errors = enrolment.validate(entry)
     if not errors and isinstance(entry, dict):  # validate accepts only a JSON object
         return entry
-    return Invalid(errors)
+    return Invalid(errors, received=entry)
 
 
 def _save_carefully(checked: Mapping[str, dict | Invalid]) -> dict[str, Outcome]:
@@ -124,7 +131,7 @@ def _save_carefully(checked: Mapping[str, dict | Invalid]) -> dict[str, Outcome]
                 registered.add(entry)  # a later message of the batch for the same company is a conflict
         outcomes.update(_insert(valid))
         outcomes.update(_retries_or_invalid(conflicting))
-        _record_rejections({m: o.errors for m, o in outcomes.items() if isinstance(o, Invalid)})
+        _record_rejections({m: o for m, o in outcomes.items() if isinstance(o, Invalid)})
     return {message_id: outcomes[message_id] for message_id in checked}
 
 
@@ -268,7 +275,7 @@ def _retries_or_invalid(conflicting: Mapping[str, tuple[dict, dict]]) -> dict[st
     outcomes: dict[str, Outcome] = {}
     for message_id, (payload, errors) in conflicting.items():
         enrolment_id = saved.get(canonical_json(payload))
-        outcomes[message_id] = Invalid(errors) if enrolment_id is None else Created(enrolment_id)
+        outcomes[message_id] = Invalid(errors, received=payload) if enrolment_id is None else Created(enrolment_id)
     retries = [{"message_id": m, "enrolment": o.enrolment_id} for m, o in outcomes.items() if isinstance(o, Created)]
     if retries:
         EnrolmentRetry.insert_many(retries).on_conflict(
@@ -350,15 +357,82 @@ class Registered:
         self.sso_ids.add(payload["sso_id"])
 
 
-def _record_rejections(rejections: Mapping[str, Mapping[str, list[str]]]) -> None:
+def _record_rejections(rejections: Mapping[str, Invalid]) -> None:
+    """Record each rejection with what it holds; a re-driven message set aside again replaces its old record.
+
+    Replaced, not updated: the new row, with the fresh time and reasons, then
+    sorts with the newest set aside (by id), waiting for a re-drive once more;
+    its re-drives' outcomes go to the audit table (its history).
+    """
     if not rejections:
         return
-    # A re-driven message set aside again: its fresh reasons, and waiting for a re-drive once more.
+    now = utcnow()
+    message_ids = list(rejections)
+    Rejection.delete().where(Rejection.message_id.in_(message_ids)).execute()
     (
-        Rejection.insert_many([{"message_id": m, "errors": dict(errors)} for m, errors in rejections.items()])
-        .on_conflict(
-            conflict_target=[Rejection.message_id],
-            update={Rejection.errors: peewee.EXCLUDED.errors, Rejection.redriven: None},
-        )
+        Rejection.insert_many([
+            {"message_id": m, "errors": dict(o.errors), "created": now, **rejection_fields(o.received)}
+            for m, o in rejections.items()
+        ])
+        # Another worker recording the same message meanwhile (a copy on both queues): the later one wins.
+        .on_conflict(conflict_target=[Rejection.message_id], update={
+            Rejection.errors: peewee.EXCLUDED.errors, Rejection.created: peewee.EXCLUDED.created,
+            Rejection.redriven: None})
         .execute()
     )
+    _record_redrive_outcomes(rejections, now)
+
+
+def _record_redrive_outcomes(rejections: Mapping[str, Invalid], now: datetime.datetime) -> None:
+    """The re-drives of these messages still waiting for an outcome: set aside again, when and why."""
+    pending = (Audit.select(Audit.subject).where(
+        (Audit.action == REDRIVE) & Audit.subject.in_(list(rejections)) & Audit.detail.is_null()).distinct())
+    for row in pending:
+        detail = {"set_aside": now.isoformat(timespec="seconds"), "errors": dict(rejections[row.subject].errors)}
+        Audit.update(detail=detail).where(
+            (Audit.action == REDRIVE) & (Audit.subject == row.subject) & Audit.detail.is_null()).execute()
+
+
+# A rejection keeps at most this many characters of its body (an enrolment is a few hundred; the door allows 256 KiB).
+PAYLOAD_LIMIT = 16 * 1024
+TRUNCATED = "\n… (truncated: {length} characters received)"
+
+
+def rejection_fields(received: object) -> dict:
+    """A rejection's payload (text, bounded) and the keys of the enrolment it was, where `received` holds them."""
+    if received is None:
+        return {}
+    text = received if isinstance(received, str) else canonical_text(received)
+    payload = _storable(text)
+    if len(payload) > PAYLOAD_LIMIT:
+        payload = payload[:PAYLOAD_LIMIT] + TRUNCATED.format(length=len(payload))
+    decoded = received if not isinstance(received, str) else _json_object(text)
+    fields: dict = {"payload": payload}
+    if isinstance(decoded, dict):
+        for key in ("company_number", "company_name", "company_email"):
+            if isinstance(decoded.get(key), str):
+                fields[key] = _storable(decoded[key])[:255]
+        sso_id = decoded.get("sso_id")
+        if isinstance(sso_id, int) and not isinstance(sso_id, bool) and 1 <= sso_id <= enrolment.BIGINT_MAX:
+            fields["sso_id"] = sso_id
+    return fields
+
+
+def canonical_text(value: object) -> str:
+    """A decoded payload as JSON text, its keys in the order received."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _storable(text: str) -> str:
+    """`text` as both databases store it: no NUL, no unpaired surrogate (an unreadable body may hold them)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _json_object(text: str) -> object:
+    """The JSON in a body the worker did not decode (received too often, say), or None."""
+    if len(text) > PAYLOAD_LIMIT:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None

@@ -259,6 +259,8 @@ VARIABLES = (
     Variable("METRICS_HOST", "metrics_host", _host_name, "0.0.0.0", "127.0.0.1"),
     # The console re-drives messages and downloads all personal data, on the API's own port.
     Variable("OPS_PASSWORD", "ops_password", _secret, None, "debug", secret=True, outside_debug=_long_secret),
+    Variable("REJECTION_RETENTION_DAYS", "rejection_retention_days", _integer(0, 36500), 90, 90),
+    Variable("EMAIL_RETENTION_DAYS", "email_retention_days", _integer(0, 36500), 90, 90),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
 
@@ -312,6 +314,8 @@ class Settings:
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
     ops_password: str | None = None  # None: the ops console is off
+    rejection_retention_days: int = 90  # 0: keep for ever (jobs.py's retention)
+    email_retention_days: int = 90
     # Where each value came from ("environment", "default", "debug default"), for describe().
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import peewee
 
-from directory_api import db, mail, migrations, models, saving
+from directory_api import db, jobs, mail, migrations, models, saving
 from directory_api.batch import about, ids, outcomes_by_message, rejected, set_aside_attributes, tally, verdicts_of
 from directory_api.db import drop_connection
 from directory_api.errors import UserError, first_line
@@ -403,13 +403,14 @@ def log_outcomes(messages: Sequence[Message], outcomes) -> None:
 
 def log_outcome(message: Message, outcome: saving.Outcome) -> None:
     request, fields = about(message)
+    message_id = fields["message_id"]  # the original id, re-driven or not
     if isinstance(outcome, Invalid):
         errors = json.dumps(outcome.errors)
-        log.info("message %s%s: cannot be saved, set aside: %s", message.id, request, errors, extra=fields)
+        log.info("message %s%s: cannot be saved, set aside: %s", message_id, request, errors, extra=fields)
     elif isinstance(outcome, Created):
-        log.debug("message %s%s: saved as enrolment %d", message.id, request, outcome.enrolment_id, extra=fields)
+        log.debug("message %s%s: saved as enrolment %d", message_id, request, outcome.enrolment_id, extra=fields)
     else:
-        log.debug("message %s%s: saved before; deleted", message.id, request, extra=fields)
+        log.debug("message %s%s: saved before; deleted", message_id, request, extra=fields)
 
 
 # -- what `work` and `dev` run ------------------------------------------------------------------------------------
@@ -494,6 +495,10 @@ def work(settings: Settings, *, once: bool = False, metrics_port: int | None = N
             else (lambda: None)
         with working(settings, enrolments, invalid, shutdown=shutdown, metrics=work_metrics,
                      when_ready=ready) as (worker, sender):
-            worker.run(once=once)
+            scheduler = jobs.start(settings)  # the periodic jobs (retention), on a thread of their own
+            try:
+                worker.run(once=once)
+            finally:
+                scheduler.stop()
             if once:
                 shutdown.wait_for(sender.finish())  # the e-mails due now, then exit

@@ -21,7 +21,8 @@ COMMANDS = typer.main.get_command(app).commands
 
 
 def test_every_spec_command_exists():
-    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check", "status", "redrive", "export"}
+    assert set(COMMANDS) == {"serve", "work", "env-write", "migrate", "dev", "check", "status", "redrive", "export",
+                             "erase"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -49,14 +49,19 @@ def as_1_0_0_left_it(url: str) -> None:
     database.close()
 
 
+# The steps after 1.0.0's last (3): what a 1.0.0 database is migrated through.
+AFTER_1_0_0 = [step for step in migrations.STEPS if step.number > 3]
+APPLIED = ", ".join(str(step.number) for step in AFTER_1_0_0)
+
+
 def test_dry_run_lists_each_step_it_would_apply_marked_additive_and_changes_nothing(database_url):
     as_1_0_0_left_it(database_url)
     result = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "schema at version 3; migrate would apply 1 step(s), in this order:",
-        "  step 4 schema_version_additive: additive; 1.0.0 can no longer start after it (unless migrate "
-        "--compatible-with 1.0.0)",
+        f"schema at version 3; migrate would apply {len(AFTER_1_0_0)} step(s), in this order:",
+        *(f"  step {step.number} {step.name}: additive; 1.0.0 can no longer start after it (unless migrate "
+          "--compatible-with 1.0.0)" for step in AFTER_1_0_0),
         "nothing was changed (--dry-run)",
     ]
     database = db.bind(database_url)
@@ -84,7 +89,7 @@ def test_migrate_of_a_1_0_0_database_warns_that_1_0_0_can_no_longer_start(databa
     assert result.exit_code == 0, result.output
     assert "warning: schema step 4 (schema_version_additive, additive): 1.0.0 can no longer start once it is " \
            "applied" in result.output
-    assert "schema migrated to version 4 (applied steps 4)" in result.output
+    assert f"schema migrated to version {migrations.LATEST} (applied steps {APPLIED})" in result.output
 
 
 def breaking_step(monkeypatch):
@@ -153,7 +158,8 @@ def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_n
         killed.kill()  # SIGKILL: no handler, no rollback by the process itself
         killed.wait(10)
     database = db.bind(database_url)
-    assert migrations.current_version(database) == 4  # step 4 committed before the slow step 5 began
+    # The steps before it committed before the slow step began.
+    assert migrations.current_version(database) == migrations.LATEST
     assert not database.table_exists("made_by_the_slow_step")
     database.close()
 
@@ -161,10 +167,11 @@ def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_n
                            check=False)
 
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "schema migrated to version 5 (applied steps 5)" in again.stdout
+    slow = migrations.LATEST + 1
+    assert f"schema migrated to version {slow} (applied steps {slow})" in again.stdout
     database = db.bind(database_url)
     assert database.table_exists("made_by_the_slow_step")
-    assert migrations.current_version(database) == 5
+    assert migrations.current_version(database) == slow
     database.close()
 
 
@@ -173,20 +180,22 @@ def test_migrate_compatible_with_1_0_0_says_where_the_steps_are_recorded_and_wha
     result = invoke_cli("migrate", "--compatible-with", "1.0.0", DATABASE_URL=database_url)
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output
+    numbers = [step.number for step in AFTER_1_0_0]
     assert result.output.splitlines()[-2:] == [
-        "schema migrated to version 4 (applied steps 4)",
-        "step 4 is recorded in schema_version_beyond_1_0_0, where 1.0.0 does not look, so it still starts: run "
-        "`directory-api migrate` once no 1.0.0 process is left",
+        f"schema migrated to version {migrations.LATEST} (applied steps {APPLIED})",
+        f"{migrations.steps_are(numbers, 'is recorded')} in schema_version_beyond_1_0_0, where 1.0.0 does not look, "
+        "so it still starts: run `directory-api migrate` once no 1.0.0 process is left",
     ]
     dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
     assert dry.output.splitlines() == [
-        "schema at version 4: nothing to apply",
-        "step 4 is held for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate records them in "
-        "schema_version again, and 1.0.0 no longer starts",
+        f"schema at version {migrations.LATEST}: nothing to apply",
+        f"{migrations.steps_are(numbers, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate "
+        "records them in schema_version again, and 1.0.0 no longer starts",
     ]
     plain = invoke_cli("migrate", DATABASE_URL=database_url)
     assert plain.exit_code == 0, plain.output
-    assert "warning: schema step 4 is recorded in schema_version again: 1.0.0 can no longer start" in plain.output
+    assert f"warning: schema {migrations.steps_are(numbers, 'is recorded')} in schema_version again: 1.0.0 can no " \
+           "longer start" in plain.output
     assert migrations.held_steps(db.bind(database_url)) == []
 
 

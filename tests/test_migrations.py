@@ -105,6 +105,11 @@ def as_1_0_0_left_it(database) -> None:
     database.execute_sql("ALTER TABLE schema_version DROP COLUMN additive")
 
 
+# The steps after 1.0.0's last (3), and every step recorded additive: what a 1.0.0 database is migrated to.
+AFTER_1_0_0 = list(range(4, migrations.LATEST + 1))
+ALL_ADDITIVE = dict.fromkeys(range(1, migrations.LATEST + 1), True)
+
+
 def extra_steps(monkeypatch, *steps: Step) -> None:
     monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, *steps))
     monkeypatch.setattr(migrations, "LATEST", len(migrations.STEPS))
@@ -122,8 +127,8 @@ def test_migrate_records_each_step_as_additive_or_not(bound, monkeypatch):
 
 def test_a_1_0_0_schema_version_table_gets_the_additive_column_with_a_default(bound):
     as_1_0_0_left_it(bound)
-    assert migrations.migrate(bound) == [4]
-    assert recorded(bound) == {1: True, 2: True, 3: True, 4: True}
+    assert migrations.migrate(bound) == AFTER_1_0_0
+    assert recorded(bound) == ALL_ADDITIVE
     # 1.0.0 inserts (version, applied) only: the database default says "breaking", the cautious reading.
     bound.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, CURRENT_TIMESTAMP)")
     assert recorded(bound)[99] is False
@@ -132,8 +137,8 @@ def test_a_1_0_0_schema_version_table_gets_the_additive_column_with_a_default(bo
 def test_a_1_0_0_database_behind_its_own_last_step_is_migrated_through_to_the_end(bound):
     as_1_0_0_left_it(bound)
     bound.execute_sql("DELETE FROM schema_version WHERE version = 3")  # 3 is safe to apply again
-    assert migrations.migrate(bound) == [3, 4]
-    assert recorded(bound) == {1: True, 2: True, 3: True, 4: True}
+    assert migrations.migrate(bound) == [3, *AFTER_1_0_0]
+    assert recorded(bound) == ALL_ADDITIVE
 
 
 def test_a_newer_schema_of_additive_steps_runs_with_one_warning_naming_both_versions(bound, caplog):
@@ -210,10 +215,10 @@ def max_version_as_1_0_0_reads_it(database) -> int:
 
 def test_compatible_with_1_0_0_keeps_the_rows_of_later_steps_where_1_0_0_does_not_look(bound, caplog):
     as_1_0_0_left_it(bound)
-    assert migrations.migrate(bound, compatible_with="1.0.0") == [4]
+    assert migrations.migrate(bound, compatible_with="1.0.0") == AFTER_1_0_0
     assert max_version_as_1_0_0_reads_it(bound) == 3
-    assert migrations.current_version(bound) == migrations.LATEST == 4
-    assert migrations.held_steps(bound) == [4]
+    assert migrations.current_version(bound) == migrations.LATEST
+    assert migrations.held_steps(bound) == AFTER_1_0_0
     migrations.ensure_current(bound, auto_migrate=False)  # this release reads both tables
     assert migrations.migrate(bound, compatible_with="1.0.0") == []  # again: nothing more to do
     assert max_version_as_1_0_0_reads_it(bound) == 3
@@ -224,17 +229,18 @@ def test_a_plain_migrate_records_the_held_steps_in_schema_version_again(bound):
     as_1_0_0_left_it(bound)
     migrations.migrate(bound, compatible_with="1.0.0")
     assert migrations.migrate(bound) == []
-    assert max_version_as_1_0_0_reads_it(bound) == 4
+    assert max_version_as_1_0_0_reads_it(bound) == migrations.LATEST
     assert migrations.held_steps(bound) == []
     assert not bound.table_exists("schema_version_beyond_1_0_0")
-    assert recorded(bound) == {1: True, 2: True, 3: True, 4: True}
+    assert recorded(bound) == ALL_ADDITIVE
 
 
 def test_compatible_with_1_0_0_refuses_a_breaking_step_beyond_1_0_0_and_applies_nothing(bound, monkeypatch):
     as_1_0_0_left_it(bound)
-    extra_steps(monkeypatch, Step(5, "drop_thing", nothing, additive=False))
-    with pytest.raises(SchemaError, match="--compatible-with 1.0.0: step 5 is breaking, so 1.0.0 cannot run on "
-                                          "this schema whatever is recorded"):
+    breaking = migrations.LATEST + 1
+    extra_steps(monkeypatch, Step(breaking, "drop_thing", nothing, additive=False))
+    with pytest.raises(SchemaError, match=f"--compatible-with 1.0.0: step {breaking} is breaking, so 1.0.0 cannot run "
+                                          "on this schema whatever is recorded"):
         migrations.migrate(bound, allow_breaking=True, compatible_with="1.0.0")
     assert migrations.current_version(bound) == 3
 

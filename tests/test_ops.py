@@ -61,6 +61,8 @@ def test_status_counts_what_the_queues_and_the_database_hold(worker):
     result = status.status(worker.enrolments, worker.invalid)
     assert result.complete
     assert result.figures.pop("emails") == {"waiting": 2, "sent": 0, "failed": 0, "logged": 0}
+    personal = result.figures.pop("personal_data")
+    assert personal["oldest_rejection"].endswith("Z") and personal["oldest_email"].endswith("Z")
     assert result.figures == {
         "queues": {"enrolment": {"waiting": 1, "in_flight": len(received)}, "invalid": {"waiting": 1, "in_flight": 0}},
         "database": {"enrolments": 2, "enrolments_last_24h": 1, "companies": 2, "suppliers": 2, "rejections": 1},

@@ -70,6 +70,8 @@ def test_status_json_has_exactly_the_keys_spec_lists(environ, queues):
     figures = json.loads(done.stdout)
     emails = figures.pop("emails")
     assert set(emails) == {"waiting", "sent", "failed", "logged"}
+    # Added by issue 23, beside SPEC's keys: the oldest rejection and e-mail record still holding personal data.
+    assert set(figures.pop("personal_data")) == {"oldest_rejection", "oldest_email"}
     assert all(value is None or isinstance(value, int) for value in emails.values())
     assert figures == {
         "queues": {"enrolment": {"waiting": 0, "in_flight": 0}, "invalid": {"waiting": 1, "in_flight": 0}},

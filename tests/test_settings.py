@@ -42,7 +42,7 @@ def test_every_spec_setting_is_a_variable():
         "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "DEFAULT_FROM_EMAIL",
         "COMPANY_EMAIL_CONFIRMATION_FROM", "COMPANY_EMAIL_CONFIRMATION_SUBJECT", "COMPANY_EMAIL_CONFIRMATION_URL",
         "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "METRICS_HOST",
-        "OPS_PASSWORD",
+        "OPS_PASSWORD", "REJECTION_RETENTION_DAYS", "EMAIL_RETENTION_DAYS",
     ]
 
 
@@ -357,6 +357,17 @@ def test_the_example_env_file_is_a_complete_production_configuration():
     # OPS_PASSWORD: the console off
     unset_by_default = {"SQS_ENDPOINT_URL", "LOG_LEVEL", "METRICS_PORT", "METRICS_HOST", "OPS_PASSWORD"}
     assert set(example) == {variable.name for variable in VARIABLES if variable.name not in unset_by_default}
+
+
+def test_retention_days_default_to_90_and_0_keeps_for_ever():
+    default = Settings.from_environ(REQUIRED)
+    assert (default.rejection_retention_days, default.email_retention_days) == (90, 90)
+    kept = Settings.from_environ({**REQUIRED, "REJECTION_RETENTION_DAYS": "0", "EMAIL_RETENTION_DAYS": "30"})
+    assert (kept.rejection_retention_days, kept.email_retention_days) == (0, 30)
+
+
+def test_negative_retention_days_are_refused_naming_the_variable():
+    assert problems({**REQUIRED, "EMAIL_RETENTION_DAYS": "-1"}) == ["EMAIL_RETENTION_DAYS: -1 is out of range 0-36500"]
 
 
 # OPS_PASSWORD (issue 22, item 5)

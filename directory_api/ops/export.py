@@ -33,7 +33,8 @@ EXPORTS = dict(zip(EXPORT_TABLES, (
     Export(Company, ("id", "number", "name", "export_status", "date_of_creation", "revenue", "created", "modified")),
     Export(Supplier,
            ("id", "sso_id", "company_email", "mobile_number", "referrer", "company_id", "created", "modified")),
-    Export(Rejection, ("id", "message_id", "created", "redriven", "errors")),
+    Export(Rejection, ("id", "message_id", "created", "redriven", "errors", "company_number", "company_name",
+                       "sso_id", "company_email", "payload", "erased")),
 ), strict=True))
 # Rows fetched from the server at a time: memory stays flat whatever the table's size.
 EXPORT_FETCH_ROWS = 2000

@@ -133,9 +133,11 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
         reasons = json.dumps(errors_of(message), ensure_ascii=False)
         out(f"{'would move' if dry_run else 'moved'} {original_id(message)} {reasons}")
 
+    from directory_api.ops.audit import command_source, redrive_marker  # audit builds on this module
+
     try:
         result = redrive(invalid, enrolments, ids or None, dry_run=dry_run, on_message=show,
-                         mark=mark_redriven, wait_seconds=redrive_wait(settings))
+                         mark=redrive_marker(command_source("redrive")), wait_seconds=redrive_wait(settings))
     except QueueUnavailable as error:
         raise Unanswered(f"{error} (nothing after the last line above was moved)") from None
     finally:

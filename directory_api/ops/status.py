@@ -5,7 +5,7 @@ import datetime
 import json
 from collections.abc import Callable
 
-from directory_api import mail, models
+from directory_api import mail, models, retention
 from directory_api.db import DATABASE_ERRORS
 from directory_api.errors import first_line
 from directory_api.models import Company, Email, Enrolment, Supplier, utcnow
@@ -40,6 +40,7 @@ def status(enrolments: Queue, invalid: Queue) -> Status:
         },
         "database": _database_figures(unanswered),
         "emails": email_figures(),
+        "personal_data": personal_data_figures(),
     }
     return Status(figures, unanswered)
 
@@ -88,6 +89,31 @@ def figure(value: int | None) -> str:
     return f"about {value:,}" if isinstance(value, About) else f"{value:,}"
 
 
+def personal_data_figures() -> dict:
+    """When the oldest rejection and e-mail record still holding personal data were made (retention.py), or null."""
+    try:
+        with models.database.connection_context():
+            oldest = retention.oldest_personal()
+    except DATABASE_ERRORS:
+        return {"oldest_rejection": None, "oldest_email": None}  # the database part names the failure
+    return {"oldest_rejection": _iso(oldest["rejection"]), "oldest_email": _iso(oldest["email"])}
+
+
+def _iso(when: datetime.datetime | None) -> str | None:
+    return None if when is None else when.isoformat(timespec="seconds") + "Z"
+
+
+def personal_data_line(figures: dict) -> str:
+    """`status`'s line on the oldest personal data still kept."""
+
+    def when(value: str | None) -> str:
+        return "none" if value is None else value.replace("T", " ").replace("Z", " UTC")
+
+    personal = figures["personal_data"]
+    return (f"{'personal data:':<18} oldest rejection holding it {when(personal['oldest_rejection'])},"
+            f" oldest e-mail record {when(personal['oldest_email'])}")
+
+
 def status_lines(result: Status) -> list[str]:
     """`status` as text: one line a part."""
     figures = result.figures
@@ -109,6 +135,7 @@ def status_lines(result: Status) -> list[str]:
         f"{'e-mails:':<18} {shown(emails['waiting'])} waiting, {shown(emails['sent'])} sent,"
         f" {shown(emails['failed'])} failed, {shown(emails['logged'])} logged"
     )
+    lines.append(personal_data_line(figures))
     return lines
 
 

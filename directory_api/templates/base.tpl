@@ -14,6 +14,7 @@
 <a href="{{base}}"{{!' aria-current="page"' if section == 'overview' else ''}}>Overview</a>
 <a href="{{base}}enrolments"{{!' aria-current="page"' if section == 'enrolments' else ''}}>Enrolments</a>
 <a href="{{base}}rejections"{{!' aria-current="page"' if section == 'rejections' else ''}}>Rejections</a>
+<a href="{{base}}audit"{{!' aria-current="page"' if section == 'audit' else ''}}>Audit</a>
 </nav>
 </header>
 <main>

@@ -1,3 +1,9 @@
+% if erased_notice:
+<div class="notice done" role="status"><p>{{erased_notice}}</p></div>
+% end
+% if enrolment.erased is not None:
+<div class="notice" role="status"><p>The personal data of this enrolment was erased on {{enrolment.erased.strftime('%Y-%m-%d %H:%M')}} UTC: its payload keeps only what names no one.</p></div>
+% end
 <div class="cards">
 <div class="card">
 <h2>Enrolment</h2>
@@ -48,3 +54,8 @@
 </div>
 <h2>Payload, as received</h2>
 <pre class="payload">{{payload}}</pre>
+{{!history_html}}
+% if enrolment.erased is None:
+<h2>Right to erasure</h2>
+<p><a class="danger" href="{{base}}enrolments/{{enrolment.id}}/erase">Erase this supplier's personal data…</a> <span class="hint">(a confirmation page says what will go)</span></p>
+% end

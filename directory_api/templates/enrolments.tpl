@@ -40,3 +40,24 @@
 % if page.next_before is not None:
 <p class="pager"><a href="{{next_url}}">Older results</a></p>
 % end
+% if rejections_found:
+<h2>Rejections</h2>
+<p class="hint">Set-aside enrolments whose payload held what you searched for.</p>
+<div class="table-wrap">
+<table class="list">
+<thead><tr><th scope="col">message id</th><th scope="col">company number</th><th scope="col">company name</th><th scope="col">sso id</th><th scope="col">e-mail</th><th scope="col">set aside (UTC)</th></tr></thead>
+<tbody>
+% for rejection in rejections_found:
+<tr>
+<td data-label="message id"><a href="{{base}}messages/{{rejection.message_id}}"><code>{{rejection.message_id}}</code></a></td>
+<td data-label="company number">{{rejection.company_number or '-'}}</td>
+<td data-label="company name">{{rejection.company_name or '-'}}</td>
+<td data-label="sso id">{{'-' if rejection.sso_id is None else rejection.sso_id}}</td>
+<td data-label="e-mail">{{rejection.company_email or '-'}}</td>
+<td data-label="set aside (UTC)">{{rejection.created.strftime('%Y-%m-%d %H:%M')}}</td>
+</tr>
+% end
+</tbody>
+</table>
+</div>
+% end

@@ -42,6 +42,24 @@
 </tbody>
 </table>
 </div>
+<div class="card">
+<h2>Personal data kept</h2>
+<table>
+<tbody>
+% for label, key in (('oldest rejection holding it', 'oldest_rejection'), ('oldest e-mail record holding it', 'oldest_email')):
+% when = figures['personal_data'][key]
+<tr><th scope="row">{{label}}</th><td class="number">
+% if when:
+<span class="nowrap">{{when[:10]}}</span> <span class="nowrap">{{when[11:16]}}</span>
+% else:
+-
+% end
+</td></tr>
+% end
+</tbody>
+</table>
+<p class="hint">Removed by <code>work</code> after REJECTION_RETENTION_DAYS and EMAIL_RETENTION_DAYS (UTC).</p>
+</div>
 </section>
 <section>
 <h2>Find an enrolment</h2>

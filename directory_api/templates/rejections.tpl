@@ -12,11 +12,18 @@
 </form>
 <div class="table-wrap">
 <table class="list">
-<thead><tr><th scope="col">message id</th><th scope="col">reasons</th><th scope="col">set aside (UTC)</th><th scope="col"><span class="visually-hidden">action</span></th></tr></thead>
+<thead><tr><th scope="col">message id</th><th scope="col">whose</th><th scope="col">reasons</th><th scope="col">set aside (UTC)</th><th scope="col"><span class="visually-hidden">action</span></th></tr></thead>
 <tbody>
 % for rejection in page.rows:
 <tr>
 <td data-label="message id"><a href="{{base}}messages/{{rejection.message_id}}"><code>{{rejection.message_id}}</code></a></td>
+<td data-label="whose">
+% if rejection.company_name or rejection.company_number or rejection.company_email:
+{{rejection.company_name or '-'}}<br><small>{{rejection.company_number or '-'}} · {{rejection.company_email or '-'}}</small>
+% else:
+-
+% end
+</td>
 <td data-label="reasons">
 <ul class="reasons">
 % for field, messages in (rejection.errors.items() if isinstance(rejection.errors, dict) else []):

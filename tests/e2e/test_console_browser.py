@@ -1,7 +1,9 @@
 """The ops console in a real browser (Debian's chromium, driven by selenium), served by the pyz's `dev`.
 
-An operator logs in, finds an enrolment, opens it, re-drives a rejection whose
-cause was put right and sees it created. The test also takes docs/operating.md's
+An operator logs in, finds an enrolment, opens it; then, as in "a supplier
+says their enrolment failed", finds the rejection by the company's name, reads
+its payload, erases the registration made by mistake under the same number,
+re-drives the rejection and sees it created, and the audit of both. The test also takes docs/operating.md's
 screenshots of the overview and rejections pages: into docs/ with
 DOCS_SCREENSHOTS=1 (then commit them), else beside the test's logs.
 Under CI=true a missing chromium fails the test; elsewhere it skips.
@@ -11,7 +13,6 @@ import base64
 import json
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -171,14 +172,38 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     assert "company103@example.com" in browser.page_source.replace("<wbr>", "")
     no_word_broken(browser)
 
-    # The rejection's reason, then the cause put right: the company registered by mistake is removed.
+    browser.find_element(By.LINK_TEXT, "Rejections").click()
+    shows(browser, "Acme Widgets (Scotland) Ltd")  # whose it was, beside why
+    screenshot(browser, "console-rejections.png", tmp_path)
+
+    # The supplier says their enrolment failed: find it by the company's name, read why and what was sent.
+    browser.find_element(By.LINK_TEXT, "Enrolments").click()
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("acme widgets (scotland)")
+    search.submit()
+    shows(browser, "<h2>Rejections</h2>")
+    browser.find_element(By.LINK_TEXT, taken).click()
+    shows(browser, "A company with this number is already registered.")
+    payload_text = browser.find_element(By.CSS_SELECTOR, "pre.payload").text
+    assert json.loads(payload_text) == payload  # the payload as received, readable
+    screenshot(browser, "console-rejection.png", tmp_path)
+
+    # The cause put right: the company registered by mistake under that number is erased, after a confirmation.
+    browser.find_element(By.LINK_TEXT, "Find what is registered under these").click()
+    browser.find_element(By.LINK_TEXT, "SC100000").click()
+    shows(browser, "Acme Widgets Ltd")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Erase this supplier").click()
+    shows(browser, "What will go")
+    assert "company number <strong>SC100000</strong>" in browser.page_source
+    browser.find_element(By.XPATH, "//button[text()='Erase this personal data']").click()
+    shows(browser, "Erased: ")
+    notice = browser.find_element(By.CSS_SELECTOR, ".notice.done").text
+    # Two rejections held its number or its sso id: the one to re-drive, and the post for a user already a supplier.
+    assert notice == "Erased: company 1, supplier 1, enrolment 1, email 1, rejection 2."
+
     browser.find_element(By.LINK_TEXT, "Rejections").click()
     shows(browser, "A company with this number is already registered.")
-    screenshot(browser, "console-rejections.png", tmp_path)
     no_word_broken(browser)
-    with sqlite3.connect(workdir / "directory-api-debug.sqlite3", timeout=10) as database:
-        database.execute("PRAGMA foreign_keys = ON")
-        database.execute("DELETE FROM company WHERE number = 'SC100000'")
 
     row = browser.find_element(By.XPATH, f"//tr[.//code[text()='{taken}']]")
     row.find_element(By.XPATH, ".//button[text()='Re-drive']").click()
@@ -192,4 +217,8 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     browser.find_element(By.PARTIAL_LINK_TEXT, "created: enrolment").click()
     shows(browser, "Acme Widgets (Scotland) Ltd")
     assert taken in browser.page_source  # saved under its original message id
+    assert "saved as enrolment" in browser.page_source  # its history: re-driven from the console, and saved
     assert status(base_url, taken)["status"] == "created"
+    browser.find_element(By.LINK_TEXT, "Audit").click()
+    shows(browser, "removed company 1, supplier 1")
+    assert "console from 127.0.0.1" in browser.page_source

@@ -1,0 +1,123 @@
+"""The audit table: every re-drive and erase, when, what and from where, never the personal data itself.
+
+A re-drive's row names the original message id; the worker adds its outcome
+when the message is set aside again (saving.py), and "saved as enrolment N"
+is read from the enrolment itself, so the hot path of saving writes nothing
+here. A rejection's history and an enrolment's are the re-drives of their
+message id.
+"""
+
+import dataclasses
+import datetime
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping
+
+from directory_api import models
+from directory_api.db import DATABASE_ERRORS
+from directory_api.errors import first_line
+from directory_api.models import Audit, Enrolment, EnrolmentRetry, utcnow
+from directory_api.ops import redrive as redriving
+from directory_api.saving import REDRIVE
+
+log = logging.getLogger(__name__)
+
+ERASE = "erase"
+PAGE_SIZE = 50
+HISTORY_LIMIT = 100  # re-drives shown for one message: more is a loop to look at in the audit page
+
+
+def command_source(command: str) -> str:
+    """Where a command ran: `redrive on HOST`."""
+    return f"{command} on {socket.gethostname()}"[:255]
+
+
+def console_source(environ: Mapping) -> str:
+    """Where a console request came from: its peer's address, and the address a proxy says it forwards for."""
+    source = f"console from {environ.get('REMOTE_ADDR') or 'an unknown address'}"
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").strip()
+    if forwarded:
+        source += f" (forwarded for {forwarded})"
+    return source[:255]
+
+
+def record(action: str, subjects: Iterable[str], source: str, detail: dict | None = None,
+           at: datetime.datetime | None = None) -> None:
+    """One audit row a subject."""
+    rows = [{"at": at or utcnow(), "action": action, "subject": subject[:255], "source": source, "detail": detail}
+            for subject in subjects]
+    if rows:
+        Audit.insert_many(rows).execute()
+
+
+def redrive_marker(source: str) -> Callable[[list[str]], None]:
+    """redrive's `mark` for a re-drive from `source`: the rejections marked re-driven and each re-drive audited.
+
+    A database that does not answer only logs: the message is moved all the same.
+    """
+
+    def mark(original_ids: list[str]) -> None:
+        redriving.mark_redriven(original_ids)
+        try:
+            with models.database.connection_context():
+                record(REDRIVE, original_ids, source)
+        except DATABASE_ERRORS as error:
+            log.warning("messages %s: re-driven, but not recorded in the audit table: %s",
+                        ", ".join(original_ids), first_line(error))
+
+    return mark
+
+
+@dataclasses.dataclass(frozen=True)
+class Redrive:
+    """One re-drive of a message and what became of it."""
+
+    at: datetime.datetime
+    source: str
+    outcome: str  # "set_aside", "saved" or "waiting"
+    set_aside: str | None = None  # when it was set aside again (ISO 8601, UTC)
+    errors: Mapping | None = None  # its fresh reasons then
+    enrolment_id: int | None = None  # what it was saved as
+
+
+def history(message_id: str) -> list[Redrive]:
+    """The re-drives of one message (by its original id), oldest first, each with its outcome."""
+    rows = list(Audit.select().where((Audit.action == REDRIVE) & (Audit.subject == message_id))
+                .order_by(Audit.id).limit(HISTORY_LIMIT))
+    if not rows:
+        return []
+    saved = saved_as(message_id)
+    return [_redrive(row, saved) for row in rows]
+
+
+def _redrive(row: Audit, saved: int | None) -> Redrive:
+    detail = row.detail if isinstance(row.detail, dict) else None
+    if detail and "set_aside" in detail:
+        return Redrive(row.at, row.source, "set_aside", str(detail["set_aside"]), detail.get("errors"))
+    if saved is not None:
+        return Redrive(row.at, row.source, "saved", enrolment_id=saved)
+    return Redrive(row.at, row.source, "waiting")
+
+
+def saved_as(message_id: str) -> int | None:
+    """The enrolment a message was saved as (or answered with, as a client's retry), None when not saved."""
+    enrolment = Enrolment.select(Enrolment.id).where(Enrolment.sqs_message_id == message_id).first()
+    if enrolment is not None:
+        return enrolment.id
+    retry = EnrolmentRetry.select(EnrolmentRetry.enrolment).where(EnrolmentRetry.message_id == message_id).first()
+    return retry.enrolment_id if retry is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditPage:
+    rows: list[Audit]
+    next_before: int | None
+
+
+def audit_page(before: int | None = None, limit: int = PAGE_SIZE) -> AuditPage:
+    """The audit rows, newest first, a page at a time (keyset on the id)."""
+    query = Audit.select().order_by(Audit.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(Audit.id < before)
+    rows = list(query)
+    return AuditPage(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
