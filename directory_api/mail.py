@@ -48,6 +48,7 @@ from directory_api.errors import SettingsError, first_line
 from directory_api.models import Email, tuple_rows, utcnow
 from directory_api.settings import Settings
 from directory_api.threads import Failures, Stop
+from directory_api.vendored_internals import name_smtp_server
 
 log = logging.getLogger(__name__)
 
@@ -411,9 +412,8 @@ class SmtpTransport:
     def connect(self) -> smtplib.SMTP:
         """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
         smtp = smtplib.SMTP(timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
-        # Made unconnected, so that a cut reaches the greeting too; starttls() names (SNI, certificate check)
-        # the server by the host given to the constructor, which smtplib keeps here and connect() does not set.
-        smtp._host = self.host  # type: ignore[attr-defined]
+        # Made unconnected, so that a cut reaches the greeting too; STARTTLS must still name the server.
+        name_smtp_server(smtp, self.host)
         with self._lock:
             self._smtp = smtp  # before connecting, so that a cut reaches the greeting too
             interrupted = self._interrupted
