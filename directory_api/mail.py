@@ -11,7 +11,10 @@ and started only when it fits in what is left of its lease, so a lease never
 ends while its e-mail is being sent. The record of an e-mail the server
 accepted is retried on a fresh connection until the database takes it: only
 a crash between the two may send it again, with the same Message-ID, when
-its lease ends. Without EMAIL_HOST the Sender logs each e-mail instead and
+its lease ends. A stop starts no new conversation and cuts the one in hand,
+except from DATA on: the server may have the message then, so its reply is
+waited for (STOP_REPLY_WAIT, inside `work`'s 2-second stop) and recorded.
+Without EMAIL_HOST the Sender logs each e-mail instead and
 records it as logged.
 
 Every header comes from the settings or from validated fields: the To address
@@ -48,6 +51,7 @@ from directory_api.errors import SettingsError, first_line
 from directory_api.models import Email, tuple_rows, utcnow
 from directory_api.settings import Settings
 from directory_api.threads import Failures, Stop
+from directory_api.vendored_internals import name_smtp_server
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,11 @@ CLAIM_SIZE = 10
 # conversations; an e-mail is started only when its conversation and its record fit in what is left.
 LEASE = 300.0
 RECORD_MARGIN = 30.0  # seconds kept after a conversation for the record of its outcome
+# Seconds a stop waits for the reply to a message whose end may have been sent (the server may hold it by then),
+# and then for the record of the outcome: within `work`'s 2-second stop, with the tick that sees the signal
+# (0.1 s) and the process's own exit to spare on a loaded machine.
+STOP_REPLY_WAIT = 1.0
+STOP_RECORD_WAIT = 0.3
 FIRST_RETRY = 1.0
 LONGEST_RETRY = 60.0
 # While the worker drains a backlog the sender takes at most this share of a CPU
@@ -333,6 +342,13 @@ class ConversationTooLong(TimeoutError):
     """The SMTP conversation of one e-mail passed CONVERSATION_LIMIT: it was cut, however steadily the server wrote."""
 
 
+CUT_BY_A_STOP = "the SMTP conversation was cut short by a stop"
+
+
+class Unanswered(ConnectionAbortedError):
+    """A stop cut the conversation after DATA began and before the reply came: the server may have the message."""
+
+
 def reply_of(error: BaseException) -> tuple[int | None, str]:
     """The SMTP reply code and text behind an error, or (None, what happened) when the server did not answer."""
     reply: bytes | str
@@ -383,6 +399,24 @@ def local_hostname() -> str:
     return socket.getfqdn()
 
 
+class Conversation(smtplib.SMTP):
+    """smtplib's SMTP connection, telling its SmtpTransport before each reply is read and while DATA runs."""
+
+    def __init__(self, transport: "SmtpTransport", **options):
+        super().__init__(**options)
+        self.transport = transport
+
+    # smtplib reads every reply, the greeting included, with getreply(), and sends every message with data():
+    # the stop tests prove it still does.
+    def getreply(self):
+        self.transport.reading_reply()
+        return super().getreply()
+
+    def data(self, msg):
+        with self.transport.sending_data():
+            return super().data(msg)
+
+
 class SmtpTransport:
     """One SMTP connection at a time, opened when there is something to send.
 
@@ -390,7 +424,9 @@ class SmtpTransport:
     CONVERSATION_LIMIT however steadily the server writes: the socket timeout
     bounds each read only, and a server that dribbles a line every few
     seconds would hold the sender, and outlive the claim's lease. interrupt()
-    cuts it from another thread (a stop).
+    (a stop, from another thread) cuts it at once before DATA; from DATA on,
+    the server may have the message, so a stop waits STOP_REPLY_WAIT for its
+    reply before it cuts.
     """
 
     def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
@@ -402,24 +438,34 @@ class SmtpTransport:
         self._smtp: smtplib.SMTP | None = None
         self._lock = threading.Lock()
         self._interrupted = False
+        self._in_data = False
+        self._reply_timer: threading.Timer | None = None
+        self._unanswered = False
+        self.stop_deadline: float | None = None  # (monotonic) when a stop that came during DATA cuts it
 
     def send(self, message: EmailMessage, recipient: str) -> None:
+        """Send one message; Unanswered when a stop cut it after DATA began, before the reply came."""
         with self._bounded(CONVERSATION_LIMIT):
             smtp = self._smtp or self.connect()
-            smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
+            try:
+                smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
+            except OSError as error:
+                if self._unanswered:
+                    raise Unanswered(f"the worker stopped during DATA and the SMTP server had not answered "
+                                     f"{STOP_REPLY_WAIT:g} s later: it may have the message") from error
+                raise
 
     def connect(self) -> smtplib.SMTP:
         """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
-        smtp = smtplib.SMTP(timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
-        # Made unconnected, so that a cut reaches the greeting too; starttls() names (SNI, certificate check)
-        # the server by the host given to the constructor, which smtplib keeps here and connect() does not set.
-        smtp._host = self.host  # type: ignore[attr-defined]
+        smtp = Conversation(self, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
+        # Made unconnected, so that a cut reaches the greeting too; STARTTLS must still name the server.
+        name_smtp_server(smtp, self.host)
         with self._lock:
             self._smtp = smtp  # before connecting, so that a cut reaches the greeting too
             interrupted = self._interrupted
         try:
             if interrupted:  # interrupt() came before there was anything to cut
-                raise ConnectionAbortedError("the SMTP conversation was cut short by a stop")
+                raise ConnectionAbortedError(CUT_BY_A_STOP)
             smtp.connect(self.host, self.config.port)
             smtp.ehlo()
             if self.config.use_tls:
@@ -444,9 +490,48 @@ class SmtpTransport:
             smtp.close()
 
     def interrupt(self) -> None:
-        """Cut the conversation in progress (a stop): the blocked call fails at once."""
+        """A stop: no conversation starts; the one in progress is cut at once, or STOP_REPLY_WAIT after, in DATA."""
         with self._lock:
-            self._interrupted = True
+            first, self._interrupted = not self._interrupted, True
+            if self._in_data:
+                if first:
+                    self.stop_deadline = time.monotonic() + STOP_REPLY_WAIT
+                    self._reply_timer = threading.Timer(STOP_REPLY_WAIT, self._cut_unanswered)
+                    self._reply_timer.daemon = True
+                    self._reply_timer.start()
+                return
+        self._cut()
+
+    def reading_reply(self) -> None:
+        """Before each reply: a stop that came while connecting, when there was no socket to cut yet, ends it here."""
+        with self._lock:
+            if self._interrupted and not self._in_data:
+                raise ConnectionAbortedError(CUT_BY_A_STOP)
+
+    @contextlib.contextmanager
+    def sending_data(self) -> Iterator[None]:
+        """DATA, the message, its end and the reply: a stop that comes meanwhile waits for the reply (interrupt)."""
+        with self._lock:
+            if self._interrupted:  # the stop came first: the message is not started
+                raise ConnectionAbortedError(CUT_BY_A_STOP)
+            self._in_data = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_data = False
+                timer, self._reply_timer = self._reply_timer, None
+                interrupted = self._interrupted
+            if timer is not None:
+                timer.cancel()
+            if interrupted:
+                self._cut()  # answered: nothing more is said (not even a RSET after a refusal) once stopped
+
+    def _cut_unanswered(self) -> None:
+        with self._lock:
+            if not self._in_data:
+                return  # answered in time
+            self._unanswered = True
         self._cut()
 
     @contextlib.contextmanager
@@ -548,14 +633,20 @@ class Sender:
         return self.done
 
     def stop(self) -> None:
-        """Stop soon: the e-mail in hand is cut and handed back (sent again later, with the same Message-ID)."""
+        """Stop soon: no e-mail is started; the one in hand is cut and handed back, unless its DATA has begun:
+        then its reply is waited for (STOP_REPLY_WAIT) and recorded."""
         self.stopping.request()
         if self.transport is not None:
             self.transport.interrupt()
 
     def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait `timeout` for the thread to end, or longer when a stop waits for the reply to a message (stop)."""
+        if self._thread is None:
+            return
+        deadline = self.transport.stop_deadline if self.transport is not None else None
+        if deadline is not None:
+            timeout = max(timeout, deadline + STOP_RECORD_WAIT - time.monotonic())
+        self._thread.join(timeout)
 
     # -- the thread ---------------------------------------------------------------------------------------------
 
@@ -668,10 +759,14 @@ class Sender:
                 self._failed(email, reply_of(error)[1])
             else:
                 self._retry(email, reply_of(error)[1])
+        except Unanswered as error:
+            transport.close()
+            self._unanswered(email, message["Message-ID"], str(error))
+            raise
         except (smtplib.SMTPException, OSError) as error:
             transport.close()
             if self.stopping.requested:
-                release([email])  # cut by stop(): sent again later, same Message-ID
+                release([email])  # cut by stop() before DATA: the server never had it
             else:
                 self._retry(email, plain_error(error))
             raise
@@ -694,6 +789,23 @@ class Sender:
         else:
             log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message_id)
         self.on_outcome(SENT)
+
+    def _unanswered(self, email: Email, message_id: str, reason: str) -> None:
+        """Hand back an e-mail whose message a stop cut before its reply came: the server may have it, or not."""
+        # What the server did is unknown, as after a crash between its acceptance and the record: the one case
+        # where SPEC lets an e-mail go twice (same Message-ID), and `work` must still exit within 2 s. Recorded
+        # sent without a 250, it would be lost whenever the server had not taken it, and SPEC promises it goes;
+        # so it is due again at once, and goes twice only if the server had taken it. Holding the claim until
+        # its lease ends would not make that less likely (a server that took the message keeps it), only delay
+        # an e-mail it had not; our side of that conversation is closed, so no sender sends it alongside it.
+        log.warning("e-mail %d to %s (%s): %s; it is sent again, and may arrive twice", email.id, email.recipient,
+                    message_id, reason)
+        try:
+            retry_later(email, reason, 0.0)
+        except DATABASE_ERRORS as error:
+            drop_connection(self.database)
+            log.warning("e-mail %d: not handed back (%s); it is sent again once its lease ends", email.id,
+                        first_line(error))
 
     def _until_recorded(self, write: Callable[[], object]) -> bool:
         """Run `write` until the database takes it, reconnecting each time; False when stopped first."""

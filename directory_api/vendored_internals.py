@@ -48,6 +48,9 @@ prometheus_client: metrics.py switches to multiprocess mode after prometheus_cli
   (reload_value_class).
 bottle: access.py labels a mounted app's routes with the mount's prefix, which bottle keeps in
   the mount route's config: Route.config["mountpoint"] (mountpoint).
+smtplib (the standard library's, so the Python version is what is checked): mail.py makes its SMTP
+  connection unconnected, so that a stop can cut the greeting too, and has STARTTLS name the server
+  (SNI, the certificate's check) as the constructor would have: SMTP._host (name_smtp_server).
 """
 
 from __future__ import annotations
@@ -161,6 +164,10 @@ PROVEN_BY = {
     "mountpoint": [
         "tests/test_access.py::test_a_mounted_apps_routes_are_labelled_with_their_prefix",
         "tests/test_vendored_internals.py::test_a_wsgi_mount_keeps_its_prefix_and_target_in_its_route_config",
+    ],
+    "name_smtp_server": [
+        "tests/test_mail.py::test_starttls_with_a_self_signed_certificate_the_client_trusts",
+        "tests/test_vendored_internals.py::test_starttls_names_the_server_given_to_name_smtp_server",
     ],
 }
 
@@ -305,3 +312,9 @@ def mountpoint(route) -> dict | None:
     if "mountpoint.prefix" not in config:
         return None
     return {"prefix": config["mountpoint.prefix"], "target": config["mountpoint.target"]}
+
+
+def name_smtp_server(smtp, host: str) -> None:
+    """Have STARTTLS on an SMTP connection made without a host name `host` (SNI, the certificate's check)."""
+    # smtplib keeps the constructor's host for starttls(); connect() does not set it.
+    smtp._host = host

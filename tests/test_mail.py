@@ -31,14 +31,27 @@ CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 
 
 class ObservedSink(smtp_sink.Sink):
-    """The sink, telling the test when a conversation reaches DATA (where "stall" holds it)."""
+    """The sink, telling the test when a conversation reaches DATA (where "stall" holds it) or RCPT.
+
+    Mode "stall-rcpt" holds the conversation at RCPT, before the message is
+    sent; `reply_delay` seconds pass between the message's end and its reply.
+    """
 
     def __init__(self):
         super().__init__()
+        self.in_rcpt = threading.Event()
         self.in_data = threading.Event()
+        self.reply_delay = 0.0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.in_rcpt.set()
+        if self.mode == "stall-rcpt":
+            await asyncio.sleep(3600)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
     async def handle_DATA(self, server, session, envelope):
-        self.in_data.set()
+        self.in_data.set()  # the whole message, its end included, is in: the client waits for the reply
+        await asyncio.sleep(self.reply_delay)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -281,18 +294,97 @@ def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database,
         server.stop()
 
 
-def test_a_stop_during_a_stalled_conversation_returns_at_once_and_hands_the_email_back(make_sender, smtp):
-    smtp.sink.mode = "stall"
+def test_a_stop_during_a_conversation_stalled_before_data_returns_at_once_and_hands_the_email_back(
+    make_sender, smtp
+):
+    smtp.sink.mode = "stall-rcpt"
     sender = make_sender(smtp.port)
     saved()
     sender.start()
-    assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
+    assert smtp.sink.in_rcpt.wait(5)  # before DATA, waiting for the server's answer to RCPT
     started = time.monotonic()
     sender.stop()
     sender.join(2)
     assert sender.done.is_set() and time.monotonic() - started < 1
     email = Email.get()
     assert email.state == WAITING and email.due_at <= time.time()  # due again at once, same token
+
+
+class SilentServer:
+    """A raw TCP server that accepts connections and never says a word: a greeting that does not come."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.connections.append(self.listener.accept()[0])
+                self.accepted.set()
+
+    def stop(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_stop_while_the_greeting_is_slow_returns_at_once_and_hands_the_email_back(make_sender):
+    server = SilentServer()
+    try:
+        sender = make_sender(server.port)
+        saved()
+        sender.start()
+        assert server.accepted.wait(5)  # connected; the 220 does not come
+        started = time.monotonic()
+        sender.stop()
+        sender.join(2)
+        assert sender.done.is_set() and time.monotonic() - started < 1
+        email = Email.get()
+        assert (email.state, email.last_error) == (WAITING, "") and email.due_at <= time.time()
+    finally:
+        server.stop()
+
+
+def test_a_stop_right_after_the_message_was_sent_waits_for_the_reply_and_records_it_sent_once(make_sender, smtp):
+    smtp.sink.reply_delay = 0.5
+    sender = make_sender(smtp.port)
+    saved(2)
+    sender.start()
+    assert smtp.sink.in_data.wait(5)  # the message's end was sent; its 250 comes 0.5 s later
+    started = time.monotonic()
+    sender.stop()
+    sender.join(0.1)  # as the worker's grace would be: the reply awaited extends it
+    assert sender.done.is_set() and time.monotonic() - started < mail.STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
+    assert sorted(states()) == [SENT, WAITING]  # the other e-mail of the claim was not started, but handed back
+    assert smtp.sink.count == 1
+    make_due()  # every lease ends: an e-mail sent but left claimed would go again now
+    resumed = make_sender(smtp.port)
+    smtp.sink.reply_delay = 0.0
+    assert resumed.run_once()
+    assert states() == [SENT, SENT]
+    ids = [message["Message-ID"] for message in smtp.messages]
+    assert len(ids) == len(set(ids)) == 2
+
+
+def test_a_stop_whose_message_is_never_answered_hands_it_back_after_the_reply_wait_saying_so(make_sender, smtp):
+    smtp.sink.mode = "stall"
+    sender = make_sender(smtp.port)
+    saved()
+    sender.start()
+    assert smtp.sink.in_data.wait(5)  # the message's end was sent; no reply comes
+    started = time.monotonic()
+    sender.stop()
+    sender.join(0.1)
+    waited = time.monotonic() - started
+    assert sender.done.is_set() and mail.STOP_REPLY_WAIT - 0.1 < waited < mail.STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
+    email = Email.get()
+    assert (email.state, email.last_error) == (WAITING, "the worker stopped during DATA and the SMTP server had "
+                                                        "not answered 1 s later: it may have the message")
+    assert email.due_at <= time.time()  # due again at once, same token: never recorded sent without a 250
 
 
 def test_two_senders_send_each_email_once(database, database_url, smtp):
@@ -434,6 +526,29 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
     running.join(5)
     assert not running.is_alive() and time.monotonic() - started < 2
     assert Email.get().state == WAITING
+
+
+def test_a_worker_stopped_while_the_server_answers_the_message_slowly_records_it_sent_within_two_seconds(
+    database, database_url, smtp
+):
+    smtp.sink.reply_delay = 0.8  # longer than the worker's grace for its sender (worker.SENDER_GRACE)
+    settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
+    queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
+    queues[0].send(enrolment_body())
+    shutdown = Shutdown()
+
+    def work():
+        with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, _):
+            worker.run()
+
+    running = threading.Thread(target=work)
+    running.start()
+    assert smtp.sink.in_data.wait(10)  # the message's end was sent; its 250 comes 0.8 s later
+    started = time.monotonic()
+    shutdown.request()
+    running.join(5)
+    assert not running.is_alive() and time.monotonic() - started < 2
+    assert states() == [SENT] and smtp.sink.count == 1
 
 
 def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make_sender, database):

@@ -8,6 +8,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import smtplib
 import socket
 import sqlite3
 import subprocess
@@ -233,3 +234,22 @@ def test_a_wsgi_mount_keeps_its_prefix_and_target_in_its_route_config():
     plain = bottle.Bottle()
     plain.route("/")(lambda: "")
     assert internals.mountpoint(plain.routes[0]) is None
+
+
+def test_starttls_names_the_server_given_to_name_smtp_server():
+    class Recording:
+        def wrap_socket(self, sock, server_hostname=None):
+            self.named = server_hostname
+            return sock
+
+    smtp = smtplib.SMTP()  # unconnected, as mail.py makes it
+    internals.name_smtp_server(smtp, "mail.example.com")
+    smtp.ehlo_resp, smtp.esmtp_features = b"mail.example.com", {"starttls": ""}  # as after an EHLO
+    smtp.docmd = lambda command, args="": (220, b"ready")
+    smtp.sock = socket.socket()
+    context = Recording()
+    try:
+        smtp.starttls(context=context)
+    finally:
+        smtp.sock.close()
+    assert context.named == "mail.example.com"

@@ -3,18 +3,21 @@
 `work` against a real SMTP server (scripts/smtp_sink.py) in its own process.
 """
 
+import asyncio
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import smtp_sink
 
 from tests.e2e.harness import service_env
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.smtp import parse, parts, self_signed_certificate
+from tests.smtp import SmtpServer, parse, parts, self_signed_certificate
 from tests.support import free_port, pg_rows, start_work, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -118,6 +121,36 @@ def test_sigterm_while_the_smtp_server_stalls_exits_0_within_2_s_and_the_email_g
     start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, sink.port), name="work-again")
     wait_until(lambda: states(pg) == ["sent"], 30, "the e-mail sent by the next worker")
     assert sink.message_ids() == [f"<{emails(pg)[0][3]}@example.com>"]
+
+
+class SlowReplySink(smtp_sink.Sink):
+    """Accepts each message, answering its end `delay` seconds after it came in; `got_message` is set then."""
+
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+        self.got_message = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.got_message.set()
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_sigterm_right_after_a_message_was_sent_records_its_250_as_sent_and_exits_0_within_2_s(
+        cli, base_env, pg, moto_endpoint, sqs, queues, processes):
+    server = SmtpServer()
+    server.sink = SlowReplySink(0.8)
+    server.start()
+    try:
+        sqs.send_batch(queues[0], enrolment_bodies(1))
+        work = start_work(processes, cli, mail_env(base_env, pg, moto_endpoint, queues, server.port))
+        assert server.sink.got_message.wait(30), work.log()  # the message's end is in; its 250 comes 0.8 s later
+        code, seconds = work.signal_and_time(signal.SIGTERM)
+        assert (code, seconds < 2) == (0, True), (code, seconds, work.log())
+        assert states(pg) == ["sent"] and server.sink.count == 1  # recorded sent: never sent again
+    finally:
+        server.stop()
 
 
 def test_two_workers_send_each_email_once(cli, base_env, pg, moto_endpoint, sqs, queues, processes, tmp_path):
