@@ -793,8 +793,8 @@ class Sender:
     def _unanswered(self, email: Email, message_id: str, reason: str) -> None:
         """Hand back an e-mail whose message a stop cut before its reply came: the server may have it, or not."""
         # What the server did is unknown, as after a crash between its acceptance and the record: the one case
-        # where SPEC lets an e-mail go twice (same Message-ID), and `work` must still exit within 2 s. Recorded
-        # sent without a 250, it would be lost whenever the server had not taken it, and SPEC promises it goes;
+        # where the contract lets an e-mail go twice (same Message-ID), and `work` must still exit within 2 s. Recorded
+        # sent without a 250, it would be lost whenever the server had not taken it, and the contract promises it goes;
         # so it is due again at once, and goes twice only if the server had taken it. Holding the claim until
         # its lease ends would not make that less likely (a server that took the message keeps it), only delay
         # an e-mail it had not; our side of that conversation is closed, so no sender sends it alongside it.

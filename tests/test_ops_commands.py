@@ -70,7 +70,7 @@ def test_status_json_has_exactly_the_keys_spec_lists(environ, queues):
     figures = json.loads(done.stdout)
     emails = figures.pop("emails")
     assert set(emails) == {"waiting", "sent", "failed", "logged"}
-    # Added by issue 23, beside SPEC's keys: the oldest rejection and e-mail record still holding personal data.
+    # Added by issue 23, beside the documented keys: the oldest rejection and e-mail record still holding personal data.
     assert set(figures.pop("personal_data")) == {"oldest_rejection", "oldest_email"}
     assert all(value is None or isinstance(value, int) for value in emails.values())
     assert figures == {
