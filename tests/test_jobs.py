@@ -12,7 +12,7 @@ from directory_api import jobs, mail, retention, saving
 from directory_api.jobs import Job
 from directory_api.models import Email, Enrolment, JobRun, Rejection
 from tests.factories import enrolment_payload, worker_settings
-from tests.support import errors_in_threads
+from tests.support.waits import errors_in_threads
 
 START = datetime.datetime(2026, 12, 1, 9, 0)
 HOUR = datetime.timedelta(hours=1)
