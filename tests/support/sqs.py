@@ -1,4 +1,4 @@
-"""moto as SQS: in this process, or as a server over HTTP; and answers of moto's changed (a pytest plugin)."""
+"""moto as SQS, in this process or as a server over HTTP: queues seen behind the service's back, answers altered."""
 
 import os
 import sys
