@@ -127,6 +127,7 @@ def rejection(message_id: str, created: datetime.datetime) -> Rejection:
 
 def email(message_id: str, created: datetime.datetime, state: str) -> Email:
     outcome = saving.save(message_id, enrolment_payload())
+    assert isinstance(outcome, saving.Created)  # for mypy: only a new enrolment has an id
     Email.update(created=created, state=state).where(Email.enrolment == outcome.enrolment_id).execute()
     return Email.get(Email.enrolment == outcome.enrolment_id)
 
