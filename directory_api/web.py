@@ -148,13 +148,7 @@ def make_app(
     openapi_document = _dumps(openapi.document())
 
     def verified_body() -> bytes:
-        environ = bottle.request.environ
-        body = read_body(environ)
-        try:
-            verifier.verify(signed_request(environ, body))
-        except SignatureError as error:
-            raise detail(401, error.detail, **{"WWW-Authenticate": error.www_authenticate}) from None
-        return body
+        return _verified_body(verifier, bottle.request.environ)
 
     @app.get("/")
     def hello():
@@ -174,45 +168,71 @@ def make_app(
     @app.post("/enrolment")
     def enrol():
         body = verified_body()
-        try:
-            payload = enrolment.parse(body)
-        except enrolment.BodyError as error:
-            raise detail(400, str(error)) from None
-        errors = enrolment.validate(payload)
-        if errors:
-            raise json_response(400, errors)
-        try:
-            # Unchanged: the worker and the signature see the very bytes the client sent.
-            message_id = enrolment_queue.send(body.decode("utf-8"), _request_attributes(bottle.request.environ))
-        except QueueUnavailable as error:
-            log.warning("enrolment refused with 503: the queue is unavailable: %s", error)
-            raise detail(
-                503, "The enrolment queue is unavailable; try again later.", **{"Retry-After": str(RETRY_AFTER_SECONDS)}
-            ) from None
-        return json_response(202, {"id": message_id, "status": "queued"})
+        _check_enrolment(body)
+        return _queue_enrolment(enrolment_queue, body, bottle.request.environ)
 
     @app.get("/enrolment/<message_id>/")
     def enrolment_status(message_id: str):
         verified_body()
-        if not MESSAGE_ID.fullmatch(message_id):
-            return json_response(404, {"id": message_id, "status": "unknown"})
-        if database is None:
-            raise _database_unavailable()
-        if not database_slots.acquire(blocking=False):
-            log.warning("enrolment status refused with 503: %d requests already wait on the database",
-                        database_requests)
-            raise _database_unavailable()
-        try:
-            with database.connection_context():
-                return json_response(*_status(message_id))
-        except DATABASE_ERRORS as error:
-            log.warning("enrolment status unavailable: the database does not answer: %s", error)
-            raise _database_unavailable() from None
-        finally:
-            database_slots.release()
+        return _enrolment_status(message_id, database, database_slots, database_requests)
 
     console.mount(app, settings)  # /ops/, when OPS_PASSWORD is set
     return app
+
+
+def _verified_body(verifier: Verifier, environ: dict) -> bytes:
+    """The request body, once its signature holds; 401 saying why when it does not."""
+    body = read_body(environ)
+    try:
+        verifier.verify(signed_request(environ, body))
+    except SignatureError as error:
+        raise detail(401, error.detail, **{"WWW-Authenticate": error.www_authenticate}) from None
+    return body
+
+
+def _check_enrolment(body: bytes) -> None:
+    """400 with what is wrong when `body` is not a valid enrolment."""
+    try:
+        payload = enrolment.parse(body)
+    except enrolment.BodyError as error:
+        raise detail(400, str(error)) from None
+    errors = enrolment.validate(payload)
+    if errors:
+        raise json_response(400, errors)
+
+
+def _queue_enrolment(enrolment_queue: Queue, body: bytes, environ: dict) -> bottle.HTTPResponse:
+    """202 with the message id once `body` is on the queue; 503 when the queue is unavailable."""
+    try:
+        # Unchanged: the worker and the signature see the very bytes the client sent.
+        message_id = enrolment_queue.send(body.decode("utf-8"), _request_attributes(environ))
+    except QueueUnavailable as error:
+        log.warning("enrolment refused with 503: the queue is unavailable: %s", error)
+        raise detail(
+            503, "The enrolment queue is unavailable; try again later.", **{"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
+    return json_response(202, {"id": message_id, "status": "queued"})
+
+
+def _enrolment_status(message_id: str, database, database_slots: threading.BoundedSemaphore,
+                      database_requests: int) -> bottle.HTTPResponse:
+    """The status of one message; 503 when the database is unavailable or `database_requests` already wait on it."""
+    if not MESSAGE_ID.fullmatch(message_id):
+        return json_response(404, {"id": message_id, "status": "unknown"})
+    if database is None:
+        raise _database_unavailable()
+    if not database_slots.acquire(blocking=False):
+        log.warning("enrolment status refused with 503: %d requests already wait on the database",
+                    database_requests)
+        raise _database_unavailable()
+    try:
+        with database.connection_context():
+            return json_response(*_status(message_id))
+    except DATABASE_ERRORS as error:
+        log.warning("enrolment status unavailable: the database does not answer: %s", error)
+        raise _database_unavailable() from None
+    finally:
+        database_slots.release()
 
 
 def _request_attributes(environ: dict) -> dict[str, str] | None:

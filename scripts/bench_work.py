@@ -24,6 +24,7 @@ last e-mail sent. Ratios compare drains of the same round (median over rounds).
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -226,6 +227,19 @@ def check_emails(database_url: str, count: int, sink_out: Path | None) -> dict:
     return {"emails_done": done, "emails_at_sink": at_sink, "emails_once": once}
 
 
+@dataclasses.dataclass
+class Timing:
+    """When a drain saved its first row and its last, and when the e-mails caught up (monotonic seconds)."""
+
+    started: float
+    first_row_at: float | None = None
+    done_at: float | None = None
+    saved: int = 0
+    cpu: dict = dataclasses.field(default_factory=dict)
+    emails_at_drain_end: int | None = None
+    emails_done_at: float | None = None
+
+
 def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, max_seconds: float, logs: Path,
           stamp: str, emails: str = "off") -> dict:
     """One timed drain of `count` messages into a fresh database; the row for the table."""
@@ -238,59 +252,80 @@ def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, 
             cleanup.callback(benchlib.stop, sink)
         benchlib.migrate(database_url)
         sent = preload_sqs(endpoint, count) if queue == "sqs" else preload_database(database_url, count)
-        if name == "work":
-            command = [*benchlib.app_command(), "work"]
-        else:
-            command = [sys.executable, os.path.abspath(__file__), "--drain", name, "--endpoint", endpoint,
-                       "--database-url", database_url]
+        command = drain_command(name, endpoint, database_url)
         env = work_env(endpoint if queue == "sqs" else None, database_url, "sqs" if queue == "sqs" else "database",
                        sink_port)
         postgres = benchlib.pids_named("postgres")
-        started = time.monotonic()
+        timing = Timing(started=time.monotonic())
         processes = [benchlib.start(command, env=env, log=logs / f"work-{stamp}-{name}-{queue}-{workers}.log")
                      for _ in range(workers)]
         groups = {"worker": [p.pid for p in processes], "stub": [stub.pid] if queue == "sqs" else [],
                   "postgres": postgres, "smtp": [sink.pid] if sink else []}
-        # CPU is metered over the window the rate is timed in (first row to last), so start-up is left out.
-        meter = None
-        first_row_at, done_at, saved = None, None, 0
-        emails_at_drain_end, emails_done_at = None, None
-        rss: list[float] = []
         try:
-            while time.monotonic() - started < max_seconds:
-                saved = scalar(database_url, "SELECT count(*) FROM enrolment")[0][0]
-                now = time.monotonic()
-                if saved and first_row_at is None:
-                    first_row_at, meter = now, benchlib.CpuMeter(groups)
-                if saved >= count:
-                    done_at = now
-                    break
-                if any(process.poll() is not None for process in processes):
-                    break
-                if meter:
-                    meter.sample()
-                time.sleep(0.02)
-            cpu = (meter or benchlib.CpuMeter(groups)).result()
-            if name == "work" and done_at is not None:
-                # The e-mails catch up once the queue is drained: timed separately, after the drain's figures.
-                emails_at_drain_end = emails_done(database_url)
-                while time.monotonic() - started < max_seconds:
-                    if emails_done(database_url) >= count:
-                        emails_done_at = time.monotonic()
-                        break
-                    time.sleep(0.05)
+            watch_drain(timing, database_url, count, processes, groups, max_seconds)
+            if name == "work" and timing.done_at is not None:
+                wait_for_emails(timing, database_url, count, max_seconds)
             rss = [peak for process in processes for peak in benchlib.peak_rss_mib(process.pid)]
         finally:
             codes = [benchlib.stop(process) for process in processes]
         time.sleep(0.2)
-        if queue == "sqs":
-            left = len(benchlib.stub_message_ids(endpoint, QUEUE))
-        else:
-            left = scalar(database_url, "SELECT count(*) FROM queue_message WHERE queue = %s", (QUEUE,))[0][0]
-        checked = check(database_url, sent, left)
+        checked = check(database_url, sent, left_on_queue(queue, endpoint, database_url))
         if name == "work":
             checked.update(check_emails(database_url, count, sink_out))
             checked["exactly_once"] = checked["exactly_once"] and checked["emails_once"]
+    return drain_row(name, queue, workers, emails, count, timing) | {
+        "peak_rss_mib": rss, "exit_codes": codes, "load_average": os.getloadavg(), **checked,
+    }
+
+
+def drain_command(name: str, endpoint: str, database_url: str) -> list:
+    """`work` from the app under test, or this script as one of the hand-written drains."""
+    if name == "work":
+        return [*benchlib.app_command(), "work"]
+    return [sys.executable, os.path.abspath(__file__), "--drain", name, "--endpoint", endpoint,
+            "--database-url", database_url]
+
+
+def watch_drain(timing: Timing, database_url: str, count: int, processes: list, groups: dict,
+                max_seconds: float) -> None:
+    """Poll the enrolment table until it holds `count` rows (or a drain exits, or time runs out), into `timing`."""
+    # CPU is metered over the window the rate is timed in (first row to last), so start-up is left out.
+    meter = None
+    while time.monotonic() - timing.started < max_seconds:
+        timing.saved = scalar(database_url, "SELECT count(*) FROM enrolment")[0][0]
+        now = time.monotonic()
+        if timing.saved and timing.first_row_at is None:
+            timing.first_row_at, meter = now, benchlib.CpuMeter(groups)
+        if timing.saved >= count:
+            timing.done_at = now
+            break
+        if any(process.poll() is not None for process in processes):
+            break
+        if meter:
+            meter.sample()
+        time.sleep(0.02)
+    timing.cpu = (meter or benchlib.CpuMeter(groups)).result()
+
+
+def wait_for_emails(timing: Timing, database_url: str, count: int, max_seconds: float) -> None:
+    """The e-mails catch up once the queue is drained: timed separately, after the drain's figures."""
+    timing.emails_at_drain_end = emails_done(database_url)
+    while time.monotonic() - timing.started < max_seconds:
+        if emails_done(database_url) >= count:
+            timing.emails_done_at = time.monotonic()
+            break
+        time.sleep(0.05)
+
+
+def left_on_queue(queue: str, endpoint: str, database_url: str) -> int:
+    if queue == "sqs":
+        return len(benchlib.stub_message_ids(endpoint, QUEUE))
+    return scalar(database_url, "SELECT count(*) FROM queue_message WHERE queue = %s", (QUEUE,))[0][0]
+
+
+def drain_row(name: str, queue: str, workers: int, emails: str, count: int, timing: Timing) -> dict:
+    """The drain's figures for the table: rates from the first row saved, CPU per message."""
+    first_row_at, done_at, emails_done_at, cpu = timing.first_row_at, timing.done_at, timing.emails_done_at, timing.cpu
     seconds = (done_at - first_row_at) if done_at and first_row_at else None
     email_seconds = (emails_done_at - first_row_at) if emails_done_at and first_row_at else None
     return {
@@ -298,16 +333,15 @@ def drain(name: str, queue: str, workers: int, count: int, endpoint: str, stub, 
         "messages": count,
         "rate": round(count / seconds, 1) if seconds else None,
         "email_rate": round(count / email_seconds, 1) if email_seconds else None,
-        "emails_by_drain_end": emails_at_drain_end,
+        "emails_by_drain_end": timing.emails_at_drain_end,
         "seconds": round(seconds, 2) if seconds else None,
-        "seconds_from_start": round(done_at - started, 2) if done_at else None,
-        "saved_before_timeout": saved,
+        "seconds_from_start": round(done_at - timing.started, 2) if done_at else None,
+        "saved_before_timeout": timing.saved,
         "worker_cpu_ms": round(1000 * cpu["cpu_s_worker"] / count, 3),
         "stub_cpu_ms": round(1000 * cpu["cpu_s_stub"] / count, 3),
         "postgres_cpu_ms": round(1000 * cpu["cpu_s_postgres"] / count, 3),
         "smtp_cpu_ms": round(1000 * cpu["cpu_s_smtp"] / count, 3),
         "machine_busy_pct": cpu["machine_busy_pct"], "other_work_pct": cpu["other_work_pct"],
-        "peak_rss_mib": rss, "exit_codes": codes, "load_average": os.getloadavg(), **checked,
     }
 
 

@@ -25,6 +25,32 @@ MAX_BODY = 256 * 1024
 def make_app(secret: str, endpoint: str, queue_name: str):
     client = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-1")
     queue_url = client.create_queue(QueueName=queue_name)["QueueUrl"]
+    seen_nonce = _nonce_memory()
+
+    def credentials(sender_id):
+        return {"id": sender_id, "key": secret, "algorithm": "sha256"}
+
+    def app(environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > MAX_BODY:
+            return _answer(start_response, "413 Payload Too Large", {"detail": "too large"})
+        body = environ["wsgi.input"].read(length)
+        try:
+            Receiver(credentials, environ.get("HTTP_X_SIGNATURE", ""), _signed_path(environ), environ["REQUEST_METHOD"],
+                     content=body, content_type=environ.get("CONTENT_TYPE") or "text/plain", seen_nonce=seen_nonce)
+        except HawkFail as error:
+            return _answer(start_response, "401 Unauthorized", {"detail": str(error)})
+        problem = _json_problem(body)
+        if problem:
+            return _answer(start_response, "400 Bad Request", {"detail": problem})
+        sent = client.send_message(QueueUrl=queue_url, MessageBody=body.decode())
+        return _answer(start_response, "202 Accepted", {"id": sent["MessageId"], "status": "queued"})
+
+    return app
+
+
+def _nonce_memory():
+    """mohawk's seen_nonce over a set in memory: True for a nonce seen before, which it then refuses."""
     seen: set[tuple[str, str, str]] = set()
     lock = threading.Lock()
 
@@ -35,37 +61,30 @@ def make_app(secret: str, endpoint: str, queue_name: str):
             seen.add((sender_id, nonce, timestamp))
             return False
 
-    def credentials(sender_id):
-        return {"id": sender_id, "key": secret, "algorithm": "sha256"}
+    return seen_nonce
 
-    def answer(start_response, status: str, document: dict):
-        body = json.dumps(document).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
 
-    def app(environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > MAX_BODY:
-            return answer(start_response, "413 Payload Too Large", {"detail": "too large"})
-        body = environ["wsgi.input"].read(length)
-        path = environ.get("PATH_INFO", "/")
-        if environ.get("QUERY_STRING"):
-            path += "?" + environ["QUERY_STRING"]
-        try:
-            Receiver(credentials, environ.get("HTTP_X_SIGNATURE", ""), path, environ["REQUEST_METHOD"],
-                     content=body, content_type=environ.get("CONTENT_TYPE") or "text/plain", seen_nonce=seen_nonce)
-        except HawkFail as error:
-            return answer(start_response, "401 Unauthorized", {"detail": str(error)})
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return answer(start_response, "400 Bad Request", {"detail": "not JSON"})
-        if not isinstance(payload, dict):
-            return answer(start_response, "400 Bad Request", {"detail": "not an object"})
-        sent = client.send_message(QueueUrl=queue_url, MessageBody=body.decode())
-        return answer(start_response, "202 Accepted", {"id": sent["MessageId"], "status": "queued"})
+def _signed_path(environ) -> str:
+    """The path and query the client signed."""
+    path = environ.get("PATH_INFO", "/")
+    if environ.get("QUERY_STRING"):
+        path += "?" + environ["QUERY_STRING"]
+    return path
 
-    return app
+
+def _json_problem(body: bytes) -> str | None:
+    """Why `body` is not a JSON object, or None when it is one."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "not JSON"
+    return None if isinstance(payload, dict) else "not an object"
+
+
+def _answer(start_response, status: str, document: dict):
+    body = json.dumps(document).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def main() -> None:

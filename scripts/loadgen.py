@@ -92,69 +92,82 @@ class Connection:
 
 def run(port: int, requests: Iterable[bytes], connections: int, max_seconds: float = 60.0) -> Run:
     """Send every request once over `connections` keep-alive connections; stop early after max_seconds."""
-    todo = deque(requests)
-    answers: list[Answer] = []
-    failures = 0
-    selector = selectors.DefaultSelector()
-    started = time.perf_counter()
-    deadline = started + max_seconds
+    load = _Load(port, requests, max_seconds)
+    for _ in range(min(connections, len(load.todo))):
+        load.send_next(load.open_connection())
+    while load.selector.get_map():
+        for key, _ in load.selector.select(timeout=1.0):
+            load.readable(key.data)
+    elapsed = time.perf_counter() - load.started
+    load.selector.close()
+    return Run(answers=load.answers, elapsed=elapsed, connections=connections, failures=load.failures)
 
-    def send_next(connection: Connection) -> bool:
-        if not todo or time.perf_counter() > deadline:
-            selector.unregister(connection.sock)
-            connection.sock.close()
+
+class _Load:
+    """One run's state: the requests left to send, the answers back, the connections on the selector."""
+
+    def __init__(self, port: int, requests: Iterable[bytes], max_seconds: float):
+        self.port = port
+        self.todo = deque(requests)
+        self.answers: list[Answer] = []
+        self.failures = 0
+        self.selector = selectors.DefaultSelector()
+        self.started = time.perf_counter()
+        self.deadline = self.started + max_seconds
+
+    def open_connection(self) -> Connection:
+        connection = Connection(self.port)
+        self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+        return connection
+
+    def close(self, connection: Connection) -> None:
+        self.selector.unregister(connection.sock)
+        connection.sock.close()
+
+    def send_next(self, connection: Connection) -> bool:
+        if not self.todo or time.perf_counter() > self.deadline:
+            self.close(connection)
             return False
-        connection.pending = todo.popleft()
+        connection.pending = self.todo.popleft()
         connection.sent_at = time.perf_counter()
         connection.sock.sendall(connection.pending)  # small requests: the send buffer takes them whole
         return True
 
-    def open_connection() -> Connection:
-        connection = Connection(port)
-        selector.register(connection.sock, selectors.EVENT_READ, connection)
-        return connection
+    def readable(self, connection: Connection) -> None:
+        try:
+            chunk = connection.sock.recv(RECEIVE_SIZE)
+        except ConnectionError:
+            chunk = b""
+        if not chunk:
+            # Closed by the server mid-request: count it, and go on on a fresh connection.
+            self.failures += 1
+            self.close(connection)
+            if connection.pending is not None:
+                self.send_next(self.open_connection())
+            return
+        connection.buffer += chunk
+        self.take_answers(connection)
 
-    for _ in range(min(connections, len(todo))):
-        send_next(open_connection())
-
-    while selector.get_map():
-        for key, _ in selector.select(timeout=1.0):
-            connection: Connection = key.data
-            try:
-                chunk = connection.sock.recv(RECEIVE_SIZE)
-            except ConnectionError:
-                chunk = b""
-            if not chunk:
-                # Closed by the server mid-request: count it, and go on on a fresh connection.
-                failures += 1
-                selector.unregister(connection.sock)
-                connection.sock.close()
-                if connection.pending is not None:
-                    send_next(open_connection())
-                continue
-            connection.buffer += chunk
-            while True:
-                end = connection.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    break
-                status, length, closing = parse_head(bytes(connection.buffer[:end]))
-                if len(connection.buffer) < end + 4 + length:
-                    break
-                answers.append(Answer(status, time.perf_counter() - connection.sent_at,
-                                      bytes(connection.buffer[end + 4:end + 4 + length])))
-                del connection.buffer[:end + 4 + length]
-                connection.pending = None
-                if closing:
-                    selector.unregister(connection.sock)
-                    connection.sock.close()
-                    if todo:
-                        send_next(open_connection())
-                    break
-                if not send_next(connection):
-                    break
-    elapsed = time.perf_counter() - started
-    selector.close()
-    return Run(answers=answers, elapsed=elapsed, connections=connections, failures=failures)
+    def take_answers(self, connection: Connection) -> None:
+        """Each whole answer in the buffer, each followed by the next request (on a fresh connection if closing)."""
+        while True:
+            end = connection.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status, length, closing = parse_head(bytes(connection.buffer[:end]))
+            if len(connection.buffer) < end + 4 + length:
+                return
+            self.answers.append(Answer(status, time.perf_counter() - connection.sent_at,
+                                       bytes(connection.buffer[end + 4:end + 4 + length])))
+            del connection.buffer[:end + 4 + length]
+            connection.pending = None
+            if closing:
+                self.close(connection)
+                if self.todo:
+                    self.send_next(self.open_connection())
+                return
+            if not self.send_next(connection):
+                return
 
 
 def accepted_ids(run_result: Run) -> list[str]:

@@ -9,11 +9,12 @@ from throwaway_postgres import LOCAL_ADMIN_URL, ThrowawayPostgres, emptied
 
 from directory_api import db, migrations
 
-# Fixtures every kind of test may use (tests/support.py) and the e2e harness's (tests/e2e/harness.py).
-pytest_plugins = ("tests.support", "tests.e2e.harness")
-# Imported here too, for IN_CI: asserts in a module imported before pytest loads it as a plugin are rewritten only so.
-pytest.register_assert_rewrite(*pytest_plugins)
-from tests import support  # noqa: E402
+# Fixtures every kind of test may use (the modules of tests/support/ that have any) and the e2e harness's.
+pytest_plugins = ("tests.support.processes", "tests.support.sqs", "tests.support.workers", "tests.e2e.harness")
+# The whole package, not only its plugins: tests import its other modules (waits, clocks, wsgi) for their asserts,
+# and a module imported before pytest loads it as a plugin (checkout, for IN_CI) is rewritten only so.
+pytest.register_assert_rewrite("tests.support", "tests.e2e.harness")
+from tests.support.checkout import IN_CI  # noqa: E402
 
 # The server the PostgreSQL tests use; each test session makes its own throwaway database there.
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", LOCAL_ADMIN_URL)
@@ -27,7 +28,7 @@ def postgres_url():
         url = database.__enter__()
     except psycopg2.OperationalError as error:
         message = f"PostgreSQL at {POSTGRES_ADMIN_URL} cannot be reached: {error}"
-        if support.IN_CI:
+        if IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     yield url

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import psycopg2
 
-from tests.support import pg_rows
+from tests.support.databases import pg_rows
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import itertools
 import json
 
 from directory_api.settings import Settings
-from tests.support import UI_SECRET
+from tests.support.signing import UI_SECRET
 
 # Unnumbered payloads count from here, clear of the small numbers tests pass on purpose.
 _numbers = itertools.count(1_000_000)
@@ -65,5 +65,5 @@ def worker_settings(database_url: str, **environ) -> Settings:
 
 
 def web_settings(**environ) -> Settings:
-    """Settings as `serve --debug` builds them, signed with tests/support.py's UI_SECRET."""
+    """Settings as `serve --debug` builds them, signed with tests/support/signing.py's UI_SECRET."""
     return Settings.from_environ({"UI_SECRET": UI_SECRET, **environ}, debug=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import smtp_sink
 
-from tests.support import free_port
+from tests.support.sockets import free_port
 
 
 class SmtpServer:

@@ -12,9 +12,10 @@ from directory_api.metrics import HttpMetrics, Registry
 from directory_api.signature import NonceStore
 from tests.factories import ENROLMENT
 from tests.factories import web_settings as settings
-from tests.support import FakeQueue, metric_samples
-from tests.support import app_signed_headers as signed_headers
-from tests.support import wsgi_call as call
+from tests.support.metrics import metric_samples
+from tests.support.wsgi import FakeQueue
+from tests.support.wsgi import app_signed_headers as signed_headers
+from tests.support.wsgi import wsgi_call as call
 
 HOSTILE_REQUEST_IDS = ["has spaces", "new\nline", "x" * 10_240, "semi;colon", "tab\there"]
 

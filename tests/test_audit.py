@@ -78,7 +78,7 @@ def test_a_rejections_case_has_its_payload_readable_and_its_history(database):
 def test_the_redrive_command_audits_each_message_it_moves_with_its_host(database, database_url):
     from directory_api.queues import open_enrolment_queues
     from tests.factories import enrolment_body, worker_settings
-    from tests.support import invoke_cli
+    from tests.support.cli import invoke_cli
 
     environ = {"DATABASE_URL": database_url, "QUEUE_BACKEND": "database",
                "SQS_ENROLMENT_QUEUE_NAME": "enrolment", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid"}
@@ -94,7 +94,7 @@ def test_the_redrive_command_audits_each_message_it_moves_with_its_host(database
 def test_a_dry_run_redrive_is_not_audited(database, database_url):
     from directory_api.queues import open_enrolment_queues
     from tests.factories import enrolment_body, worker_settings
-    from tests.support import invoke_cli
+    from tests.support.cli import invoke_cli
 
     environ = {"DATABASE_URL": database_url, "QUEUE_BACKEND": "database",
                "SQS_ENROLMENT_QUEUE_NAME": "enrolment", "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid"}

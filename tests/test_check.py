@@ -14,7 +14,7 @@ from directory_api import check as checking
 from directory_api import db, migrations
 from directory_api.check import Finding, check, report
 from directory_api.queues import sqs
-from tests.support import free_port
+from tests.support.sockets import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

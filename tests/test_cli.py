@@ -14,7 +14,7 @@ from directory_api import __version__, build_commit, db, migrations
 from directory_api.cli import app
 from directory_api.envwrite import MISSING_VARIABLE
 from directory_api.errors import UserError
-from tests.support import invoke_cli as invoke
+from tests.support.cli import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = typer.main.get_command(app).commands

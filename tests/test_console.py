@@ -15,7 +15,7 @@ from directory_api.ops import counting, export, queries
 from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
-from tests.support import wsgi_call
+from tests.support.wsgi import wsgi_call
 
 PASSWORD = "not-a-real-ops-password"
 HOST = "ops.example.test"

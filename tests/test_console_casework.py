@@ -10,7 +10,7 @@ from directory_api import console, saving, web
 from directory_api.models import Audit, Company, Enrolment, Rejection
 from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
-from tests.support import wsgi_call
+from tests.support.wsgi import wsgi_call
 from tests.test_console import HOST, ORIGIN, PASSWORD, Answer, basic, csrf_token, set_aside
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'

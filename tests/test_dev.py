@@ -9,7 +9,11 @@ import pytest
 import requests
 
 from tests.factories import enrolment_body
-from tests.support import SOURCE_CLI, free_port, metric_samples, signed_headers, wait_until
+from tests.support.checkout import SOURCE_CLI
+from tests.support.metrics import metric_samples
+from tests.support.signing import signed_headers
+from tests.support.sockets import free_port
+from tests.support.waits import wait_until
 
 DEBUG_SECRET = "debug"  # UI_SECRET's --debug default
 

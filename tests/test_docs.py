@@ -16,7 +16,8 @@ import pytest
 import typer
 
 from directory_api import cli, settings
-from tests.support import SOURCE_CLI, start_dev
+from tests.support.checkout import SOURCE_CLI
+from tests.support.processes import start_dev
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "directory_api"

@@ -10,7 +10,7 @@ from directory_api.ops import erase as erasing
 from directory_api.ops.erase import NOT_SENT, erase
 from directory_api.saving import Created
 from tests.factories import enrolment_payload
-from tests.support import invoke_cli
+from tests.support.cli import invoke_cli
 
 ALICE = {"company_number": "SC123456", "company_name": "Alice Trading Ltd", "sso_id": 11,
          "company_email": "alice@example.com", "mobile_number": "07700900001"}

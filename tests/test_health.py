@@ -20,7 +20,9 @@ from directory_api.queues.sqs import SqsQueue
 from directory_api.web import make_app
 from tests.database_locks import writes_locked
 from tests.factories import web_settings, worker_settings
-from tests.support import REGION, ManualClock, wsgi_call
+from tests.support.clocks import ManualClock
+from tests.support.sqs import REGION
+from tests.support.wsgi import wsgi_call
 
 
 class FakeQueue:

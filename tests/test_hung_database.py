@@ -18,10 +18,11 @@ from directory_api.worker import Worker
 from tests.database_locks import lock_waits, postgres_table_locked, sqlite_path, sqlite_write_locked
 from tests.factories import ENROLMENT, enrolment_body, worker_settings
 from tests.factories import web_settings as settings
-from tests.support import FakeQueue, wait_until
-from tests.support import app_call as call
-from tests.support import app_post as post
-from tests.support import app_signed_get as signed_get
+from tests.support.waits import wait_until
+from tests.support.wsgi import FakeQueue
+from tests.support.wsgi import app_call as call
+from tests.support.wsgi import app_post as post
+from tests.support.wsgi import app_signed_get as signed_get
 
 # serve
 

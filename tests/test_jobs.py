@@ -12,7 +12,7 @@ from directory_api import jobs, mail, retention, saving
 from directory_api.jobs import Job
 from directory_api.models import Email, Enrolment, JobRun, Rejection
 from tests.factories import enrolment_payload, worker_settings
-from tests.support import errors_in_threads
+from tests.support.waits import errors_in_threads
 
 START = datetime.datetime(2026, 12, 1, 9, 0)
 HOUR = datetime.timedelta(hours=1)
@@ -127,7 +127,7 @@ def rejection(message_id: str, created: datetime.datetime) -> Rejection:
 
 def email(message_id: str, created: datetime.datetime, state: str) -> Email:
     outcome = saving.save(message_id, enrolment_payload())
-    assert isinstance(outcome, saving.Created)
+    assert isinstance(outcome, saving.Created)  # for mypy: only a new enrolment has an id
     Email.update(created=created, state=state).where(Email.enrolment == outcome.enrolment_id).execute()
     return Email.get(Email.enrolment == outcome.enrolment_id)
 

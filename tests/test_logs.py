@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from directory_api import logs
-from tests.support import invoke_cli as invoke
+from tests.support.cli import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 THIRD_PARTY = ("mohawk", "botocore", "boto3", "urllib3", "waitress", "peewee", "s3transfer")

@@ -25,7 +25,8 @@ from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
-from tests.support import pg_rows, wait_until
+from tests.support.databases import pg_rows
+from tests.support.waits import wait_until
 
 CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
 

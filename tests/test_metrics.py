@@ -15,7 +15,7 @@ from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from directory_api.worker import Worker
 from tests.factories import enrolment_body, worker_settings
-from tests.support import metric_samples
+from tests.support.metrics import metric_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 from directory_api import db, migrations
-from tests.support import REPO, invoke_cli, wait_until
+from tests.support.checkout import REPO
+from tests.support.cli import invoke_cli
+from tests.support.waits import wait_until
 
 
 def test_migrate_creates_the_schema_and_says_so(database_url):

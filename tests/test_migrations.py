@@ -8,7 +8,7 @@ from directory_api import __version__, db, migrations, models
 from directory_api.errors import SchemaError
 from directory_api.migrations import Release, SchemaVersion, Step
 from directory_api.models import ALL_MODELS
-from tests.support import errors_in_threads
+from tests.support.waits import errors_in_threads
 
 
 @pytest.fixture

@@ -13,7 +13,12 @@ import requests
 
 from directory_api import logs
 from tests.factories import enrolment_body
-from tests.support import SOURCE_CLI, free_port, metric_samples, signed_post, start_work, wait_until
+from tests.support.checkout import SOURCE_CLI
+from tests.support.metrics import metric_samples
+from tests.support.processes import start_work
+from tests.support.signing import signed_post
+from tests.support.sockets import free_port
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

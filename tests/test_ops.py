@@ -16,7 +16,7 @@ from directory_api.ops import counting, export, queries, status
 from directory_api.ops import redrive as redriving
 from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload
-from tests.support import received
+from tests.support.workers import received
 
 
 @pytest.fixture

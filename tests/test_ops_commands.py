@@ -15,7 +15,9 @@ from directory_api import saving
 from directory_api.models import Company, Enrolment, Rejection, Supplier
 from directory_api.queues import open_enrolment_queues
 from tests.factories import enrolment_body, enrolment_payload, worker_settings
-from tests.support import FAKE_AWS, REPO, queue_names, wait_until
+from tests.support.checkout import REPO
+from tests.support.sqs import FAKE_AWS, queue_names
+from tests.support.waits import wait_until
 
 
 @pytest.fixture(params=["sqs", "database"])

@@ -7,7 +7,7 @@ from directory_api import saving
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
 from tests.factories import enrolment_payload
-from tests.support import pg_rows
+from tests.support.databases import pg_rows
 
 
 def test_a_valid_message_becomes_an_enrolment_a_company_and_a_supplier(database):

@@ -18,19 +18,24 @@ import requests
 
 from directory_api import hardened, server
 from directory_api.vendored_internals import HTTPRequestParser, socket_map, wasyncore
-from tests import support
 from tests.factories import enrolment_payload
-from tests.support import free_port, received_until_closed, signed_headers, sqs_client, statuses, wait_until
+from tests.support import signing, sqs
+from tests.support.checkout import REPO, SOURCE_CLI
+from tests.support.processes import Process, wait_for_root
+from tests.support.signing import UI_SECRET, signed_headers
+from tests.support.sockets import free_port, received_until_closed, statuses
+from tests.support.sqs import sqs_client
+from tests.support.waits import wait_until
 
 ENROLMENT = enrolment_payload(11)
 
 
 def sqs_env(moto_endpoint: str, name: str, database_url: str) -> dict:
-    return support.sqs_env(moto_endpoint, (name, f"{name}-invalid"), database_url)
+    return sqs.sqs_env(moto_endpoint, (name, f"{name}-invalid"), database_url)
 
 
 def signed_post(url: str, payload=ENROLMENT, path="/enrolment/", **kwargs) -> requests.Response:
-    return support.signed_post(url, json.dumps(payload).encode(), path, **kwargs)
+    return signing.signed_post(url, json.dumps(payload).encode(), path, **kwargs)
 
 
 def test_a_sigauth_signed_enrolment_to_serve_debug_lands_on_the_database_queue(serving, tmp_path):
@@ -166,13 +171,13 @@ def test_children_of_a_sigkilled_serve_end_and_free_the_port_for_the_next_serve(
     serve_on(processes, serve.port, env, "--debug")
 
 
-def serve_on(processes, port: int, env: dict, *args: str) -> support.Process:
+def serve_on(processes, port: int, env: dict, *args: str) -> Process:
     """`serve` from source on `port` (one a Serve had), once it answers."""
     again = processes.start(
-        [*support.SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        {"PATH": os.environ["PATH"], "UI_SECRET": support.UI_SECRET, **env}, "serve-again", cwd=support.REPO,
+        [*SOURCE_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        {"PATH": os.environ["PATH"], "UI_SECRET": UI_SECRET, **env}, "serve-again", cwd=REPO,
     )
-    support.wait_for_root(again, f"http://127.0.0.1:{port}")
+    wait_for_root(again, f"http://127.0.0.1:{port}")
     return again
 
 

@@ -17,7 +17,7 @@ from directory_api.settings import (
     mask_url,
     split_database_url,
 )
-from tests.support import invoke_cli
+from tests.support.cli import invoke_cli
 
 REQUIRED = {
     "DATABASE_URL": "postgres://directory@db:5432/directory_api",

@@ -17,7 +17,7 @@ from directory_api.threads import (
     beside,
     retry_until_done,
 )
-from tests.support import ManualClock
+from tests.support.clocks import ManualClock
 
 
 def test_an_abandoned_receive_hands_back_its_messages_when_it_returns():

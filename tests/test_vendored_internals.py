@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 
 from directory_api import hardened
 from directory_api import vendored_internals as internals
-from tests.support import REPO
+from tests.support.checkout import REPO
 
 
 def hello_app(environ, start_response):

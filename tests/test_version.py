@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from directory_api import BUILD_MODULE, __version__, _checkout_commit, build_commit
-from tests.support import REPO
+from tests.support.checkout import REPO
 
 
 def test_this_release_is_1_1_0():

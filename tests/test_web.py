@@ -7,16 +7,16 @@ from openapi_spec_validator import validate as validate_openapi
 
 from directory_api import db, migrations, models, openapi, web
 from directory_api.signature import NonceStore, legacy_signature
-from tests import support
 from tests.factories import ENROLMENT
 from tests.factories import web_settings as settings
-from tests.support import FakeQueue
-from tests.support import app_call as call
-from tests.support import app_post as post
-from tests.support import app_signed_get as signed_get
-from tests.support import app_signed_headers as signed_headers
+from tests.support.signing import UI_SECRET
+from tests.support.wsgi import FakeQueue
+from tests.support.wsgi import app_call as call
+from tests.support.wsgi import app_post as post
+from tests.support.wsgi import app_signed_get as signed_get
+from tests.support.wsgi import app_signed_headers as signed_headers
 
-SECRET = support.UI_SECRET
+SECRET = UI_SECRET
 
 
 class ExplodingInput:

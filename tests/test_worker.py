@@ -17,15 +17,11 @@ from directory_api.settings import Settings
 from directory_api.worker import BatchOutcome, metrics_address
 from tests.database_locks import write_lock_is_free
 from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
-from tests.support import (
-    answering,
-    free_port,
-    insert_raw_row,
-    received,
-    twice,
-    wait_until,
-    without_receive_count,
-)
+from tests.support.databases import insert_raw_row
+from tests.support.sockets import free_port
+from tests.support.sqs import answering, twice, without_receive_count
+from tests.support.waits import wait_until
+from tests.support.workers import received
 
 REFUSING_DATABASE = "postgres://postgres@127.0.0.1:1/x"
 

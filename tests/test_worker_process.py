@@ -10,7 +10,11 @@ import pytest
 from directory_api.models import Company, Enrolment, Rejection
 from directory_api.queues.database import DatabaseQueue
 from tests.factories import enrolment_body, worker_settings
-from tests.support import SOURCE_CLI, Process, insert_raw_row, sqs_env, start_work, wait_until
+from tests.support.checkout import SOURCE_CLI
+from tests.support.databases import insert_raw_row
+from tests.support.processes import Process, start_work
+from tests.support.sqs import sqs_env
+from tests.support.waits import wait_until
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from directory_api import saving, web
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier, utcnow
 from directory_api.saving import COMPANY_ALREADY_REGISTERED
 from tests.factories import enrolment_body, enrolment_payload, web_settings
-from tests.support import app_signed_get as signed_get
-from tests.support import received
+from tests.support.workers import received
+from tests.support.wsgi import app_signed_get as signed_get
 
 
 def rows() -> tuple[int, int, int]:

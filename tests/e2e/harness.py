@@ -1,6 +1,6 @@
 """The e2e tests' own helpers and fixtures: the built pyz as a service, its database, a TCP proxy to cut links.
 
-What process and unit tests share too (ports, waits, subprocesses, moto, signing) is in tests/support.py.
+What process and unit tests share too (ports, waits, subprocesses, moto, signing) is in tests/support/.
 Loaded as a pytest plugin by tests/conftest.py; every wait here is bounded.
 """
 
@@ -19,18 +19,12 @@ import pytest
 import requests
 from throwaway_postgres import emptied
 
-from tests.support import (
-    Process,
-    Processes,
-    Sqs,
-    free_port,
-    pg_rows,
-    queue_names,
-    signed_headers,
-    sqs_env,
-    start_serve,
-    wait_until,
-)
+from tests.support.databases import pg_rows
+from tests.support.processes import Process, Processes, start_serve
+from tests.support.signing import signed_headers
+from tests.support.sockets import free_port
+from tests.support.sqs import Sqs, queue_names, sqs_env
+from tests.support.waits import wait_until
 
 # -- the service's environment ----------------------------------------------------------------
 

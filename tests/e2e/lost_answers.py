@@ -15,7 +15,7 @@ import threading
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from tests.support import free_port
+from tests.support.sockets import free_port
 
 # What marks a send: the JSON protocol's X-Amz-Target (sqs_direct.py, boto3 >= 1.34), else the query protocol's Action.
 SEND = re.compile(rb"^x-amz-target:\s*AmazonSQS\.SendMessage(Batch)?\s*$", re.IGNORECASE | re.MULTILINE)

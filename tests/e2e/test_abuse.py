@@ -10,7 +10,7 @@ import requests
 
 from tests.e2e.harness import raw_exchange, request_bytes
 from tests.factories import enrolment_payload
-from tests.support import UI_SECRET, signed_headers, stale_headers
+from tests.support.signing import UI_SECRET, signed_headers, stale_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import signed_headers
+from tests.support.signing import signed_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -19,7 +19,10 @@ import pytest
 import requests
 
 from tests.factories import enrolment_payload
-from tests.support import IN_CI, signed_headers, start_dev, wait_until
+from tests.support.checkout import IN_CI
+from tests.support.processes import start_dev
+from tests.support.signing import signed_headers
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from directory_api.console import CONSOLE_REQUESTS, CsrfTokens
-from tests.support import free_port, wait_for_root
+from tests.support.processes import wait_for_root
+from tests.support.sockets import free_port
 
 pytestmark = pytest.mark.e2e
 

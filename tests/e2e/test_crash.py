@@ -6,7 +6,8 @@ import pytest
 
 from tests.e2e.harness import assert_saved_exactly_once, saved_message_ids, service_env, wait_all_saved
 from tests.factories import enrolment_bodies
-from tests.support import start_work, wait_until
+from tests.support.processes import start_work
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

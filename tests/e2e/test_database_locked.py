@@ -15,7 +15,9 @@ import requests
 from tests.database_locks import lock_waits, postgres_table_locked, sqlite_write_locked
 from tests.e2e.harness import assert_saved_exactly_once, get_signed, post_enrolment, service_env, wait_all_saved
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.support import pg_rows, start_serve, start_work, wait_until
+from tests.support.databases import pg_rows
+from tests.support.processes import start_serve, start_work
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

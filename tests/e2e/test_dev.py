@@ -6,7 +6,9 @@ import pytest
 import requests
 
 from tests.factories import enrolment_payload
-from tests.support import signed_headers, start_dev, wait_until
+from tests.support.processes import start_dev
+from tests.support.signing import signed_headers
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,9 @@ import requests
 
 from tests.e2e.harness import post_enrolment, request_bytes, service_env
 from tests.factories import enrolment_payload
-from tests.support import received_until_closed, signed_headers, start_serve, statuses
+from tests.support.processes import start_serve
+from tests.support.signing import signed_headers
+from tests.support.sockets import received_until_closed, statuses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

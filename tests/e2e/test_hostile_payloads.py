@@ -8,7 +8,8 @@ import requests
 
 from tests.e2e.harness import service_env, wait_all_saved
 from tests.factories import deeply_nested_body, enrolment_bodies, enrolment_payload
-from tests.support import signed_post, start_work
+from tests.support.processes import start_work
+from tests.support.signing import signed_post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -19,7 +19,9 @@ from tests.e2e.harness import get_signed, post_enrolment, service_env, table_cou
 from tests.e2e.lost_answers import LostAnswerProxy
 from tests.factories import enrolment_payload
 from tests.smtp import SmtpServer
-from tests.support import Processes, Sqs, pg_rows, start_serve, start_work
+from tests.support.databases import pg_rows
+from tests.support.processes import Processes, start_serve, start_work
+from tests.support.sqs import Sqs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

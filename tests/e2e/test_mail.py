@@ -18,7 +18,10 @@ import smtp_sink
 from tests.e2e.harness import service_env
 from tests.factories import enrolment_bodies, enrolment_payload
 from tests.smtp import SmtpServer, parse, parts, self_signed_certificate
-from tests.support import free_port, pg_rows, start_work, wait_until
+from tests.support.databases import pg_rows
+from tests.support.processes import start_work
+from tests.support.sockets import free_port
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -34,17 +34,13 @@ from dotenv import dotenv_values
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.factories import enrolment_payload
-from tests.support import (
-    FAKE_AWS,
-    IN_CI,
-    Processes,
-    free_port,
-    pg_rows,
-    signed_get,
-    signed_post,
-    wait_for_root,
-    wait_until,
-)
+from tests.support.checkout import IN_CI
+from tests.support.databases import pg_rows
+from tests.support.processes import Processes, wait_for_root
+from tests.support.signing import signed_get, signed_post
+from tests.support.sockets import free_port
+from tests.support.sqs import FAKE_AWS
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

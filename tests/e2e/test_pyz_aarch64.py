@@ -16,7 +16,10 @@ import requests
 from throwaway_postgres import emptied
 
 from tests.factories import enrolment_payload
-from tests.support import free_port, signed_headers, wait_for_root, wait_until
+from tests.support.processes import wait_for_root
+from tests.support.signing import signed_headers
+from tests.support.sockets import free_port
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

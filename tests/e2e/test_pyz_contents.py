@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT
-from tests.support import REGION
+from tests.support.sqs import REGION
 
 pytestmark = pytest.mark.e2e
 

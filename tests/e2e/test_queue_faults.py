@@ -11,7 +11,9 @@ import pytest
 
 from tests.e2e.harness import service_env, table_count
 from tests.factories import enrolment_body, enrolment_payload
-from tests.support import insert_raw_row, start_work, wait_until
+from tests.support.databases import insert_raw_row
+from tests.support.processes import start_work
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

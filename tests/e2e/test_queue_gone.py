@@ -7,7 +7,8 @@ import requests
 
 from tests.e2e.harness import assert_saved_exactly_once, post_enrolment, service_env, wait_all_saved
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.support import start_serve, start_work, wait_until
+from tests.support.processes import start_serve, start_work
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

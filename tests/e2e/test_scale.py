@@ -4,7 +4,7 @@ import pytest
 
 from tests.e2e.harness import assert_saved_exactly_once, service_env, wait_all_saved
 from tests.factories import enrolment_bodies
-from tests.support import start_work
+from tests.support.processes import start_work
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

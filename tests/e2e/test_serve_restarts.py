@@ -9,7 +9,9 @@ import pytest
 import requests
 
 from tests.factories import enrolment_payload
-from tests.support import UI_SECRET, signed_headers, start_serve, wait_for_root, wait_until
+from tests.support.processes import start_serve, wait_for_root
+from tests.support.signing import UI_SECRET, signed_headers
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e]
 

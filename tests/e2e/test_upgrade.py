@@ -22,7 +22,10 @@ from tests.e2e.conftest import ROOT, build
 from tests.e2e.harness import assert_saved_exactly_once, post_enrolment, saved_message_ids, service_env
 from tests.e2e.test_mail import SinkProcess
 from tests.factories import enrolment_bodies, enrolment_payload
-from tests.support import Process, free_port, pg_rows, start_serve, start_work, wait_for_root, wait_until
+from tests.support.databases import pg_rows
+from tests.support.processes import Process, start_serve, start_work, wait_for_root
+from tests.support.sockets import free_port
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

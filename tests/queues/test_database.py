@@ -12,7 +12,9 @@ from directory_api.queues import QueueUnavailable
 from directory_api.queues.database import DatabaseQueue
 from tests.database_locks import write_lock_is_free
 from tests.factories import worker_settings
-from tests.support import ManualClock, errors_in_threads, insert_raw_row
+from tests.support.clocks import ManualClock
+from tests.support.databases import insert_raw_row
+from tests.support.waits import errors_in_threads
 
 
 @pytest.fixture

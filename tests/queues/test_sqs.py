@@ -6,7 +6,7 @@ import pytest
 from directory_api.queues import MessageRefused, QueueUnavailable
 from directory_api.queues.sqs import OLD_MESSAGE_SIZE_LIMIT, ReceiveCounts, SqsQueue, client_for, new_client
 from tests.factories import worker_settings
-from tests.support import answering, twice, without_receive_count
+from tests.support.sqs import answering, twice, without_receive_count
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from directory_api.queues import QueueUnavailable
 from directory_api.queues.sqs import SqsQueue, new_client
 from directory_api.queues.sqs_direct import DirectClient
 from tests.factories import worker_settings
-from tests.support import REGION, free_port
+from tests.support.sockets import free_port
+from tests.support.sqs import REGION
 
 QUEUE_URL = "http://127.0.0.1/123456789012/enrolment"
 EMPTY = (200, {}, {})
