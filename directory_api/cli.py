@@ -253,9 +253,15 @@ def migrate(
     compatible_with: Annotated[
         str | None,
         typer.Option("--compatible-with", metavar="RELEASE",
-                     help="Keep 1.0.0 (which refuses any newer schema) starting on the additive steps applied; "
-                     "a later plain migrate undoes it."),
+                     help="Start a hold: keep 1.0.0 (which refuses any newer schema) starting on the additive "
+                     "steps applied, now and by every later migrate, until --end-compatibility."),
     ] = None,
+    end_compatibility: Annotated[
+        bool,
+        typer.Option("--end-compatibility",
+                     help="End the hold: record the steps held for 1.0.0 in schema_version again; from then on "
+                     "1.0.0 can no longer start."),
+    ] = False,
 ) -> None:
     """Create or upgrade the database schema; safe to run again and from several machines.
 
@@ -264,6 +270,8 @@ def migrate(
     settings = prepare(ctx, require=NEEDS_DATABASE)
     from directory_api import db, migrations
 
+    if compatible_with and end_compatibility:
+        raise UserError("--compatible-with and --end-compatibility: give one of the two")
     # No statement timeout: a schema step on a large table may rightly run long; an operator watches it.
     if compatible_with:
         migrations.compatible_release(compatible_with)
@@ -272,14 +280,17 @@ def migrate(
         version = migrations.current_version(database)
         pending = migrations.pending_steps(database)
         held = migrations.held_steps(database)
+        holding = migrations.hold_in_effect(database)
         if dry_run:
-            for line in migrations.dry_run_lines(version, pending, held):
+            for line in migrations.dry_run_lines(version, pending, held, holding):
                 typer.echo(line)
             return
-        for line in migrations.warning_lines(pending, version, held, allow_breaking=allow_breaking,
-                                             compatible_with=compatible_with):
+        for line in migrations.warning_lines(pending, version, held, holding=holding, allow_breaking=allow_breaking,
+                                             compatible_with=compatible_with, end_hold=end_compatibility):
             logs.emit(logging.WARNING, f"warning: {line}", line)
-        applied = migrations.migrate(database, allow_breaking=allow_breaking, compatible_with=compatible_with)
+        applied = migrations.migrate(database, allow_breaking=allow_breaking, compatible_with=compatible_with,
+                                     end_hold=end_compatibility)
+        ended = held if end_compatibility else None
         held = migrations.held_steps(database)
     except UserError:
         raise
@@ -287,7 +298,7 @@ def migrate(
         raise UserError(f"DATABASE_URL: cannot migrate: {first_line(error)}") from None
     finally:
         database.close()
-    for line in migrations.summary_lines(applied, version, held, compatible_with):
+    for line in migrations.summary_lines(applied, version, held, ended):
         typer.echo(line)
 
 

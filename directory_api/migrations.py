@@ -37,7 +37,11 @@ class SchemaVersion(peewee.Model):
 
 
 class HeldSchemaVersion(SchemaVersion):
-    """Rows of schema_version kept where release 1.0.0 does not look (see `hold`)."""
+    """Rows of schema_version kept where release 1.0.0 does not look (see `hold`).
+
+    While this table exists a hold is in effect: every step beyond 1.0.0's is
+    recorded here, by any `migrate`, until `migrate --end-compatibility`.
+    """
 
     class Meta:
         table_name = "schema_version_beyond_1_0_0"
@@ -235,6 +239,8 @@ class Release:
 
 # Every release before this one; add this one's line when it is published.
 RELEASES: tuple[Release, ...] = (Release("1.0.0", 3, runs_on_additive=False),)
+# The one release a hold is for (HeldSchemaVersion's table is named for it).
+HELD_FOR = RELEASES[0]
 
 
 def releases_stopped_by(step: Step) -> list[str]:
@@ -269,9 +275,14 @@ def applied_beyond(database: Handle, number: int) -> dict[int, bool]:
     return beyond
 
 
+def hold_in_effect(database: Handle) -> bool:
+    """Whether `migrate --compatible-with 1.0.0` holds steps for 1.0.0 (until `migrate --end-compatibility`)."""
+    return bool(database.table_exists(HeldSchemaVersion._meta.table_name))
+
+
 def held_steps(database: Handle) -> list[int]:
-    """The steps whose rows `migrate --compatible-with 1.0.0` keeps out of schema_version."""
-    if HeldSchemaVersion not in _version_tables(database):
+    """The steps whose rows the hold keeps out of schema_version."""
+    if not hold_in_effect(database):
         return []
     return [row.version for row in HeldSchemaVersion.select(HeldSchemaVersion.version).order_by(
         HeldSchemaVersion.version)]
@@ -292,7 +303,11 @@ def _locked(database: peewee.Database) -> Iterator[None]:
         yield
 
 
-def _record(database: peewee.Database, step: Step) -> None:
+def _record(database: peewee.Database, step: Step, *, held: bool) -> None:
+    """The row of `step`, in schema_version, or where 1.0.0 does not look when `held`."""
+    if held:
+        HeldSchemaVersion.insert(version=step.number, applied=models.utcnow(), additive=step.additive).execute()
+        return
     row: dict = {"version": step.number, "applied": models.utcnow().isoformat(sep=" ")}
     # Before step 4 the table has no additive column (a 1.0.0 database migrated from step 1 or 2).
     if "additive" in _columns(database, SchemaVersion._meta.table_name):
@@ -313,44 +328,67 @@ def breaking_refusal(steps: list[Step]) -> str | None:
             "after it; stop every process of those releases, then run `directory-api migrate --allow-breaking`")
 
 
-def migrate(database: Handle, *, allow_breaking: bool = False, compatible_with: str | None = None) -> list[int]:
+def hold_refusal(steps: list[Step]) -> str | None:
+    """Why `migrate` refuses `steps` while a hold is in effect (a breaking one among them); None when it does not."""
+    breaking = [step for step in steps if not step.additive]
+    if not breaking:
+        return None
+    named = ", ".join(f"{step.number} ({step.name})" for step in breaking)
+    version = HELD_FOR.version
+    return (f"schema step {named} is breaking and steps are held for {version} (migrate --compatible-with "
+            f"{version}): end the hold first, once no {version} process is left (`directory-api migrate "
+            "--end-compatibility`), then run `directory-api migrate --allow-breaking`")
+
+
+def migrate(database: Handle, *, allow_breaking: bool = False, compatible_with: str | None = None,
+            end_hold: bool = False) -> list[int]:
     """Apply the steps not applied yet, each in its own transaction; return their numbers.
 
     Safe to run concurrently, and again after being killed at any point: a
-    step and its row in schema_version commit together. A breaking step is
-    applied only with allow_breaking; without it nothing is applied.
-    compatible_with="1.0.0" then holds the rows of the steps 1.0.0 does not
-    know out of schema_version (see `hold`); without it, rows held so are
-    put back first.
+    step and its row commit together. A breaking step is applied only with
+    allow_breaking, and never while a hold is in effect; otherwise nothing is
+    applied. compatible_with="1.0.0" starts a hold (see `hold`): from then on
+    every migrate records the steps 1.0.0 does not know where 1.0.0 does not
+    look, so 1.0.0 keeps starting, until end_hold records them in
+    schema_version again.
     """
+    if compatible_with and end_hold:
+        raise SchemaError("--compatible-with and --end-compatibility: give one of the two")
     database = behind(database)  # steps may ask what it is (playhouse's SchemaMigrator does)
     release = compatible_release(compatible_with) if compatible_with else None
     with _locked(database):
         database.create_tables([SchemaVersion])
-        if release is None:
-            _put_back(database)
     pending = pending_steps(database)
-    refusal = (breaking_refusal(pending) if not allow_breaking else None) or \
-        (compatibility_refusal(release, pending, applied_beyond(database, release.last_step)) if release else None)
+    holding = hold_in_effect(database) and not end_hold
+    refusal = (compatibility_refusal(release, pending, applied_beyond(database, release.last_step))
+               if release else None) or \
+        (hold_refusal(pending) if holding else None) or \
+        (breaking_refusal(pending) if not allow_breaking else None)
     if refusal:
         raise SchemaError(refusal)
+    if release or end_hold:
+        with _locked(database):
+            if release:
+                hold(database, release)
+            else:
+                _put_back(database)
     applied: list[int] = []
     while True:
         with _locked(database):
-            # Read again under the lock: another migrate may have applied steps meanwhile.
+            # Read again under the lock: another migrate may have applied steps, or started a hold, meanwhile.
             number = current_version(database) + 1
             if number > LATEST:
                 break
             step = STEPS[number - 1]
+            holding = hold_in_effect(database) and number > HELD_FOR.last_step
+            if not step.additive and holding:
+                raise SchemaError(hold_refusal([step]) or "")
             if not step.additive and not allow_breaking:
                 raise SchemaError(breaking_refusal([step]) or "")
             log.info("applying schema step %d (%s, %s)", number, step.name, kind(step))
             step.apply(database)
-            _record(database, step)
+            _record(database, step, held=holding)
         applied.append(number)
-    if release:
-        with _locked(database):
-            hold(database, release)
     return applied
 
 
@@ -375,18 +413,23 @@ def compatibility_refusal(release: Release, pending: list[Step], applied_newer: 
 
 
 def hold(database: peewee.Database, release: Release) -> list[int]:
-    """Move the rows of the (additive) steps beyond `release`'s out of schema_version; return their numbers.
+    """Start a hold: move the rows of the (additive) steps beyond `release`'s out of schema_version; return
+    their numbers.
 
     Release 1.0.0 reads MAX(schema_version.version) and refuses anything above
     its own last step, additive or not. Its code runs on additive steps, so
     their rows wait in schema_version_beyond_1_0_0, where this release reads
-    them too, until a plain `migrate` puts them back.
+    them too, and the steps applied later join them, until `migrate
+    --end-compatibility` puts them back (`_put_back`).
     """
+    database.create_tables([HeldSchemaVersion])
+    # A schema_version of 1.0.0 (nothing beyond 3 yet) has no additive column to select.
+    if (SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0) <= release.last_step:
+        return []
     beyond = SchemaVersion.version > release.last_step
     rows = list(SchemaVersion.select().where(beyond).order_by(SchemaVersion.version))
     if any(not row.additive for row in rows):
         raise SchemaError(compatibility_refusal(release, [], {row.version: row.additive for row in rows}) or "")
-    database.create_tables([HeldSchemaVersion])
     HeldSchemaVersion.insert_from(SchemaVersion.select(*_fields(SchemaVersion)).where(beyond),
                                   _fields(HeldSchemaVersion)).execute()
     SchemaVersion.delete().where(beyond).execute()
@@ -418,28 +461,37 @@ def kind(step: Step) -> str:
     return "additive" if step.additive else "breaking"
 
 
-def describe(step: Step) -> str:
-    """One step as `migrate --dry-run` lists it: number, name, additive or breaking, and whom it stops."""
+def describe(step: Step, holding: bool = False) -> str:
+    """One step as `migrate --dry-run` lists it: number, name, additive or breaking, and whom it stops
+    (`holding`: a hold for 1.0.0 is in effect, so an additive step is held too)."""
     stopped = releases_stopped_by(step)
     bridged = [release.version for release in RELEASES if step.additive and not release.runs_on_additive
                and release.version in stopped]
-    unless = f" (unless migrate --compatible-with {bridged[0]})" if bridged else ""
+    if holding and bridged:
+        stopped = [version for version in stopped if version not in bridged]
+    unless = f" (unless migrate --compatible-with {bridged[0]})" if bridged and not holding else ""
     after = f"; {' and '.join(stopped)} can no longer start after it{unless}" if stopped else ""
-    needs = " (needs --allow-breaking)" if not step.additive else ""
+    if holding and bridged:
+        after += f"; held for {' and '.join(bridged)}, which still starts"
+    needs = "" if step.additive else \
+        " (needs --end-compatibility, then --allow-breaking)" if holding else " (needs --allow-breaking)"
     return f"step {step.number} {step.name}: {kind(step)}{needs}{after}"
 
 
-def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = ()) -> list[str]:
-    """What `migrate --dry-run` prints for a schema at `version` (`held`: rows kept out of schema_version)."""
+def dry_run_lines(version: int, pending: list[Step], held: Sequence[int] = (), holding: bool = False) -> list[str]:
+    """What `migrate --dry-run` prints for a schema at `version` (`held`: rows a hold in effect keeps out of
+    schema_version)."""
     lines = []
-    if held:
-        lines.append(f"{steps_are(held, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0): a "
-                     "plain migrate records them in schema_version again, and 1.0.0 no longer starts")
+    if holding:
+        what = steps_are(held, "is held") if held else "steps beyond 3 are held"
+        lines.append(f"{what} for {HELD_FOR.version} (migrate --compatible-with {HELD_FOR.version}), so it still "
+                     f"starts; migrate keeps them held; migrate --end-compatibility would record them in "
+                     f"schema_version again, after which {HELD_FOR.version} no longer starts")
     if not pending:
         newer = f", newer than this release ({LATEST})" if version > LATEST else ""
         return [f"schema at version {version}{newer}: nothing to apply", *lines]
     lines.insert(0, f"schema at version {version}; migrate would apply {len(pending)} step(s), in this order:")
-    lines[1:1] = [f"  {describe(step)}" for step in pending]
+    lines[1:1] = [f"  {describe(step, holding)}" for step in pending]
     lines.append("nothing was changed (--dry-run)")
     return lines
 
@@ -457,27 +509,36 @@ def stopped_lines(steps: list[Step], version: int, compatible_with: str | None =
     return lines
 
 
-def warning_lines(pending: list[Step], version: int, held: Sequence[int], *, allow_breaking: bool,
-                  compatible_with: str | None) -> list[str]:
+def warning_lines(pending: list[Step], version: int, held: Sequence[int], *, holding: bool, allow_breaking: bool,
+                  compatible_with: str | None, end_hold: bool = False) -> list[str]:
     """What `migrate` warns of before applying `pending` (nothing when it will refuse a breaking step)."""
-    if not allow_breaking and breaking_refusal(pending):
+    held_after = bool(compatible_with) or (holding and not end_hold)
+    if (held_after or not allow_breaking) and breaking_refusal(pending):
         return []
-    lines = stopped_lines(pending, version, compatible_with)
-    if held and not compatible_with:
-        lines.append(f"schema {steps_are(held, 'is recorded')} in schema_version again: 1.0.0 can no longer start")
+    lines = stopped_lines(pending, version, HELD_FOR.version if held_after else None)
+    if end_hold and held:
+        lines.append(f"schema {steps_are(held, 'is recorded')} in schema_version again: {HELD_FOR.version} can no "
+                     "longer start")
     return lines
 
 
-def summary_lines(applied: list[int], version: int, held: Sequence[int], compatible_with: str | None) -> list[str]:
-    """What `migrate` says once done: the steps applied, and any held back for an older release."""
+def summary_lines(applied: list[int], version: int, held: Sequence[int], ended: Sequence[int] | None = None
+                  ) -> list[str]:
+    """What `migrate` says once done: the steps applied, those held for 1.0.0 and how to end that, or (`ended`:
+    migrate --end-compatibility) the steps it recorded in schema_version again."""
     if applied:
         lines = [f"schema migrated to version {applied[-1]} (applied steps {', '.join(map(str, applied))})"]
     else:
         lines = [f"schema already at version {max(version, LATEST)}: nothing to do"]
-    if compatible_with and held:
-        lines.append(f"{steps_are(held, 'is recorded')} in {HeldSchemaVersion._meta.table_name}, where "
-                     f"{compatible_with} does not look, so it still starts: run `directory-api migrate` once no "
-                     f"{compatible_with} process is left")
+    release = HELD_FOR.version
+    if held:
+        lines.append(f"{steps_are(held, 'is held')} for {release} in {HeldSchemaVersion._meta.table_name}, where "
+                     f"it does not look, so it still starts: once no {release} process is left, end the hold with "
+                     "`directory-api migrate --end-compatibility`")
+    elif ended:
+        lines.append(f"{steps_are(ended, 'is recorded')} in schema_version again: the hold for {release} is ended")
+    elif ended is not None:
+        lines.append(f"no step was held for {release}: nothing to end")
     return lines
 
 

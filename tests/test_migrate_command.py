@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from directory_api import db, migrations
 from tests.support.checkout import REPO
 from tests.support.cli import invoke_cli
@@ -148,8 +150,12 @@ cli.main()
 """
 
 
-def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_next_finishes(database_url, tmp_path):
+@pytest.mark.parametrize("hold", [False, True], ids=["plain", "during-a-hold"])
+def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_next_finishes(
+        database_url, tmp_path, hold):
     as_1_0_0_left_it(database_url)
+    if hold:
+        assert invoke_cli("migrate", "--compatible-with", "1.0.0", DATABASE_URL=database_url).exit_code == 0
     started = tmp_path / "started"
     env = {"PATH": os.environ["PATH"], "DATABASE_URL": database_url}
     migrate = [sys.executable, "-c", MIGRATE_WITH_A_SLOW_STEP, str(started)]
@@ -174,31 +180,117 @@ def test_a_migrate_killed_in_the_middle_of_a_step_leaves_nothing_of_it_and_the_n
     database = db.bind(database_url)
     assert database.table_exists("made_by_the_slow_step")
     assert migrations.current_version(database) == slow
+    if hold:
+        assert max_version_as_1_0_0_reads_it(database) == 3
+        assert migrations.held_steps(database) == [*NUMBERS, slow]
     database.close()
 
 
-def test_migrate_compatible_with_1_0_0_says_where_the_steps_are_recorded_and_what_to_run_later(database_url):
+def max_version_as_1_0_0_reads_it(database) -> int:
+    return database.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()[0]
+
+
+NUMBERS = [step.number for step in AFTER_1_0_0]
+HELD_LINE = (f"{migrations.steps_are(NUMBERS, 'is held')} for 1.0.0 in schema_version_beyond_1_0_0, where it does "
+             "not look, so it still starts: once no 1.0.0 process is left, end the hold with `directory-api migrate "
+             "--end-compatibility`")
+
+
+def held_for_1_0_0(url: str) -> None:
+    as_1_0_0_left_it(url)
+    result = invoke_cli("migrate", "--compatible-with", "1.0.0", DATABASE_URL=url)
+    assert result.exit_code == 0, result.output
+
+
+def test_migrate_compatible_with_1_0_0_says_the_steps_are_held_and_how_to_end_the_hold(database_url):
     as_1_0_0_left_it(database_url)
     result = invoke_cli("migrate", "--compatible-with", "1.0.0", DATABASE_URL=database_url)
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output
-    numbers = [step.number for step in AFTER_1_0_0]
     assert result.output.splitlines()[-2:] == [
-        f"schema migrated to version {migrations.LATEST} (applied steps {APPLIED})",
-        f"{migrations.steps_are(numbers, 'is recorded')} in schema_version_beyond_1_0_0, where 1.0.0 does not look, "
-        "so it still starts: run `directory-api migrate` once no 1.0.0 process is left",
-    ]
+        f"schema migrated to version {migrations.LATEST} (applied steps {APPLIED})", HELD_LINE]
+
+
+def test_dry_run_during_a_hold_shows_it_and_what_ending_it_would_do(database_url):
+    held_for_1_0_0(database_url)
     dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
     assert dry.output.splitlines() == [
         f"schema at version {migrations.LATEST}: nothing to apply",
-        f"{migrations.steps_are(numbers, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0): a plain migrate "
-        "records them in schema_version again, and 1.0.0 no longer starts",
+        f"{migrations.steps_are(NUMBERS, 'is held')} for 1.0.0 (migrate --compatible-with 1.0.0), so it still "
+        "starts; migrate keeps them held; migrate --end-compatibility would record them in schema_version again, "
+        "after which 1.0.0 no longer starts",
     ]
+
+
+def test_dry_run_during_a_hold_says_a_pending_additive_step_will_be_held_too(database_url, monkeypatch):
+    held_for_1_0_0(database_url)
+    step = migrations.Step(migrations.LATEST + 1, "add_thing", lambda database: None)
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
+    monkeypatch.setattr(migrations, "LATEST", step.number)
+    dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert f"  step {step.number} add_thing: additive; held for 1.0.0, which still starts" in dry.output.splitlines()
+
+
+def test_a_plain_migrate_during_a_hold_keeps_it_and_says_how_to_end_it(database_url):
+    held_for_1_0_0(database_url)
     plain = invoke_cli("migrate", DATABASE_URL=database_url)
     assert plain.exit_code == 0, plain.output
-    assert f"warning: schema {migrations.steps_are(numbers, 'is recorded')} in schema_version again: 1.0.0 can no " \
-           "longer start" in plain.output
-    assert migrations.held_steps(db.bind(database_url)) == []
+    assert plain.output.splitlines() == [f"schema already at version {migrations.LATEST}: nothing to do", HELD_LINE]
+    database = db.bind(database_url)
+    assert max_version_as_1_0_0_reads_it(database) == 3
+    assert migrations.held_steps(database) == NUMBERS
+
+
+def test_the_migrate_units_command_during_a_hold_keeps_1_0_0_starting(database_url):
+    """docs/systemd/directory-api-migrate.service runs at every start of a machine's units, mid-upgrade too."""
+    unit = (REPO / "docs" / "systemd" / "directory-api-migrate.service").read_text()
+    command = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    arguments = command.split(".pyz", 1)[1].split()
+    assert arguments == ["migrate"]
+    held_for_1_0_0(database_url)
+    for _ in range(2):  # a reboot, another machine
+        result = invoke_cli(*arguments, DATABASE_URL=database_url)
+        assert result.exit_code == 0, result.output
+    # 1.0.0 starts when MAX(schema_version.version) is at most its own last step.
+    assert max_version_as_1_0_0_reads_it(db.bind(database_url)) == 3
+
+
+def test_migrate_end_compatibility_warns_then_records_the_held_steps_in_schema_version(database_url):
+    held_for_1_0_0(database_url)
+    result = invoke_cli("migrate", "--end-compatibility", DATABASE_URL=database_url)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"warning: schema {migrations.steps_are(NUMBERS, 'is recorded')} in schema_version again: 1.0.0 can no "
+        "longer start",
+        f"schema already at version {migrations.LATEST}: nothing to do",
+        f"{migrations.steps_are(NUMBERS, 'is recorded')} in schema_version again: the hold for 1.0.0 is ended",
+    ]
+    database = db.bind(database_url)
+    assert max_version_as_1_0_0_reads_it(database) == migrations.LATEST
+    assert migrations.held_steps(database) == []
+    again = invoke_cli("migrate", "--end-compatibility", DATABASE_URL=database_url)
+    assert again.output.splitlines()[-1] == "no step was held for 1.0.0: nothing to end"
+
+
+def test_migrate_refuses_a_breaking_step_during_a_hold_saying_to_end_it_first(database_url, monkeypatch):
+    held_for_1_0_0(database_url)
+    step = breaking_step(monkeypatch)
+    dry = invoke_cli("migrate", "--dry-run", DATABASE_URL=database_url)
+    assert f"  step {step.number} drop_old_column: breaking (needs --end-compatibility, then --allow-breaking); " \
+           "1.0.0 can no longer start after it" in dry.output.splitlines()
+    result = invoke_cli("migrate", "--allow-breaking", DATABASE_URL=database_url)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: schema step {step.number} (drop_old_column) is breaking and steps are held for 1.0.0 (migrate "
+        "--compatible-with 1.0.0): end the hold first, once no 1.0.0 process is left (`directory-api migrate "
+        "--end-compatibility`), then run `directory-api migrate --allow-breaking`\n")
+    assert migrations.held_steps(db.bind(database_url)) == NUMBERS
+
+
+def test_migrate_compatible_with_and_end_compatibility_together_is_one_line_and_exit_2(database_url):
+    result = invoke_cli("migrate", "--compatible-with", "1.0.0", "--end-compatibility", DATABASE_URL=database_url)
+    assert result.exit_code == 2
+    assert result.output == "error: --compatible-with and --end-compatibility: give one of the two\n"
 
 
 def test_migrate_compatible_with_a_release_that_does_not_need_it_is_one_line_and_exit_2(database_url):

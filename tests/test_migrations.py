@@ -225,14 +225,85 @@ def test_compatible_with_1_0_0_keeps_the_rows_of_later_steps_where_1_0_0_does_no
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-def test_a_plain_migrate_records_the_held_steps_in_schema_version_again(bound):
+def test_a_plain_migrate_keeps_the_hold_so_1_0_0_keeps_starting(bound):
     as_1_0_0_left_it(bound)
     migrations.migrate(bound, compatible_with="1.0.0")
     assert migrations.migrate(bound) == []
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert migrations.held_steps(bound) == AFTER_1_0_0
+    assert migrations.hold_in_effect(bound)
+
+
+def test_a_step_a_plain_migrate_applies_during_a_hold_is_held_too(bound, monkeypatch):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    later = migrations.LATEST + 1
+    extra_steps(monkeypatch, Step(later, "add_thing", nothing))
+    assert migrations.migrate(bound) == [later]
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert migrations.held_steps(bound) == [*AFTER_1_0_0, later]
+    assert migrations.current_version(bound) == later
+
+
+def test_a_hold_started_on_an_empty_database_holds_every_step_beyond_1_0_0(bound):
+    assert migrations.migrate(bound, compatible_with="1.0.0") == list(range(1, migrations.LATEST + 1))
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert migrations.held_steps(bound) == AFTER_1_0_0
+
+
+def test_end_hold_records_the_held_steps_in_schema_version_again(bound):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    assert migrations.migrate(bound, end_hold=True) == []
     assert max_version_as_1_0_0_reads_it(bound) == migrations.LATEST
     assert migrations.held_steps(bound) == []
     assert not bound.table_exists("schema_version_beyond_1_0_0")
     assert recorded(bound) == ALL_ADDITIVE
+    assert migrations.migrate(bound) == []  # and a plain migrate after it leaves schema_version so
+    assert max_version_as_1_0_0_reads_it(bound) == migrations.LATEST
+
+
+def test_end_hold_then_applies_the_pending_steps_into_schema_version(bound, monkeypatch):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    later = migrations.LATEST + 1
+    extra_steps(monkeypatch, Step(later, "add_thing", nothing))
+    assert migrations.migrate(bound, end_hold=True) == [later]
+    assert max_version_as_1_0_0_reads_it(bound) == later
+    assert not bound.table_exists("schema_version_beyond_1_0_0")
+
+
+def test_a_breaking_step_during_a_hold_is_refused_even_with_allow_breaking_until_the_hold_ends(bound, monkeypatch):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    breaking = migrations.LATEST + 1
+    extra_steps(monkeypatch, Step(breaking, "drop_thing", nothing, additive=False))
+    for allow_breaking in (False, True):
+        with pytest.raises(SchemaError) as refused:
+            migrations.migrate(bound, allow_breaking=allow_breaking)
+        assert str(refused.value) == (
+            f"schema step {breaking} (drop_thing) is breaking and steps are held for 1.0.0 (migrate "
+            "--compatible-with 1.0.0): end the hold first, once no 1.0.0 process is left (`directory-api migrate "
+            "--end-compatibility`), then run `directory-api migrate --allow-breaking`")
+    assert migrations.current_version(bound) == breaking - 1
+    assert migrations.held_steps(bound) == AFTER_1_0_0  # refused before anything changed
+    assert migrations.migrate(bound, end_hold=True, allow_breaking=True) == [breaking]
+    assert recorded(bound) == {**ALL_ADDITIVE, breaking: False}
+
+
+def test_compatible_with_and_end_hold_together_are_refused(bound):
+    with pytest.raises(SchemaError, match="--compatible-with and --end-compatibility: give one of the two"):
+        migrations.migrate(bound, compatible_with="1.0.0", end_hold=True)
+
+
+def test_ensure_current_under_debug_keeps_the_hold(bound, monkeypatch):
+    as_1_0_0_left_it(bound)
+    migrations.migrate(bound, compatible_with="1.0.0")
+    later = migrations.LATEST + 1
+    extra_steps(monkeypatch, Step(later, "add_thing", nothing))
+    migrations.ensure_current(bound, auto_migrate=True)
+    assert max_version_as_1_0_0_reads_it(bound) == 3
+    assert migrations.current_version(bound) == later
 
 
 def test_compatible_with_1_0_0_refuses_a_breaking_step_beyond_1_0_0_and_applies_nothing(bound, monkeypatch):

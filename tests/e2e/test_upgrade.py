@@ -208,6 +208,9 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_duplicates_nothin
         for process in (old_serve, *old_workers):
             assert process.alive(), f"{process.argv} stopped after the migration:\n{process.log()}"
         if migrate == BRIDGED:
+            # The migrate unit of a machine starting its new units runs a plain migrate: the hold stays.
+            assert run(cli, env, "migrate").returncode == 0
+            assert max_version_as_1_0_0_reads_it(url) == PREVIOUS_LAST_STEP
             # A 1.0.0 worker restarted mid-upgrade (a crash, a reboot, systemd's Restart=) starts again.
             old_workers[0] = started(replace(old_workers[0], lambda: start_work(
                 processes, previous_cli, env, name="old-work-restarted")))
@@ -271,8 +274,13 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_duplicates_nothin
     # Only this release's two workers were stopped since: none of its e-mails went twice.
     assert assert_each_email_sent_once(url, sink, previous_release_stops=3 if migrate == BRIDGED else 2) == resent
 
-    # Forward again: a plain migrate records the steps in schema_version; the new release's work drains the rest.
+    # Forward again: a plain migrate keeps the hold; --end-compatibility records the steps in schema_version;
+    # the new release's work drains the rest.
     assert run(cli, env, "migrate").returncode == 0
+    assert max_version_as_1_0_0_reads_it(url) == PREVIOUS_LAST_STEP
+    ended = run(cli, env, "migrate", "--end-compatibility")
+    assert ended.returncode == 0, ended.stderr
+    assert max_version_as_1_0_0_reads_it(url) == migrations.LATEST
     code, _ = rolled_back.signal_and_time(signal.SIGTERM, timeout=15)
     assert code == 0, rolled_back.log()
     forward = started(start_work(processes, cli, env, name="forward-again-work"))
@@ -281,6 +289,11 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_duplicates_nothin
     assert_saved_exactly_once(url, {first.json()["id"], *stream.to_save, *rollback_ids, last})
     assert "WARNING" not in forward.full_log()
     assert new_serve.alive()
+
+
+def max_version_as_1_0_0_reads_it(url: str) -> int:
+    """What release 1.0.0 compares with its own last step at start: MAX(schema_version.version)."""
+    return pg_rows(url, "SELECT MAX(version) FROM schema_version")[0][0]
 
 
 def drop_connections(url: str) -> None:
