@@ -124,14 +124,16 @@ def _rejection_cases(database: peewee.Database) -> None:
     makes tables from the models as they are now: each column is added only
     when missing.
     """
+    # enrolment first: a saving transaction of a running worker (any release) writes enrolment before
+    # rejection, so taking their locks in the same order cannot deadlock with it.
     added = [
+        ("enrolment", "erased", peewee.DateTimeField(null=True)),
         ("rejection", "payload", peewee.TextField(null=True)),
         ("rejection", "company_number", peewee.CharField(max_length=255, null=True)),
         ("rejection", "company_name", peewee.CharField(max_length=255, null=True)),
         ("rejection", "sso_id", peewee.BigIntegerField(null=True)),
         ("rejection", "company_email", peewee.CharField(max_length=255, null=True)),
         ("rejection", "erased", peewee.DateTimeField(null=True)),
-        ("enrolment", "erased", peewee.DateTimeField(null=True)),
     ]
     migrator = SchemaMigrator.from_database(database)
     for table, column, field in added:
