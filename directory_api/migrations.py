@@ -87,8 +87,21 @@ def _operating_it(database: peewee.Database) -> None:
         migrator = SchemaMigrator.from_database(database)
         migrate_schema(migrator.add_column("rejection", "redriven", models.Rejection.redriven))
     database.create_tables([models.EnrolmentRetry], safe=True)
+    _create_indexes(database, _OPS_INDEXES)
+
+
+def _add_missing_columns(database: peewee.Database, columns: Sequence[tuple[str, str, peewee.Field]]) -> None:
+    """Add each (table, column, field) the table lacks: the initial step makes tables from today's models."""
+    migrator = SchemaMigrator.from_database(database)
+    for table, column, field in columns:
+        if column not in {existing.name for existing in database.get_columns(table)}:
+            migrate_schema(migrator.add_column(table, column, field))
+
+
+def _create_indexes(database: peewee.Database, indexes: Sequence[tuple[str, str, str | dict[str, str]]]) -> None:
+    """Create each (name, table, expression) index missing; a dict expression holds one per database."""
     postgres = is_postgres(database)
-    for name, table, expression in _OPS_INDEXES:
+    for name, table, expression in indexes:
         if isinstance(expression, dict):
             expression = expression["postgres" if postgres else "sqlite"]
         database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
@@ -126,7 +139,7 @@ def _rejection_cases(database: peewee.Database) -> None:
     """
     # enrolment first: a saving transaction of a running worker (any release) writes enrolment before
     # rejection, so taking their locks in the same order cannot deadlock with it.
-    added = [
+    added: list[tuple[str, str, peewee.Field]] = [
         ("enrolment", "erased", peewee.DateTimeField(null=True)),
         ("rejection", "payload", peewee.TextField(null=True)),
         ("rejection", "company_number", peewee.CharField(max_length=255, null=True)),
@@ -135,15 +148,8 @@ def _rejection_cases(database: peewee.Database) -> None:
         ("rejection", "company_email", peewee.CharField(max_length=255, null=True)),
         ("rejection", "erased", peewee.DateTimeField(null=True)),
     ]
-    migrator = SchemaMigrator.from_database(database)
-    for table, column, field in added:
-        if column not in {existing.name for existing in database.get_columns(table)}:
-            migrate_schema(migrator.add_column(table, column, field))
-    postgres = is_postgres(database)
-    for name, table, expression in _REJECTION_INDEXES:
-        if isinstance(expression, dict):
-            expression = expression["postgres" if postgres else "sqlite"]
-        database.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+    _add_missing_columns(database, added)
+    _create_indexes(database, _REJECTION_INDEXES)
 
 
 # The search finds rejections by the keys it finds enrolments by; retention and `status` walk what still
