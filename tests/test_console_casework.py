@@ -6,29 +6,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from directory_api import console, saving, web
+from directory_api import saving
 from directory_api.models import Audit, Company, Enrolment, Rejection
-from directory_api.settings import Settings
 from tests.factories import enrolment_body, enrolment_payload
-from tests.support.wsgi import wsgi_call
-from tests.test_console import HOST, ORIGIN, PASSWORD, Answer, basic, csrf_token, set_aside
+from tests.support.console import OPERATOR, ORIGIN, call, console_app, csrf_token, post, set_aside
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-OPERATOR = "192.0.2.10"
-
-
-def call(app, method: str, path: str, *, form: dict | None = None, headers: dict | None = None) -> Answer:
-    parts = urlsplit(path)
-    body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
-    sent = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(), **(headers or {})}
-    status, answer_headers, raw = wsgi_call(app, method, parts.path, body, sent, parts.query, SERVER_NAME=HOST,
-                                           SERVER_PORT="443", HTTP_HOST=HOST, REMOTE_ADDR=OPERATOR,
-                                           **{"wsgi.url_scheme": "https"})
-    return Answer(status, answer_headers, raw)
-
-
-def post(app, path: str, form: dict, origin: str | None = ORIGIN) -> Answer:
-    return call(app, "POST", path, form=form, headers={"Origin": origin} if origin else {})
 
 
 @pytest.fixture
@@ -38,14 +21,7 @@ def worker(make_worker):
 
 @pytest.fixture
 def app(worker, monkeypatch):
-    """As tests/test_console.py's: the app `serve` runs, its console on the worker's queues."""
-    settings = Settings.from_environ({
-        "DATABASE_URL": worker.settings.database_url, "UI_SECRET": "not-a-real-ui-secret",
-        "QUEUE_BACKEND": worker.settings.queue_backend, "SQS_ENROLMENT_QUEUE_NAME": "enrolment",
-        "SQS_INVALID_ENROLMENT_QUEUE_NAME": "enrolment-invalid", "OPS_PASSWORD": PASSWORD,
-    })
-    monkeypatch.setattr(console, "open_enrolment_queues", lambda settings: (worker.enrolments, worker.invalid))
-    return web.make_app(settings, worker.enrolments)
+    return console_app(worker, monkeypatch)
 
 
 def escaped_only(text: str) -> None:
