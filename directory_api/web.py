@@ -136,48 +136,57 @@ def make_app(
     a private one is made (right for one process). At most
     `database_requests` requests wait on the database at once; more get 503.
     """
-    verifier = Verifier(
-        secret=settings.required("UI_SECRET"),
-        nonces=nonce_store or NonceStore.temporary(),
-        legacy=settings.signature_legacy,
-    )
-    app = JsonBottle()
-    database = db.bound()
-    health = Health(database, enrolment_queue)
-    database_slots = threading.BoundedSemaphore(database_requests)
-    openapi_document = _dumps(openapi.document())
+    app = Api(settings, enrolment_queue, nonce_store=nonce_store, database_requests=database_requests).routes()
+    console.mount(app, settings)  # /ops/, when OPS_PASSWORD is set
+    return app
 
-    def verified_body() -> bytes:
-        return _verified_body(verifier, bottle.request.environ)
 
-    @app.get("/")
-    def hello():
+class Api:
+    """The API's pages, one method a route, in the console's style (console.Console): what they share is built once."""
+
+    def __init__(self, settings: Settings, enrolment_queue: Queue, *, nonce_store: NonceStore | None,
+                 database_requests: int):
+        self.verifier = Verifier(
+            secret=settings.required("UI_SECRET"),
+            nonces=nonce_store or NonceStore.temporary(),
+            legacy=settings.signature_legacy,
+        )
+        self.enrolment_queue = enrolment_queue
+        self.database = db.bound()
+        self.health = Health(self.database, enrolment_queue)
+        self.database_requests = database_requests
+        self.database_slots = threading.BoundedSemaphore(database_requests)
+        self.openapi_document = _dumps(openapi.document())
+
+    def routes(self) -> bottle.Bottle:
+        app = JsonBottle()
+        app.route("/", "GET", self.hello)
+        app.route("/openapi.json", "GET", self.openapi_json)
+        app.route("/healthcheck/", "GET", self.healthcheck)
+        app.route("/enrolment/", "POST", self.enrol)
+        app.route("/enrolment", "POST", self.enrol)
+        app.route("/enrolment/<message_id>/", "GET", self.enrolment_status)
+        return app
+
+    def hello(self) -> bottle.HTTPResponse:
         return json_response(200, HELLO)
 
-    @app.get("/openapi.json")
-    def openapi_json():
-        return bottle.HTTPResponse(openapi_document, status=200, headers={"Content-Type": JSON_TYPE})
+    def openapi_json(self) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(self.openapi_document, status=200, headers={"Content-Type": JSON_TYPE})
 
-    @app.get("/healthcheck/")
-    def healthcheck():
-        parts = health.parts()
+    def healthcheck(self) -> bottle.HTTPResponse:
+        parts = self.health.parts()
         healthy = all(state == "ok" for state in parts.values())
         return json_response(200 if healthy else 503, {"status": "ok" if healthy else "unavailable", **parts})
 
-    @app.post("/enrolment/")
-    @app.post("/enrolment")
-    def enrol():
-        body = verified_body()
+    def enrol(self) -> bottle.HTTPResponse:
+        body = _verified_body(self.verifier, bottle.request.environ)
         _check_enrolment(body)
-        return _queue_enrolment(enrolment_queue, body, bottle.request.environ)
+        return _queue_enrolment(self.enrolment_queue, body, bottle.request.environ)
 
-    @app.get("/enrolment/<message_id>/")
-    def enrolment_status(message_id: str):
-        verified_body()
-        return _enrolment_status(message_id, database, database_slots, database_requests)
-
-    console.mount(app, settings)  # /ops/, when OPS_PASSWORD is set
-    return app
+    def enrolment_status(self, message_id: str) -> bottle.HTTPResponse:
+        _verified_body(self.verifier, bottle.request.environ)
+        return _enrolment_status(message_id, self.database, self.database_slots, self.database_requests)
 
 
 def _verified_body(verifier: Verifier, environ: dict) -> bytes:
