@@ -114,7 +114,7 @@ done
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - directory_api | tar -xf - -C "$site"
 # env-write's default config when the current directory has no env.json (a VM may hold the pyz alone).
 cp env.json "$site/directory_api/env.json"
-# The commit `--version` names (directory_api.build_commit), "-dirty" when the sources differ from it;
+# The commit `--version` names (directory_api.release.build_commit), "-dirty" when the sources differ from it;
 # "unknown" outside a git checkout of its own (a tarball inside another project's repository, say).
 commit=unknown
 if [[ "$(git rev-parse --show-toplevel 2>/dev/null)" == "$(pwd -P)" ]]; then

@@ -11,9 +11,10 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from directory_api import __version__, build_commit, logs
+from directory_api import __version__, logs
 from directory_api.errors import SettingsError, UserError, first_line
 from directory_api.ops import EXPORT_TABLES
+from directory_api.release import build_commit
 from directory_api.settings import BY_NAME, NEEDS_ALL, NEEDS_DATABASE, NEEDS_QUEUES, Settings
 
 

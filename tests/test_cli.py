@@ -10,10 +10,11 @@ import pytest
 import typer.main
 from dotenv import dotenv_values
 
-from directory_api import __version__, build_commit, db, migrations
+from directory_api import __version__, db, migrations
 from directory_api.cli import app
 from directory_api.envwrite import MISSING_VARIABLE
 from directory_api.errors import UserError
+from directory_api.release import build_commit
 from tests.support.cli import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]

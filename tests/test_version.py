@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-from directory_api import BUILD_MODULE, __version__, _checkout_commit, build_commit
+from directory_api import __version__
+from directory_api.release import BUILD_MODULE, _checkout_commit, build_commit
 from tests.support.checkout import REPO
 
 
