@@ -89,7 +89,7 @@ def stop_while_saving(worker: Worker, thread: threading.Thread, saving) -> float
     wait_until(saving, 10, "the worker's save to wait for the lock")
     time.sleep(0.3)
     started = time.monotonic()
-    worker.shutdown.requested = True
+    worker.shutdown.request()
     thread.join(5)
     assert not thread.is_alive(), "the worker did not stop"
     return time.monotonic() - started
