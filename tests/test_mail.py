@@ -507,12 +507,11 @@ def test_work_once_saves_the_enrolments_and_sends_their_emails(database, databas
     assert smtp.sink.count == 12 and states() == [SENT] * 12
 
 
-def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database, database_url, smtp):
-    smtp.sink.mode = "stall"
+def worker_with_one_enrolment(database_url: str, smtp, shutdown: Shutdown) -> threading.Thread:
+    """`work` on the database queue, running on a thread until `shutdown`, with one enrolment to save and mail."""
     settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
     queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
     queues[0].send(enrolment_body())
-    shutdown = Shutdown()
 
     def work():
         with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, _):
@@ -520,6 +519,13 @@ def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database,
 
     running = threading.Thread(target=work)
     running.start()
+    return running
+
+
+def test_a_worker_stops_within_two_seconds_while_its_sender_is_stalled(database, database_url, smtp):
+    smtp.sink.mode = "stall"
+    shutdown = Shutdown()
+    running = worker_with_one_enrolment(database_url, smtp, shutdown)
     wait_until(lambda: Email.select().where(Email.attempts == 1).exists(), 10, "the first attempt", interval=0.05)
     assert smtp.sink.in_data.wait(5)  # in DATA, waiting for the server's answer
     started = time.monotonic()
@@ -533,17 +539,8 @@ def test_a_worker_stopped_while_the_server_answers_the_message_slowly_records_it
     database, database_url, smtp
 ):
     smtp.sink.reply_delay = 0.8  # longer than the worker's grace for its sender (worker.SENDER_GRACE)
-    settings = mail_settings(database_url, smtp.port, QUEUE_BACKEND="database", SQS_WAIT_TIME="20")
-    queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
-    queues[0].send(enrolment_body())
     shutdown = Shutdown()
-
-    def work():
-        with working(settings, *queues, shutdown=shutdown, metrics=WorkMetrics(), rng=lambda: 0.0) as (worker, _):
-            worker.run()
-
-    running = threading.Thread(target=work)
-    running.start()
+    running = worker_with_one_enrolment(database_url, smtp, shutdown)
     assert smtp.sink.in_data.wait(10)  # the message's end was sent; its 250 comes 0.8 s later
     started = time.monotonic()
     shutdown.request()
