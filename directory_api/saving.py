@@ -71,11 +71,6 @@ class Invalid:
 Outcome = Created | Duplicate | Invalid
 
 
-def save(message_id: str, payload: object) -> Outcome:
-    """Save one message in one transaction."""
-    return save_batch({message_id: payload})[message_id]
-
-
 def save_batch(entries: Mapping[str, object]) -> dict[str, Outcome]:
     """Save several messages in one transaction: message id -> payload, or an Invalid decided already.
 

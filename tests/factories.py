@@ -1,8 +1,10 @@
-"""The one place test payloads and settings are built: valid enrolments (as dicts, bodies and batches) and Settings."""
+"""The one place test payloads and settings are built: valid enrolments (as dicts, bodies and batches), Settings,
+and one message saved as the worker saves it."""
 
 import itertools
 import json
 
+from directory_api import saving
 from directory_api.settings import Settings
 from tests.support.signing import UI_SECRET
 
@@ -67,3 +69,8 @@ def worker_settings(database_url: str, **environ) -> Settings:
 def web_settings(**environ) -> Settings:
     """Settings as `serve --debug` builds them, signed with tests/support/signing.py's UI_SECRET."""
     return Settings.from_environ({"UI_SECRET": UI_SECRET, **environ}, debug=True)
+
+
+def save_one(message_id: str, payload: object) -> saving.Outcome:
+    """Save one message in one transaction, as the worker saves a batch of one."""
+    return saving.save_batch({message_id: payload})[message_id]

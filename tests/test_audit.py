@@ -2,15 +2,14 @@
 
 import socket
 
-from directory_api import saving
 from directory_api.models import Audit, Rejection
 from directory_api.ops import audit, rejections
 from directory_api.ops.audit import command_source, console_source, redrive_marker
-from tests.factories import enrolment_payload
+from tests.factories import enrolment_payload, save_one
 
 
 def test_a_redrive_is_marked_and_audited_with_its_source(database):
-    saving.save("m-1", enrolment_payload(export_status="MAYBE"))
+    save_one("m-1", enrolment_payload(export_status="MAYBE"))
     redrive_marker("console from 10.0.0.9")(["m-1"])
     assert Rejection.get(message_id="m-1").redriven is not None
     row = Audit.get()
@@ -26,12 +25,12 @@ def test_sources_name_the_host_or_the_address():
 
 
 def test_history_shows_each_redrive_and_what_became_of_it(database):
-    saving.save("m-1", enrolment_payload(company_number="SC000001", export_status="MAYBE"))
+    save_one("m-1", enrolment_payload(company_number="SC000001", export_status="MAYBE"))
     redrive_marker("redrive on host-a")(["m-1"])
     assert [r.outcome for r in audit.history("m-1")] == ["waiting"]
-    saving.save("m-1", enrolment_payload(company_number="SC000001", date_of_creation="nope"))  # set aside again
+    save_one("m-1", enrolment_payload(company_number="SC000001", date_of_creation="nope"))  # set aside again
     redrive_marker("console from 10.0.0.9")(["m-1"])
-    created = saving.save("m-1", enrolment_payload(company_number="SC000001"))  # saved at last
+    created = save_one("m-1", enrolment_payload(company_number="SC000001"))  # saved at last
 
     first, second = audit.history("m-1")
     assert (first.source, first.outcome, list(first.errors)) == ("redrive on host-a", "set_aside", ["date_of_creation"])
@@ -51,9 +50,9 @@ def test_the_audit_page_is_newest_first_and_paged(database):
 
 
 def test_rejections_are_found_by_the_keys_enrolments_are(database):
-    saving.save("r-1", enrolment_payload(company_number="SC123456", company_name="Zebra Crossing Ltd", sso_id=5,
+    save_one("r-1", enrolment_payload(company_number="SC123456", company_name="Zebra Crossing Ltd", sso_id=5,
                                          company_email="Zed@Example.com", export_status="MAYBE"))
-    saving.save("r-2", enrolment_payload(company_number="12345678", company_name="Other", sso_id=12345678,
+    save_one("r-2", enrolment_payload(company_number="12345678", company_name="Other", sso_id=12345678,
                                          export_status="MAYBE"))
     found = lambda query, field="any": [r.message_id for r in rejections.search(query, field)]  # noqa: E731
     assert found("zebra") == ["r-1"]
@@ -67,7 +66,7 @@ def test_rejections_are_found_by_the_keys_enrolments_are(database):
 
 
 def test_a_rejections_case_has_its_payload_readable_and_its_history(database):
-    saving.save("r-1", enrolment_payload(company_name="<script>alert(1)</script>", export_status="MAYBE"))
+    save_one("r-1", enrolment_payload(company_name="<script>alert(1)</script>", export_status="MAYBE"))
     case = rejections.case("r-1")
     assert '"company_name": "<script>alert(1)</script>"' in case.payload
     assert case.history == []

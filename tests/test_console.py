@@ -8,13 +8,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from directory_api import console, saving, throttle, web
+from directory_api import console, throttle, web
 from directory_api import db as db_module
 from directory_api.models import Company, Rejection
 from directory_api.ops import counting, export, queries
 from directory_api.queues import QueueUnavailable
 from directory_api.settings import Settings
-from tests.factories import enrolment_body, enrolment_payload
+from tests.factories import enrolment_body, enrolment_payload, save_one
 from tests.support.console import HOST, ORIGIN, PASSWORD, Answer, basic, call, console_app, csrf_token, post, set_aside
 from tests.support.wsgi import wsgi_call
 
@@ -167,7 +167,7 @@ def test_a_get_changes_nothing(app, worker, one_rejection, path):
 
 
 def test_the_overview_shows_the_status_figures(app, worker, one_rejection):
-    saving.save("saved", enrolment_payload())
+    save_one("saved", enrolment_payload())
     text = call(app, "GET", "/ops/").text
     assert re.search(r"<th scope=\"row\">enrolments</th><td class=\"number\">1</td>", text)
     assert re.search(r"rejections</a> not re-driven</th><td class=\"number\">1</td>", text)
@@ -176,7 +176,7 @@ def test_the_overview_shows_the_status_figures(app, worker, one_rejection):
 
 def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_everything(app, worker):
     payload = enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77)
-    created = saving.save("message-77", payload)
+    created = save_one("message-77", payload)
     page = call(app, "GET", "/ops/enrolments?q=sc777777").text
     assert f'<a href="/ops/enrolments/{created.enrolment_id}">SC777777</a>' in page
     detail = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
@@ -189,7 +189,7 @@ def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_every
 @pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
 def test_search_pages_with_a_link_to_older_results(app, worker):
     for _ in range(queries.PAGE_SIZE + 1):
-        saving.save(f"m-{_}", enrolment_payload())
+        save_one(f"m-{_}", enrolment_payload())
     first = call(app, "GET", "/ops/enrolments").text
     older = re.search(r'<a href="(\?[^"]+)">Older results</a>', first).group(1).replace("&amp;", "&")
     assert parse_qs(older[1:])["before"]
@@ -198,7 +198,7 @@ def test_search_pages_with_a_link_to_older_results(app, worker):
 
 def test_a_company_name_holding_script_is_shown_escaped(app, worker):
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    created = saving.save("m-evil", enrolment_payload(company_number="SC666666", company_name=evil))
+    created = save_one("m-evil", enrolment_payload(company_number="SC666666", company_name=evil))
     for path in ("/ops/enrolments?q=SC666666", f"/ops/enrolments/{created.enrolment_id}"):
         text = call(app, "GET", path).text
         assert "<script" not in text and "<img" not in text
@@ -219,7 +219,7 @@ def test_rejections_list_their_reasons_with_a_redrive_button(app, worker, one_re
 
 
 def test_redrive_one_moves_it_and_the_worker_saves_it_under_its_original_id(app, worker):
-    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    save_one("earlier", enrolment_payload(company_number="01234567"))
     [message_id] = set_aside(worker, enrolment_body(company_number="01234567"))
     Company.delete().where(Company.number == "01234567").execute()  # the cause, put right
     answer = post(app, "/ops/rejections/redrive", {"message_id": message_id, "csrf_token": csrf_token(app)})
@@ -250,7 +250,7 @@ def test_redrive_of_an_id_no_longer_on_the_queue_says_so(app, worker):
 @pytest.mark.parametrize("backend", ["database"])  # the queue backend does not matter here
 @pytest.mark.parametrize("table", sorted(export.EXPORTS))
 def test_each_export_downloads_as_csv_named_as_the_2017_service_named_it(app, worker, table):
-    saving.save("m-1", enrolment_payload())
+    save_one("m-1", enrolment_payload())
     answer = call(app, "GET", f"/ops/export.csv?table={table}")
     assert answer.status == 200
     assert answer.headers["content-type"] == "text/csv; charset=utf-8"
@@ -401,7 +401,7 @@ def test_a_request_without_credentials_is_asked_for_them_and_not_counted_as_a_fa
 
 
 def test_a_csv_download_neutralises_cells_a_spreadsheet_would_run_as_formulas(app):
-    saving.save("m-1", enrolment_payload(company_name='=HYPERLINK("http://evil.example/","Open")'))
+    save_one("m-1", enrolment_payload(company_name='=HYPERLINK("http://evil.example/","Open")'))
     answer = call(app, "GET", "/ops/export.csv?table=companies")
     assert answer.status == 200
     assert "'=HYPERLINK(" in answer.text and ",=HYPERLINK(" not in answer.text
@@ -461,7 +461,7 @@ def test_when_the_invalid_queue_does_not_answer_the_confirmation_says_so_and_off
 
 
 def test_the_overview_marks_estimated_figures_about(app, monkeypatch):
-    saving.save("saved", enrolment_payload())
+    save_one("saved", enrolment_payload())
     monkeypatch.setattr(counting, "MAX_EXACT_COST", -1.0)  # as at a million rows
     monkeypatch.setattr(counting, "is_postgres", lambda database: True)  # SQLite too, for the page's sake
     monkeypatch.setattr(counting, "plan", lambda query: (1e6, 1_000_213))
@@ -473,7 +473,7 @@ def test_the_overview_marks_estimated_figures_about(app, monkeypatch):
 
 
 def test_an_empty_field_shows_a_dash(app):
-    created = saving.save("m-1", enrolment_payload(mobile_number="", referrer=""))
+    created = save_one("m-1", enrolment_payload(mobile_number="", referrer=""))
     text = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
     assert "<dt>mobile number</dt><dd>-</dd>" in text and "<dt>referrer</dt><dd>-</dd>" in text
     assert "<dt>revenue</dt><dd>125000.50</dd>" in text

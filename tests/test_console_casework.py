@@ -6,9 +6,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from directory_api import saving
 from directory_api.models import Audit, Company, Enrolment, Rejection
-from tests.factories import enrolment_body, enrolment_payload
+from tests.factories import enrolment_body, enrolment_payload, save_one
 from tests.support.console import OPERATOR, ORIGIN, call, console_app, csrf_token, post, set_aside
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -32,7 +31,7 @@ def escaped_only(text: str) -> None:
 @pytest.fixture
 def conflicting(worker):
     """A registration made by mistake, and the real company's enrolment set aside because of it."""
-    mistaken = saving.save("mistaken", enrolment_payload(company_number="SC100000", company_name="Mistaken Ltd",
+    mistaken = save_one("mistaken", enrolment_payload(company_number="SC100000", company_name="Mistaken Ltd",
                                                          sso_id=500, company_email="wrong@example.com"))
     [message_id] = set_aside(worker, enrolment_body(company_number="SC100000", company_name="Acme Widgets Ltd",
                                                     sso_id=501, company_email="acme@example.com"))
@@ -153,7 +152,7 @@ def test_the_new_pages_carry_the_security_headers(app, conflicting, path):
 def test_an_erased_enrolments_page_never_shows_the_company_that_enrolled_again(app, conflicting):
     mistaken_id, _ = conflicting
     post(app, f"/ops/enrolments/{mistaken_id}/erase", {"csrf_token": csrf_token(app)})
-    again = saving.save("enrolled-again", enrolment_payload(company_number="SC100000", company_name="Mistaken Ltd",
+    again = save_one("enrolled-again", enrolment_payload(company_number="SC100000", company_name="Mistaken Ltd",
                                                             sso_id=500, company_email="wrong@example.com"))
     assert again.enrolment_id != mistaken_id
     text = call(app, "GET", f"/ops/enrolments/{mistaken_id}").text

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from directory_api import mail, saving
+from directory_api import mail
 from directory_api.models import Audit, Company, Email, Enrolment, Rejection, Supplier
 from directory_api.ops import erase as erasing
 from directory_api.ops.erase import NOT_SENT, erase
 from directory_api.saving import Created
-from tests.factories import enrolment_payload
+from tests.factories import enrolment_payload, save_one
 from tests.support.cli import invoke_cli
 
 ALICE = {"company_number": "SC123456", "company_name": "Alice Trading Ltd", "sso_id": 11,
@@ -17,7 +17,7 @@ ALICE = {"company_number": "SC123456", "company_name": "Alice Trading Ltd", "sso
 
 
 def enrol(message_id: str = "alice-1", **fields) -> int:
-    outcome = saving.save(message_id, enrolment_payload(**{**ALICE, **fields}))
+    outcome = save_one(message_id, enrolment_payload(**{**ALICE, **fields}))
     assert isinstance(outcome, Created)
     return outcome.enrolment_id
 
@@ -25,8 +25,8 @@ def enrol(message_id: str = "alice-1", **fields) -> int:
 @pytest.mark.parametrize("key", [{"company_number": "SC123456"}, {"sso_id": 11}])
 def test_erase_removes_the_suppliers_personal_data_and_keeps_the_enrolment_row(database, key):
     enrolment_id = enrol()
-    saving.save("alice-again", enrolment_payload(**{**ALICE, "company_name": "Alice Again"}))  # a rejection
-    saving.save("bob", enrolment_payload(company_number="01234567", sso_id=22, company_name="Bob Ltd"))
+    save_one("alice-again", enrolment_payload(**{**ALICE, "company_name": "Alice Again"}))  # a rejection
+    save_one("bob", enrolment_payload(company_number="01234567", sso_id=22, company_name="Bob Ltd"))
     before = Enrolment.get_by_id(enrolment_id)
 
     erasure = erase(**key, source="erase on test")
@@ -88,14 +88,14 @@ def test_after_an_erase_the_same_company_enrols_again_as_a_new_enrolment_not_a_r
     first = enrol("alice-1")
     erase(company_number="SC123456")
     # The very payload again, in a new message: a new enrolment with a company of its own (worker point 8).
-    again = saving.save("alice-2", enrolment_payload(**ALICE))
+    again = save_one("alice-2", enrolment_payload(**ALICE))
     assert isinstance(again, Created) and again.enrolment_id != first
     assert Company.get(Company.number == "SC123456")
     assert Supplier.get(Supplier.sso_id == 11).company.number == "SC123456"
 
 
 def test_a_rejection_alone_can_be_erased(database):
-    saving.save("only-rejected", enrolment_payload(**{**ALICE, "export_status": "MAYBE"}))
+    save_one("only-rejected", enrolment_payload(**{**ALICE, "export_status": "MAYBE"}))
     erasure = erase(company_number="SC123456")
     assert erasure.removed == {"company": 0, "supplier": 0, "enrolment": 0, "email": 0, "rejection": 1}
     assert Rejection.get().payload is None

@@ -11,7 +11,7 @@ import pytest
 from directory_api import jobs, mail, retention, saving
 from directory_api.jobs import Job
 from directory_api.models import Email, Enrolment, JobRun, Rejection
-from tests.factories import enrolment_payload, worker_settings
+from tests.factories import enrolment_payload, save_one, worker_settings
 from tests.support.waits import errors_in_threads
 
 START = datetime.datetime(2026, 12, 1, 9, 0)
@@ -120,13 +120,13 @@ def test_the_scheduler_thread_checks_at_start_and_stops_when_told(database, sett
 
 
 def rejection(message_id: str, created: datetime.datetime) -> Rejection:
-    saving.save(message_id, enrolment_payload(export_status="MAYBE", company_name=f"{message_id} Ltd"))
+    save_one(message_id, enrolment_payload(export_status="MAYBE", company_name=f"{message_id} Ltd"))
     Rejection.update(created=created).where(Rejection.message_id == message_id).execute()
     return Rejection.get(message_id=message_id)
 
 
 def email(message_id: str, created: datetime.datetime, state: str) -> Email:
-    outcome = saving.save(message_id, enrolment_payload())
+    outcome = save_one(message_id, enrolment_payload())
     assert isinstance(outcome, saving.Created)  # for mypy: only a new enrolment has an id
     Email.update(created=created, state=state).where(Email.enrolment == outcome.enrolment_id).execute()
     return Email.get(Email.enrolment == outcome.enrolment_id)

@@ -23,7 +23,7 @@ from directory_api.models import Email, Enrolment
 from directory_api.queues.database import DatabaseQueue
 from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
-from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.factories import enrolment_body, enrolment_payload, save_one, worker_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
 from tests.support.databases import pg_rows
 from tests.support.waits import wait_until
@@ -123,20 +123,20 @@ def test_on_postgres_a_batch_and_its_emails_are_one_statement(database, monkeypa
 
 def test_a_message_saved_before_records_no_second_email(database):
     payload = enrolment_payload()
-    saving.save("message-1", payload)
-    saving.save("message-1", payload)
+    save_one("message-1", payload)
+    save_one("message-1", payload)
     assert Email.select().count() == 1
 
 
 def test_an_enrolment_that_cannot_be_saved_records_no_email(database):
-    saving.save("message-1", enrolment_payload(company_number="01234567"))
-    saving.save("message-2", enrolment_payload(company_number="01234567"))
-    saving.save("message-3", enrolment_payload(export_status="MAYBE"))
+    save_one("message-1", enrolment_payload(company_number="01234567"))
+    save_one("message-2", enrolment_payload(company_number="01234567"))
+    save_one("message-3", enrolment_payload(export_status="MAYBE"))
     assert Email.select().count() == 1
 
 
 def test_the_careful_path_records_the_email_of_each_enrolment_it_saves(database):
-    saving.save("message-1", enrolment_payload(company_number="01234567"))
+    save_one("message-1", enrolment_payload(company_number="01234567"))
     outcomes = saving.save_batch({"message-2": enrolment_payload(company_number="01234567"),
                                   "message-3": enrolment_payload()})
     assert [e.enrolment_id for e in Email.select().order_by(Email.id)][1:] == [outcomes["message-3"].enrolment_id]
@@ -149,7 +149,7 @@ def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
     monkeypatch.setattr(mail, "record", broken)
     monkeypatch.setattr(saving, "is_postgres", lambda database: False)  # the portable path calls record()
     with pytest.raises(RuntimeError):
-        saving.save("message-1", enrolment_payload())
+        save_one("message-1", enrolment_payload())
     assert Enrolment.select().count() == 0
 
 

@@ -8,14 +8,14 @@ import json
 import pytest
 
 from directory_api import db as db_module
-from directory_api import mail, models, saving
+from directory_api import mail, models
 from directory_api.db import is_postgres
 from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
 from directory_api.ops import counting, export, queries, status
 from directory_api.ops import redrive as redriving
 from directory_api.queues import MessageRefused, QueueUnavailable
-from tests.factories import enrolment_body, enrolment_payload
+from tests.factories import enrolment_body, enrolment_payload, save_one
 from tests.support.workers import received
 
 
@@ -50,8 +50,8 @@ def invalid_body(**overrides) -> str:
 
 
 def test_status_counts_what_the_queues_and_the_database_hold(worker):
-    saving.save("saved-1", enrolment_payload())
-    saving.save("saved-2", enrolment_payload())
+    save_one("saved-1", enrolment_payload())
+    save_one("saved-2", enrolment_payload())
     two_days_ago = utcnow() - datetime.timedelta(days=2)
     Enrolment.update(created=two_days_ago).where(Enrolment.sqs_message_id == "saved-1").execute()
     set_aside(worker, invalid_body())
@@ -77,7 +77,7 @@ def estimating(monkeypatch):
 
 def test_figures_that_would_cost_a_scan_are_postgres_estimates_shown_as_about(worker, estimating):
     for n in range(300):
-        saving.save(f"saved-{n}", enrolment_payload(sso_id=n + 1, company_number=f"SC{n:06d}"))
+        save_one(f"saved-{n}", enrolment_payload(sso_id=n + 1, company_number=f"SC{n:06d}"))
     models.database.execute_sql("ANALYZE")
     result = status.status(worker.enrolments, worker.invalid)
     enrolments = result.figures["database"]["enrolments"]
@@ -107,13 +107,13 @@ def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
 
 
 def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
-    created = saving.save("m-1", enrolment_payload())
+    created = save_one("m-1", enrolment_payload())
     Email.delete().execute()
     assert queries.email_state(mail.for_enrolment(created.enrolment_id)) == {"state": None, "detail": None}
 
 
 def test_the_email_figures_count_the_outbox_by_state(database):
-    ids = [saving.save(f"m-{n}", enrolment_payload()).enrolment_id for n in range(4)]  # each records its e-mail
+    ids = [save_one(f"m-{n}", enrolment_payload()).enrolment_id for n in range(4)]  # each records its e-mail
     Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
     Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
     assert status.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
@@ -151,8 +151,8 @@ def exported(table, since=None) -> list[list[str]]:
 
 
 def test_export_writes_a_header_then_every_row_oldest_first(database):
-    first = saving.save("m-1", enrolment_payload(company_name='Quote " and, comma\nLtd'))
-    saving.save("m-2", enrolment_payload())
+    first = save_one("m-1", enrolment_payload(company_name='Quote " and, comma\nLtd'))
+    save_one("m-2", enrolment_payload())
     rows = exported("enrolments")
     assert rows[0] == ["id", "created", "sqs_message_id", "data"]
     assert [row[2] for row in rows[1:]] == ["m-1", "m-2"]
@@ -163,15 +163,15 @@ def test_export_writes_a_header_then_every_row_oldest_first(database):
 
 
 def test_export_lines_end_in_crlf_as_rfc_4180_says(database):
-    saving.save("m-1", enrolment_payload())
+    save_one("m-1", enrolment_payload())
     out = io.StringIO(newline="")
     assert export.write_csv(export.export_rows("suppliers"), out) == 1
     assert out.getvalue().count("\r\n") == 2
 
 
 def test_export_since_keeps_rows_created_on_or_after_that_day(database):
-    saving.save("old", enrolment_payload())
-    saving.save("new", enrolment_payload())
+    save_one("old", enrolment_payload())
+    save_one("new", enrolment_payload())
     Enrolment.update(created=datetime.datetime(2026, 1, 1, 23, 59)).where(Enrolment.sqs_message_id == "old").execute()
     Enrolment.update(created=datetime.datetime(2026, 1, 2, 0, 0)).where(Enrolment.sqs_message_id == "new").execute()
     rows = exported("enrolments", datetime.date(2026, 1, 2))
@@ -193,7 +193,7 @@ HOSTILE_EMAIL = "=cmd|'/Ccalc'!A0@example.com"
 
 
 def test_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(database):
-    saving.save("m-1", enrolment_payload(company_name=HOSTILE_NAME, company_email=HOSTILE_EMAIL))
+    save_one("m-1", enrolment_payload(company_name=HOSTILE_NAME, company_email=HOSTILE_EMAIL))
     [company] = exported("companies")[1:]
     [supplier] = exported("suppliers")[1:]
     assert company[2] == "'" + HOSTILE_NAME
@@ -211,14 +211,14 @@ def test_text_that_does_not_start_like_a_formula_is_unchanged(text):
 
 
 def test_numbers_and_dates_are_never_neutralised(database):
-    saving.save("m-1", enrolment_payload())
+    save_one("m-1", enrolment_payload())
     Company.update(revenue=-5).execute()
     [company] = exported("companies")[1:]
     assert company[5] == "-5.00"
 
 
 def test_export_raw_writes_cells_as_stored(database):
-    saving.save("m-1", enrolment_payload(company_name=HOSTILE_NAME))
+    save_one("m-1", enrolment_payload(company_name=HOSTILE_NAME))
     out = io.StringIO(newline="")
     export.write_csv(export.export_rows("companies", raw=True), out)
     [company] = list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1:]
@@ -227,7 +227,7 @@ def test_export_raw_writes_cells_as_stored(database):
 
 def test_csv_chunks_stream_the_same_text_as_write_csv(database):
     for _ in range(30):
-        saving.save(f"m-{_}", enrolment_payload())
+        save_one(f"m-{_}", enrolment_payload())
     out = io.StringIO(newline="")
     export.write_csv(export.export_rows("companies"), out)
     chunks = list(export.csv_chunks(export.export_rows("companies"), size=100))
@@ -240,10 +240,10 @@ def test_csv_chunks_stream_the_same_text_as_write_csv(database):
 
 @pytest.fixture
 def companies(database):
-    saving.save("m-acme", enrolment_payload(company_number="SC123456", company_name="Acme Widgets Ltd", sso_id=11,
+    save_one("m-acme", enrolment_payload(company_number="SC123456", company_name="Acme Widgets Ltd", sso_id=11,
                                             company_email="Sales@Acme.example.com"))
-    saving.save("m-acorn", enrolment_payload(company_number="01234567", company_name="ACORN 100% Ltd", sso_id=12))
-    saving.save("m-other", enrolment_payload(company_number="07654321", company_name="Other Ltd", sso_id=1234567))
+    save_one("m-acorn", enrolment_payload(company_number="01234567", company_name="ACORN 100% Ltd", sso_id=12))
+    save_one("m-other", enrolment_payload(company_number="07654321", company_name="Other Ltd", sso_id=1234567))
 
 
 def numbers(page: queries.Page) -> list[str]:
@@ -280,8 +280,8 @@ def test_a_name_matching_more_companies_than_it_sorts_finds_the_same_newest_firs
 
 
 def test_eight_digits_find_a_company_number_and_an_sso_id(database):
-    saving.save("a", enrolment_payload(company_number="12345678", sso_id=1))
-    saving.save("b", enrolment_payload(company_number="00000001", sso_id=12345678))
+    save_one("a", enrolment_payload(company_number="12345678", sso_id=1))
+    save_one("b", enrolment_payload(company_number="00000001", sso_id=12345678))
     assert numbers(queries.search("12345678")) == ["00000001", "12345678"]
 
 
@@ -294,7 +294,7 @@ def test_a_search_result_links_its_enrolment_and_supplier(companies):
 
 def test_search_pages_newest_first_with_a_keyset(database):
     for _ in range(5):
-        saving.save(f"m-{_}", enrolment_payload())
+        save_one(f"m-{_}", enrolment_payload())
     first = queries.search("", limit=2)
     second = queries.search("", before=first.next_before, limit=2)
     third = queries.search("", before=second.next_before, limit=2)
@@ -306,8 +306,8 @@ def test_search_pages_newest_first_with_a_keyset(database):
 
 def test_enrolment_detail_has_its_company_supplier_and_retries(database):
     payload = enrolment_payload()
-    created = saving.save("first", payload)
-    saving.save("retry", payload)
+    created = save_one("first", payload)
+    save_one("retry", payload)
     detail = queries.enrolment_detail(created.enrolment_id)
     assert detail.company.number == payload["company_number"]
     assert detail.supplier.sso_id == payload["sso_id"]
@@ -329,7 +329,7 @@ def test_rejections_page_lists_those_not_redriven_newest_first(database):
 def test_message_state_follows_a_message_from_rejected_to_created(database):
     Rejection.create(message_id="m", errors={})
     assert queries.message_state("m") == ("rejected", None)
-    created = saving.save("m", enrolment_payload())
+    created = save_one("m", enrolment_payload())
     assert queries.message_state("m") == ("created", created.enrolment_id)
     assert queries.message_state("nothing") == ("unknown", None)
 
@@ -372,7 +372,7 @@ def test_every_console_query_uses_an_index_not_a_full_scan(companies, database, 
 
 
 def test_redrive_moves_a_message_back_with_its_original_id_and_the_worker_saves_it(worker):
-    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    save_one("earlier", enrolment_payload(company_number="01234567"))
     body = enrolment_body(company_number="01234567")
     [message_id] = set_aside(worker, body)
     Company.delete().where(Company.number == "01234567").execute()  # the cause, put right
@@ -419,8 +419,8 @@ def test_an_id_not_on_the_invalid_queue_is_missing_and_the_others_are_moved(work
 
 
 def test_a_redrive_cut_short_between_send_and_delete_then_run_again_saves_each_enrolment_once(worker, monkeypatch):
-    saving.save("earlier-1", enrolment_payload(company_number="01234567"))
-    saving.save("earlier-2", enrolment_payload(company_number="07654321"))
+    save_one("earlier-1", enrolment_payload(company_number="01234567"))
+    save_one("earlier-2", enrolment_payload(company_number="07654321"))
     ids = set_aside(worker, enrolment_body(company_number="01234567"), enrolment_body(company_number="07654321"))
     Company.delete().execute()
 

@@ -11,10 +11,9 @@ import textwrap
 
 import pytest
 
-from directory_api import saving
 from directory_api.models import Company, Enrolment, Rejection, Supplier
 from directory_api.queues import open_enrolment_queues
-from tests.factories import enrolment_body, enrolment_payload, worker_settings
+from tests.factories import enrolment_body, enrolment_payload, save_one, worker_settings
 from tests.support.checkout import REPO
 from tests.support.sqs import FAKE_AWS, queue_names
 from tests.support.waits import wait_until
@@ -65,7 +64,7 @@ def set_aside(environ, queues, *bodies) -> list[str]:
 
 
 def test_status_json_has_exactly_the_keys_spec_lists(environ, queues):
-    saving.save("saved", enrolment_payload())
+    save_one("saved", enrolment_payload())
     set_aside(environ, queues, enrolment_body(export_status="MAYBE"))
     done = run(environ, "status", "--json")
     assert done.returncode == 0, done.stderr
@@ -117,7 +116,7 @@ def test_redrive_dry_run_lists_and_moves_nothing(environ, queues):
 
 
 def test_redrive_moves_the_ids_given_names_the_missing_one_and_exits_1(environ, queues):
-    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    save_one("earlier", enrolment_payload(company_number="01234567"))
     [message_id] = set_aside(environ, queues, enrolment_body(company_number="01234567"))
     Company.delete().where(Company.number == "01234567").execute()  # the cause, put right
     done = run(environ, "redrive", message_id, "no-such-id")
@@ -147,7 +146,7 @@ HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
 
 def test_a_redrive_killed_between_send_and_delete_then_run_again_saves_each_enrolment_once(environ, queues, tmp_path):
     for n in range(3):
-        saving.save(f"blocker-{n}", enrolment_payload(company_number=f"SC00000{n}"))
+        save_one(f"blocker-{n}", enrolment_payload(company_number=f"SC00000{n}"))
     ids = set_aside(environ, queues, *(enrolment_body(company_number=f"SC00000{n}") for n in range(3)))
     assert Rejection.select().count() == 3
     Supplier.delete().execute()
@@ -182,7 +181,7 @@ def test_a_redrive_killed_between_send_and_delete_then_run_again_saves_each_enro
 
 
 def test_export_writes_csv_to_stdout(environ):
-    saving.save("m-1", enrolment_payload(company_name="Ünïcode & Sons"))
+    save_one("m-1", enrolment_payload(company_name="Ünïcode & Sons"))
     done = run(environ, "export", "companies")
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader(io.StringIO(done.stdout, newline="")))
@@ -191,7 +190,7 @@ def test_export_writes_csv_to_stdout(environ):
 
 
 def test_export_to_a_file_with_since(environ, tmp_path):
-    saving.save("m-1", enrolment_payload())
+    save_one("m-1", enrolment_payload())
     (tmp_path / "out").mkdir()
     output = tmp_path / "out" / "enrolments.csv"
     done = run(environ, "export", "enrolments", "--since", "2000-01-01", "--output", str(output))
@@ -202,7 +201,7 @@ def test_export_to_a_file_with_since(environ, tmp_path):
 
 
 def test_export_neutralises_formulas_and_raw_writes_them_as_stored(environ):
-    saving.save("m-1", enrolment_payload(company_name="=1+1"))
+    save_one("m-1", enrolment_payload(company_name="=1+1"))
     for args, expected in ((), "'=1+1"), (("--raw",), "=1+1"):
         done = run(environ, "export", "companies", *args)
         assert done.returncode == 0, done.stderr

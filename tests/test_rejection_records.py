@@ -6,13 +6,13 @@ import json
 from directory_api import saving
 from directory_api.models import Audit, Rejection
 from directory_api.saving import Invalid
-from tests.factories import enrolment_payload
+from tests.factories import enrolment_payload, save_one
 
 
 def test_a_rejection_keeps_the_payload_and_the_keys_of_whose_enrolment_it_was(database):
     payload = enrolment_payload(company_number="SC123456", company_name="Acme <b>Ltd</b>", sso_id=77,
                                 company_email="owner@example.com", export_status="MAYBE")
-    saving.save("message-1", payload)
+    save_one("message-1", payload)
     rejection = Rejection.get(message_id="message-1")
     assert (rejection.company_number, rejection.company_name, rejection.sso_id, rejection.company_email) == (
         "SC123456", "Acme <b>Ltd</b>", 77, "owner@example.com")
@@ -21,15 +21,15 @@ def test_a_rejection_keeps_the_payload_and_the_keys_of_whose_enrolment_it_was(da
 
 
 def test_a_rejection_for_a_registered_company_keeps_its_payload(database):
-    saving.save("first", enrolment_payload(company_number="01234567"))
+    save_one("first", enrolment_payload(company_number="01234567"))
     second = enrolment_payload(company_number="01234567", company_name="Second Ltd")
-    saving.save("second", second)
+    save_one("second", second)
     rejection = Rejection.get(message_id="second")
     assert (rejection.company_name, json.loads(rejection.payload)) == ("Second Ltd", second)
 
 
 def test_a_body_the_worker_could_not_decode_is_kept_as_text(database):
-    saving.save("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}, received='{"company_name": "A'))
+    save_one("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}, received='{"company_name": "A'))
     rejection = Rejection.get(message_id="message-1")
     assert rejection.payload == '{"company_name": "A'
     assert rejection.company_name is None
@@ -37,14 +37,14 @@ def test_a_body_the_worker_could_not_decode_is_kept_as_text(database):
 
 def test_a_body_received_too_often_is_kept_with_its_keys(database):
     body = json.dumps(enrolment_payload(company_number="SC654321", sso_id=9))
-    saving.save("message-1", Invalid({"non_field_errors": ["Received 6 times"]}, received=body))
+    save_one("message-1", Invalid({"non_field_errors": ["Received 6 times"]}, received=body))
     rejection = Rejection.get(message_id="message-1")
     assert (rejection.payload, rejection.company_number, rejection.sso_id) == (body, "SC654321", 9)
 
 
 def test_keys_of_the_wrong_type_or_size_are_left_out_or_cut_to_the_column(database):
     payload = enrolment_payload(company_number=["x"], sso_id=True, company_name="n" * 300, company_email=2)
-    saving.save("message-1", payload)
+    save_one("message-1", payload)
     rejection = Rejection.get(message_id="message-1")
     assert (rejection.company_number, rejection.sso_id, rejection.company_email) == (None, None, None)
     assert rejection.company_name == "n" * 255
@@ -52,24 +52,24 @@ def test_keys_of_the_wrong_type_or_size_are_left_out_or_cut_to_the_column(databa
 
 def test_a_kept_payload_is_bounded(database):
     body = "x" * (saving.PAYLOAD_LIMIT * 4)
-    saving.save("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}, received=body))
+    save_one("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}, received=body))
     payload = Rejection.get(message_id="message-1").payload
     assert len(payload) < saving.PAYLOAD_LIMIT + 100
     assert payload.endswith(f"(truncated: {len(body)} characters received)")
 
 
 def test_nul_and_unpaired_surrogates_in_a_body_are_stored_replaced(database):
-    saving.save("message-1", Invalid({"non_field_errors": ["not UTF-8"]}, received="a\x00b\udcff"))
+    save_one("message-1", Invalid({"non_field_errors": ["not UTF-8"]}, received="a\x00b\udcff"))
     assert Rejection.get(message_id="message-1").payload == "a\ufffdb?"
 
 
 def test_a_message_set_aside_again_shows_its_new_time_and_reasons_and_sorts_as_the_newest(database):
-    saving.save("redriven", enrolment_payload(export_status="MAYBE"))
-    saving.save("later", enrolment_payload(export_status="MAYBE"))
+    save_one("redriven", enrolment_payload(export_status="MAYBE"))
+    save_one("later", enrolment_payload(export_status="MAYBE"))
     old = Rejection.get(message_id="redriven")
     Rejection.update(created=old.created - datetime.timedelta(days=1),
                      redriven=datetime.datetime(2026, 1, 1)).where(Rejection.id == old.id).execute()
-    saving.save("redriven", enrolment_payload(date_of_creation="not a date"))
+    save_one("redriven", enrolment_payload(date_of_creation="not a date"))
     again = Rejection.get(message_id="redriven")
     assert list(again.errors) == ["date_of_creation"]
     assert again.created > old.created
@@ -80,10 +80,10 @@ def test_a_message_set_aside_again_shows_its_new_time_and_reasons_and_sorts_as_t
 
 
 def test_a_redrive_set_aside_again_records_its_outcome_in_the_audit(database):
-    saving.save("message-1", enrolment_payload(export_status="MAYBE"))
+    save_one("message-1", enrolment_payload(export_status="MAYBE"))
     Audit.create(action=saving.REDRIVE, subject="message-1", source="redrive on host-1")
     Audit.create(action=saving.REDRIVE, subject="other", source="redrive on host-1")
-    saving.save("message-1", enrolment_payload(export_status="STILL NOT"))
+    save_one("message-1", enrolment_payload(export_status="STILL NOT"))
     mine = Audit.get(Audit.subject == "message-1")
     assert mine.detail["errors"] == {"export_status": Rejection.get(message_id="message-1").errors["export_status"]}
     assert mine.detail["set_aside"]
@@ -95,7 +95,7 @@ def test_export_rejections_carries_whose_it_was_and_the_payload(database):
 
     payload = enrolment_payload(company_number="SC123456", company_name='Quote "and", comma', sso_id=5,
                                 company_email="a@example.com", export_status="MAYBE")
-    saving.save("message-1", payload)
+    save_one("message-1", payload)
     header, row = list(export_rows("rejections"))
     assert header[:5] == ["id", "message_id", "created", "redriven", "errors"]  # the columns it had, first
     found = dict(zip(header, row, strict=True))

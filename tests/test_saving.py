@@ -6,13 +6,13 @@ import pytest
 from directory_api import saving
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier
 from directory_api.saving import ALREADY_A_SUPPLIER, COMPANY_ALREADY_REGISTERED, Created, Duplicate, Invalid
-from tests.factories import enrolment_payload
+from tests.factories import enrolment_payload, save_one
 from tests.support.databases import pg_rows
 
 
 def test_a_valid_message_becomes_an_enrolment_a_company_and_a_supplier(database):
     payload = enrolment_payload(company_number="SC123456", sso_id=42)
-    outcome = saving.save("message-1", payload)
+    outcome = save_one("message-1", payload)
     assert isinstance(outcome, Created)
     enrolment = Enrolment.get_by_id(outcome.enrolment_id)
     assert (enrolment.sqs_message_id, enrolment.data) == ("message-1", payload)
@@ -23,46 +23,46 @@ def test_a_valid_message_becomes_an_enrolment_a_company_and_a_supplier(database)
 
 def test_a_message_saved_before_is_a_duplicate_with_no_second_row(database):
     payload = enrolment_payload()
-    saving.save("message-1", payload)
-    assert saving.save("message-1", payload) == Duplicate()
+    save_one("message-1", payload)
+    assert save_one("message-1", payload) == Duplicate()
     assert (Enrolment.select().count(), Company.select().count(), Supplier.select().count()) == (1, 1, 1)
 
 
 def test_a_company_already_registered_is_invalid_and_writes_nothing(database):
-    saving.save("message-1", enrolment_payload(company_number="01234567"))
-    outcome = saving.save("message-2", enrolment_payload(company_number="01234567"))
+    save_one("message-1", enrolment_payload(company_number="01234567"))
+    outcome = save_one("message-2", enrolment_payload(company_number="01234567"))
     assert outcome == Invalid({"company_number": [COMPANY_ALREADY_REGISTERED]})
     assert not Enrolment.select().where(Enrolment.sqs_message_id == "message-2").exists()
 
 
 def test_an_sso_id_already_a_supplier_is_invalid(database):
-    saving.save("message-1", enrolment_payload(sso_id=7))
-    assert saving.save("message-2", enrolment_payload(sso_id=7)) == Invalid({"sso_id": [ALREADY_A_SUPPLIER]})
+    save_one("message-1", enrolment_payload(sso_id=7))
+    assert save_one("message-2", enrolment_payload(sso_id=7)) == Invalid({"sso_id": [ALREADY_A_SUPPLIER]})
 
 
 def test_a_payload_failing_validation_is_invalid_with_its_field_errors(database):
-    outcome = saving.save("message-1", enrolment_payload(company_number="nope"))
+    outcome = save_one("message-1", enrolment_payload(company_number="nope"))
     assert list(outcome.errors) == ["company_number"]
     assert Enrolment.select().count() == 0
 
 
 def test_an_invalid_message_is_recorded_as_a_rejection_once(database):
-    saving.save("message-1", enrolment_payload(export_status="MAYBE"))
-    saving.save("message-1", enrolment_payload(export_status="MAYBE"))
+    save_one("message-1", enrolment_payload(export_status="MAYBE"))
+    save_one("message-1", enrolment_payload(export_status="MAYBE"))
     rejection = Rejection.get(message_id="message-1")
     assert list(rejection.errors) == ["export_status"]
     assert Rejection.select().count() == 1
 
 
 def test_an_invalid_verdict_given_is_recorded_as_a_rejection(database):
-    outcome = saving.save("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}))
+    outcome = save_one("message-1", Invalid({"non_field_errors": ["The body is not JSON."]}))
     assert outcome == Invalid({"non_field_errors": ["The body is not JSON."]})
     assert Rejection.get(message_id="message-1").errors == {"non_field_errors": ["The body is not JSON."]}
 
 
 def test_an_invalid_verdict_for_a_message_saved_before_is_a_duplicate(database):
-    saving.save("message-1", enrolment_payload())
-    assert saving.save("message-1", Invalid({"non_field_errors": ["received too often"]})) == Duplicate()
+    save_one("message-1", enrolment_payload())
+    assert save_one("message-1", Invalid({"non_field_errors": ["received too often"]})) == Duplicate()
     assert Rejection.select().count() == 0
 
 
@@ -97,7 +97,7 @@ def test_a_batch_is_one_transaction(database, monkeypatch):
 
 
 def test_a_company_registered_by_another_worker_since_the_lookup_is_invalid_and_the_rest_saved(database, monkeypatch):
-    saving.save("other-worker", enrolment_payload(company_number="SC999999"))
+    save_one("other-worker", enrolment_payload(company_number="SC999999"))
     lookup = saving.Registered.lookup
     lookups = []
 
@@ -114,11 +114,11 @@ def test_a_company_registered_by_another_worker_since_the_lookup_is_invalid_and_
 
 def test_a_message_saved_by_another_worker_since_the_batch_began_is_a_duplicate(database, monkeypatch):
     payload = enrolment_payload()
-    saving.save("message-1", payload)
+    save_one("message-1", payload)
     # Both looked up before the other worker committed.
     monkeypatch.setattr(saving.Registered, "lookup", lambda payloads: saving.Registered(set(), set()))
     monkeypatch.setattr(saving, "_saved_message_ids", lambda ids: set())
-    assert saving.save("message-1", payload) == Duplicate()
+    assert save_one("message-1", payload) == Duplicate()
     assert Company.select().count() == 1
 
 
@@ -134,7 +134,7 @@ def test_a_batch_of_valid_new_messages_is_saved_without_looking_anything_up(data
 
 
 def test_a_batch_meeting_a_registered_company_saves_the_others_and_rejects_that_one(database):
-    saving.save("first", enrolment_payload(company_number="SC000001"))
+    save_one("first", enrolment_payload(company_number="SC000001"))
     outcomes = saving.save_batch({
         "again": enrolment_payload(company_number="SC000001"),
         "new": enrolment_payload(company_number="SC000002"),
@@ -166,8 +166,8 @@ def test_every_field_of_a_batch_lands_in_its_column(database):
 
 def test_a_payload_equal_to_a_saved_enrolments_is_a_retry_created_with_that_enrolment_and_no_new_rows(database):
     payload = enrolment_payload()
-    first = saving.save("first", payload)
-    assert saving.save("retry", dict(reversed(payload.items()))) == first
+    first = save_one("first", payload)
+    assert save_one("retry", dict(reversed(payload.items()))) == first
     assert (Enrolment.select().count(), Company.select().count(), Supplier.select().count()) == (1, 1, 1)
     assert EnrolmentRetry.get(message_id="retry").enrolment_id == first.enrolment_id
     assert not Rejection.select().exists()
@@ -175,16 +175,16 @@ def test_a_payload_equal_to_a_saved_enrolments_is_a_retry_created_with_that_enro
 
 def test_a_retry_delivered_again_is_a_duplicate(database):
     payload = enrolment_payload()
-    saving.save("first", payload)
-    saving.save("retry", payload)
-    assert saving.save("retry", payload) == Duplicate()
+    save_one("first", payload)
+    save_one("retry", payload)
+    assert save_one("retry", payload) == Duplicate()
     assert EnrolmentRetry.select().count() == 1
 
 
 def test_a_payload_differing_in_one_field_from_the_saved_one_is_not_a_retry(database):
     payload = enrolment_payload()
-    saving.save("first", payload)
-    outcome = saving.save("second", {**payload, "referrer": "another"})
+    save_one("first", payload)
+    outcome = save_one("second", {**payload, "referrer": "another"})
     assert isinstance(outcome, Invalid)
     assert not EnrolmentRetry.select().exists()
 

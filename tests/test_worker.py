@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from directory_api import batch, db, enrolment, saving
+from directory_api import batch, db, enrolment
 from directory_api import worker as worker_module
 from directory_api.backoff import backoff
 from directory_api.errors import SchemaError, UserError
@@ -16,7 +16,7 @@ from directory_api.queues import MessageRefused, QueueUnavailable, message_size
 from directory_api.settings import Settings
 from directory_api.worker import BatchOutcome, metrics_address
 from tests.database_locks import write_lock_is_free
-from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, worker_settings
+from tests.factories import deeply_nested_body, enrolment_body, enrolment_payload, save_one, worker_settings
 from tests.support.databases import insert_raw_row
 from tests.support.sockets import free_port
 from tests.support.sqs import answering, twice, without_receive_count
@@ -42,7 +42,7 @@ def test_a_message_saved_before_is_deleted_without_a_second_row(make_worker):
     worker = make_worker()
     body = enrolment_body()
     message_id = worker.enrolments.send(body)
-    saving.save(message_id, json.loads(body))
+    save_one(message_id, json.loads(body))
     worker.run(once=True)
     assert (Enrolment.select().count(), Company.select().count()) == (1, 1)
     assert received(worker.enrolments) == []
@@ -72,7 +72,7 @@ def test_a_body_that_is_not_json_is_set_aside(make_worker):
 
 def test_an_enrolment_for_a_company_already_registered_is_set_aside(make_worker):
     worker = make_worker()
-    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    save_one("earlier", enrolment_payload(company_number="01234567"))
     worker.enrolments.send(enrolment_body(company_number="01234567"))
     worker.run(once=True)
     [set_aside] = received(worker.invalid)

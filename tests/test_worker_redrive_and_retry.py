@@ -5,7 +5,7 @@ import json
 from directory_api import saving, web
 from directory_api.models import Company, Enrolment, EnrolmentRetry, Rejection, Supplier, utcnow
 from directory_api.saving import COMPANY_ALREADY_REGISTERED
-from tests.factories import enrolment_body, enrolment_payload, web_settings
+from tests.factories import enrolment_body, enrolment_payload, save_one, web_settings
 from tests.support.workers import received
 from tests.support.wsgi import app_signed_get as signed_get
 
@@ -35,7 +35,7 @@ def test_a_redriven_message_is_saved_under_its_original_id(make_worker):
 def test_a_redriven_message_whose_original_was_saved_is_deleted_without_a_second_row(make_worker):
     worker = make_worker()
     body = enrolment_body()
-    saving.save("original-1", json.loads(body))
+    save_one("original-1", json.loads(body))
     worker.enrolments.send(**redriven(body, "original-1"))
     worker.run(once=True)
     assert rows() == (1, 1, 1)
@@ -54,7 +54,7 @@ def test_two_copies_of_a_redriven_message_in_one_batch_are_saved_once(make_worke
 
 def test_a_redriven_message_that_still_cannot_be_saved_is_set_aside_again_with_fresh_reasons(make_worker):
     worker = make_worker()
-    saving.save("earlier", enrolment_payload(company_number="01234567"))
+    save_one("earlier", enrolment_payload(company_number="01234567"))
     Rejection.create(message_id="original-1", errors={"sso_id": ["an old reason"]}, redriven=utcnow())
     worker.enrolments.send(**redriven(enrolment_body(company_number="01234567"), "original-1"))
     worker.run(once=True)
