@@ -295,8 +295,9 @@ class Console:
         query = bottle.request.query.getunicode("q", default="")[:255]
         by = bottle.request.query.getunicode("by", default="any")
         by = by if by in queries.SEARCH_FIELDS else "any"
-        found = queries.search(query, by, before=_positive(bottle.request.query.get("before")))
-        next_url = "?" + urlencode({"q": query, "by": by, "before": found.next_before})
+        found = queries.search(query, by, before=_positive(bottle.request.query.get("before")),
+                               after=_name_keyset(bottle.request.query))
+        next_url = "?" + urlencode({"q": query, "by": by, **found.next_page}) if found.next_page else None
         return page("enrolments", title="Enrolments", section="enrolments", page=found, query=query, by=by,
                     fields=SEARCH_FIELD_LABELS, next_url=next_url, rejections_found=rejections.search(query, by))
 
@@ -420,6 +421,13 @@ def _database_unavailable_is_503(callback):
 
 def _positive(raw: str | None) -> int | None:
     return int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
+
+
+def _name_keyset(query: bottle.FormsDict) -> tuple[str, int] | None:
+    """The (lowered name, id) a page by name starts after; None (the first page) when absent or malformed."""
+    after_id = _positive(query.get("after_id"))
+    after = query.getunicode("after")
+    return (after[:255], after_id) if after is not None and after_id is not None else None
 
 
 def make_console(settings: Settings) -> Console:

@@ -194,6 +194,18 @@ def _audit_and_jobs(database: peewee.Database) -> None:
     database.create_tables([Audit, JobRun], safe=True)
 
 
+def _company_name_sorted(database: peewee.Database) -> None:
+    """The console lists a name search by name, a page at a time (issue 23.7): an index in that order.
+
+    PostgreSQL's index for LIKE (company_name_lower, text_pattern_ops) cannot serve an ORDER BY; one in the
+    "C" collation serves both the prefix and the order. On SQLite company_name_lower already serves both: an
+    index entry ends with the rowid, which is id.
+    """
+    if is_postgres(database):
+        database.execute_sql(
+            'CREATE INDEX IF NOT EXISTS company_name_sorted ON company ((lower(name) COLLATE "C"), id)')
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One schema step: `apply` makes the change; `additive` when code older than the step still runs on it."""
@@ -231,6 +243,7 @@ STEPS: tuple[Step, ...] = (
     Step(4, "schema_version_additive", _schema_version_additive),
     Step(5, "rejection_cases", _rejection_cases),  # additive
     Step(6, "audit_and_jobs", _audit_and_jobs),  # additive
+    Step(7, "company_name_sorted", _company_name_sorted),  # additive
 )
 LATEST = len(STEPS)
 

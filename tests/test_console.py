@@ -196,6 +196,24 @@ def test_search_pages_with_a_link_to_older_results(app, worker):
     assert call(app, "GET", "/ops/enrolments" + older).text.count("<tr>") == 2  # header row and the oldest
 
 
+@pytest.mark.parametrize("backend", ["database"])
+def test_a_name_search_pages_by_name_with_a_link_to_more_results(app, worker):
+    for n in range(queries.PAGE_SIZE + 1):
+        save_one(f"m-{n}", enrolment_payload(company_name=f"Paged {n:03} Ltd"))
+    first = call(app, "GET", "/ops/enrolments?q=paged&by=company_name").text
+    more = re.search(r'<a href="(\?[^"]+)">More results</a>', first).group(1).replace("&amp;", "&")
+    assert parse_qs(more[1:])["after"] == [f"paged {queries.PAGE_SIZE - 1:03} ltd"]
+    last = call(app, "GET", "/ops/enrolments" + more).text
+    assert f"Paged {queries.PAGE_SIZE:03} Ltd" in last and "More results" not in last
+
+
+@pytest.mark.parametrize("backend", ["database"])
+def test_a_malformed_page_link_shows_the_first_page(app, worker):
+    save_one("m-1", enrolment_payload(company_name="Paged Ltd"))
+    for keyset in ("after=paged&after_id=x", "after_id=1", "before=-1"):
+        assert "Paged Ltd" in call(app, "GET", f"/ops/enrolments?q=paged&{keyset}").text
+
+
 def test_a_company_name_holding_script_is_shown_escaped(app, worker):
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     created = save_one("m-evil", enrolment_payload(company_number="SC666666", company_name=evil))

@@ -246,7 +246,7 @@ def companies(database):
     save_one("m-other", enrolment_payload(company_number="07654321", company_name="Other Ltd", sso_id=1234567))
 
 
-def numbers(page: queries.Page) -> list[str]:
+def numbers(page: queries.Results) -> list[str]:
     return [found.company_number for found in page.rows]
 
 
@@ -254,7 +254,7 @@ def numbers(page: queries.Page) -> list[str]:
     ("sc123456", "company_number", ["SC123456"]),
     ("SC123456", "any", ["SC123456"]),
     ("acme", "company_name", ["SC123456"]),
-    ("ac", "any", ["01234567", "SC123456"]),
+    ("ac", "any", ["SC123456", "01234567"]),  # by name: "acme ..." before "acorn ..."
     ("acorn 100%", "company_name", ["01234567"]),
     ("acorn 1_0", "company_name", []),
     ("12", "sso_id", ["01234567"]),
@@ -269,14 +269,40 @@ def test_search_finds_by_each_field(companies, query, field, expected):
     assert numbers(queries.search(query, field)) == expected
 
 
-@pytest.mark.parametrize("query, expected", [("ac", ["01234567", "SC123456"]), ("o", ["07654321"])])
-def test_a_name_matching_more_companies_than_it_sorts_finds_the_same_newest_first(companies, monkeypatch, query,
-                                                                                  expected):
-    monkeypatch.setattr(queries, "NAME_MATCHES_SORTED", 0)  # every match "many": the newest walked first
-    assert numbers(queries.search(query, "company_name")) == expected
-    first = queries.search("ac", "company_name", limit=1)
-    assert numbers(first) == ["01234567"]
-    assert numbers(queries.search("ac", "company_name", before=first.next_before, limit=1)) == ["SC123456"]
+def pages(query: str, field: str, limit: int) -> list[list[str]]:
+    """The company numbers of every page of a search, following each page's next_page."""
+    found, after, before = [], None, None
+    while True:
+        page = queries.search(query, field, before=before, after=after, limit=limit)
+        found.append(numbers(page))
+        if page.next_page is None:
+            return found
+        if page.by_name:
+            after = (page.next_page["after"], int(page.next_page["after_id"]))
+        else:
+            before = int(page.next_page["before"])
+
+
+def test_a_name_search_lists_by_name_a_page_at_a_time(companies):
+    save_one("m-ace", enrolment_payload(company_number="00000011", company_name="ace ltd"))
+    assert queries.search("a", "company_name").by_name
+    assert pages("a", "company_name", limit=2) == [["00000011", "SC123456"], ["01234567"]]
+
+
+def test_a_name_search_pages_through_companies_of_the_same_name_by_id(database):
+    for number in ("00000003", "00000001", "00000002"):
+        save_one(f"m-{number}", enrolment_payload(company_number=number, company_name="Twin Ltd"))
+    assert pages("twin", "company_name", limit=1) == [["00000003"], ["00000001"], ["00000002"]]  # saved order
+
+
+def test_a_name_search_reads_one_page_of_the_index_in_order(companies, database, monkeypatch):
+    plans = explained_plans(database, monkeypatch)
+    queries.search("ac", "company_name", after=("acme widgets ltd", 1), limit=1)
+    plan = plans[0]  # then the enrolments of the page, by their own index
+    if db_module.is_postgres(database):
+        assert "company_name_sorted" in plan and "Sort" not in plan, plan
+    else:
+        assert "company_name_lower" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_eight_digits_find_a_company_number_and_an_sso_id(database):
@@ -295,13 +321,10 @@ def test_a_search_result_links_its_enrolment_and_supplier(companies):
 def test_search_pages_newest_first_with_a_keyset(database):
     for _ in range(5):
         save_one(f"m-{_}", enrolment_payload())
-    first = queries.search("", limit=2)
-    second = queries.search("", before=first.next_before, limit=2)
-    third = queries.search("", before=second.next_before, limit=2)
-    assert [len(first.rows), len(second.rows), len(third.rows)] == [2, 2, 1]
-    ids = [found.company_id for page in (first, second, third) for found in page.rows]
+    found = pages("", "any", limit=2)
+    assert [len(page) for page in found] == [2, 2, 1]
+    ids = [Company.get(number=number).id for page in found for number in page]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
-    assert third.next_before is None
 
 
 def test_enrolment_detail_has_its_company_supplier_and_retries(database):
@@ -337,6 +360,7 @@ def test_message_state_follows_a_message_from_rejected_to_created(database):
 CONSOLE_QUERIES = {
     "search by company number": lambda: queries.search("SC123456", "company_number"),
     "search by company name": lambda: queries.search("acme", "company_name"),
+    "search by company name, a later page": lambda: queries.search("ac", "company_name", after=("acme", 1)),
     "search by sso id": lambda: queries.search("11", "sso_id"),
     "search by e-mail": lambda: queries.search("sales@acme.example.com", "email"),
     "rejections page": lambda: queries.rejections_page(),
@@ -345,8 +369,8 @@ CONSOLE_QUERIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONSOLE_QUERIES))
-def test_every_console_query_uses_an_index_not_a_full_scan(companies, database, name, monkeypatch):
+def explained_plans(database, monkeypatch) -> list[str]:
+    """The plan of each SELECT the database runs from now on, its steps joined by " | "."""
     plans = []
     execute_sql = database.execute_sql
 
@@ -359,6 +383,12 @@ def test_every_console_query_uses_an_index_not_a_full_scan(companies, database, 
     if db_module.is_postgres(database):
         database.execute_sql("SET enable_seqscan = off")  # tiny tables: make the planner show what it can use
     monkeypatch.setattr(database, "execute_sql", explained)
+    return plans
+
+
+@pytest.mark.parametrize("name", sorted(CONSOLE_QUERIES))
+def test_every_console_query_uses_an_index_not_a_full_scan(companies, database, name, monkeypatch):
+    plans = explained_plans(database, monkeypatch)
     CONSOLE_QUERIES[name]()
     assert plans
     for plan in plans:

@@ -21,8 +21,6 @@ from directory_api.models import (
 )
 
 PAGE_SIZE = 50
-# The most companies a name search sorts itself (a few milliseconds); beyond, it walks the newest companies.
-NAME_MATCHES_SORTED = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +45,72 @@ class Found:
     enrolment_id: int | None
 
 
-def search(query: str, field: str = "any", before: int | None = None, limit: int = PAGE_SIZE) -> Page:
-    """Companies matching `query` in `field` (newest first), with supplier and enrolment; empty query: all."""
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """A page of search results: by name for a name searched, else newest first."""
+
+    rows: list[Found]
+    by_name: bool
+    next_page: dict[str, str] | None  # the query parameters of the next page, None on the last
+
+
+def search(query: str, field: str = "any", before: int | None = None, after: tuple[str, int] | None = None,
+           limit: int = PAGE_SIZE) -> Results:
+    """Companies matching `query` in `field`, with supplier and enrolment; empty query: all.
+
+    The next page starts from the keyset a page's `next_page` names: `after` (lowered name, id) by name,
+    `before` (an id) newest first.
+    """
+    query = query.strip()
+    if not query:
+        return _newest_first([True], before, limit)
+    fields = fields_searched(query, field)
+    if fields == ["company_name"]:
+        return _by_name(query, after, limit)
+    conditions = [condition for condition in (_condition(field, query) for field in fields) if condition is not None]
+    return _newest_first(conditions, before, limit)
+
+
+def fields_searched(query: str, field: str) -> list[str]:
+    """The fields a query is looked up in (of companies and of rejections alike): "any" reads the query's shape."""
+    if field not in SEARCH_FIELDS:
+        raise ValueError(f"unknown search field {field!r}")
+    if field != "any":
+        return [field]
+    if "@" in query:
+        return ["email"]
+    if query.isdigit():
+        # Eight digits is a company number and could be an sso id: both, each by its unique index.
+        return (["company_number"] if len(query) == 8 else []) + ["sso_id"]
+    return ["company_number"] if COMPANY_NUMBER.fullmatch(query.upper()) else ["company_name"]
+
+
+def _condition(field: str, query: str) -> peewee.Expression | None:
+    """WHERE on the field's indexed column; None when the query cannot match it."""
+    if field == "company_number":
+        return Company.number == query.upper()
+    if field == "sso_id":
+        sso_id = as_sso_id(query)
+        return None if sso_id is None else Supplier.sso_id == sso_id
+    return peewee.fn.lower(Supplier.company_email) == query.lower()
+
+
+def as_sso_id(query: str) -> int | None:
+    """The sso id a query can be, or None (not digits, or beyond a BIGINT)."""
+    return int(query) if query.isdigit() and int(query) <= BIGINT_MAX else None
+
+
+def _companies(*columns: peewee.Node) -> "peewee.ModelSelect[Company]":
+    return (Company.select(Company.id, Company.number, Company.name, Company.created, Supplier.sso_id,
+                           Supplier.company_email, *columns)
+            .join(Supplier, on=(Supplier.company == Company.id)))  # inner: a planner may then start from either
+
+
+def _newest_first(conditions: list, before: int | None, limit: int) -> Results:
     rows: dict[int, dict] = {}
     # One query a condition, each on its own index (an OR across the join could use none).
-    for condition, order in _search_conditions(query.strip(), field):
-        select = (
-            Company.select(Company.id, Company.number, Company.name, Company.created, Supplier.sso_id,
-                           Supplier.company_email)
-            .join(Supplier, on=(Supplier.company == Company.id))  # inner: a planner may then start from either
-            .order_by(order.desc())
-            .limit(limit + 1)
-        )
+    for condition in conditions:
+        select = _companies().order_by(Company.id.desc()).limit(limit + 1)
         if condition is not True:
             select = select.where(condition)
         if before is not None:
@@ -66,55 +118,49 @@ def search(query: str, field: str = "any", before: int | None = None, limit: int
         rows.update((row["id"], row) for row in dict_rows(select))
     page = sorted(rows.values(), key=lambda row: row["id"], reverse=True)[:limit + 1]
     more = len(page) > limit
-    page = page[:limit]
-    enrolment_ids = _enrolment_ids([row["number"] for row in page])
-    found = [
-        Found(row["id"], row["number"], row["name"], row["created"], row["sso_id"], row["company_email"],
-              enrolment_ids.get(row["number"]))
-        for row in page
-    ]
-    return Page(found, page[-1]["id"] if more else None)
+    return Results(_found(page[:limit]), False, {"before": str(page[limit - 1]["id"])} if more else None)
 
 
-def _search_conditions(query: str, field: str) -> list[tuple]:
-    """(WHERE on an indexed column, ORDER BY) for the field searched: WHERE True for all, [] when nothing can match."""
-    if not query:
-        return [(True, Company.id)]
-    if field == "any":
-        if "@" in query:
-            field = "email"
-        elif query.isdigit():
-            # Eight digits is a company number and could be an sso id: both, each by its unique index.
-            return (_search_conditions(query, "company_number") if len(query) == 8 else []) + \
-                _search_conditions(query, "sso_id")
-        elif COMPANY_NUMBER.fullmatch(query.upper()):
-            field = "company_number"
-        else:
-            field = "company_name"
-    if field == "company_number":
-        return [(Company.number == query.upper(), Company.id)]
-    if field == "sso_id":
-        return [(Supplier.sso_id == int(query), Company.id)] if query.isdigit() and int(query) <= BIGINT_MAX else []
-    if field == "email":
-        return [(peewee.fn.lower(Supplier.company_email) == query.lower(), Company.id)]
-    if field == "company_name":
-        condition = _name_starts_with(query)
-        # Few matches: found by the index on the name and sorted ("id + 0" is not the key, so a planner cannot walk
-        # the key newest first instead, unbounded when few match). Many ("c" at a million companies): walking the
-        # key newest first finds a page of them soon, where sorting them all took seconds.
-        matches = len(Company.select(Company.id).where(condition).limit(NAME_MATCHES_SORTED + 1).tuples())
-        return [(condition, Company.id if matches > NAME_MATCHES_SORTED else Company.id + 0)]
-    raise ValueError(f"unknown search field {field!r}")
+def _by_name(prefix: str, after: tuple[str, int] | None, limit: int) -> Results:
+    """Names starting with `prefix`, in order of (lowered name, id), which the index company_name_sorted holds.
+
+    Any page, of a prefix matching three companies or a hundred thousand, reads one page of that index.
+    """
+    name = _sort_name()
+    select = (_companies(name.alias("sort_name")).where(name_starts_with(name, prefix))
+              .order_by(name, Company.id).limit(limit + 1))
+    if after is not None:
+        # The first bound lets SQLite start its index range at the cursor; PostgreSQL uses the row comparison.
+        select = select.where((name >= after[0]) & (peewee.Tuple(name, Company.id) > peewee.Tuple(*after)))
+    page = list(dict_rows(select))
+    more = len(page) > limit
+    last = page[limit - 1] if more else None
+    return Results(_found(page[:limit]), True,
+                   {"after": last["sort_name"], "after_id": str(last["id"])} if last else None)
 
 
-def _name_starts_with(prefix: str) -> peewee.Expression:
-    """Company names starting with `prefix`, any case, by the index on lower(name)."""
+def _sort_name() -> peewee.ColumnBase:
+    """lower(name), ordered by code point: PostgreSQL's LIKE 'prefix%' and ORDER BY then share one index."""
+    if is_postgres(models.database):
+        return peewee.fn.lower(Company.name).collate('"C"')
+    return peewee.fn.lower(Company.name)  # SQLite compares bytes: UTF-8 bytes sort as code points
+
+
+def name_starts_with(name: peewee.ColumnBase, prefix: str) -> peewee.Expression:
+    """`name`, lower() of a column, starting with `prefix`, any case, by an index on that lower()."""
     if is_postgres(models.database):
         escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return peewee.Expression(peewee.fn.lower(Company.name), "LIKE", escaped + "%")
+        return peewee.Expression(name, "LIKE", escaped + "%")
     # SQLite's lower() folds ASCII only; its LIKE cannot use an index on an expression, a range can.
     low = "".join(c.lower() if c.isascii() else c for c in prefix)
-    return (peewee.fn.lower(Company.name) >= low) & (peewee.fn.lower(Company.name) < low + "\U0010ffff")
+    return (name >= low) & (name < low + "\U0010ffff")
+
+
+def _found(rows: list[dict]) -> list[Found]:
+    enrolment_ids = _enrolment_ids([row["number"] for row in rows])
+    return [Found(row["id"], row["number"], row["name"], row["created"], row["sso_id"], row["company_email"],
+                  enrolment_ids.get(row["number"]))
+            for row in rows]
 
 
 def _enrolment_ids(company_numbers: Sequence[str]) -> dict[str, int]:

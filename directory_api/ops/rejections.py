@@ -5,10 +5,8 @@ import json
 
 import peewee
 
-from directory_api import models
-from directory_api.db import is_postgres
-from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.models import Rejection
+from directory_api.ops import queries
 from directory_api.ops.audit import Redrive, history
 
 SEARCH_LIMIT = 20
@@ -29,34 +27,20 @@ def search(query: str, field: str = "any", limit: int = SEARCH_LIMIT) -> list[Re
 def _conditions(query: str, field: str) -> list[peewee.Expression]:
     if not query:
         return []
-    if field == "any":
-        if "@" in query:
-            field = "email"
-        elif query.isdigit():
-            return (_conditions(query, "company_number") if len(query) == 8 else []) + _conditions(query, "sso_id")
-        elif COMPANY_NUMBER.fullmatch(query.upper()):
-            field = "company_number"
-        else:
-            field = "company_name"
+    conditions = (_condition(field, query) for field in queries.fields_searched(query, field))
+    return [condition for condition in conditions if condition is not None]
+
+
+def _condition(field: str, query: str) -> peewee.Expression | None:
+    """WHERE on the rejection's indexed column for `field`; None when the query cannot match it."""
     if field == "company_number":
-        return [Rejection.company_number == query.upper()]
+        return Rejection.company_number == query.upper()
     if field == "sso_id":
-        return [Rejection.sso_id == int(query)] if query.isdigit() and int(query) <= BIGINT_MAX else []
+        sso_id = queries.as_sso_id(query)
+        return None if sso_id is None else Rejection.sso_id == sso_id
     if field == "email":
-        return [peewee.fn.lower(Rejection.company_email) == query.lower()]
-    if field == "company_name":
-        return [_name_starts_with(query)]
-    raise ValueError(f"unknown search field {field!r}")
-
-
-def _name_starts_with(prefix: str) -> peewee.Expression:
-    """Names starting with `prefix`, any case, by the index on lower(company_name) (as queries.py's for companies)."""
-    name = peewee.fn.lower(Rejection.company_name)
-    if is_postgres(models.database):
-        escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return peewee.Expression(name, "LIKE", escaped + "%")
-    low = "".join(c.lower() if c.isascii() else c for c in prefix)
-    return (name >= low) & (name < low + "\U0010ffff")
+        return peewee.fn.lower(Rejection.company_email) == query.lower()
+    return queries.name_starts_with(peewee.fn.lower(Rejection.company_name), query)
 
 
 @dataclasses.dataclass(frozen=True)

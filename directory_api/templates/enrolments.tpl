@@ -9,7 +9,7 @@
 </select>
 <button type="submit">Search</button>
 </div>
-<p class="hint">A company name matches from its start, any case; an e-mail matches whole, any case.</p>
+<p class="hint">A company name matches from its start, any case, listed by name; an e-mail matches whole, any case; the rest lists newest first.</p>
 </form>
 % if not page.rows:
 <p class="empty">{{'No enrolment matches.' if query else 'No enrolments yet.'}}</p>
@@ -37,8 +37,8 @@
 </table>
 </div>
 % end
-% if page.next_before is not None:
-<p class="pager"><a href="{{next_url}}">Older results</a></p>
+% if next_url:
+<p class="pager"><a href="{{next_url}}">{{'More results' if page.by_name else 'Older results'}}</a></p>
 % end
 % if rejections_found:
 <h2>Rejections</h2>
