@@ -88,6 +88,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench_serve.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_work.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_startup.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_console.py $(BENCH_ARGS)
 	$(BIN)/python scripts/plot_bench.py --collect
 
 plots: $(BENCH_STAMP)

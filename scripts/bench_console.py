@@ -134,6 +134,11 @@ def pages(rows: int, rejections: int, rng: random.Random) -> dict:
     def by_short_name():  # "Console Bench 5": some 11% of the companies, all of them in one stretch of ids
         return f"/ops/enrolments?q=console+bench+{rng.randint(1, 9)}&by=company_name", "Console Bench"
 
+    def by_short_name_further():  # a page from the middle of those, by its keyset
+        n = number()
+        return (f"/ops/enrolments?q=console+bench+{str(n)[0]}&by=company_name&after=console+bench+{n}+ltd"
+                f"&after_id={n}", "Console Bench")
+
     def by_email():
         n = number()
         return f"/ops/enrolments?q=BENCH{n}@example.com&by=email", f"bench{n}@example.com"
@@ -153,6 +158,7 @@ def pages(rows: int, rejections: int, rng: random.Random) -> dict:
         "search by sso id": by_sso_id,
         "search by company name (prefix)": by_name,
         "search by a short name prefix (many matches)": by_short_name,
+        "search by a short name prefix, a page further": by_short_name_further,
         "search by e-mail": by_email,
         "enrolment detail": detail,
         "rejections": lambda: ("/ops/rejections", "rejected-"),

@@ -5,8 +5,8 @@ go between the markers of docs/performance.md, and the PNG carries the results
 file's sha256 (tests/test_docs.py checks both).
 
     .venv/bin/python scripts/plot_bench.py             # redraw from docs/performance.jsonl (make plots)
-    .venv/bin/python scripts/plot_bench.py --collect   # first take the latest run of each bench_*.py
-                                                       # from bench-results/ as the new set (make bench)
+    .venv/bin/python scripts/plot_bench.py --collect   # first take the latest run of each bench_*.py in
+                                                       # bench-results/ in place of its rows (make bench)
 """
 
 import argparse
@@ -25,7 +25,7 @@ DOCS = benchlib.ROOT / "docs"
 RESULTS = DOCS / "performance.jsonl"
 PAGE = DOCS / "performance.md"
 PNG = DOCS / "bench.png"
-BENCHMARKS = ("serve", "work", "startup")
+BENCHMARKS = ("serve", "work", "startup", "console")
 
 # What the guide shows of each row (the results file keeps every field bench_*.py wrote).
 COLUMNS = {
@@ -45,6 +45,10 @@ COLUMNS = {
         ("measure", "measure"), ("state", "state"), ("median", "median"), ("min", "min"), ("max", "max"),
         ("unit", "unit"), ("runs", "runs"),
     ],
+    "console": [
+        ("database", "database"), ("page", "page"), ("enrolments", "enrolments"), ("requests", "requests"),
+        ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("target_ms", "p99 target ms"), ("within", "within"),
+    ],
 }
 
 
@@ -55,10 +59,12 @@ def read_results(path: Path = RESULTS) -> dict[str, list[dict]]:
 
 
 def collect(path: Path = RESULTS) -> None:
-    """The latest run of each benchmark in bench-results/ becomes the one set of figures."""
-    rows = [row for benchmark in BENCHMARKS for row in benchlib.read_latest(benchmark)]
-    if not rows:
+    """The latest run of each benchmark in bench-results/ replaces that benchmark's rows; the others stay."""
+    kept = read_results(path) if path.exists() else dict.fromkeys(BENCHMARKS, [])
+    latest = {benchmark: benchlib.read_latest(benchmark) for benchmark in BENCHMARKS}
+    if not any(latest.values()):
         sys.exit("no results in bench-results/ yet: run the bench_*.py scripts first (make bench)")
+    rows = [row for benchmark in BENCHMARKS for row in latest[benchmark] or kept[benchmark]]
     path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
@@ -161,7 +167,7 @@ def plot(results: dict[str, list[dict]], path: Path, results_digest: str) -> Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collect", action="store_true",
-                        help="first make docs/performance.jsonl of the latest run of each benchmark in bench-results/")
+                        help="first put the latest run of each benchmark in bench-results/ into docs/performance.jsonl")
     arguments = parser.parse_args()
     if arguments.collect:
         collect()

@@ -173,3 +173,13 @@ def test_the_results_hold_every_connection_count_the_guide_promises():
 
     for target, rows in plot_bench.serve_lines(plot_bench.read_results()["serve"]).items():
         assert {row["connections"] for row in rows} == levels, target
+
+
+def test_the_console_results_bear_out_every_page_within_its_target_at_a_million_rows():
+    console = plot_bench.read_results()["console"]
+    assert {(row["database"], row["enrolments"]) for row in console} == {("PostgreSQL", 1_000_000),
+                                                                         ("SQLite", 100_000)}
+    assert [row["page"] for row in console if not row["within"]] == [], (
+        "docs/operating.md and the README say every console page is within its target: correct them"
+    )
+    assert any("short name prefix" in row["page"] for row in console)
