@@ -10,12 +10,11 @@ import requests
 
 from tests.factories import enrolment_body
 from tests.support.checkout import SOURCE_CLI
+from tests.support.enrolling import DEBUG_SECRET
 from tests.support.metrics import metric_samples
 from tests.support.signing import signed_headers
 from tests.support.sockets import free_port
 from tests.support.waits import wait_until
-
-DEBUG_SECRET = "debug"  # UI_SECRET's --debug default
 
 
 def signed(method: str, url: str, body: str = "") -> dict:

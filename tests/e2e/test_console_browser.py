@@ -20,8 +20,8 @@ import requests
 
 from tests.factories import enrolment_payload
 from tests.support.checkout import IN_CI
+from tests.support.enrolling import DEBUG_SECRET, enrolment_status, post_enrolment
 from tests.support.processes import start_dev
-from tests.support.signing import signed_headers
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-DEBUG_SECRET = "debug"  # dev's UI_SECRET and OPS_PASSWORD (--debug defaults)
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
@@ -64,19 +63,6 @@ def log_in(driver, password: str) -> None:
     token = base64.b64encode(f"ops:{password}".encode()).decode()
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
-
-
-def post(base_url: str, data: dict) -> str:
-    body = json.dumps(data).encode()
-    url = f"{base_url}/enrolment/"
-    answer = requests.post(url, data=body, headers=signed_headers(url, body, secret=DEBUG_SECRET), timeout=10)
-    assert answer.status_code == 202, answer.text
-    return answer.json()["id"]
-
-
-def status(base_url: str, message_id: str) -> dict:
-    url = f"{base_url}/enrolment/{message_id}/"
-    return requests.get(url, headers=signed_headers(url, b"", "GET", None, secret=DEBUG_SECRET), timeout=10).json()
 
 
 def shows(driver, text: str, timeout: float = 15) -> None:
@@ -149,11 +135,11 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     # Enrolments as directory-ui sends them; one repeats a registered company and is set aside.
     for n, name in enumerate(["Acme Widgets Ltd", "Bright Lamps Ltd", "Coastal Ropes & Sails Ltd",
                               '<script>alert("not run")</script> Ltd']):
-        post(base_url, enrolment_payload(100 + n, company_number=f"SC10000{n}", company_name=name))
+        post_enrolment(base_url, enrolment_payload(100 + n, company_number=f"SC10000{n}", company_name=name))
     payload = enrolment_payload(200, company_number="SC100000", company_name="Acme Widgets (Scotland) Ltd")
-    taken = post(base_url, payload)
-    post(base_url, enrolment_payload(201, sso_id=101))  # a user already a supplier
-    wait_until(lambda: status(base_url, taken)["status"] == "rejected", 30, "the repeat to be set aside")
+    taken = post_enrolment(base_url, payload)
+    post_enrolment(base_url, enrolment_payload(201, sso_id=101))  # a user already a supplier
+    wait_until(lambda: enrolment_status(base_url, taken)["status"] == "rejected", 30, "the repeat to be set aside")
 
     assert requests.get(f"{base_url}/ops/", timeout=10).status_code == 401  # no password, no console
     log_in(browser, DEBUG_SECRET)
@@ -221,7 +207,7 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     shows(browser, "Acme Widgets (Scotland) Ltd")
     assert taken in browser.page_source  # saved under its original message id
     assert "saved as enrolment" in browser.page_source  # its history: re-driven from the console, and saved
-    assert status(base_url, taken)["status"] == "created"
+    assert enrolment_status(base_url, taken)["status"] == "created"
     browser.find_element(By.LINK_TEXT, "Audit").click()
     shows(browser, "removed company 1, supplier 1")
     assert "console from 127.0.0.1" in browser.page_source

@@ -5,21 +5,17 @@
 it with that directory as its root for libraries: no binfmt registration is needed.
 """
 
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 from throwaway_postgres import emptied
 
 from tests.factories import enrolment_payload
-from tests.support.processes import wait_for_root
-from tests.support.signing import signed_headers
-from tests.support.sockets import free_port
-from tests.support.waits import wait_until
+from tests.support.enrolling import post_enrolment, wait_created
+from tests.support.processes import start_dev
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +24,6 @@ ARM64_PYTHON = ARM64_ROOT / "usr" / "bin" / "python3.11"
 QEMU = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
 # Emulated, a Python start takes seconds and the first unpacking of the pyz tens of them.
 SLOW = 300
-DEBUG_SECRET = "debug"  # UI_SECRET's --debug default, which dev uses
 
 if not (QEMU and ARM64_PYTHON.is_file()):
     message = f"needs qemu-aarch64(-static) and Debian's arm64 python3.11 in {ARM64_ROOT} (.ci/run installs both)"
@@ -91,20 +86,8 @@ def test_migrate_and_check_reach_postgresql_through_the_aarch64_psycopg2(arm64_c
 def test_dev_on_aarch64_saves_a_signed_enrolment(arm64_cli, arm64_env, processes, tmp_path):
     workdir = tmp_path / "empty"
     workdir.mkdir()
-    port = free_port()
-    process = processes.start([*arm64_cli, "dev", "--port", str(port)], arm64_env, "dev-aarch64", cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(process, base_url, timeout=SLOW)
-    body = json.dumps(enrolment_payload(0)).encode()
-    url = f"{base_url}/enrolment/"
+    _, base_url = start_dev(processes, arm64_cli, arm64_env, workdir, name="dev-aarch64", timeout=SLOW)
 
-    queued = requests.post(url, data=body, headers=signed_headers(url, body, secret=DEBUG_SECRET), timeout=60)
+    message_id = post_enrolment(base_url, enrolment_payload(0), timeout=60)
 
-    assert queued.status_code == 202, queued.text
-    status_url = f"{base_url}/enrolment/{queued.json()['id']}/"
-
-    def created():
-        headers = signed_headers(status_url, b"", "GET", None, secret=DEBUG_SECRET)
-        return requests.get(status_url, headers=headers, timeout=60).json()["status"] == "created"
-
-    wait_until(created, 120, "the enrolment to be created")
+    wait_created(base_url, message_id, 120)

@@ -120,12 +120,12 @@ def start_serve(processes: Processes, cli: Sequence[str], env: Mapping[str, str]
 
 
 def start_dev(processes: Processes, cli: Sequence[str], env: Mapping[str, str], workdir: Path,
-              name: str = "dev") -> tuple[Process, str]:
+              name: str = "dev", timeout: float = 30) -> tuple[Process, str]:
     """`dev` in `workdir` on a free port; returns (process, base URL) once GET / answers 200."""
     port = free_port()
     process = processes.start([*cli, "dev", "--port", str(port)], env, name, cwd=workdir)
     base_url = f"http://127.0.0.1:{port}"
-    wait_for_root(process, base_url)
+    wait_for_root(process, base_url, timeout)
     return process, base_url
 
 
