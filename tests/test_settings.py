@@ -330,22 +330,27 @@ def test_mask_url_masks_every_password_it_can_find():
     assert mask_url("sqlite:///a@b/c.db") == "sqlite:///a@b/c.db"
 
 
-# UI_SECRET (issue 10, item 9)
+# UI_SECRET (issue 10, item 9) and OPS_PASSWORD (issue 22, item 5): secrets of at least 16 characters
+
+SECRETS = [("UI_SECRET", "ui_secret"), ("OPS_PASSWORD", "ops_password")]
 
 
-def test_a_ui_secret_shorter_than_16_characters_is_refused_outside_debug():
-    (line,) = problems({**REQUIRED, "UI_SECRET": "a" * (MIN_SECRET_LENGTH - 1)})
+@pytest.mark.parametrize("variable, attribute", SECRETS)
+def test_a_secret_shorter_than_16_characters_is_refused_outside_debug(variable, attribute):
+    (line,) = problems({**REQUIRED, variable: "a" * (MIN_SECRET_LENGTH - 1)})
 
-    assert line.startswith("UI_SECRET: too short (length 15): at least 16 characters outside --debug")
+    assert line.startswith(f"{variable}: too short (length 15): at least 16 characters outside --debug")
     assert "aaa" not in line
 
 
-def test_a_ui_secret_of_16_characters_is_accepted():
-    assert Settings.from_environ({**REQUIRED, "UI_SECRET": "x" * 16}).ui_secret == "x" * 16
+@pytest.mark.parametrize("variable, attribute", SECRETS)
+def test_a_secret_of_16_characters_is_accepted(variable, attribute):
+    assert getattr(Settings.from_environ({**REQUIRED, variable: "x" * 16}), attribute) == "x" * 16
 
 
-def test_a_short_ui_secret_is_allowed_under_debug():
-    assert Settings.from_environ({"UI_SECRET": "debug"}, debug=True).ui_secret == "debug"
+@pytest.mark.parametrize("variable, attribute", SECRETS)
+def test_a_short_secret_is_allowed_under_debug(variable, attribute):
+    assert getattr(Settings.from_environ({variable: "debug"}, debug=True), attribute) == "debug"
 
 
 def test_the_example_env_file_is_a_complete_production_configuration():
@@ -370,22 +375,7 @@ def test_negative_retention_days_are_refused_naming_the_variable():
     assert problems({**REQUIRED, "EMAIL_RETENTION_DAYS": "-1"}) == ["EMAIL_RETENTION_DAYS: -1 is out of range 0-36500"]
 
 
-# OPS_PASSWORD (issue 22, item 5)
-
-
-def test_an_ops_password_shorter_than_16_characters_is_refused_outside_debug():
-    (line,) = problems({**REQUIRED, "OPS_PASSWORD": "b" * (MIN_SECRET_LENGTH - 1)})
-
-    assert line.startswith("OPS_PASSWORD: too short (length 15): at least 16 characters outside --debug")
-    assert "bbb" not in line
-
-
-def test_an_ops_password_of_16_characters_is_accepted():
-    assert Settings.from_environ({**REQUIRED, "OPS_PASSWORD": "p" * 16}).ops_password == "p" * 16
-
-
-def test_a_short_ops_password_is_allowed_under_debug():
-    assert Settings.from_environ({"OPS_PASSWORD": "debug"}, debug=True).ops_password == "debug"
+# OPS_PASSWORD
 
 
 def test_an_unset_ops_password_leaves_the_console_off_and_is_no_problem():
