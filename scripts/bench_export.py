@@ -84,6 +84,7 @@ def export_once(database_url: str, directory: Path) -> dict:
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.monotonic() - started
+    assert child.stderr is not None
     stderr = child.stderr.read().decode(errors="replace")
     child.stderr.close()
     child.returncode = os.waitstatus_to_exitcode(status)

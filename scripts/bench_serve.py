@@ -21,8 +21,10 @@ import contextlib
 import datetime
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +57,8 @@ def signed_requests(port: int, first: int, count: int) -> list[bytes]:
 
     signer = RequestSigner(secret=benchlib.FAKE_SECRET, sender_id=SENDER_ID)
     url = f"http://127.0.0.1:{port}/enrolment/"
-    requests, nonces = [], set()
+    requests: list[bytes] = []
+    nonces: set[str] = set()
     number = first
     while len(requests) < count:
         body = payload(number)
@@ -73,9 +76,13 @@ def signed_requests(port: int, first: int, count: int) -> list[bytes]:
 class Target:
     """A server under test: how to start it and how to read back what reached its queue."""
 
-    def __init__(self, name: str, queue: str, command: list[str], env: dict, queue_ids):
+    # Given by make_target: what the caller enters around the run, and the database `migrate` prepares first.
+    database: contextlib.AbstractContextManager
+    migrate_url: str | None
+
+    def __init__(self, name: str, queue: str, command: Sequence[str | Path], env: dict, queue_ids):
         self.name, self.queue, self.command, self.env, self.queue_ids = name, queue, command, env, queue_ids
-        self.process = None
+        self.process: subprocess.Popen | None = None
         self.port = benchlib.free_port()
 
     def start(self, log: Path) -> None:
@@ -118,6 +125,7 @@ def database_queue_ids(database_url: str):
 
 def measure(target: Target, levels: list[tuple[int, int]], max_seconds: float, first: int, stub) -> list[dict]:
     """Run each (connections, requests) level against a started target; check the queue and replays."""
+    assert target.process is not None
     rows, accepted, used = [], [], []
     number = first
     postgres_pids = benchlib.pids_named("postgres")
@@ -205,6 +213,7 @@ def main() -> int:
                 if target.migrate_url:
                     benchlib.migrate(target.migrate_url)
                 target.start(logs / f"serve-{stamp}-{name}.log")
+                assert target.process is not None
                 try:
                     rows += measure(target, levels, arguments.max_seconds, first=index * 1_000_000, stub=stub)
                 finally:

@@ -83,8 +83,8 @@ def startup_rows(repeats: int, directory: Path, logs: Path,
         command, env, logs / "startup-serve.log")))
     rows = []
     for measure, timer in timers:
-        cold = {label: [] for label in targets}
-        warm = {label: [] for label in targets}
+        cold: dict[str, list[float]] = {label: [] for label in targets}
+        warm: dict[str, list[float]] = {label: [] for label in targets}
         for _ in range(repeats):
             for label, command in targets.items():
                 root = Path(tempfile.mkdtemp(prefix="shiv-root-", dir=directory))
@@ -116,6 +116,7 @@ def serve_rss(directory: Path, logs: Path, requests: int) -> dict:
                                                           "--port", "{port}", "--processes", "auto"],
                                     bench_serve.serve_env(endpoint, sqlite_url, "sqs"), None)
         target.start(logs / "startup-rss-serve.log")
+        assert target.process is not None
         try:
             run = loadgen.run(target.port, bench_serve.signed_requests(target.port, 0, requests), 16)
             peaks = benchlib.peak_rss_mib(target.process.pid)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from throwaway_postgres import ThrowawayPostgres
@@ -217,6 +217,7 @@ def wait_for_http(url: str, timeout: float = 15.0, process: subprocess.Popen | N
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
+            assert isinstance(process.args, list), "a process of start(), which passes a list"
             raise RuntimeError(f"{' '.join(map(str, process.args))} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as answer:
@@ -227,8 +228,9 @@ def wait_for_http(url: str, timeout: float = 15.0, process: subprocess.Popen | N
     raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
 
 
-def start(command: list[str], env: dict | None = None, log: Path | None = None, **kwargs) -> subprocess.Popen:
-    """Start a process in its own session (so stop() reaches its children), output to a log file."""
+def start(command: Sequence[str | Path | int], env: dict | None = None, log: Path | None = None,
+          **kwargs) -> subprocess.Popen:
+    """Start `command`, each part made a str, in its own session (so stop() reaches its children), output to a log."""
     output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     environment = {**os.environ, **(env or {})}
     return subprocess.Popen([str(part) for part in command], env=environment, stdout=output,
@@ -332,7 +334,8 @@ def best_of(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
         groups.setdefault(tuple(row[name] for name in key), []).append(row)
     best = []
     for group in groups.values():
-        chosen = dict(max(group, key=lambda row: row.get("rate") or 0))
+        fastest = max(group, key=lambda row: row.get("rate") or 0)
+        chosen = dict(fastest)
         chosen["rates"] = [row.get("rate") for row in group]
         for check in ("missing_from_queue", "rejected", "left_on_queue"):
             if check in chosen:

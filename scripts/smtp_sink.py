@@ -15,6 +15,7 @@ import ssl
 import sys
 import threading
 import time
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -69,7 +70,7 @@ def authenticator(user: str, password: str):
 def controller(sink: Sink, port: int, *, tls_cert: str | None = None, tls_key: str | None = None,
                user: str | None = None, password: str | None = None) -> Controller:
     """An aiosmtpd Controller on 127.0.0.1:port (not started); STARTTLS required when given a certificate."""
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key)

@@ -123,7 +123,7 @@ class Queue:
 
     def receive(self, count: int, visibility: int) -> list[Message]:
         now = time.time()
-        taken = []
+        taken: list[Message] = []
         while self.visible and len(taken) < count:
             message = self.messages.get(self.visible.popleft())
             if message is None or message.hidden_until > now:
@@ -318,8 +318,8 @@ SYSTEM_ATTRIBUTES = ("ApproximateReceiveCount", "SentTimestamp", "ApproximateFir
 
 def message_view(message: Message, system_names: list, attribute_names: list) -> dict:
     """A received message as ReceiveMessage shows it: system and message attributes only when asked."""
-    view = {"MessageId": message.id, "ReceiptHandle": message.receipt, "MD5OfBody": md5_hex(message.body),
-            "Body": message.body}
+    view: dict[str, str | dict] = {"MessageId": message.id, "ReceiptHandle": message.receipt,
+                                   "MD5OfBody": md5_hex(message.body), "Body": message.body}
     wanted = SYSTEM_ATTRIBUTES if "All" in system_names else [n for n in system_names if n in SYSTEM_ATTRIBUTES]
     if wanted:
         every = {"ApproximateReceiveCount": message.receive_count, "SentTimestamp": message.sent,
@@ -376,7 +376,7 @@ class HttpProtocol(asyncio.Protocol):
         self.sqs = sqs
         self.buffer = bytearray()
         self.busy = False  # a long poll is answering; the next request waits (no pipelining from urllib3)
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
         self.poll: asyncio.Task | None = None
 
     def connection_made(self, transport):
@@ -454,6 +454,7 @@ class HttpProtocol(asyncio.Protocol):
         self.process()
 
     def reply(self, data: bytes, close: bool = False) -> None:
+        assert self.transport is not None, "a reply before connection_made"
         if self.transport.is_closing():
             return
         self.transport.write(data)
@@ -469,6 +470,7 @@ async def sweep_forever(sqs: Sqs) -> None:
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
+    sqs: Sqs  # made once the port is known: the protocol factory runs at the first connection, after
     server = await loop.create_server(lambda: HttpProtocol(sqs), host, port, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
     sqs = Sqs(f"http://{host}:{bound}")

@@ -1,6 +1,7 @@
 """Fixtures shared by every test module: databases on SQLite and PostgreSQL."""
 
 import os
+from collections.abc import Iterator
 
 import peewee
 import psycopg2
@@ -48,7 +49,7 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
-def database(database_url) -> peewee.Database:
+def database(database_url) -> Iterator[peewee.Database]:
     """The models bound to a freshly migrated database of each kind."""
     bound = db.bind(database_url)
     migrations.migrate(bound)
@@ -57,7 +58,7 @@ def database(database_url) -> peewee.Database:
 
 
 @pytest.fixture
-def postgres_database(postgres_url) -> peewee.Database:
+def postgres_database(postgres_url) -> Iterator[peewee.Database]:
     """The models bound to a freshly migrated PostgreSQL database (for tests that only PostgreSQL concerns)."""
     emptied(postgres_url)
     bound = db.bind(postgres_url)

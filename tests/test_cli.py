@@ -18,7 +18,7 @@ from directory_api.release import build_commit
 from tests.support.cli import invoke_cli as invoke
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = typer.main.get_command(app).commands
+COMMANDS = typer.main.get_group(app).commands
 
 
 def test_every_spec_command_exists():

@@ -97,8 +97,13 @@ def stop_while_saving(worker: Worker, thread: threading.Thread, saving) -> float
 
 def handed_back(queue) -> list:
     """The messages receivable again within 3 s: handed back, not left to the 60 s visibility timeout."""
-    received = []
-    wait_until(lambda: received.extend(queue.receive(10, 0)) or received, 3, "the batch back on the queue")
+    received: list = []
+
+    def receive_more() -> list:
+        received.extend(queue.receive(10, 0))
+        return received
+
+    wait_until(receive_more, 3, "the batch back on the queue")
     return received
 
 

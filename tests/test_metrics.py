@@ -71,9 +71,9 @@ def make_worker(database, database_url, monkeypatch):
 
     def make() -> tuple[Worker, DatabaseQueue, DatabaseQueue, WorkMetrics]:
         settings = worker_settings(database_url, QUEUE_BACKEND="database", SQS_WAIT_TIME="0")
-        queues = [DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid")]
+        enrolments, invalid = (DatabaseQueue(settings, name) for name in ("enrolment", "enrolment-invalid"))
         counted = WorkMetrics()
-        return Worker(settings, *queues, rng=lambda: 0.0, metrics=counted), *queues, counted
+        return Worker(settings, enrolments, invalid, rng=lambda: 0.0, metrics=counted), enrolments, invalid, counted
 
     return make
 
@@ -138,6 +138,7 @@ def hold_a_directory(tmp_path) -> tuple[subprocess.Popen, str]:
     """A process inside shared_between_processes(), with the temporary directory `tmp_path`; and its directory."""
     process = subprocess.Popen([sys.executable, "-c", KEEP_A_DIRECTORY], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert process.stdout is not None
     return process, process.stdout.readline().strip()
 
 

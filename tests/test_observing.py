@@ -215,8 +215,8 @@ def _queue_raw(env: dict, body: str) -> None:
     from directory_api.settings import Settings
 
     settings = Settings.from_environ(env, require=())
-    database = db.bind(settings.database_url)
+    database = db.bind(settings.required("DATABASE_URL"))
     try:
-        DatabaseQueue(settings, settings.enrolment_queue).send(body)
+        DatabaseQueue(settings, settings.required("SQS_ENROLMENT_QUEUE_NAME")).send(body)
     finally:
         database.close()

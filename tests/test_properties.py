@@ -31,7 +31,7 @@ json_values = st.recursive(
 
 # -- valid payloads -------------------------------------------------------------------------
 
-storable_character = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+storable_character = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 
 
 def storable_text(min_size=0, max_size=40):
@@ -141,7 +141,7 @@ def test_a_missing_required_field_is_reported_against_that_field_alone(payload, 
 names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True)
 # Values as a host environment can hold them: any text but NUL, weighted towards quotes, backslashes and dollars.
 env_values = st.lists(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
     | st.sampled_from(list("'\"\\$`#= \t\n\r{}") + ["${X}", "$X", "\\n", "\\$", "\\\"", "#x", " export "]
                       + [" #", "\t#", "\xa0", "\x85", "\u2028", "\u3000", "\x0b", "\x1c", "\x7f"]),
     max_size=15,
@@ -265,7 +265,8 @@ def systemd_reads_value(text: str) -> tuple[str, str]:
 
 
 def systemd_reads_quoted(text: str, quote: str) -> tuple[str, str]:
-    chars, index = [], 0
+    chars: list[str] = []
+    index = 0
     while index < len(text):
         char = text[index]
         if char == quote:

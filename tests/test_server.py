@@ -435,7 +435,9 @@ def read_response(sock: socket.socket) -> bytes:
     while b"\r\n\r\n" not in received:
         received += sock.recv(4096)
     head, _, body = received.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    content_length = re.search(rb"Content-Length: (\d+)", head)
+    assert content_length, head
+    length = int(content_length.group(1))
     while len(body) < length:
         body += sock.recv(4096)
     return head + b"\r\n\r\n" + body

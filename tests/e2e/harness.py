@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -258,7 +258,7 @@ class LiveApi:
 
 
 @pytest.fixture(scope="module")
-def live_api(cli, base_env, postgres_url, moto_endpoint, tmp_path_factory) -> LiveApi:
+def live_api(cli, base_env, postgres_url, moto_endpoint, tmp_path_factory) -> Iterator[LiveApi]:
     """One `serve` for a whole module of request-level tests (no worker: what is queued stays queued)."""
     started = Processes(tmp_path_factory.mktemp("serve"))
     names = queue_names()
@@ -286,6 +286,7 @@ def proxy_to():
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
+        assert parts.hostname is not None
         proxy = TcpProxy(parts.hostname, parts.port or 5432)
         proxy.up()
         made.append(proxy)

@@ -13,7 +13,7 @@ import sys
 
 import botocore
 
-from directory_api.queues import sqs
+from directory_api.queues import Message, sqs
 from directory_api.settings import Settings
 
 settings = Settings.from_environ({**os.environ, "QUEUE_BACKEND": "sqs", "SQS_VISIBILITY_TIMEOUT": "30"}, require=())
@@ -29,7 +29,7 @@ again.ensure_exists()  # there now: GetQueueUrl alone
 size_limit = queue.message_size_limit()  # GetQueueAttributes
 sent = queue.send('{"n": 0}', {"original_message_id": "probe"})
 sent_batch = queue.send_batch([json.dumps({"n": n}) for n in range(1, 13)])  # two batches of at most 10
-received = []
+received: list[Message] = []
 while len(received) < 13:
     batch = queue.receive(10, 1)
     assert batch, f"received {len(received)} of 13"
@@ -37,7 +37,7 @@ while len(received) < 13:
 first = next(message for message in received if message.id == sent)
 queue.extend(first, 60)
 queue.release([message for message in received if message is not first])
-back = []
+back: list[Message] = []
 while len(back) < 12:
     back += queue.receive(10, 1)
 not_deleted = queue.delete([first, *back])

@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 
 import boto3
 import botocore.config
@@ -21,8 +22,9 @@ from tests.support.sockets import free_port
 from tests.support.sqs import REGION
 
 QUEUE_URL = "http://127.0.0.1/123456789012/enrolment"
-EMPTY = (200, {}, {})
-NO_SUCH_QUEUE = (400, {"x-amzn-query-error": "AWS.SimpleQueueService.NonExistentQueue;Sender"},
+Answer = tuple[int, dict[str, str], dict]
+EMPTY: Answer = (200, {}, {})
+NO_SUCH_QUEUE: Answer = (400, {"x-amzn-query-error": "AWS.SimpleQueueService.NonExistentQueue;Sender"},
                  {"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": "The specified queue does not exist."})
 
 
@@ -35,7 +37,7 @@ class FakeSqs(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, answers, close_after_answer: bool = False):
+    def __init__(self, answers: Iterable[Answer], close_after_answer: bool = False):
         self.answers = list(answers)
         self.close_after_answer = close_after_answer
         self.requests: list[dict] = []

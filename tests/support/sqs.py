@@ -3,7 +3,7 @@
 import os
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import boto3
@@ -86,7 +86,7 @@ def start_moto(processes: Processes) -> str:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory) -> str:
+def moto_endpoint(tmp_path_factory) -> Iterator[str]:
     """One moto server for the session; tests keep apart by queue names."""
     started = Processes(tmp_path_factory.mktemp("moto"))
     endpoint = start_moto(started)

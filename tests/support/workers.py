@@ -20,6 +20,7 @@ def backend(request):
 @pytest.fixture
 def make_worker(backend, database, database_url, request, no_lingering_in_once):
     """Make a Worker on the test's backend and database, with settings from a few variables."""
+    from directory_api.queues import Queue
     from directory_api.queues.database import DatabaseQueue
     from directory_api.queues.sqs import SqsQueue
     from directory_api.worker import Worker
@@ -27,6 +28,7 @@ def make_worker(backend, database, database_url, request, no_lingering_in_once):
 
     def make(**environ) -> Worker:
         settings = worker_settings(database_url, **{"QUEUE_BACKEND": backend, "SQS_WAIT_TIME": "0", **environ})
+        queues: list[Queue]
         if backend == "sqs":
             client = request.getfixturevalue("aws_sqs")
             queues = [SqsQueue(settings, name, client=client) for name in ("enrolment", "enrolment-invalid")]
