@@ -88,8 +88,14 @@ class Target:
     def start(self, log: Path) -> None:
         command = [str(part).format(port=self.port) for part in self.command]
         self.process = benchlib.start(command, env=self.env, log=log)
-        benchlib.wait_for_http(f"http://127.0.0.1:{self.port}/", timeout=60, process=self.process) \
-            if "floor" not in self.name else benchlib.wait_for_port(self.port, timeout=60, process=self.process)
+        try:
+            if "floor" in self.name:
+                benchlib.wait_for_port(self.port, timeout=60, process=self.process)
+            else:
+                benchlib.wait_for_http(f"http://127.0.0.1:{self.port}/", timeout=60, process=self.process)
+        except BaseException:
+            benchlib.stop(self.process)  # the caller stops only a target that started
+            raise
 
 
 def serve_env(endpoint: str | None, database_url: str, backend: str) -> dict:
