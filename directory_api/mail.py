@@ -1,9 +1,9 @@
 """The confirmation e-mail: a transactional outbox that `work` sends over SMTP on a thread of its own.
 
-saving.py records an e-mail row in the transaction that saves its enrolment,
-so an e-mail exists exactly when its enrolment does. The Sender claims
-waiting rows (claims.lease_claim) by moving their due time past a lease,
-sends each with smtplib and records the outcome at once: sent; a temporary
+Its rows (outbox.py) are recorded in the transaction that saves their
+enrolment, so an e-mail exists exactly when its enrolment does. The Sender
+claims waiting rows for a lease (outbox.LEASE), sends each with smtplib and
+records the outcome at once: sent; a temporary
 failure (connection refused, timeout, 4xx) due again after a jittered backoff
 of at most 60 s, its reason in plain words; a permanent refusal (5xx) failed,
 with the server's reply. Each conversation is bounded (CONVERSATION_LIMIT)
@@ -24,7 +24,6 @@ in the body only, escaped in the HTML.
 
 import contextlib
 import dataclasses
-import datetime
 import functools
 import html
 import itertools
@@ -35,28 +34,22 @@ import socket
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, parseaddr
 
-import peewee
-
-from directory_api import enrolment
-from directory_api.claims import lease_claim
+from directory_api import enrolment, outbox
 from directory_api.db import DATABASE_ERRORS, drop_connection
 from directory_api.errors import SettingsError, first_line
-from directory_api.models import Email, tuple_rows, utcnow
+from directory_api.models import Email
 from directory_api.settings import Settings
 from directory_api.threads import Failures, Stop
 from directory_api.vendored_internals import name_smtp_server
 
 log = logging.getLogger(__name__)
 
-WAITING, SENT, FAILED, LOGGED = "waiting", "sent", "failed", "logged"
-STATES = (WAITING, SENT, FAILED, LOGGED)
 RETRIED = "retried"  # an outcome (for on_outcome), not a state: the e-mail is waiting again
 
 SMTP_TIMEOUT = 10.0  # seconds any one socket operation of the SMTP conversation may take
@@ -64,9 +57,6 @@ SMTP_TIMEOUT = 10.0  # seconds any one socket operation of the SMTP conversation
 # steadily the server writes: a relay answers in well under a second; this is well inside the lease.
 CONVERSATION_LIMIT = 60.0
 CLAIM_SIZE = 10
-# A claim not recorded by then (its worker died) is claimed again. Long enough for a batch of slow
-# conversations; an e-mail is started only when its conversation and its record fit in what is left.
-LEASE = 300.0
 RECORD_MARGIN = 30.0  # seconds kept after a conversation for the record of its outcome
 # Seconds a stop waits for the reply to a message whose end may have been sent (the server may hold it by then),
 # and then for the record of the outcome: within `work`'s 2-second stop, with the tick that sees the signal
@@ -109,142 +99,6 @@ color: #ffffff; font-weight: bold; text-decoration: none;">Confirm your company 
 </body>
 </html>
 """
-
-
-# -- recording (inside the transaction that saves the enrolment) -------------------------------------------------
-
-def now() -> float:
-    return time.time()
-
-
-def new_token() -> str:
-    """The left part of a new e-mail's Message-ID."""
-    return uuid.uuid4().hex
-
-
-def record(new_enrolments: Mapping[int, Mapping]) -> None:
-    """Record the confirmation e-mail of each new enrolment (enrolment id -> its validated payload)."""
-    if not new_enrolments:
-        return
-    due = now()
-    Email.insert_many([
-        {"enrolment": enrolment_id, "recipient": payload["company_email"], "company_name": payload["company_name"],
-         "token": new_token(), "state": WAITING, "due_at": due}
-        for enrolment_id, payload in new_enrolments.items()
-    ]).execute()
-
-
-def counts() -> dict[str, int]:
-    """E-mails in each state, for `status`: {"waiting", "sent", "failed", "logged"}."""
-    found = dict(tuple_rows(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state)))
-    return {state: found.get(state, 0) for state in STATES}
-
-
-def for_enrolment(enrolment_id: int) -> Email | None:
-    """The confirmation e-mail of one enrolment (its state, tries, last error), for the ops console."""
-    return Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id).first()
-
-
-# -- the state in words (the ops console) ---------------------------------------------------------------------
-
-REPLY = re.compile(r"[2-5]\d\d( |$)")  # a last_error that is the SMTP server's own reply: "451 4.3.0 Try again later"
-# The last_error of releases before plain words: "ConnectionRefusedError: [Errno 111] Connection refused".
-OLD_STYLE = {"ConnectionRefusedError": "the SMTP server refused the connection",
-             "ConnectionResetError": "the SMTP server reset the connection",
-             "SMTPServerDisconnected": "the SMTP server closed the connection",
-             "TimeoutError": "timed out waiting for the SMTP server",
-             "timeout": "timed out waiting for the SMTP server",
-             "gaierror": "the SMTP server's name was not found"}
-
-
-def last_error_in_words(last_error: str) -> str:
-    """A recorded last_error as a sentence: the server's reply is said to be one; older records are translated."""
-    if REPLY.match(last_error):
-        return f"the SMTP server said {last_error}"
-    kind, colon, _ = last_error.partition(":")
-    return OLD_STYLE.get(kind, last_error) if colon else last_error
-
-
-def state_in_words(email: Email | None, at: float | None = None) -> str:
-    """An e-mail's state as an operator reads it: to whom and when it went; or its tries, next try and last error.
-
-    `at` is now, in epoch seconds (a parameter so that a test can fix it).
-    """
-    if email is None:
-        return "no confirmation e-mail recorded"
-    to = email.recipient or "(recipient removed)"
-    if email.state == SENT:
-        return f"sent to {to} {_when(email.sent)}"
-    if email.state == LOGGED:
-        return f"not sent: no EMAIL_HOST set (recorded and logged for {to} {_when(email.sent)})"
-    if email.state == FAILED:
-        return f"not sent to {to}: {last_error_in_words(email.last_error)}; not tried again"
-    return _waiting_in_words(email, to, now() if at is None else at)
-
-
-def _waiting_in_words(email: Email, to: str, at: float) -> str:
-    tries = f"{email.attempts} {'try' if email.attempts == 1 else 'tries'}"
-    if not email.last_error:
-        if email.attempts and email.due_at > at:
-            return f"being sent to {to} now ({tries})"
-        return f"waiting to be sent to {to}"
-    seconds = max(0.0, email.due_at - at)
-    next_try = datetime.datetime.fromtimestamp(email.due_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (f"not sent yet to {to}: {tries}; next try at {next_try} (in about {seconds:.0f} s); "
-            f"last error: {last_error_in_words(email.last_error)}")
-
-
-def _when(moment: datetime.datetime | None) -> str:
-    return f"at {moment:%Y-%m-%d %H:%M} UTC" if moment else "(time not recorded)"
-
-
-# -- claiming and recording outcomes --------------------------------------------------------------------------
-
-def claim(limit: int, lease: float = LEASE) -> list[Email]:
-    """Take up to `limit` waiting e-mails that are due, hidden from other senders for `lease` seconds."""
-    at = now()
-    due = (Email.state == WAITING) & (Email.due_at <= at)
-    if not Email.select(Email.id).where(due).limit(1).exists():
-        return []  # the usual idle answer, without taking SQLite's write lock
-    claiming = lease_claim(Email, due=due, order_by=Email.due_at, limit=limit,
-                           lease={Email.due_at: at + lease, Email.attempts: Email.attempts + 1})
-    return list(claiming.returning(Email).execute())
-
-
-def _still_claimed(email: Email) -> peewee.Expression:
-    # The claim is ours while the row is waiting and no one has claimed it since.
-    return (Email.id == email.id) & (Email.attempts == email.attempts) & (Email.state == WAITING)
-
-
-def mark(email: Email, state: str, reason: str = "") -> None:
-    Email.update(state=state, sent=utcnow() if state in (SENT, LOGGED) else None, last_error=reason).where(
-        _still_claimed(email)
-    ).execute()
-
-
-def mark_sent(email: Email) -> None:
-    """Record an e-mail the SMTP server accepted as sent, whoever holds its claim now: it was sent, by us."""
-    Email.update(state=SENT, sent=utcnow(), last_error="").where(
-        (Email.id == email.id) & (Email.state == WAITING)
-    ).execute()
-
-
-def mark_logged(emails: Sequence[Email]) -> None:
-    """Record claimed e-mails as logged, in one statement: without EMAIL_HOST a claim is logged all at once."""
-    claims = [(email.id, email.attempts) for email in emails]
-    Email.update(state=LOGGED, sent=utcnow(), last_error="").where(
-        peewee.Tuple(Email.id, Email.attempts).in_(claims) & (Email.state == WAITING)
-    ).execute()
-
-
-def retry_later(email: Email, reason: str, delay: float) -> None:
-    Email.update(due_at=now() + delay, last_error=reason).where(_still_claimed(email)).execute()
-
-
-def release(emails: Sequence[Email]) -> None:
-    """Hand claimed e-mails back unsent: due at once, for this sender or another."""
-    for email in emails:
-        Email.update(due_at=now()).where(_still_claimed(email)).execute()
 
 
 # -- composing ------------------------------------------------------------------------------------------------
@@ -709,8 +563,8 @@ class Sender:
     def run_once(self) -> bool:
         """Claim a batch and deliver it; False when nothing was due. A connection failure is raised after the
         claimed e-mails are rescheduled."""
-        lease_ends = time.monotonic() + LEASE  # taken before the claim: the lease may only end later than this
-        emails = claim(CLAIM_SIZE)
+        lease_ends = time.monotonic() + outbox.LEASE  # taken before the claim: the lease may only end later than this
+        emails = outbox.claim(CLAIM_SIZE)
         if not emails:
             return False
         if self.transport is None:
@@ -742,9 +596,9 @@ class Sender:
         for email in emails:
             log.info("e-mail to %s, subject %r: logged, not sent (EMAIL_HOST is not set)", email.recipient,
                      self.config.subject)
-        mark_logged(emails)
+        outbox.mark_logged(emails)
         for _ in emails:
-            self.on_outcome(LOGGED)
+            self.on_outcome(outbox.LOGGED)
         self.failures.reset()
 
     def deliver(self, email: Email, transport: SmtpTransport) -> None:
@@ -766,7 +620,7 @@ class Sender:
         except (smtplib.SMTPException, OSError) as error:
             transport.close()
             if self.stopping.requested:
-                release([email])  # cut by stop() before DATA: the server never had it
+                outbox.release([email])  # cut by stop() before DATA: the server never had it
             else:
                 self._retry(email, plain_error(error))
             raise
@@ -779,7 +633,7 @@ class Sender:
         Left unrecorded, the e-mail would be sent again when its lease ends:
         only a crash (or a stop) before the record may do that.
         """
-        if not self._until_recorded(lambda: mark_sent(email)):
+        if not self._until_recorded(lambda: outbox.mark_sent(email)):
             log.error("e-mail %d to %s was sent as %s but the stop came before it could be recorded; it may be "
                       "sent again, with the same Message-ID", email.id, email.recipient, message_id)
             return
@@ -788,7 +642,7 @@ class Sender:
                      email.attempts, email.last_error)
         else:
             log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message_id)
-        self.on_outcome(SENT)
+        self.on_outcome(outbox.SENT)
 
     def _unanswered(self, email: Email, message_id: str, reason: str) -> None:
         """Hand back an e-mail whose message a stop cut before its reply came: the server may have it, or not."""
@@ -801,7 +655,7 @@ class Sender:
         log.warning("e-mail %d to %s (%s): %s; it is sent again, and may arrive twice", email.id, email.recipient,
                     message_id, reason)
         try:
-            retry_later(email, reason, 0.0)
+            outbox.retry_later(email, reason, 0.0)
         except DATABASE_ERRORS as error:
             drop_connection(self.database)
             log.warning("e-mail %d: not handed back (%s); it is sent again once its lease ends", email.id,
@@ -827,24 +681,24 @@ class Sender:
         if not emails:
             return
         try:
-            release(emails)
+            outbox.release(emails)
         except DATABASE_ERRORS:
             drop_connection(self.database)
             try:
-                release(emails)
+                outbox.release(emails)
             except DATABASE_ERRORS as error:
                 drop_connection(self.database)
                 log.warning("e-mails %s: not handed back (%s); they are sent once their lease ends",
                             ", ".join(str(email.id) for email in emails), first_line(error))
 
     def _failed(self, email: Email, reason: str) -> None:
-        mark(email, FAILED, reason)
+        outbox.mark(email, outbox.FAILED, reason)
         log.warning("e-mail %d to %s failed, not tried again: %s", email.id, email.recipient, reason)
-        self.on_outcome(FAILED)
+        self.on_outcome(outbox.FAILED)
 
     def _retry(self, email: Email, reason: str) -> None:
         delay = self.failures.delay(email.attempts)
-        retry_later(email, reason, delay)
+        outbox.retry_later(email, reason, delay)
         log.info("e-mail %d to %s not sent (%s); trying again in %.1f s", email.id, email.recipient, reason, delay)
         self.on_outcome(RETRIED)
 

@@ -16,10 +16,10 @@ import time
 import pytest
 import smtp_sink
 
-from directory_api import mail, saving
-from directory_api.mail import FAILED, LOGGED, SENT, WAITING
+from directory_api import mail, outbox, saving
 from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
+from directory_api.outbox import FAILED, LOGGED, SENT, WAITING
 from directory_api.queues.database import DatabaseQueue
 from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
@@ -146,7 +146,7 @@ def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
     def broken(new_enrolments):
         raise RuntimeError("the outbox insert failed")
 
-    monkeypatch.setattr(mail, "record", broken)
+    monkeypatch.setattr(outbox, "record", broken)
     monkeypatch.setattr(saving, "is_postgres", lambda database: False)  # the portable path calls record()
     with pytest.raises(RuntimeError):
         save_one("message-1", enrolment_payload())
@@ -156,13 +156,13 @@ def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
 def test_counts_gives_every_state(database):
     saved(2)
     Email.update(state=SENT).where(Email.id == Email.select(Email.id).order_by(Email.id).limit(1)).execute()
-    assert mail.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
+    assert outbox.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
 
 
 def test_for_enrolment_gives_its_email(database):
     [enrolment_id] = saved()
-    assert mail.for_enrolment(enrolment_id).state == WAITING
-    assert mail.for_enrolment(enrolment_id + 1000) is None
+    assert outbox.for_enrolment(enrolment_id).state == WAITING
+    assert outbox.for_enrolment(enrolment_id + 1000) is None
 
 
 # -- sending --------------------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(
     [line] = [r.getMessage() for r in caplog.records if "boss@acme.example.com" in r.getMessage()]
     assert "Your company's trade profile" in line and "EMAIL_HOST is not set" in line
     assert states() == [LOGGED] and outcomes == ["logged"]
-    assert mail.counts()["logged"] == 1
+    assert outbox.counts()["logged"] == 1
 
 
 def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sender, caplog):
@@ -454,9 +454,9 @@ def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sen
 
 def test_a_claim_taken_over_since_is_not_recorded_logged_by_its_old_holder(make_sender):
     saved(count=2)
-    claimed = mail.claim(10)
+    claimed = outbox.claim(10)
     Email.update(attempts=Email.attempts + 1).where(Email.id == claimed[0].id).execute()  # claimed again since
-    mail.mark_logged(claimed)
+    outbox.mark_logged(claimed)
     assert states() == [WAITING, LOGGED]
 
 
@@ -710,7 +710,7 @@ def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_
 def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
     make_sender, monkeypatch
 ):
-    monkeypatch.setattr(mail, "LEASE", 2.5)
+    monkeypatch.setattr(outbox, "LEASE", 2.5)
     monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
     monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
     server = SmtpServer()
@@ -723,8 +723,8 @@ def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_
         assert sender.run_once()
         returned_at = time.monotonic()
         accepted = server.sink.accepted_at
-        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < mail.LEASE
-        assert all(at - claimed_at < mail.LEASE for at in accepted)
+        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < outbox.LEASE
+        assert all(at - claimed_at < outbox.LEASE for at in accepted)
         # The rest were handed back: due now, for this sender or another, not when the lease ends.
         waiting = list(Email.select().where(Email.state == WAITING))
         assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
@@ -789,11 +789,11 @@ def email_row(**fields) -> Email:
      "sent to (recipient removed) at 2027-01-15 07:59 UTC"),
 ])
 def test_an_emails_state_reads_as_words(fields, words):
-    assert mail.state_in_words(email_row(**fields), at=AT) == words
+    assert outbox.state_in_words(email_row(**fields), at=AT) == words
 
 
 def test_no_email_reads_as_words_too():
-    assert mail.state_in_words(None) == "no confirmation e-mail recorded"
+    assert outbox.state_in_words(None) == "no confirmation e-mail recorded"
 
 
 @pytest.mark.parametrize(("error", "words"), [
