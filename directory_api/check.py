@@ -157,13 +157,13 @@ def check_email(settings: Settings) -> Finding:
     """With EMAIL_HOST, the SMTP server answers and takes the login (STARTTLS first when EMAIL_USE_TLS)."""
     if not settings.email_host:
         return Finding("e-mail", OK, EMAIL_LOGGED_ONLY)
-    from directory_api import mail
+    from directory_api import smtp
 
     try:
-        detail = mail.check_login(settings)
+        detail = smtp.check_login(settings)
     except Exception as error:  # refused, timed out, TLS, a 5xx to the login: all the user's to fix
         where = f"{settings.email_host}:{settings.email_port}"
-        return Finding("e-mail", PROBLEM, f"SMTP server {where}: {mail.reply_of(error)[1]}", FIX_SMTP)
+        return Finding("e-mail", PROBLEM, f"SMTP server {where}: {smtp.reply_of(error)[1]}", FIX_SMTP)
     return Finding("e-mail", OK, f"SMTP server {detail}")
 
 

@@ -1,77 +1,46 @@
 """The confirmation e-mail: a transactional outbox that `work` sends over SMTP on a thread of its own.
 
-saving.py records an e-mail row in the transaction that saves its enrolment,
-so an e-mail exists exactly when its enrolment does. The Sender claims
-waiting rows (claims.lease_claim) by moving their due time past a lease,
-sends each with smtplib and records the outcome at once: sent; a temporary
-failure (connection refused, timeout, 4xx) due again after a jittered backoff
-of at most 60 s, its reason in plain words; a permanent refusal (5xx) failed,
-with the server's reply. Each conversation is bounded (CONVERSATION_LIMIT)
-and started only when it fits in what is left of its lease, so a lease never
-ends while its e-mail is being sent. The record of an e-mail the server
-accepted is retried on a fresh connection until the database takes it: only
-a crash between the two may send it again, with the same Message-ID, when
-its lease ends. A stop starts no new conversation and cuts the one in hand,
-except from DATA on: the server may have the message then, so its reply is
-waited for (STOP_REPLY_WAIT, inside `work`'s 2-second stop) and recorded.
-Without EMAIL_HOST the Sender logs each e-mail instead and
-records it as logged.
-
-Every header comes from the settings or from validated fields: the To address
-is the validated company_email (checked again here), the company name goes
-in the body only, escaped in the HTML.
+Its rows (outbox.py) are recorded in the transaction that saves their
+enrolment, so an e-mail exists exactly when its enrolment does. The Sender
+claims waiting rows for a lease (outbox.LEASE), sends each (smtp.py) and
+records the outcome at once: sent; a temporary failure (connection refused,
+timeout, 4xx) due again after a jittered backoff of at most 60 s, its reason
+in plain words; a permanent refusal (5xx) failed, with the server's reply.
+Each conversation is bounded (smtp.CONVERSATION_LIMIT) and started only
+when it fits in what is left of its lease, so a lease never ends while its
+e-mail is being sent. The record of an e-mail the server accepted is retried
+on a fresh connection until the database takes it: only a crash between the
+two may send it again, with the same Message-ID, when its lease ends. A stop
+starts no new conversation and cuts the one in hand, except from DATA on:
+the server may have the message then, so its reply is waited for
+(smtp.STOP_REPLY_WAIT, inside `work`'s 2-second stop) and recorded. Without
+EMAIL_HOST the Sender logs each e-mail instead and records it as logged.
 """
 
-import contextlib
-import dataclasses
-import datetime
-import functools
-import html
 import itertools
 import logging
-import re
 import smtplib
-import socket
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from email.headerregistry import Address, HeaderRegistry
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import formatdate, parseaddr
+from collections.abc import Callable, Sequence
 
-import peewee
-
-from directory_api import enrolment
-from directory_api.claims import lease_claim
+from directory_api import outbox, smtp
 from directory_api.db import DATABASE_ERRORS, drop_connection
-from directory_api.errors import SettingsError, first_line
-from directory_api.models import Email, tuple_rows, utcnow
+from directory_api.errors import first_line
+from directory_api.models import Email
 from directory_api.settings import Settings
 from directory_api.threads import Failures, Stop
-from directory_api.vendored_internals import name_smtp_server
 
 log = logging.getLogger(__name__)
 
-WAITING, SENT, FAILED, LOGGED = "waiting", "sent", "failed", "logged"
-STATES = (WAITING, SENT, FAILED, LOGGED)
 RETRIED = "retried"  # an outcome (for on_outcome), not a state: the e-mail is waiting again
 
-SMTP_TIMEOUT = 10.0  # seconds any one socket operation of the SMTP conversation may take
-# Seconds one e-mail's whole conversation (connect, EHLO, STARTTLS, login, MAIL, RCPT, DATA) may take, however
-# steadily the server writes: a relay answers in well under a second; this is well inside the lease.
-CONVERSATION_LIMIT = 60.0
 CLAIM_SIZE = 10
-# A claim not recorded by then (its worker died) is claimed again. Long enough for a batch of slow
-# conversations; an e-mail is started only when its conversation and its record fit in what is left.
-LEASE = 300.0
 RECORD_MARGIN = 30.0  # seconds kept after a conversation for the record of its outcome
-# Seconds a stop waits for the reply to a message whose end may have been sent (the server may hold it by then),
-# and then for the record of the outcome: within `work`'s 2-second stop, with the tick that sees the signal
-# (0.1 s) and the process's own exit to spare on a loaded machine.
-STOP_REPLY_WAIT = 1.0
+# Seconds a stop waits, after the reply to a message (smtp.STOP_REPLY_WAIT), for the record of the outcome: the two
+# within `work`'s 2-second stop, with the tick that sees the signal (0.1 s) and the process's own exit to spare on
+# a loaded machine.
 STOP_RECORD_WAIT = 0.3
 FIRST_RETRY = 1.0
 LONGEST_RETRY = 60.0
@@ -80,501 +49,6 @@ LONGEST_RETRY = 60.0
 BUSY_SHARE = 0.05
 BUSY_HOLD = 1.0  # seconds a full batch counts as "busy"
 IDLE_POLLS = (0.2, 0.4, 0.8, 1.0)  # an empty outbox is looked at less and less often, then every second
-TOKEN = re.compile(r"[0-9a-f]{1,32}")
-
-TEXT_BODY = """\
-Hello,
-
-You recently registered a trade profile for your company, {company_name}, on the Export Directory.
-
-To confirm your company e-mail address and publish your profile, open this link:
-
-{url}
-
-If you did not register, you can ignore this e-mail.
-"""
-
-HTML_BODY = """\
-<!DOCTYPE html>
-<html lang="en">
-<body style="font-family: Arial, sans-serif; font-size: 16px; color: #0b0c0c;">
-<p>Hello,</p>
-<p>You recently registered a trade profile for your company, <strong>{company_name}</strong>, \
-on the Export Directory.</p>
-<p>To confirm your company e-mail address and publish your profile:</p>
-<p><a href="{url}" style="display: inline-block; padding: 10px 16px; background-color: #00703c; \
-color: #ffffff; font-weight: bold; text-decoration: none;">Confirm your company e-mail</a></p>
-<p>Or copy this link into your browser: {url}</p>
-<p>If you did not register, you can ignore this e-mail.</p>
-</body>
-</html>
-"""
-
-
-# -- recording (inside the transaction that saves the enrolment) -------------------------------------------------
-
-def now() -> float:
-    return time.time()
-
-
-def new_token() -> str:
-    """The left part of a new e-mail's Message-ID."""
-    return uuid.uuid4().hex
-
-
-def record(new_enrolments: Mapping[int, Mapping]) -> None:
-    """Record the confirmation e-mail of each new enrolment (enrolment id -> its validated payload)."""
-    if not new_enrolments:
-        return
-    due = now()
-    Email.insert_many([
-        {"enrolment": enrolment_id, "recipient": payload["company_email"], "company_name": payload["company_name"],
-         "token": new_token(), "state": WAITING, "due_at": due}
-        for enrolment_id, payload in new_enrolments.items()
-    ]).execute()
-
-
-def counts() -> dict[str, int]:
-    """E-mails in each state, for `status`: {"waiting", "sent", "failed", "logged"}."""
-    found = dict(tuple_rows(Email.select(Email.state, peewee.fn.COUNT(Email.id)).group_by(Email.state)))
-    return {state: found.get(state, 0) for state in STATES}
-
-
-def for_enrolment(enrolment_id: int) -> Email | None:
-    """The confirmation e-mail of one enrolment (its state, tries, last error), for the ops console."""
-    return Email.select().where(Email.enrolment == enrolment_id).order_by(Email.id).first()
-
-
-# -- the state in words (the ops console) ---------------------------------------------------------------------
-
-REPLY = re.compile(r"[2-5]\d\d( |$)")  # a last_error that is the SMTP server's own reply: "451 4.3.0 Try again later"
-# The last_error of releases before plain words: "ConnectionRefusedError: [Errno 111] Connection refused".
-OLD_STYLE = {"ConnectionRefusedError": "the SMTP server refused the connection",
-             "ConnectionResetError": "the SMTP server reset the connection",
-             "SMTPServerDisconnected": "the SMTP server closed the connection",
-             "TimeoutError": "timed out waiting for the SMTP server",
-             "timeout": "timed out waiting for the SMTP server",
-             "gaierror": "the SMTP server's name was not found"}
-
-
-def last_error_in_words(last_error: str) -> str:
-    """A recorded last_error as a sentence: the server's reply is said to be one; older records are translated."""
-    if REPLY.match(last_error):
-        return f"the SMTP server said {last_error}"
-    kind, colon, _ = last_error.partition(":")
-    return OLD_STYLE.get(kind, last_error) if colon else last_error
-
-
-def state_in_words(email: Email | None, at: float | None = None) -> str:
-    """An e-mail's state as an operator reads it: to whom and when it went; or its tries, next try and last error.
-
-    `at` is now, in epoch seconds (a parameter so that a test can fix it).
-    """
-    if email is None:
-        return "no confirmation e-mail recorded"
-    to = email.recipient or "(recipient removed)"
-    if email.state == SENT:
-        return f"sent to {to} {_when(email.sent)}"
-    if email.state == LOGGED:
-        return f"not sent: no EMAIL_HOST set (recorded and logged for {to} {_when(email.sent)})"
-    if email.state == FAILED:
-        return f"not sent to {to}: {last_error_in_words(email.last_error)}; not tried again"
-    return _waiting_in_words(email, to, now() if at is None else at)
-
-
-def _waiting_in_words(email: Email, to: str, at: float) -> str:
-    tries = f"{email.attempts} {'try' if email.attempts == 1 else 'tries'}"
-    if not email.last_error:
-        if email.attempts and email.due_at > at:
-            return f"being sent to {to} now ({tries})"
-        return f"waiting to be sent to {to}"
-    seconds = max(0.0, email.due_at - at)
-    next_try = datetime.datetime.fromtimestamp(email.due_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (f"not sent yet to {to}: {tries}; next try at {next_try} (in about {seconds:.0f} s); "
-            f"last error: {last_error_in_words(email.last_error)}")
-
-
-def _when(moment: datetime.datetime | None) -> str:
-    return f"at {moment:%Y-%m-%d %H:%M} UTC" if moment else "(time not recorded)"
-
-
-# -- claiming and recording outcomes --------------------------------------------------------------------------
-
-def claim(limit: int, lease: float = LEASE) -> list[Email]:
-    """Take up to `limit` waiting e-mails that are due, hidden from other senders for `lease` seconds."""
-    at = now()
-    due = (Email.state == WAITING) & (Email.due_at <= at)
-    if not Email.select(Email.id).where(due).limit(1).exists():
-        return []  # the usual idle answer, without taking SQLite's write lock
-    claiming = lease_claim(Email, due=due, order_by=Email.due_at, limit=limit,
-                           lease={Email.due_at: at + lease, Email.attempts: Email.attempts + 1})
-    return list(claiming.returning(Email).execute())
-
-
-def _still_claimed(email: Email) -> peewee.Expression:
-    # The claim is ours while the row is waiting and no one has claimed it since.
-    return (Email.id == email.id) & (Email.attempts == email.attempts) & (Email.state == WAITING)
-
-
-def mark(email: Email, state: str, reason: str = "") -> None:
-    Email.update(state=state, sent=utcnow() if state in (SENT, LOGGED) else None, last_error=reason).where(
-        _still_claimed(email)
-    ).execute()
-
-
-def mark_sent(email: Email) -> None:
-    """Record an e-mail the SMTP server accepted as sent, whoever holds its claim now: it was sent, by us."""
-    Email.update(state=SENT, sent=utcnow(), last_error="").where(
-        (Email.id == email.id) & (Email.state == WAITING)
-    ).execute()
-
-
-def mark_logged(emails: Sequence[Email]) -> None:
-    """Record claimed e-mails as logged, in one statement: without EMAIL_HOST a claim is logged all at once."""
-    claims = [(email.id, email.attempts) for email in emails]
-    Email.update(state=LOGGED, sent=utcnow(), last_error="").where(
-        peewee.Tuple(Email.id, Email.attempts).in_(claims) & (Email.state == WAITING)
-    ).execute()
-
-
-def retry_later(email: Email, reason: str, delay: float) -> None:
-    Email.update(due_at=now() + delay, last_error=reason).where(_still_claimed(email)).execute()
-
-
-def release(emails: Sequence[Email]) -> None:
-    """Hand claimed e-mails back unsent: due at once, for this sender or another."""
-    for email in emails:
-        Email.update(due_at=now()).where(_still_claimed(email)).execute()
-
-
-# -- composing ------------------------------------------------------------------------------------------------
-
-class _CachedHeaderRegistry(HeaderRegistry):
-    # The stock registry builds a new header class on every lookup: a third of the time
-    # composing an e-mail took (cProfile). The classes depend on the name only.
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type] = {}
-
-    def __getitem__(self, name):
-        key = name.lower()
-        if key not in self._classes:
-            self._classes[key] = super().__getitem__(name)
-        return self._classes[key]
-
-
-POLICY = SMTP_POLICY.clone(header_factory=_CachedHeaderRegistry())
-
-
-@dataclasses.dataclass(frozen=True)
-class MailSettings:
-    """What composing and sending need, taken once from the Settings."""
-
-    host: str | None
-    port: int
-    user: str | None
-    password: str | None
-    use_tls: bool
-    sender_name: str
-    sender_address: str
-    subject: str
-    url: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "MailSettings":
-        name, address = parseaddr(settings.confirmation_sender or "noreply@localhost")
-        return cls(
-            host=settings.email_host, port=settings.email_port, user=settings.email_host_user,
-            password=settings.email_host_password, use_tls=settings.email_use_tls, sender_name=name,
-            sender_address=address, subject=settings.confirmation_subject,
-            url=settings.confirmation_url or "http://127.0.0.1:8000/",
-        )
-
-    @property
-    def sender_domain(self) -> str:
-        return self.sender_address.rpartition("@")[2]
-
-
-class Unsendable(Exception):
-    """A recorded e-mail that can never be sent as it is (an address or token older code let through)."""
-
-
-def ascii_recipient(address: str) -> str:
-    """The validated company_email with its domain in IDNA, as SMTP and the To header carry it."""
-    if not enrolment.is_email_address(address):
-        raise Unsendable(f"recipient {address!r} is not a valid e-mail address")
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.encode('idna').decode('ascii')}"
-
-
-def message_id(email: Email, config: MailSettings) -> str:
-    if not TOKEN.fullmatch(email.token):
-        raise Unsendable(f"token {email.token!r} is not hexadecimal")
-    return f"<{email.token}@{config.sender_domain}>"
-
-
-def compose(email: Email, config: MailSettings) -> EmailMessage:
-    """The confirmation e-mail: text with an HTML alternative; headers from the settings and validated fields only."""
-    message = EmailMessage(policy=POLICY)
-    message["Subject"] = config.subject
-    message["From"] = Address(display_name=config.sender_name, addr_spec=config.sender_address)
-    message["To"] = Address(addr_spec=ascii_recipient(email.recipient))
-    message["Date"] = email_date()
-    message["Message-ID"] = message_id(email, config)
-    message.set_content(TEXT_BODY.format(company_name=email.company_name, url=config.url))
-    message.add_alternative(
-        HTML_BODY.format(company_name=html.escape(email.company_name), url=html.escape(config.url)), subtype="html"
-    )
-    return message
-
-
-def email_date() -> str:
-    return formatdate(usegmt=True)
-
-
-# -- sending --------------------------------------------------------------------------------------------------
-
-# Refusals of one message; the connection goes on. Anything else ends the connection.
-MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
-
-
-class ConversationTooLong(TimeoutError):
-    """The SMTP conversation of one e-mail passed CONVERSATION_LIMIT: it was cut, however steadily the server wrote."""
-
-
-CUT_BY_A_STOP = "the SMTP conversation was cut short by a stop"
-
-
-class Unanswered(ConnectionAbortedError):
-    """A stop cut the conversation after DATA began and before the reply came: the server may have the message."""
-
-
-def reply_of(error: BaseException) -> tuple[int | None, str]:
-    """The SMTP reply code and text behind an error, or (None, what happened) when the server did not answer."""
-    reply: bytes | str
-    if isinstance(error, smtplib.SMTPRecipientsRefused) and error.recipients:
-        code, reply = next(iter(error.recipients.values()))
-    elif isinstance(error, smtplib.SMTPResponseException):
-        code, reply = error.smtp_code, error.smtp_error
-    else:
-        return None, f"{type(error).__name__}: {first_line(error)}"
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return code, f"{code} {' '.join(text.split())}"
-
-
-# What went wrong, in words an operator reads on the console, for errors where the server gave no reply.
-PLAIN_WORDS: tuple[tuple[type[BaseException], str], ...] = (
-    (ConversationTooLong, "timed out: the SMTP conversation took longer than {limit:g} s"),
-    (ConnectionRefusedError, "the SMTP server refused the connection"),
-    (ConnectionResetError, "the SMTP server reset the connection"),
-    (smtplib.SMTPServerDisconnected, "the SMTP server closed the connection"),
-    (ssl.SSLCertVerificationError, "the SMTP server's TLS certificate is not trusted"),
-    (ssl.SSLError, "the TLS handshake with the SMTP server failed"),
-    (socket.gaierror, "the SMTP server's name was not found"),
-    (TimeoutError, "timed out waiting for the SMTP server"),
-)
-
-
-def plain_error(error: BaseException) -> str:
-    """What went wrong, in plain words: "the SMTP server refused the connection", or the server's own reply."""
-    code, reply = reply_of(error)
-    if code is not None:
-        return reply  # "451 4.3.0 Try again later": the server's words, which name the problem best
-    for kind, words in PLAIN_WORDS:
-        if isinstance(error, kind):
-            return words.format(limit=CONVERSATION_LIMIT)
-    reason = getattr(error, "strerror", None) or first_line(error) or type(error).__name__
-    return f"the SMTP server could not be reached: {reason}"
-
-
-def is_permanent(error: BaseException) -> bool:
-    """A 5xx refusal of the message itself: it will never be accepted, so it is not tried again."""
-    code, _ = reply_of(error)
-    return isinstance(error, MESSAGE_REFUSALS) and code is not None and 500 <= code < 600
-
-
-@functools.cache
-def local_hostname() -> str:
-    # smtplib looks it up (DNS) on every connection otherwise.
-    return socket.getfqdn()
-
-
-class Conversation(smtplib.SMTP):
-    """smtplib's SMTP connection, telling its SmtpTransport before each reply is read and while DATA runs."""
-
-    def __init__(self, transport: "SmtpTransport", **options):
-        super().__init__(**options)
-        self.transport = transport
-
-    # smtplib reads every reply, the greeting included, with getreply(), and sends every message with data():
-    # the stop tests prove it still does.
-    def getreply(self):
-        self.transport.reading_reply()
-        return super().getreply()
-
-    def data(self, msg):
-        with self.transport.sending_data():
-            return super().data(msg)
-
-
-class SmtpTransport:
-    """One SMTP connection at a time, opened when there is something to send.
-
-    Each e-mail's conversation (connecting included) is cut at
-    CONVERSATION_LIMIT however steadily the server writes: the socket timeout
-    bounds each read only, and a server that dribbles a line every few
-    seconds would hold the sender, and outlive the claim's lease. interrupt()
-    (a stop, from another thread) cuts it at once before DATA; from DATA on,
-    the server may have the message, so a stop waits STOP_REPLY_WAIT for its
-    reply before it cuts.
-    """
-
-    def __init__(self, config: MailSettings, tls_context: ssl.SSLContext | None = None):
-        if config.host is None:
-            raise SettingsError("EMAIL_HOST is not set: there is no SMTP server to send through")
-        self.host = config.host
-        self.config = config
-        self.tls_context = tls_context
-        self._smtp: smtplib.SMTP | None = None
-        self._lock = threading.Lock()
-        self._interrupted = False
-        self._in_data = False
-        self._reply_timer: threading.Timer | None = None
-        self._unanswered = False
-        self.stop_deadline: float | None = None  # (monotonic) when a stop that came during DATA cuts it
-
-    def send(self, message: EmailMessage, recipient: str) -> None:
-        """Send one message; Unanswered when a stop cut it after DATA began, before the reply came."""
-        with self._bounded(CONVERSATION_LIMIT):
-            smtp = self._smtp or self.connect()
-            try:
-                smtp.send_message(message, from_addr=self.config.sender_address, to_addrs=[recipient])
-            except OSError as error:
-                if self._unanswered:
-                    raise Unanswered(f"the worker stopped during DATA and the SMTP server had not answered "
-                                     f"{STOP_REPLY_WAIT:g} s later: it may have the message") from error
-                raise
-
-    def connect(self) -> smtplib.SMTP:
-        """Open the connection: EHLO, STARTTLS when EMAIL_USE_TLS, the login when EMAIL_HOST_USER is set."""
-        smtp = Conversation(self, timeout=SMTP_TIMEOUT, local_hostname=local_hostname())
-        # Made unconnected, so that a cut reaches the greeting too; STARTTLS must still name the server.
-        name_smtp_server(smtp, self.host)
-        with self._lock:
-            self._smtp = smtp  # before connecting, so that a cut reaches the greeting too
-            interrupted = self._interrupted
-        try:
-            if interrupted:  # interrupt() came before there was anything to cut
-                raise ConnectionAbortedError(CUT_BY_A_STOP)
-            smtp.connect(self.host, self.config.port)
-            smtp.ehlo()
-            if self.config.use_tls:
-                smtp.starttls(context=self.tls_context or ssl.create_default_context())
-                smtp.ehlo()
-            if self.config.user:
-                smtp.login(self.config.user, self.config.password or "")
-        except BaseException:
-            self.close()
-            raise
-        return smtp
-
-    def close(self) -> None:
-        with self._lock:
-            smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        try:
-            with self._bounded(SMTP_TIMEOUT):  # a QUIT answered a line at a time must not hold the sender either
-                smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-
-    def interrupt(self) -> None:
-        """A stop: no conversation starts; the one in progress is cut at once, or STOP_REPLY_WAIT after, in DATA."""
-        with self._lock:
-            first, self._interrupted = not self._interrupted, True
-            if self._in_data:
-                if first:
-                    self.stop_deadline = time.monotonic() + STOP_REPLY_WAIT
-                    self._reply_timer = threading.Timer(STOP_REPLY_WAIT, self._cut_unanswered)
-                    self._reply_timer.daemon = True
-                    self._reply_timer.start()
-                return
-        self._cut()
-
-    def reading_reply(self) -> None:
-        """Before each reply: a stop that came while connecting, when there was no socket to cut yet, ends it here."""
-        with self._lock:
-            if self._interrupted and not self._in_data:
-                raise ConnectionAbortedError(CUT_BY_A_STOP)
-
-    @contextlib.contextmanager
-    def sending_data(self) -> Iterator[None]:
-        """DATA, the message, its end and the reply: a stop that comes meanwhile waits for the reply (interrupt)."""
-        with self._lock:
-            if self._interrupted:  # the stop came first: the message is not started
-                raise ConnectionAbortedError(CUT_BY_A_STOP)
-            self._in_data = True
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_data = False
-                timer, self._reply_timer = self._reply_timer, None
-                interrupted = self._interrupted
-            if timer is not None:
-                timer.cancel()
-            if interrupted:
-                self._cut()  # answered: nothing more is said (not even a RSET after a refusal) once stopped
-
-    def _cut_unanswered(self) -> None:
-        with self._lock:
-            if not self._in_data:
-                return  # answered in time
-            self._unanswered = True
-        self._cut()
-
-    @contextlib.contextmanager
-    def _bounded(self, seconds: float) -> Iterator[None]:
-        """Cut the conversation if the block runs past `seconds`; it then raises ConversationTooLong."""
-        overran = threading.Event()
-
-        def overrun() -> None:
-            overran.set()
-            self._cut()
-
-        timer = threading.Timer(seconds, overrun)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        except OSError as error:  # smtplib's errors are OSErrors too
-            if overran.is_set():
-                raise ConversationTooLong(f"the SMTP conversation took longer than {seconds:g} s") from error
-            raise
-        finally:
-            timer.cancel()
-
-    def _cut(self) -> None:
-        with self._lock:
-            smtp = self._smtp
-        sock = getattr(smtp, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def check_login(settings: Settings, tls_context: ssl.SSLContext | None = None) -> str:
-    """Connect, STARTTLS and log in as `work` would, then quit; what was checked. Raises what went wrong."""
-    config = MailSettings.from_settings(settings)
-    transport = SmtpTransport(config, tls_context)
-    try:
-        with transport._bounded(CONVERSATION_LIMIT):  # as `work` would: a dribbling server must not hold `check`
-            transport.connect()
-    finally:
-        transport.close()
-    steps = ["STARTTLS" if config.use_tls else "no TLS", f"login as {config.user}" if config.user else "no login"]
-    return f"{config.host}:{config.port} answers ({', '.join(steps)})"
 
 
 def retry_failures(rng: Callable[[], float] | None = None) -> Failures:
@@ -596,14 +70,14 @@ class Sender:
         self,
         settings: Settings,
         *,
-        transport: SmtpTransport | None = None,
+        transport: smtp.SmtpTransport | None = None,
         tls_context: ssl.SSLContext | None = None,
         on_outcome: Callable[[str], None] = lambda outcome: None,
         rng: Callable[[], float] | None = None,
     ):
-        self.config = MailSettings.from_settings(settings)
+        self.config = smtp.MailSettings.from_settings(settings)
         self.database = Email._meta.database
-        self.transport = transport or (SmtpTransport(self.config, tls_context) if self.config.host else None)
+        self.transport = transport or (smtp.SmtpTransport(self.config, tls_context) if self.config.host else None)
         self.on_outcome = on_outcome
         # Consecutive connection or database failures; they set the pause before the next pass.
         self.failures = retry_failures(rng)
@@ -634,7 +108,7 @@ class Sender:
 
     def stop(self) -> None:
         """Stop soon: no e-mail is started; the one in hand is cut and handed back, unless its DATA has begun:
-        then its reply is waited for (STOP_REPLY_WAIT) and recorded."""
+        then its reply is waited for (smtp.STOP_REPLY_WAIT) and recorded."""
         self.stopping.request()
         if self.transport is not None:
             self.transport.interrupt()
@@ -700,7 +174,8 @@ class Sender:
             drop_connection(self.database)
             return f"database unreachable ({first_line(error)})"
         if isinstance(error, (smtplib.SMTPException, OSError)):
-            return f"SMTP server {self.config.host}:{self.config.port}: {plain_error(error)} ({reply_of(error)[1]})"
+            server = f"{self.config.host}:{self.config.port}"
+            return f"SMTP server {server}: {smtp.plain_error(error)} ({smtp.reply_of(error)[1]})"
         log.error("e-mail sender: unexpected error", exc_info=error)
         return "unexpected error"
 
@@ -709,8 +184,8 @@ class Sender:
     def run_once(self) -> bool:
         """Claim a batch and deliver it; False when nothing was due. A connection failure is raised after the
         claimed e-mails are rescheduled."""
-        lease_ends = time.monotonic() + LEASE  # taken before the claim: the lease may only end later than this
-        emails = claim(CLAIM_SIZE)
+        lease_ends = time.monotonic() + outbox.LEASE  # taken before the claim: the lease may only end later than this
+        emails = outbox.claim(CLAIM_SIZE)
         if not emails:
             return False
         if self.transport is None:
@@ -720,15 +195,16 @@ class Sender:
         self.failures.reset()
         return True
 
-    def deliver_claim(self, emails: Sequence[Email], transport: SmtpTransport, lease_ends: float) -> None:
+    def deliver_claim(self, emails: Sequence[Email], transport: smtp.SmtpTransport, lease_ends: float) -> None:
         """Deliver claimed e-mails one by one; those that cannot be, in time or after a failure, are handed back.
 
-        An e-mail is started only when its whole conversation (CONVERSATION_LIMIT)
-        and its record fit in what is left of the lease: a lease never ends while
-        its e-mail is being sent, so another sender never sends it too.
+        An e-mail is started only when its whole conversation
+        (smtp.CONVERSATION_LIMIT) and its record fit in what is left of the
+        lease: a lease never ends while its e-mail is being sent, so another
+        sender never sends it too.
         """
         for index, email in enumerate(emails):
-            if self.stopping.requested or time.monotonic() + CONVERSATION_LIMIT + RECORD_MARGIN > lease_ends:
+            if self.stopping.requested or time.monotonic() + smtp.CONVERSATION_LIMIT + RECORD_MARGIN > lease_ends:
                 self._hand_back(emails[index:])
                 return
             try:
@@ -742,33 +218,33 @@ class Sender:
         for email in emails:
             log.info("e-mail to %s, subject %r: logged, not sent (EMAIL_HOST is not set)", email.recipient,
                      self.config.subject)
-        mark_logged(emails)
+        outbox.mark_logged(emails)
         for _ in emails:
-            self.on_outcome(LOGGED)
+            self.on_outcome(outbox.LOGGED)
         self.failures.reset()
 
-    def deliver(self, email: Email, transport: SmtpTransport) -> None:
+    def deliver(self, email: Email, transport: smtp.SmtpTransport) -> None:
         """Send one claimed e-mail and record the outcome; connection failures are raised."""
         try:
-            message = compose(email, self.config)
-            transport.send(message, ascii_recipient(email.recipient))
-        except Unsendable as error:
+            message = smtp.compose(email, self.config)
+            transport.send(message, smtp.ascii_recipient(email.recipient))
+        except smtp.Unsendable as error:
             self._failed(email, str(error))
-        except MESSAGE_REFUSALS as error:
-            if is_permanent(error):
-                self._failed(email, reply_of(error)[1])
+        except smtp.MESSAGE_REFUSALS as error:
+            if smtp.is_permanent(error):
+                self._failed(email, smtp.reply_of(error)[1])
             else:
-                self._retry(email, reply_of(error)[1])
-        except Unanswered as error:
+                self._retry(email, smtp.reply_of(error)[1])
+        except smtp.Unanswered as error:
             transport.close()
             self._unanswered(email, message["Message-ID"], str(error))
             raise
         except (smtplib.SMTPException, OSError) as error:
             transport.close()
             if self.stopping.requested:
-                release([email])  # cut by stop() before DATA: the server never had it
+                outbox.release([email])  # cut by stop() before DATA: the server never had it
             else:
-                self._retry(email, plain_error(error))
+                self._retry(email, smtp.plain_error(error))
             raise
         else:
             self._sent(email, message["Message-ID"])
@@ -779,7 +255,7 @@ class Sender:
         Left unrecorded, the e-mail would be sent again when its lease ends:
         only a crash (or a stop) before the record may do that.
         """
-        if not self._until_recorded(lambda: mark_sent(email)):
+        if not self._until_recorded(lambda: outbox.mark_sent(email)):
             log.error("e-mail %d to %s was sent as %s but the stop came before it could be recorded; it may be "
                       "sent again, with the same Message-ID", email.id, email.recipient, message_id)
             return
@@ -788,7 +264,7 @@ class Sender:
                      email.attempts, email.last_error)
         else:
             log.debug("e-mail %d to %s sent as %s", email.id, email.recipient, message_id)
-        self.on_outcome(SENT)
+        self.on_outcome(outbox.SENT)
 
     def _unanswered(self, email: Email, message_id: str, reason: str) -> None:
         """Hand back an e-mail whose message a stop cut before its reply came: the server may have it, or not."""
@@ -801,7 +277,7 @@ class Sender:
         log.warning("e-mail %d to %s (%s): %s; it is sent again, and may arrive twice", email.id, email.recipient,
                     message_id, reason)
         try:
-            retry_later(email, reason, 0.0)
+            outbox.retry_later(email, reason, 0.0)
         except DATABASE_ERRORS as error:
             drop_connection(self.database)
             log.warning("e-mail %d: not handed back (%s); it is sent again once its lease ends", email.id,
@@ -827,24 +303,24 @@ class Sender:
         if not emails:
             return
         try:
-            release(emails)
+            outbox.release(emails)
         except DATABASE_ERRORS:
             drop_connection(self.database)
             try:
-                release(emails)
+                outbox.release(emails)
             except DATABASE_ERRORS as error:
                 drop_connection(self.database)
                 log.warning("e-mails %s: not handed back (%s); they are sent once their lease ends",
                             ", ".join(str(email.id) for email in emails), first_line(error))
 
     def _failed(self, email: Email, reason: str) -> None:
-        mark(email, FAILED, reason)
+        outbox.mark(email, outbox.FAILED, reason)
         log.warning("e-mail %d to %s failed, not tried again: %s", email.id, email.recipient, reason)
-        self.on_outcome(FAILED)
+        self.on_outcome(outbox.FAILED)
 
     def _retry(self, email: Email, reason: str) -> None:
         delay = self.failures.delay(email.attempts)
-        retry_later(email, reason, delay)
+        outbox.retry_later(email, reason, delay)
         log.info("e-mail %d to %s not sent (%s); trying again in %.1f s", email.id, email.recipient, reason, delay)
         self.on_outcome(RETRIED)
 

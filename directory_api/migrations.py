@@ -52,7 +52,7 @@ def _initial_schema(database: peewee.Database) -> None:
 
 
 def _email_outbox(database: peewee.Database) -> None:
-    """The confirmation e-mail outbox (mail.py), as it was at this step."""
+    """The confirmation e-mail outbox (outbox.py), as it was at this step."""
 
     # A copy of models.Email at this step, so the step creates the same table whatever the model becomes.
     class Email(peewee.Model):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import peewee
 
-from directory_api import mail
+from directory_api import outbox
 from directory_api.models import Email, Rejection, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def remove(rejection_days: int, email_days: int, now: datetime.datetime) -> Remo
             Rejection.select(Rejection.id).where(old & Rejection.erased.is_null()).limit(CHUNK)), now))
     if email_days:
         # A waiting e-mail still needs its recipient, however old.
-        old = (Email.created < now - datetime.timedelta(days=email_days)) & (Email.state != mail.WAITING)
+        old = (Email.created < now - datetime.timedelta(days=email_days)) & (Email.state != outbox.WAITING)
         emails = _in_chunks(lambda: strip_emails(Email.id.in_(
             Email.select(Email.id).where(old & (Email.recipient != "")).limit(CHUNK))))
     return Removed(rejections, emails)

@@ -11,7 +11,7 @@ never sinks the others, and when another worker got in first the rest go in
 one by one, each under its own savepoint. A message that can never be saved
 is recorded as a rejection, or, set aside again after a re-drive, its
 rejection gets the fresh reasons. Each new enrolment's confirmation e-mail is
-recorded in the same transaction (mail.py sends it later).
+recorded in the same transaction (outbox.py; mail.py sends it later).
 
 A client that retries a POST (after a timeout, say) sends the same payload
 in a new message: when a payload meets a registered company and equals the
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 
 import peewee
 
-from directory_api import enrolment, mail
+from directory_api import enrolment, outbox
 from directory_api.db import is_postgres
 from directory_api.models import (
     Audit,
@@ -188,7 +188,7 @@ def _insert_all_postgres(valid: Mapping[str, dict]) -> dict[str, int]:
     rows = [_postgres_input_row(message_id, payload) for message_id, payload in valid.items()]
     cursor = database.execute_sql(POSTGRES_INSERT_ALL, {
         "rows": json.dumps(rows, separators=(",", ":"), ensure_ascii=False),
-        "now": utcnow(), "email_state": mail.WAITING, "email_due": mail.now(),
+        "now": utcnow(), "email_state": outbox.WAITING, "email_due": outbox.now(),
     })
     return {message_id: enrolment_id for enrolment_id, message_id in cursor.fetchall()}
 
@@ -211,7 +211,7 @@ def _postgres_input_row(message_id: str, payload: Mapping) -> dict:
         "company_email": payload["company_email"],
         "mobile_number": payload.get("mobile_number", ""),
         "referrer": payload.get("referrer", ""),
-        "email_token": mail.new_token(),
+        "email_token": outbox.new_token(),
     }
 
 
@@ -235,7 +235,7 @@ def _insert_all_portable(valid: Mapping[str, dict]) -> dict[str, int]:
         Supplier.insert_many(
             [{"company": company_ids[p["company_number"]], **_supplier_fields(p)} for p in new]
         ).execute()
-        mail.record({enrolment_ids[m]: valid[m] for m in valid if m in enrolment_ids})
+        outbox.record({enrolment_ids[m]: valid[m] for m in valid if m in enrolment_ids})
     return enrolment_ids
 
 
@@ -252,7 +252,7 @@ def _insert_one(message_id: str, payload: dict) -> Outcome:
                 return Duplicate()
             company_id = Company.insert(**_company_fields(payload)).execute()
             Supplier.insert(company=company_id, **_supplier_fields(payload)).execute()
-            mail.record({rows[0].id: payload})
+            outbox.record({rows[0].id: payload})
     except peewee.IntegrityError:
         errors = Registered.lookup([payload]).conflicts(payload)
         if not errors:

@@ -48,7 +48,7 @@ prometheus_client: metrics.py switches to multiprocess mode after prometheus_cli
   (reload_value_class).
 bottle: access.py labels a mounted app's routes with the mount's prefix, which bottle keeps in
   the mount route's config: Route.config["mountpoint"] (mountpoint).
-smtplib (the standard library's, so the Python version is what is checked): mail.py makes its SMTP
+smtplib (the standard library's, so the Python version is what is checked): smtp.py makes its SMTP
   connection unconnected, so that a stop can cut the greeting too, and has STARTTLS name the server
   (SNI, the certificate's check) as the constructor would have: SMTP._host (name_smtp_server).
 """

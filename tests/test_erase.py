@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from directory_api import mail
+from directory_api import outbox
 from directory_api.models import Audit, Company, Email, Enrolment, Rejection, Supplier
 from directory_api.ops import erase as erasing
 from directory_api.ops.erase import NOT_SENT, erase
@@ -80,8 +80,8 @@ def test_a_waiting_email_of_an_erased_enrolment_is_never_sent(database):
     enrolment_id = enrol()
     erase(sso_id=11)
     email = Email.get(Email.enrolment == enrolment_id)
-    assert (email.state, email.last_error) == (mail.FAILED, NOT_SENT)
-    assert mail.claim(10) == []
+    assert (email.state, email.last_error) == (outbox.FAILED, NOT_SENT)
+    assert outbox.claim(10) == []
 
 
 def test_after_an_erase_the_same_company_enrols_again_as_a_new_enrolment_not_a_retry(database):

@@ -8,7 +8,7 @@ import time
 import psycopg2
 import pytest
 
-from directory_api import jobs, mail, retention, saving
+from directory_api import jobs, outbox, retention, saving
 from directory_api.jobs import Job
 from directory_api.models import Email, Enrolment, JobRun, Rejection
 from tests.factories import enrolment_payload, save_one, worker_settings
@@ -135,9 +135,9 @@ def email(message_id: str, created: datetime.datetime, state: str) -> Email:
 def test_retention_removes_personal_data_past_the_days_and_keeps_ids_reasons_and_times(database, settings, caplog):
     old = rejection("old", START - datetime.timedelta(days=91))
     recent = rejection("recent", START - datetime.timedelta(days=89))
-    sent_long_ago = email("sent", START - datetime.timedelta(days=91), mail.SENT)
-    waiting_long_ago = email("waiting", START - datetime.timedelta(days=91), mail.WAITING)
-    logged_lately = email("logged", START - datetime.timedelta(days=1), mail.LOGGED)
+    sent_long_ago = email("sent", START - datetime.timedelta(days=91), outbox.SENT)
+    waiting_long_ago = email("waiting", START - datetime.timedelta(days=91), outbox.WAITING)
+    logged_lately = email("logged", START - datetime.timedelta(days=1), outbox.LOGGED)
     caplog.set_level(logging.INFO, logger="directory_api.jobs")
 
     assert jobs.run_due(jobs.jobs_for(settings), settings, Clock()) == ["retention"]
@@ -159,7 +159,7 @@ def test_retention_removes_personal_data_past_the_days_and_keeps_ids_reasons_and
 
 def test_zero_days_keep_personal_data_for_ever(database, database_url):
     rejection("old", START - datetime.timedelta(days=3650))
-    email("sent", START - datetime.timedelta(days=3650), mail.SENT)
+    email("sent", START - datetime.timedelta(days=3650), outbox.SENT)
     settings = worker_settings(database_url, REJECTION_RETENTION_DAYS="0", EMAIL_RETENTION_DAYS="0")
     jobs.run_due(jobs.jobs_for(settings), settings, Clock())
     assert Rejection.get(message_id="old").payload is not None
@@ -170,7 +170,7 @@ def test_the_oldest_records_still_holding_personal_data(database):
     assert retention.oldest_personal() == {"rejection": None, "email": None}
     rejection("oldest", START - datetime.timedelta(days=200))
     rejection("newer", START - datetime.timedelta(days=20))
-    email("sent", START - datetime.timedelta(days=30), mail.SENT)
+    email("sent", START - datetime.timedelta(days=30), outbox.SENT)
     assert retention.oldest_personal() == {"rejection": START - datetime.timedelta(days=200),
                                            "email": START - datetime.timedelta(days=30)}
     retention.remove(100, 10, START)
@@ -201,7 +201,7 @@ def test_status_shows_the_oldest_records_still_holding_personal_data(database):
 
     assert status.personal_data_figures() == {"oldest_rejection": None, "oldest_email": None}
     rejection("old", START - datetime.timedelta(days=200))
-    email("sent", START - datetime.timedelta(days=30), mail.SENT)
+    email("sent", START - datetime.timedelta(days=30), outbox.SENT)
     figures = status.personal_data_figures()
     assert figures == {"oldest_rejection": "2026-05-15T09:00:00Z", "oldest_email": "2026-11-01T09:00:00Z"}
     assert status.personal_data_line({"personal_data": figures}) == (

@@ -16,11 +16,20 @@ import time
 import pytest
 import smtp_sink
 
-from directory_api import mail, saving
-from directory_api.mail import FAILED, LOGGED, SENT, WAITING
+from directory_api import mail, outbox, saving
 from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
+from directory_api.outbox import FAILED, LOGGED, SENT, WAITING
 from directory_api.queues.database import DatabaseQueue
+from directory_api.smtp import (
+    STOP_REPLY_WAIT,
+    ConversationTooLong,
+    MailSettings,
+    SmtpTransport,
+    is_permanent,
+    plain_error,
+    reply_of,
+)
 from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
 from tests.factories import enrolment_body, enrolment_payload, save_one, worker_settings
@@ -146,7 +155,7 @@ def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
     def broken(new_enrolments):
         raise RuntimeError("the outbox insert failed")
 
-    monkeypatch.setattr(mail, "record", broken)
+    monkeypatch.setattr(outbox, "record", broken)
     monkeypatch.setattr(saving, "is_postgres", lambda database: False)  # the portable path calls record()
     with pytest.raises(RuntimeError):
         save_one("message-1", enrolment_payload())
@@ -156,13 +165,13 @@ def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
 def test_counts_gives_every_state(database):
     saved(2)
     Email.update(state=SENT).where(Email.id == Email.select(Email.id).order_by(Email.id).limit(1)).execute()
-    assert mail.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
+    assert outbox.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
 
 
 def test_for_enrolment_gives_its_email(database):
     [enrolment_id] = saved()
-    assert mail.for_enrolment(enrolment_id).state == WAITING
-    assert mail.for_enrolment(enrolment_id + 1000) is None
+    assert outbox.for_enrolment(enrolment_id).state == WAITING
+    assert outbox.for_enrolment(enrolment_id + 1000) is None
 
 
 # -- sending --------------------------------------------------------------------------------------------------
@@ -359,7 +368,7 @@ def test_a_stop_right_after_the_message_was_sent_waits_for_the_reply_and_records
     started = time.monotonic()
     sender.stop()
     sender.join(0.1)  # as the worker's grace would be: the reply awaited extends it
-    assert sender.done.is_set() and time.monotonic() - started < mail.STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
+    assert sender.done.is_set() and time.monotonic() - started < STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
     assert sorted(states()) == [SENT, WAITING]  # the other e-mail of the claim was not started, but handed back
     assert smtp.sink.count == 1
     make_due()  # every lease ends: an e-mail sent but left claimed would go again now
@@ -381,7 +390,7 @@ def test_a_stop_whose_message_is_never_answered_hands_it_back_after_the_reply_wa
     sender.stop()
     sender.join(0.1)
     waited = time.monotonic() - started
-    assert sender.done.is_set() and mail.STOP_REPLY_WAIT - 0.1 < waited < mail.STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
+    assert sender.done.is_set() and STOP_REPLY_WAIT - 0.1 < waited < STOP_REPLY_WAIT + mail.STOP_RECORD_WAIT
     email = Email.get()
     assert (email.state, email.last_error) == (WAITING, "the worker stopped during DATA and the SMTP server had "
                                                         "not answered 1 s later: it may have the message")
@@ -441,7 +450,7 @@ def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(
     [line] = [r.getMessage() for r in caplog.records if "boss@acme.example.com" in r.getMessage()]
     assert "Your company's trade profile" in line and "EMAIL_HOST is not set" in line
     assert states() == [LOGGED] and outcomes == ["logged"]
-    assert mail.counts()["logged"] == 1
+    assert outbox.counts()["logged"] == 1
 
 
 def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sender, caplog):
@@ -454,9 +463,9 @@ def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sen
 
 def test_a_claim_taken_over_since_is_not_recorded_logged_by_its_old_holder(make_sender):
     saved(count=2)
-    claimed = mail.claim(10)
+    claimed = outbox.claim(10)
     Email.update(attempts=Email.attempts + 1).where(Email.id == claimed[0].id).execute()  # claimed again since
-    mail.mark_logged(claimed)
+    outbox.mark_logged(claimed)
     assert states() == [WAITING, LOGGED]
 
 
@@ -482,11 +491,11 @@ def test_while_the_queue_is_busy_a_whole_pass_counts_against_the_share(make_send
 
 def test_reply_of_names_the_code_and_text():
     refused = smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"5.1.1 No such\n user")})
-    assert mail.reply_of(refused) == (550, "550 5.1.1 No such user")
-    assert mail.is_permanent(refused)
-    assert not mail.is_permanent(smtplib.SMTPDataError(451, b"later"))
-    assert not mail.is_permanent(smtplib.SMTPAuthenticationError(535, b"bad login"))
-    assert mail.reply_of(ConnectionRefusedError(111, "Connection refused"))[0] is None
+    assert reply_of(refused) == (550, "550 5.1.1 No such user")
+    assert is_permanent(refused)
+    assert not is_permanent(smtplib.SMTPDataError(451, b"later"))
+    assert not is_permanent(smtplib.SMTPAuthenticationError(535, b"bad login"))
+    assert reply_of(ConnectionRefusedError(111, "Connection refused"))[0] is None
 
 
 # -- in the worker ----------------------------------------------------------------------------------------------
@@ -565,7 +574,7 @@ def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make
 
 
 def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(database_url, smtp):
-    transport = mail.SmtpTransport(mail.MailSettings.from_settings(mail_settings(database_url, smtp.port)))
+    transport = SmtpTransport(MailSettings.from_settings(mail_settings(database_url, smtp.port)))
     transport.interrupt()  # nothing to cut yet
     with pytest.raises(ConnectionAbortedError):
         transport.connect()
@@ -691,15 +700,16 @@ class DribblingServer:
 def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_than_the_conversation_limit(
     make_sender, monkeypatch, at
 ):
-    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
-    monkeypatch.setattr(mail, "SMTP_TIMEOUT", 0.6)  # each line comes sooner: only the whole-conversation bound cuts
+    monkeypatch.setattr("directory_api.smtp.CONVERSATION_LIMIT", 1.0)
+    # Each line comes sooner than the socket's timeout: only the whole-conversation bound cuts.
+    monkeypatch.setattr("directory_api.smtp.SMTP_TIMEOUT", 0.6)
     server = DribblingServer(at, every=0.2)
     try:
         saved()
         sender = make_sender(server.port)
         trying = Background(sender.run_once)
         assert trying.done.wait(5), "the sender is still held by the dribbling server"
-        assert isinstance(trying.error, mail.ConversationTooLong)
+        assert isinstance(trying.error, ConversationTooLong)
         email = Email.get()
         assert (email.state, email.last_error) == (WAITING, "timed out: the SMTP conversation took longer than 1 s")
         assert email.due_at < time.time() + 60  # tried again after a backoff, not after the 5-minute lease
@@ -710,8 +720,8 @@ def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_
 def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
     make_sender, monkeypatch
 ):
-    monkeypatch.setattr(mail, "LEASE", 2.5)
-    monkeypatch.setattr(mail, "CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(outbox, "LEASE", 2.5)
+    monkeypatch.setattr("directory_api.smtp.CONVERSATION_LIMIT", 1.0)
     monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
     server = SmtpServer()
     server.sink = SlowSink(delay=0.5)
@@ -723,8 +733,8 @@ def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_
         assert sender.run_once()
         returned_at = time.monotonic()
         accepted = server.sink.accepted_at
-        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < mail.LEASE
-        assert all(at - claimed_at < mail.LEASE for at in accepted)
+        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < outbox.LEASE
+        assert all(at - claimed_at < outbox.LEASE for at in accepted)
         # The rest were handed back: due now, for this sender or another, not when the lease ends.
         waiting = list(Email.select().where(Email.state == WAITING))
         assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
@@ -789,16 +799,16 @@ def email_row(**fields) -> Email:
      "sent to (recipient removed) at 2027-01-15 07:59 UTC"),
 ])
 def test_an_emails_state_reads_as_words(fields, words):
-    assert mail.state_in_words(email_row(**fields), at=AT) == words
+    assert outbox.state_in_words(email_row(**fields), at=AT) == words
 
 
 def test_no_email_reads_as_words_too():
-    assert mail.state_in_words(None) == "no confirmation e-mail recorded"
+    assert outbox.state_in_words(None) == "no confirmation e-mail recorded"
 
 
 @pytest.mark.parametrize(("error", "words"), [
     (ConnectionRefusedError(111, "Connection refused"), "the SMTP server refused the connection"),
-    (mail.ConversationTooLong("cut"), "timed out: the SMTP conversation took longer than 60 s"),
+    (ConversationTooLong("cut"), "timed out: the SMTP conversation took longer than 60 s"),
     (TimeoutError("timed out"), "timed out waiting for the SMTP server"),
     (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "the SMTP server closed the connection"),
     (socket.gaierror(-2, "Name or service not known"), "the SMTP server's name was not found"),
@@ -806,4 +816,4 @@ def test_no_email_reads_as_words_too():
     (smtplib.SMTPDataError(451, b"4.3.0 Try again later"), "451 4.3.0 Try again later"),
 ])
 def test_a_failure_is_recorded_in_plain_words(error, words):
-    assert mail.plain_error(error) == words
+    assert plain_error(error) == words

@@ -242,7 +242,7 @@ def test_starttls_names_the_server_given_to_name_smtp_server():
             self.named = server_hostname
             return sock
 
-    smtp = smtplib.SMTP()  # unconnected, as mail.py makes it
+    smtp = smtplib.SMTP()  # unconnected, as smtp.py makes it
     internals.name_smtp_server(smtp, "mail.example.com")
     smtp.ehlo_resp, smtp.esmtp_features = b"mail.example.com", {"starttls": ""}  # as after an EHLO
     smtp.docmd = lambda command, args="": (220, b"ready")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import peewee
 
-from directory_api import mail, migrations, models
+from directory_api import migrations, models, outbox
 from directory_api.db import DATABASE_ERRORS, bind
 from directory_api.errors import UserError, first_line
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, enrolment_company_number, utcnow
@@ -108,8 +108,8 @@ def erase(company_number: str | None = None, sso_id: int | None = None, *, dry_r
             Enrolment.update(data=kept, erased=now).where(Enrolment.id == enrolment.id).execute()
         ids = erasure.enrolment_ids
         if ids:
-            Email.update(state=mail.FAILED, last_error=NOT_SENT).where(
-                Email.enrolment.in_(ids) & (Email.state == mail.WAITING)).execute()
+            Email.update(state=outbox.FAILED, last_error=NOT_SENT).where(
+                Email.enrolment.in_(ids) & (Email.state == outbox.WAITING)).execute()
             strip_emails(Email.enrolment.in_(ids))
         if found.rejections is not None:
             strip_rejections(found.rejections, now)

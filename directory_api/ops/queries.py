@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import peewee
 
-from directory_api import mail, models
+from directory_api import models, outbox
 from directory_api.db import is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.models import (
@@ -190,11 +190,11 @@ def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
     retries = [row.message_id for row in
                EnrolmentRetry.select(EnrolmentRetry.message_id).where(EnrolmentRetry.enrolment == enrolment.id)
                .order_by(EnrolmentRetry.id).limit(PAGE_SIZE)]
-    return EnrolmentDetail(enrolment, company, supplier, retries, email_state(mail.for_enrolment(enrolment.id)))
+    return EnrolmentDetail(enrolment, company, supplier, retries, email_state(outbox.for_enrolment(enrolment.id)))
 
 
 def email_state(email: Email | None) -> dict:
-    """An enrolment's confirmation e-mail (mail.for_enrolment) as the console shows it; state None: none recorded."""
+    """An enrolment's confirmation e-mail (outbox.for_enrolment) as the console shows it; state None: none recorded."""
     if email is None:
         return {"state": None, "detail": None}
     sent = f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None

@@ -5,7 +5,7 @@ import datetime
 import json
 from collections.abc import Callable
 
-from directory_api import mail, models, retention
+from directory_api import models, outbox, retention
 from directory_api.db import DATABASE_ERRORS
 from directory_api.errors import first_line
 from directory_api.models import Company, Email, Enrolment, Supplier, utcnow
@@ -28,7 +28,7 @@ class Status:
 
 QUEUE_FIGURES = ("waiting", "in_flight")
 DATABASE_FIGURES = ("enrolments", "enrolments_last_24h", "companies", "suppliers", "rejections")
-EMAIL_FIGURES = mail.STATES
+EMAIL_FIGURES = outbox.STATES
 
 
 def status(enrolments: Queue, invalid: Queue) -> Status:
@@ -71,11 +71,11 @@ def _database_figures(unanswered: list[str]) -> dict:
 
 
 def email_figures() -> dict:
-    """The outbox's e-mails (mail.py) by state; every figure null when it does not answer (or is not migrated yet)."""
+    """The outbox's e-mails (outbox.py) by state; every figure null when it does not answer (or is not migrated yet)."""
     try:
         with models.database.connection_context():
             if cheap(Email.select(Email.state)):
-                return mail.counts()  # one pass over the table
+                return outbox.counts()  # one pass over the table
             return {state: count(Email.select().where(Email.state == state)) for state in EMAIL_FIGURES}
     except DATABASE_ERRORS:
         return dict.fromkeys(EMAIL_FIGURES)  # the database part names the failure
