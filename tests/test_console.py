@@ -175,13 +175,14 @@ def test_the_overview_shows_the_status_figures(app, worker, one_rejection):
 
 
 def test_search_by_company_number_links_the_enrolment_and_its_detail_shows_everything(app, worker):
-    payload = enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77)
+    payload = enrolment_payload(company_number="SC777777", company_name="Seven Ltd", sso_id=77,
+                                company_email="seven@example.com")
     created = save_one("message-77", payload)
     page = call(app, "GET", "/ops/enrolments?q=sc777777").text
     assert f'<a href="/ops/enrolments/{created.enrolment_id}">SC777777</a>' in page
     detail = call(app, "GET", f"/ops/enrolments/{created.enrolment_id}").text
     for shown in ("Seven Ltd", "message-77", "<dd>77</dd>", "&quot;company_number&quot;: &quot;SC777777&quot;",
-                  "<h2>Confirmation e-mail</h2>\n<p>waiting</p>"):
+                  "<h2>Confirmation e-mail</h2>\n<p>waiting to be sent to seven@example.com</p>"):
         assert shown in detail
     assert call(app, "GET", f"/ops/enrolments/{created.enrolment_id + 1}").status == 404
 

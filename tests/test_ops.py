@@ -8,7 +8,7 @@ import json
 import pytest
 
 from directory_api import db as db_module
-from directory_api import models, outbox
+from directory_api import models
 from directory_api.db import is_postgres
 from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
@@ -106,10 +106,18 @@ def test_the_email_figures_are_null_when_the_outbox_does_not_answer(database):
     assert status.email_figures() == {"waiting": None, "sent": None, "failed": None, "logged": None}
 
 
-def test_an_enrolment_without_an_email_recorded_has_no_email_state(database):
+def test_an_enrolment_without_an_email_recorded_says_so(database):
     created = save_one("m-1", enrolment_payload())
     Email.delete().execute()
-    assert queries.email_state(outbox.for_enrolment(created.enrolment_id)) == {"state": None, "detail": None}
+    assert queries.enrolment_detail(created.enrolment_id).email == "no confirmation e-mail recorded"
+
+
+def test_an_enrolments_detail_gives_its_email_state_in_words(database):
+    ids = [save_one(f"m-{n}", enrolment_payload(company_email=f"boss{n}@example.com")).enrolment_id for n in range(2)]
+    Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[1]).execute()
+    assert queries.enrolment_detail(ids[0]).email == "waiting to be sent to boss0@example.com"
+    assert queries.enrolment_detail(ids[1]).email == (
+        "not sent to boss1@example.com: the SMTP server said 550 no such user; not tried again")
 
 
 def test_the_email_figures_count_the_outbox_by_state(database):
@@ -117,8 +125,6 @@ def test_the_email_figures_count_the_outbox_by_state(database):
     Email.update(state="sent", sent=utcnow()).where(Email.enrolment.in_(ids[1:3])).execute()
     Email.update(state="failed", last_error="550 no such user").where(Email.enrolment == ids[3]).execute()
     assert status.email_figures() == {"waiting": 1, "sent": 2, "failed": 1, "logged": 0}
-    assert queries.email_state(outbox.for_enrolment(ids[3])) == {"state": "failed", "detail": "550 no such user"}
-    assert queries.email_state(outbox.for_enrolment(ids[0])) == {"state": "waiting", "detail": None}
 
 
 def test_a_part_that_does_not_answer_has_null_figures_and_is_named(worker, monkeypatch):

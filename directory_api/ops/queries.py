@@ -11,7 +11,6 @@ from directory_api.db import is_postgres
 from directory_api.enrolment import BIGINT_MAX, COMPANY_NUMBER
 from directory_api.models import (
     Company,
-    Email,
     Enrolment,
     EnrolmentRetry,
     Rejection,
@@ -177,7 +176,7 @@ class EnrolmentDetail:
     company: Company | None
     supplier: Supplier | None
     retries: list[str]  # message ids of the client's retries of it
-    email: dict
+    email: str  # its confirmation e-mail's state in words (outbox.state_in_words)
 
 
 def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
@@ -190,15 +189,8 @@ def enrolment_detail(enrolment_id: int) -> EnrolmentDetail | None:
     retries = [row.message_id for row in
                EnrolmentRetry.select(EnrolmentRetry.message_id).where(EnrolmentRetry.enrolment == enrolment.id)
                .order_by(EnrolmentRetry.id).limit(PAGE_SIZE)]
-    return EnrolmentDetail(enrolment, company, supplier, retries, email_state(outbox.for_enrolment(enrolment.id)))
-
-
-def email_state(email: Email | None) -> dict:
-    """An enrolment's confirmation e-mail (outbox.for_enrolment) as the console shows it; state None: none recorded."""
-    if email is None:
-        return {"state": None, "detail": None}
-    sent = f"at {email.sent:%Y-%m-%d %H:%M} UTC" if email.sent else None
-    return {"state": email.state, "detail": email.last_error or sent}
+    email = outbox.state_in_words(outbox.for_enrolment(enrolment.id))
+    return EnrolmentDetail(enrolment, company, supplier, retries, email)
 
 
 def message_state(message_id: str) -> tuple[str, int | None]:

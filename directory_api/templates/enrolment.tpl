@@ -49,7 +49,7 @@
 </div>
 <div class="card">
 <h2>Confirmation e-mail</h2>
-<p>{{email['state'] or 'unknown'}}{{(': ' + email['detail']) if email['detail'] else ''}}</p>
+<p>{{email}}</p>
 </div>
 </div>
 <h2>Payload, as received</h2>

@@ -207,6 +207,9 @@ def test_an_operator_finds_an_enrolment_and_redrives_a_rejection_to_created(
     shows(browser, "Acme Widgets (Scotland) Ltd")
     assert taken in browser.page_source  # saved under its original message id
     assert "saved as enrolment" in browser.page_source  # its history: re-driven from the console, and saved
+    # dev has no EMAIL_HOST: its confirmation e-mail is logged, and the page says so in words.
+    wait_until(lambda: browser.refresh() or "not sent: no EMAIL_HOST set" in browser.page_source, 15,
+               "the e-mail's state in words")
     assert enrolment_status(base_url, taken)["status"] == "created"
     browser.find_element(By.LINK_TEXT, "Audit").click()
     shows(browser, "removed company 1, supplier 1")
