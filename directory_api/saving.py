@@ -393,16 +393,23 @@ PAYLOAD_LIMIT = 16 * 1024
 TRUNCATED = "\n… (truncated: {length} characters received)"
 
 
+REJECTION_FIELDS = ("payload", "company_number", "company_name", "sso_id", "company_email")
+
+
 def rejection_fields(received: object) -> dict:
-    """A rejection's payload (text, bounded) and the keys of the enrolment it was, where `received` holds them."""
+    """A rejection's payload (text, bounded) and the keys of the enrolment it was, where `received` holds them.
+
+    Every field, None where it is not held: a multi-row INSERT takes its columns from its first row.
+    """
+    fields: dict = dict.fromkeys(REJECTION_FIELDS)
     if received is None:
-        return {}
+        return fields
     text = received if isinstance(received, str) else canonical_text(received)
     payload = _storable(text)
     if len(payload) > PAYLOAD_LIMIT:
         payload = payload[:PAYLOAD_LIMIT] + TRUNCATED.format(length=len(payload))
     decoded = received if not isinstance(received, str) else _json_object(text)
-    fields: dict = {"payload": payload}
+    fields["payload"] = payload
     if isinstance(decoded, dict):
         for key in ("company_number", "company_name", "company_email"):
             if isinstance(decoded.get(key), str):

@@ -42,6 +42,17 @@ def test_a_body_received_too_often_is_kept_with_its_keys(database):
     assert (rejection.payload, rejection.company_number, rejection.sso_id) == (body, "SC654321", 9)
 
 
+def test_each_rejection_of_a_batch_keeps_its_own_keys_whatever_the_first_one_held(database):
+    not_json = Invalid({"non_field_errors": ["The body is not JSON."]}, received="{not json")
+    payload = enrolment_payload(company_number="00000077", company_name="Batchmate Ltd", sso_id=77,
+                                company_email="owner@example.com", export_status="MAYBE")
+    saving.save_batch({"first": not_json, "second": payload})
+    second = Rejection.get(message_id="second")
+    assert (second.company_number, second.company_name, second.sso_id, second.company_email) == (
+        "00000077", "Batchmate Ltd", 77, "owner@example.com")
+    assert Rejection.get(message_id="first").payload == "{not json"
+
+
 def test_keys_of_the_wrong_type_or_size_are_left_out_or_cut_to_the_column(database):
     payload = enrolment_payload(company_number=["x"], sso_id=True, company_name="n" * 300, company_email=2)
     save_one("message-1", payload)
