@@ -8,7 +8,7 @@ from directory_api import outbox
 from directory_api.models import Audit, Company, Email, Enrolment, Rejection, Supplier
 from directory_api.ops import erase as erasing
 from directory_api.ops.erase import NOT_SENT, erase
-from directory_api.saving import Created
+from directory_api.saving import Created, Invalid
 from tests.factories import enrolment_payload, save_one
 from tests.support.cli import invoke_cli
 
@@ -99,6 +99,27 @@ def test_a_rejection_alone_can_be_erased(database):
     erasure = erase(company_number="SC123456")
     assert erasure.removed == {"company": 0, "supplier": 0, "enrolment": 0, "email": 0, "rejection": 1}
     assert Rejection.get().payload is None
+
+
+def test_a_rejection_of_the_same_company_by_another_sso_id_is_not_erased(database):
+    enrol()  # registered to Alice (sso id 11), by mistake say
+    save_one("carol", enrolment_payload(**{**ALICE, "sso_id": 33, "company_email": "carol@example.com"}))
+    save_one("anonymous", Invalid({"sso_id": ["missing"]}, received=json.dumps({"company_number": "SC123456"})))
+
+    erasure = erase(company_number="SC123456")
+
+    assert erasure.removed["rejection"] == 1  # the one holding the number and no sso id
+    carol = Rejection.get(message_id="carol")
+    assert (carol.company_email, carol.sso_id) == ("carol@example.com", 33)
+    assert json.loads(carol.payload)["company_email"] == "carol@example.com"
+    assert Rejection.get(message_id="anonymous").payload is None
+
+
+def test_a_rejection_holding_the_suppliers_sso_id_under_another_number_is_erased(database):
+    enrol()
+    save_one("alice-elsewhere", enrolment_payload(**{**ALICE, "company_number": "01234567", "export_status": "X"}))
+    assert erase(company_number="SC123456").removed["rejection"] == 1
+    assert Rejection.get(message_id="alice-elsewhere").payload is None
 
 
 # the command

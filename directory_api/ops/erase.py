@@ -3,7 +3,8 @@
 What goes: the company and supplier rows; the personal fields of the
 enrolment's stored payload (the row stays, with its id, times and message id,
 marked erased); the recipient of its e-mail record; and the payloads and keys
-of the rejections holding the same company number or sso id. The payload keeps
+of its rejections: those holding its sso id, or its company number and no other
+person's sso id (_rejections_of). The payload keeps
 only NON_PERSONAL fields, so a later enrolment of the same company is a new
 one, never taken for a client's retry of the erased one. One transaction;
 one audit row naming the enrolments by id, never the number or sso id.
@@ -77,13 +78,25 @@ def _find(company_number: str | None, sso_id: int | None) -> _Found:
     enrolment_ids = [e.id for e in enrolments]
     emails = Email.select().where(Email.enrolment.in_(enrolment_ids) & (Email.recipient != "")).count() \
         if enrolment_ids else 0
-    condition = None
-    if numbers or sso_ids:
-        condition = Rejection.company_number.in_(list(numbers)) | Rejection.sso_id.in_(list(sso_ids))
+    condition = _rejections_of(numbers, sso_ids) if numbers or sso_ids else None
     rejection_count = Rejection.select().where(condition & Rejection.erased.is_null()).count() \
         if condition is not None else 0
     return _Found([c.id for c in companies], [s.id for s in suppliers], enrolments, emails, condition,
                   rejection_count)
+
+
+def _rejections_of(numbers: set[str], sso_ids: set[int]) -> peewee.Expression:
+    """The supplier's rejections: holding one of its sso ids, or one of its numbers and no other sso id.
+
+    A rejection under the same company number with another sso id is another person's attempt (the supplier
+    the company was registered to by mistake, say, whose rejection the operator is about to re-drive): its
+    personal data is theirs, not this supplier's. With no sso id known, every rejection of the number goes.
+    """
+    by_number = Rejection.company_number.in_(list(numbers))
+    if not sso_ids:
+        return by_number
+    mine = Rejection.sso_id.in_(list(sso_ids))
+    return mine | (by_number & (Rejection.sso_id.is_null() | mine))
 
 
 def erase(company_number: str | None = None, sso_id: int | None = None, *, dry_run: bool = False,
