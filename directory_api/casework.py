@@ -60,9 +60,9 @@ def erase_now(console, enrolment_id: int):
     redirect_to_path(f"{bottle.request.script_name}enrolments/{enrolment_id}?{query}", 303)
 
 
-def erased_notice(query) -> str | None:
-    """The enrolment page's notice after an erase, from the redirect's query."""
-    if not query.get("erased"):
+def erased_notice(query, enrolment: Enrolment) -> str | None:
+    """The enrolment page's notice after an erase, from the redirect's query; none on an enrolment not erased."""
+    if not query.get("erased") or enrolment.erased is None:  # a crafted link cannot claim an erase
         return None
     counts = [f"{table} {int(query.get(table))}" for table in erase.TABLES
               if (query.get(table) or "").isdigit() and len(query.get(table)) < 10]

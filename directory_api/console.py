@@ -309,7 +309,7 @@ class Console:
         return page("enrolment", title=f"Enrolment {enrolment_id}", section="enrolments",
                     enrolment=detail.enrolment, company=detail.company, supplier=detail.supplier,
                     retries=detail.retries, email=detail.email, payload=payload,
-                    erased_notice=casework.erased_notice(bottle.request.query),
+                    erased_notice=casework.erased_notice(bottle.request.query, detail.enrolment),
                     history_html=casework.history_html(detail.enrolment.sqs_message_id))
 
     def message_page(self, message_id: str):

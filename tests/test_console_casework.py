@@ -131,6 +131,13 @@ def test_erase_from_the_console_removes_the_data_says_what_went_and_is_audited(a
 
 
 @pytest.mark.parametrize("backend", ["database"])
+def test_a_crafted_link_cannot_claim_an_erase_of_an_enrolment_not_erased(app, conflicting):
+    mistaken_id, _ = conflicting
+    text = call(app, "GET", f"/ops/enrolments/{mistaken_id}?erased=1&company=999").text
+    assert "Erased:" not in text and "Mistaken Ltd" in text
+
+
+@pytest.mark.parametrize("backend", ["database"])
 def test_the_overview_shows_the_oldest_personal_data_kept(app, conflicting):
     text = call(app, "GET", "/ops/").text
     # Never broken inside the date or the time.
