@@ -1,14 +1,17 @@
 """Benchmark the ops console and `status`: response times of every page at a million enrolments, through `serve`.
 
 Fills PostgreSQL with 1,000,000 enrolments, companies, suppliers and
-confirmation e-mails and 100,000 rejections (straight with SQL, from
-generate_series), starts `serve` (one process, the database queue,
-OPS_PASSWORD set) and asks each page one request at a time over one
-keep-alive connection, as an operator's browser does: the overview, the
-enrolments list, search by company number, by sso id, by the start of a
-company name and by e-mail, an enrolment's detail, the rejections and their
-next page, a message's page, the "Re-drive all" confirmation and the
-stylesheet. Every answer is checked to be 200 and to show what was asked
+confirmation e-mails, 100,000 rejections (each saying whose it was, with its
+payload: another person's enrolment of a registered company) and an audit
+row for every tenth of them (straight with SQL, from generate_series),
+starts `serve` (one process, the database queue, OPS_PASSWORD set) and asks
+each page one request at a time over one keep-alive connection, as an
+operator's browser does: the overview, the enrolments list, search by
+company number, by sso id, by the start of a company name (a short prefix
+and a page further included) and by e-mail, an enrolment's detail, the
+rejections and their next page, a message's page, the "Re-drive all" and
+erase confirmations, the audit and its next page, and the stylesheet. Every
+answer is checked to be 200 and to show what was asked
 for. Then it times `status` as an operator runs it (a new process each
 time). SQLite is measured the same way at 100,000 enrolments. Targets
 (issue 23.7, PostgreSQL): every page p99 within 300 ms, a search within
@@ -58,9 +61,18 @@ SELECT lpad(n::text, 8, '0'), 'Console Bench ' || n || ' Ltd', 'YES', '2010-06-1
 FROM generate_series(1, %(rows)s) AS n;
 INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, modified)
 SELECT c.id, 'bench' || c.id || '@example.com', '', 'bench', c.id, now(), now() FROM company c;
-INSERT INTO rejection (message_id, errors, created)
-SELECT 'rejected-' || n, '{"company_number": ["A company with this number is already registered."]}', now()
+INSERT INTO rejection (message_id, errors, created, company_number, company_name, sso_id, company_email, payload)
+SELECT 'rejected-' || n, '{"company_number": ["A company with this number is already registered."]}',
+       now() at time zone 'utc' - make_interval(secs => %(rejections)s - n),
+       lpad(n::text, 8, '0'), 'Console Bench ' || n || ' Ltd', %(rows)s + n, 'other' || n || '@example.com',
+       jsonb_build_object('sso_id', %(rows)s + n, 'company_number', lpad(n::text, 8, '0'),
+                          'company_name', 'Console Bench ' || n || ' Ltd',
+                          'company_email', 'other' || n || '@example.com', 'export_status', 'YES')::text
 FROM generate_series(1, %(rejections)s) AS n;
+INSERT INTO audit (at, action, subject, source, detail)
+SELECT now() at time zone 'utc' - make_interval(secs => %(rejections)s - n), 'redrive', 'rejected-' || n,
+       'redrive on bench', NULL
+FROM generate_series(1, %(rejections)s, 10) AS n;
 INSERT INTO email (enrolment_id, recipient, company_name, token, state, due_at, attempts, last_error, created, sent)
 SELECT n, 'bench' || n || '@example.com', 'Console Bench ' || n || ' Ltd', md5(n::text),
        CASE WHEN n %% 1000 = 0 THEN 'failed' WHEN n %% 997 = 0 THEN 'waiting' ELSE 'sent' END,
@@ -85,9 +97,19 @@ SQLITE_FILL = [
     """INSERT INTO supplier (sso_id, company_email, mobile_number, referrer, company_id, created, modified)
        SELECT id, 'bench' || id || '@example.com', '', 'bench', id, datetime('now'), datetime('now') FROM company""",
     """WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM numbers WHERE n < :rejections)
-       INSERT INTO rejection (message_id, errors, created)
+       INSERT INTO rejection (message_id, errors, created, company_number, company_name, sso_id, company_email,
+                              payload)
        SELECT 'rejected-' || n, '{"company_number": ["A company with this number is already registered."]}',
-              datetime('now')
+              datetime('now', '-' || (:rejections - n) || ' seconds'), printf('%08d', n),
+              'Console Bench ' || n || ' Ltd', :rows + n, 'other' || n || '@example.com',
+              json_object('sso_id', :rows + n, 'company_number', printf('%08d', n),
+                          'company_name', 'Console Bench ' || n || ' Ltd',
+                          'company_email', 'other' || n || '@example.com', 'export_status', 'YES')
+       FROM numbers""",
+    """WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 10 FROM numbers WHERE n + 10 <= :rejections)
+       INSERT INTO audit (at, action, subject, source, detail)
+       SELECT datetime('now', '-' || (:rejections - n) || ' seconds'), 'redrive', 'rejected-' || n,
+              'redrive on bench', NULL
        FROM numbers""",
     "ANALYZE",
 ]
@@ -164,6 +186,11 @@ def pages(rows: int, rejections: int, rng: random.Random) -> dict:
         "rejections": lambda: ("/ops/rejections", "rejected-"),
         "rejections, a page further": lambda: (f"/ops/rejections?before={rejections // 2}", "rejected-"),
         "a message's page": message,
+        "search by company name, rejections too": lambda: (
+            f"/ops/enrolments?q=console+bench+{rng.randint(1, rejections)}+l&by=company_name", "rejected-"),
+        "erase: confirmation": lambda: (f"/ops/enrolments/{number()}/erase", "What will go"),
+        "audit": lambda: ("/ops/audit", "rejected-"),
+        "audit, a page further": lambda: (f"/ops/audit?before={rejections // 20}", "rejected-"),
         "re-drive all: confirmation": lambda: ("/ops/rejections/redrive-all", "nothing to re-drive"),
         "stylesheet": lambda: ("/ops/console.css", ".card"),
     }
