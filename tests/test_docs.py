@@ -183,3 +183,13 @@ def test_the_console_results_bear_out_every_page_within_its_target_at_a_million_
         "docs/operating.md and the README say every console page is within its target: correct them"
     )
     assert any("short name prefix" in row["page"] for row in console)
+
+
+def test_the_operating_guide_lists_the_new_rejection_export_columns_in_their_order():
+    from directory_api.ops.export import EXPORTS
+
+    guide = " ".join((Path(__file__).parents[1] / "docs" / "operating.md").read_text().split())
+    said = re.search(r"`export rejections` carries, after the old columns, (.+?), then `erased`", guide)
+    assert said, "docs/operating.md no longer says which columns `export rejections` adds"
+    columns = EXPORTS["rejections"].columns
+    assert re.findall(r"`(\w+)`", said.group(1)) + ["erased"] == list(columns[columns.index("company_number"):])
