@@ -5,6 +5,7 @@ import socket
 
 import pytest
 
+from directory_api import db, models
 from directory_api.models import Audit, Rejection
 from directory_api.ops import audit, queries, rejections
 from directory_api.ops import redrive as redriving
@@ -92,6 +93,15 @@ def test_a_redrive_whose_send_fails_leaves_no_audit_row_and_the_rejection_waitin
 
     assert not Audit.select().exists()
     assert Rejection.get(message_id=message_id).redriven is None
+
+
+def test_a_redrive_with_the_database_down_is_sent_all_the_same_and_only_logs(monkeypatch, caplog):
+    monkeypatch.setattr(models.database, "obj", db.database_for("postgres://postgres@127.0.0.1:1/x"))
+    sent = []
+    with redrive_marker("console from 10.0.0.9")("m-1"):
+        sent.append("m-1")
+    assert sent == ["m-1"]
+    assert "m-1: its re-drive is not recorded in the audit table" in caplog.text
 
 
 def test_the_audit_page_is_newest_first_and_paged(database):
