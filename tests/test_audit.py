@@ -1,16 +1,28 @@
 """The audit table and a rejection's history: every re-drive (when, from where, what became of it) and erase."""
 
+import contextlib
 import socket
 
+import pytest
+
+from directory_api import db, models
 from directory_api.models import Audit, Rejection
-from directory_api.ops import audit, rejections
+from directory_api.ops import audit, queries, rejections
+from directory_api.ops import redrive as redriving
 from directory_api.ops.audit import command_source, console_source, redrive_marker
-from tests.factories import enrolment_payload, save_one
+from directory_api.queues import MessageRefused, QueueUnavailable
+from tests.factories import enrolment_body, enrolment_payload, save_one
+
+
+def redriven(message_id: str, source: str) -> None:
+    """What a re-drive from `source` records around a send that succeeds."""
+    with redrive_marker(source)(message_id):
+        pass
 
 
 def test_a_redrive_is_marked_and_audited_with_its_source(database):
     save_one("m-1", enrolment_payload(export_status="MAYBE"))
-    redrive_marker("console from 10.0.0.9")(["m-1"])
+    redriven("m-1", "console from 10.0.0.9")
     assert Rejection.get(message_id="m-1").redriven is not None
     row = Audit.get()
     assert (row.action, row.subject, row.source, row.detail) == ("redrive", "m-1", "console from 10.0.0.9", None)
@@ -26,10 +38,10 @@ def test_sources_name_the_host_or_the_address():
 
 def test_history_shows_each_redrive_and_what_became_of_it(database):
     save_one("m-1", enrolment_payload(company_number="SC000001", export_status="MAYBE"))
-    redrive_marker("redrive on host-a")(["m-1"])
+    redriven("m-1", "redrive on host-a")
     assert [r.outcome for r in audit.history("m-1")] == ["waiting"]
     save_one("m-1", enrolment_payload(company_number="SC000001", date_of_creation="nope"))  # set aside again
-    redrive_marker("console from 10.0.0.9")(["m-1"])
+    redriven("m-1", "console from 10.0.0.9")
     created = save_one("m-1", enrolment_payload(company_number="SC000001"))  # saved at last
 
     first, second = audit.history("m-1")
@@ -37,6 +49,59 @@ def test_history_shows_each_redrive_and_what_became_of_it(database):
     assert first.set_aside
     assert (second.source, second.outcome, second.enrolment_id) == ("console from 10.0.0.9", "saved",
                                                                     created.enrolment_id)
+
+
+def set_aside_once(worker) -> str:
+    """A message the worker sets aside; its id."""
+    message_id = worker.enrolments.send(enrolment_body(export_status="MAYBE"))
+    worker.run(once=True)
+    return message_id
+
+
+def test_a_message_set_aside_again_before_its_redrive_is_marked_stays_waiting_with_that_outcome(
+        make_worker, monkeypatch):
+    worker = make_worker()
+    message_id = set_aside_once(worker)
+    send = worker.enrolments.send
+
+    def send_then_work(body, attributes=None):
+        sent = send(body, attributes)
+        worker.run(once=True)  # a worker sets it aside again before the re-drive goes on
+        return sent
+
+    monkeypatch.setattr(worker.enrolments, "send", send_then_work)
+    redriving.redrive(worker.invalid, worker.enrolments, [message_id], wait_seconds=0,
+                      mark=redrive_marker("console from 10.0.0.9"))
+
+    assert [(r.message_id, r.redriven) for r in queries.rejections_page().rows] == [(message_id, None)]
+    assert queries.waiting_rejections().count() == 1
+    assert [r.outcome for r in audit.history(message_id)] == ["set_aside"]
+
+
+@pytest.mark.parametrize("error", [MessageRefused("send failed: InvalidParameterValue"), QueueUnavailable("down")])
+def test_a_redrive_whose_send_fails_leaves_no_audit_row_and_the_rejection_waiting(make_worker, monkeypatch, error):
+    worker = make_worker()
+    message_id = set_aside_once(worker)
+
+    def fail(body, attributes=None):
+        raise error
+
+    monkeypatch.setattr(worker.enrolments, "send", fail)
+    with contextlib.suppress(QueueUnavailable):  # a refusal is reported in the result, the rest propagates
+        redriving.redrive(worker.invalid, worker.enrolments, [message_id], wait_seconds=0,
+                          mark=redrive_marker("console from 10.0.0.9"))
+
+    assert not Audit.select().exists()
+    assert Rejection.get(message_id=message_id).redriven is None
+
+
+def test_a_redrive_with_the_database_down_is_sent_all_the_same_and_only_logs(monkeypatch, caplog):
+    monkeypatch.setattr(models.database, "obj", db.database_for("postgres://postgres@127.0.0.1:1/x"))
+    sent = []
+    with redrive_marker("console from 10.0.0.9")("m-1"):
+        sent.append("m-1")
+    assert sent == ["m-1"]
+    assert "m-1: its re-drive is not recorded in the audit table" in caplog.text
 
 
 def test_the_audit_page_is_newest_first_and_paged(database):

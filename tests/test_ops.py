@@ -1,5 +1,6 @@
 """ops: the figures of status, export's rows, the console's queries and redrive, on both queues and databases."""
 
+import contextlib
 import csv
 import datetime
 import io
@@ -463,7 +464,9 @@ def test_a_redrive_cut_short_between_send_and_delete_then_run_again_saves_each_e
     class Crash(BaseException):
         pass
 
-    def crash(original_ids):
+    @contextlib.contextmanager
+    def crash(original):
+        yield
         raise Crash()  # as a kill -9 would: sent to the enrolment queue, never deleted from the invalid one
 
     in_hand = []
@@ -485,8 +488,10 @@ def test_an_original_id_is_moved_once_a_run_even_when_set_aside_again_meanwhile(
     [message_id] = set_aside(worker, invalid_body())
     moves = []
 
-    def worker_between(original_ids):
-        moves.append(original_ids)
+    @contextlib.contextmanager
+    def worker_between(original):
+        yield
+        moves.append(original)
         worker.run(once=True)  # sets it aside again at once: the run must not pick it up again
 
     result = redriving.redrive(worker.invalid, worker.enrolments, None, wait_seconds=0, mark=worker_between)
@@ -495,8 +500,17 @@ def test_an_original_id_is_moved_once_a_run_even_when_set_aside_again_meanwhile(
 
 
 def test_mark_redriven_with_the_database_down_only_logs(refusing_database, caplog):
-    redriving.mark_redriven(["m-1"])
-    assert "re-driven, but not marked so in the database" in caplog.text
+    with redriving.mark_redriven("m-1"):
+        pass
+    assert "m-1: its rejection cannot be read, so a re-drive is not marked in the database" in caplog.text
+
+
+def test_mark_redriven_with_the_database_gone_during_the_send_only_logs(worker, monkeypatch, caplog):
+    [message_id] = set_aside(worker, invalid_body())
+    with monkeypatch.context() as patched, redriving.mark_redriven(message_id):
+        patched.setattr(models.database, "obj", db_module.database_for("postgres://postgres@127.0.0.1:1/x"))
+    assert f"{message_id}: re-driven, but not marked so in the database" in caplog.text
+    assert Rejection.get(message_id=message_id).redriven is None
 
 
 def test_a_message_the_enrolment_queue_refuses_stays_set_aside_and_the_others_are_moved(worker, monkeypatch):

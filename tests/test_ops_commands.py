@@ -128,14 +128,16 @@ def test_redrive_moves_the_ids_given_names_the_missing_one_and_exits_1(environ, 
 
 
 HANG_BETWEEN_SEND_AND_DELETE = textwrap.dedent("""
-    import pathlib, sys, time
+    import contextlib, pathlib, sys, time
     from directory_api import cli
     from directory_api.ops import redrive
 
     marker = pathlib.Path(sys.argv[1])
 
-    def hang(ids):
-        marker.write_text(" ".join(ids))  # sent to the enrolment queue, not yet deleted from the invalid one
+    @contextlib.contextmanager
+    def hang(original):
+        yield
+        marker.write_text(original)  # sent to the enrolment queue, not yet deleted from the invalid one
         time.sleep(600)
 
     redrive.mark_redriven = hang

@@ -1,17 +1,18 @@
 """The audit table: every re-drive and erase, when, what and from where, never the personal data itself.
 
-A re-drive's row names the original message id; the worker adds its outcome
-when the message is set aside again (saving.py), and "saved as enrolment N"
-is read from the enrolment itself, so the hot path of saving writes nothing
-here. A rejection's history and an enrolment's are the re-drives of their
-message id.
+A re-drive's row names the original message id and is written before the
+message is sent, so however soon the worker sets it aside again it finds the
+row and adds that outcome (saving.py); "saved as enrolment N" is read from
+the enrolment itself, so the hot path of saving writes nothing here. A
+rejection's history and an enrolment's are the re-drives of their message id.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from directory_api import models
 from directory_api.db import DATABASE_ERRORS
@@ -50,22 +51,48 @@ def record(action: str, subjects: Iterable[str], source: str, detail: dict | Non
         Audit.insert_many(rows).execute()
 
 
-def redrive_marker(source: str) -> Callable[[list[str]], None]:
-    """redrive's `mark` for a re-drive from `source`: the rejections marked re-driven and each re-drive audited.
+def redrive_marker(source: str) -> redriving.Marker:
+    """redrive's `mark` for a re-drive from `source`: audited before the send, its rejection marked after it.
 
-    A database that does not answer only logs: the message is moved all the same.
+    The audit row waits for its outcome before a worker can take the message
+    and write one; a send that raises removes it (nothing was re-driven). The
+    rejection is marked by mark_redriven. A database that does not answer
+    only logs: the message is moved all the same.
     """
 
-    def mark(original_ids: list[str]) -> None:
-        redriving.mark_redriven(original_ids)
+    @contextlib.contextmanager
+    def mark(original: str) -> Iterator[None]:
+        row = _record_redrive(original, source)
         try:
-            with models.database.connection_context():
-                record(REDRIVE, original_ids, source)
-        except DATABASE_ERRORS as error:
-            log.warning("messages %s: re-driven, but not recorded in the audit table: %s",
-                        ", ".join(original_ids), first_line(error))
+            with redriving.mark_redriven(original):
+                yield
+        except BaseException:
+            _forget_redrive(row, original)
+            raise
 
     return mark
+
+
+def _record_redrive(original: str, source: str) -> int | None:
+    """The id of a new re-drive row waiting for its outcome; None when the database does not answer (logged)."""
+    try:
+        with models.database.connection_context():
+            return Audit.insert(at=utcnow(), action=REDRIVE, subject=original[:255], source=source).execute()
+    except DATABASE_ERRORS as error:
+        log.warning("message %s: its re-drive is not recorded in the audit table: %s", original, first_line(error))
+        return None
+
+
+def _forget_redrive(row: int | None, original: str) -> None:
+    """Remove the audit row of a re-drive whose send failed (a database that does not answer only logs)."""
+    if row is None:
+        return
+    try:
+        with models.database.connection_context():
+            Audit.delete_by_id(row)
+    except DATABASE_ERRORS as error:
+        log.warning("message %s: not re-driven, but its audit row %d stays, waiting for an outcome: %s",
+                    original, row, first_line(error))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """`redrive`: set-aside messages moved from the invalid queue back to the enrolment queue."""
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from directory_api import models
 from directory_api.db import DATABASE_ERRORS
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 REDRIVE_WAIT_SECONDS = 1
 
 
+# redrive's `mark`: given a message's original id, what to do around its send to the enrolment queue.
+Marker = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
 def redrive_wait(settings) -> float:
     """How long a receive of the invalid queue waits: the database queue answers exactly at once, SQS may not."""
     return 0 if settings.queue_backend == "database" else REDRIVE_WAIT_SECONDS
@@ -46,7 +52,7 @@ def redrive(
     *,
     dry_run: bool = False,
     on_message: Callable[[Message], None] = lambda message: None,
-    mark: Callable[[list[str]], None] = lambda original_ids: None,
+    mark: Marker = lambda original: contextlib.nullcontext(),
     wait_seconds: float = REDRIVE_WAIT_SECONDS,
 ) -> Redriven:
     """Move set-aside messages back to the enrolment queue: those whose original id is in `ids`, or all (None).
@@ -54,10 +60,12 @@ def redrive(
     Each message is sent to the enrolment queue before it is deleted from the
     invalid queue, so a crash at any moment leaves it on one or both, never
     neither; a copy on both is saved once (the worker saves under the original
-    id). `mark` records the re-drive (the rejection rows) between the two.
-    Messages received and not moved go back at the end. An original id is
-    moved once a run, so a worker setting one aside again during the run does
-    not keep it going round.
+    id). The send runs inside `mark(original id)`, which records the re-drive
+    (mark_redriven, audit.redrive_marker) on both sides of it: a worker may
+    set the message aside again before the send even returns. Messages
+    received and not moved go back at the end. An original id is moved once
+    a run, so a worker setting one aside again during the run does not keep
+    it going round.
     """
     wanted = None if ids is None else set(ids)
     result = Redriven()
@@ -93,24 +101,48 @@ def redrive(
     return result
 
 
-def _move(message: Message, invalid: Queue, enrolments: Queue, mark: Callable[[list[str]], None]) -> None:
+def _move(message: Message, invalid: Queue, enrolments: Queue, mark: Marker) -> None:
     original = original_id(message)
-    # Body unchanged; the reasons stay behind (a message set aside again gets fresh ones).
-    enrolments.send(message.body, {ORIGINAL_MESSAGE_ID: original})
-    mark([original])
+    with mark(original):
+        # Body unchanged; the reasons stay behind (a message set aside again gets fresh ones).
+        enrolments.send(message.body, {ORIGINAL_MESSAGE_ID: original})
     for left in invalid.delete([message]):
         # Now on both queues: the worker saves it once; the next redrive moves this copy too.
         log.warning("message %s: re-driven but not deleted from the invalid queue %s", left.id, invalid.name)
 
 
-def mark_redriven(original_ids: list[str]) -> None:
-    """redrive's `mark`: the rejections of these ids are re-driven now (a database down only logs)."""
+@contextlib.contextmanager
+def mark_redriven(original: str) -> Iterator[None]:
+    """redrive's `mark`: the message's rejection as it is before the send is marked re-driven after it.
+
+    A worker that sets the message aside again meanwhile replaces the rejection
+    with a new one, which stays waiting for a re-drive. A send that raises
+    marks nothing; a database that does not answer only logs.
+    """
+    before = _rejection_now(original)
+    yield
+    if before is None:
+        return
+    row_id, created = before
     try:
         with models.database.connection_context():
-            Rejection.update(redriven=utcnow()).where(Rejection.message_id.in_(original_ids)).execute()
+            # The time as well as the id: SQLite gives the id of a deleted last row to the next one inserted.
+            Rejection.update(redriven=utcnow()).where(
+                (Rejection.id == row_id) & (Rejection.created == created)).execute()
     except DATABASE_ERRORS as error:
-        log.warning("messages %s: re-driven, but not marked so in the database: %s",
-                    ", ".join(original_ids), first_line(error))
+        log.warning("message %s: re-driven, but not marked so in the database: %s", original, first_line(error))
+
+
+def _rejection_now(original: str) -> tuple[int, datetime.datetime] | None:
+    """The id and time of a message's rejection; None when it has none or the database does not answer (logged)."""
+    try:
+        with models.database.connection_context():
+            return (Rejection.select(Rejection.id, Rejection.created)
+                    .where(Rejection.message_id == original).tuples().first())
+    except DATABASE_ERRORS as error:
+        log.warning("message %s: its rejection cannot be read, so a re-drive is not marked in the database: %s",
+                    original, first_line(error))
+        return None
 
 
 def errors_of(message: Message) -> Mapping:
