@@ -34,12 +34,11 @@ def command_source(command: str) -> str:
 
 
 def console_source(environ: Mapping) -> str:
-    """Where a console request came from: its peer's address, and the address a proxy says it forwards for."""
-    source = f"console from {environ.get('REMOTE_ADDR') or 'an unknown address'}"
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").strip()
-    if forwarded:
-        source += f" (forwarded for {forwarded})"
-    return source[:255]
+    """Where a console request came from: its TCP peer's address.
+
+    Not X-Forwarded-For: any client can send one, and waitress drops it from requests (no proxy is trusted).
+    """
+    return f"console from {environ.get('REMOTE_ADDR') or 'an unknown address'}"[:255]
 
 
 def record(action: str, subjects: Iterable[str], source: str, detail: dict | None = None,
