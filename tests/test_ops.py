@@ -527,3 +527,12 @@ def test_a_message_the_enrolment_queue_refuses_stays_set_aside_and_the_others_ar
     assert result.moved == [ids[0]]
     assert result.refused == {ids[1]: "SQS queue enrolment: send failed: InvalidParameterValue"}
     assert worker.invalid.depth().waiting == 1
+
+
+@pytest.mark.parametrize("body, shown", [
+    ('{"company_number": "SC123456", "company_name": "Acme Ltd"}', " (SC123456, Acme Ltd)"),
+    ('{"sso_id": 1}', ""),
+    ("{not json", ""),
+])
+def test_redrive_says_whose_a_message_is_as_far_as_its_body_holds_it(body, shown):
+    assert redriving.whose(body) == shown

@@ -106,12 +106,13 @@ def test_redrive_without_ids_or_all_is_a_usage_error(environ):
     assert "give message ids or --all" in done.stderr
 
 
-def test_redrive_dry_run_lists_and_moves_nothing(environ, queues):
-    [message_id] = set_aside(environ, queues, enrolment_body(export_status="MAYBE"))
+def test_redrive_dry_run_lists_whose_each_message_is_and_moves_nothing(environ, queues):
+    [message_id] = set_aside(environ, queues, enrolment_body(
+        company_number="SC123456", company_name="Acme Ltd", company_email="acme@example.com", export_status="MAYBE"))
     done = run(environ, "redrive", "--all", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "1 message would be moved (dry run)"
-    assert done.stdout.startswith(f"would move {message_id} ")
+    assert done.stdout.startswith(f"would move {message_id} (SC123456, Acme Ltd, acme@example.com) {{")
     assert queues[1].depth().waiting == 1 and queues[0].depth().waiting == 0
 
 

@@ -21,6 +21,7 @@ from directory_api.queues import (
     open_pipeline,
     original_id,
 )
+from directory_api.saving import rejection_fields
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,13 @@ def _rejection_now(original: str) -> tuple[int, datetime.datetime] | None:
         return None
 
 
+def whose(body: str) -> str:
+    """ " (company number, name, e-mail)" as far as a message's body holds them, so an operator can tell whose."""
+    fields = rejection_fields(body)
+    held = [fields[key] for key in ("company_number", "company_name", "company_email") if fields[key]]
+    return f" ({', '.join(held)})" if held else ""
+
+
 def errors_of(message: Message) -> Mapping:
     """The reasons a set-aside message carries (an empty mapping when they cannot be read)."""
     try:
@@ -163,7 +171,7 @@ def redrive_command(settings, ids: list[str], *, dry_run: bool, out: Callable[[s
 
     def show(message: Message) -> None:
         reasons = json.dumps(errors_of(message), ensure_ascii=False)
-        out(f"{'would move' if dry_run else 'moved'} {original_id(message)} {reasons}")
+        out(f"{'would move' if dry_run else 'moved'} {original_id(message)}{whose(message.body)} {reasons}")
 
     from directory_api.ops.audit import command_source, redrive_marker  # audit builds on this module
 
