@@ -14,6 +14,7 @@ from directory_api.db import is_postgres
 from directory_api.errors import UserError
 from directory_api.models import Company, Email, Enrolment, Rejection, Supplier, utcnow
 from directory_api.ops import counting, export, queries, status
+from directory_api.ops import erase as erasing
 from directory_api.ops import redrive as redriving
 from directory_api.queues import MessageRefused, QueueUnavailable
 from tests.factories import enrolment_body, enrolment_payload, save_one
@@ -373,6 +374,8 @@ CONSOLE_QUERIES = {
     "rejections page": lambda: queries.rejections_page(),
     "recently re-driven": lambda: queries.recently_redriven(),
     "enrolment lookup by company number": lambda: queries._enrolment_ids(["SC123456"]),
+    "erase's dry run by company number": lambda: erasing.erase(company_number="SC123456", dry_run=True),
+    "erase's dry run by sso id": lambda: erasing.erase(sso_id=11, dry_run=True),
 }
 
 
