@@ -3,11 +3,11 @@
 What goes: the company and supplier rows; the personal fields of the
 enrolment's stored payload (the row stays, with its id, times and message id,
 marked erased); the recipient of its e-mail record; and the payloads and keys
-of its rejections: those holding its sso id, or its company number and no other
-person's sso id (_rejections_of). The payload keeps
-only NON_PERSONAL fields, so a later enrolment of the same company is a new
-one, never taken for a client's retry of the erased one. One transaction;
-one audit row naming the enrolments by id, never the number or sso id.
+of its rejections: those holding its sso id, or its company number and no
+other person's sso id (_rejections_of). The payload keeps only NON_PERSONAL
+fields, so a later enrolment of the same company is a new one, never taken
+for a client's retry of the erased one. One transaction; one audit row
+naming the enrolments by id, never the number or sso id.
 """
 
 import dataclasses
