@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import smtp_sink
+from aiosmtpd.controller import Controller
 
 from tests.support.sockets import free_port
 
@@ -18,7 +19,7 @@ class SmtpServer:
         self.port = port or free_port()
         self.sink = smtp_sink.Sink()
         self.options = options
-        self._controller = None
+        self._controller: Controller | None = None
 
     def start(self) -> "SmtpServer":
         self._controller = smtp_sink.controller(self.sink, self.port, **self.options)
