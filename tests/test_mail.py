@@ -95,7 +95,11 @@ def saved(count=1, **overrides) -> list[int]:
     """Save `count` enrolments as the worker does; their enrolment ids."""
     outcomes = saving.save_batch({f"message-{time.monotonic_ns()}-{n}": enrolment_payload(**overrides)
                                   for n in range(count)})
-    return [outcome.enrolment_id for outcome in outcomes.values()]
+    enrolment_ids = []
+    for outcome in outcomes.values():
+        assert isinstance(outcome, saving.Created), outcome  # only a new enrolment has an id
+        enrolment_ids.append(outcome.enrolment_id)
+    return enrolment_ids
 
 
 def states() -> list[str]:
