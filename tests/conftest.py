@@ -11,7 +11,8 @@ from throwaway_postgres import LOCAL_ADMIN_URL, ThrowawayPostgres, emptied
 from directory_api import db, migrations
 
 # Fixtures every kind of test may use (the modules of tests/support/ that have any) and the e2e harness's.
-pytest_plugins = ("tests.support.processes", "tests.support.sqs", "tests.support.workers", "tests.e2e.harness")
+pytest_plugins = ("tests.support.processes", "tests.support.sqs", "tests.support.workers", "tests.support.senders",
+                  "tests.e2e.harness")
 # The whole package, not only its plugins: tests import its other modules (waits, clocks, wsgi) for their asserts,
 # and a module imported before pytest loads it as a plugin (checkout, for IN_CI) is rewritten only so.
 pytest.register_assert_rewrite("tests.support", "tests.e2e.harness")

@@ -66,6 +66,19 @@ def worker_settings(database_url: str, **environ) -> Settings:
     return Settings.from_environ({**base, **environ}, require=())
 
 
+# The link the confirmation e-mail carries; its query string has an "&", which the HTML part must escape.
+CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
+
+
+def mail_settings(database_url: str, port: int | None = None, **environ: str) -> Settings:
+    """Settings as `work` builds them with e-mail set up: through the SMTP server on `port`, or without one, logged."""
+    variables = {"DEFAULT_FROM_EMAIL": "Export Directory <noreply@example.com>",
+                 "COMPANY_EMAIL_CONFIRMATION_URL": CONFIRMATION_URL, "EMAIL_USE_TLS": "false"}
+    if port:
+        variables.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
+    return worker_settings(database_url, **{**variables, **environ})
+
+
 def web_settings(**environ) -> Settings:
     """Settings as `serve --debug` builds them, signed with tests/support/signing.py's UI_SECRET."""
     return Settings.from_environ({"UI_SECRET": UI_SECRET, **environ}, debug=True)

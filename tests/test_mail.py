@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-import smtp_sink
 
 from directory_api import mail, outbox, saving
 from directory_api.metrics import WorkMetrics
@@ -32,83 +31,12 @@ from directory_api.smtp import (
 )
 from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
-from tests.factories import enrolment_body, enrolment_payload, save_one, worker_settings
+from tests.factories import CONFIRMATION_URL, enrolment_body, enrolment_payload, mail_settings, save_one
 from tests.smtp import SmtpServer, parts, self_signed_certificate
 from tests.support.databases import pg_rows
+from tests.support.outbox_rows import make_due, saved, states
+from tests.support.senders import ObservedSink
 from tests.support.waits import wait_until
-
-CONFIRMATION_URL = "https://directory.example.com/confirm/?a=1&b=2"
-
-
-class ObservedSink(smtp_sink.Sink):
-    """The sink, telling the test when a conversation reaches DATA (where "stall" holds it) or RCPT.
-
-    Mode "stall-rcpt" holds the conversation at RCPT, before the message is
-    sent; `reply_delay` seconds pass between the message's end and its reply.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.in_rcpt = threading.Event()
-        self.in_data = threading.Event()
-        self.reply_delay = 0.0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        self.in_rcpt.set()
-        if self.mode == "stall-rcpt":
-            await asyncio.sleep(3600)
-        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
-
-    async def handle_DATA(self, server, session, envelope):
-        self.in_data.set()  # the whole message, its end included, is in: the client waits for the reply
-        await asyncio.sleep(self.reply_delay)
-        return await super().handle_DATA(server, session, envelope)
-
-
-@pytest.fixture
-def smtp():
-    server = SmtpServer()
-    server.sink = ObservedSink()
-    server.start()
-    yield server
-    server.stop()
-
-
-def mail_settings(database_url, port=None, **environ):
-    variables = {"DEFAULT_FROM_EMAIL": "Export Directory <noreply@example.com>",
-                 "COMPANY_EMAIL_CONFIRMATION_URL": CONFIRMATION_URL, "EMAIL_USE_TLS": "false"}
-    if port:
-        variables.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
-    return worker_settings(database_url, **{**variables, **environ})
-
-
-@pytest.fixture
-def make_sender(database, database_url):
-    def make(port=None, **options):
-        environ = options.pop("environ", {})
-        return mail.Sender(mail_settings(database_url, port, **environ), rng=lambda: 0.0, **options)
-
-    return make
-
-
-def saved(count=1, **overrides) -> list[int]:
-    """Save `count` enrolments as the worker does; their enrolment ids."""
-    outcomes = saving.save_batch({f"message-{time.monotonic_ns()}-{n}": enrolment_payload(**overrides)
-                                  for n in range(count)})
-    enrolment_ids = []
-    for outcome in outcomes.values():
-        assert isinstance(outcome, saving.Created), outcome  # only a new enrolment has an id
-        enrolment_ids.append(outcome.enrolment_id)
-    return enrolment_ids
-
-
-def states() -> list[str]:
-    return [email.state for email in Email.select().order_by(Email.id)]
-
-
-def make_due() -> None:
-    Email.update(due_at=0).where(Email.state == WAITING).execute()
-
 
 # -- recording ------------------------------------------------------------------------------------------------
 
