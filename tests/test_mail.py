@@ -5,7 +5,6 @@ Each outcome is recorded.
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import smtplib
 import socket
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from directory_api import mail, outbox, saving
+from directory_api import mail, outbox
 from directory_api.metrics import WorkMetrics
 from directory_api.models import Email, Enrolment
 from directory_api.outbox import FAILED, LOGGED, SENT, WAITING
@@ -31,135 +30,14 @@ from directory_api.smtp import (
 )
 from directory_api.threads import Background, Shutdown
 from directory_api.worker import working
-from tests.factories import CONFIRMATION_URL, enrolment_body, enrolment_payload, mail_settings, save_one
+from tests.factories import CONFIRMATION_URL, enrolment_body, mail_settings
 from tests.smtp import SmtpServer, parts, self_signed_certificate
 from tests.support.databases import pg_rows
 from tests.support.outbox_rows import make_due, saved, states
 from tests.support.senders import ObservedSink
 from tests.support.waits import wait_until
 
-# -- recording ------------------------------------------------------------------------------------------------
-
-def test_saving_an_enrolment_records_its_confirmation_email_in_the_same_batch(database):
-    payloads = [enrolment_payload() for _ in range(3)]
-    outcomes = saving.save_batch({f"message-{n}": payload for n, payload in enumerate(payloads)})
-    emails = list(Email.select().order_by(Email.id))
-    assert [(e.enrolment_id, e.recipient, e.company_name, e.state) for e in emails] == [
-        (outcomes[f"message-{n}"].enrolment_id, p["company_email"], p["company_name"], WAITING)
-        for n, p in enumerate(payloads)
-    ]
-    assert len({e.token for e in emails}) == 3
-
-
-@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
-def test_on_postgres_a_batch_and_its_emails_are_one_statement(database, monkeypatch):
-    statements = []
-    execute_sql = database.execute_sql
-    monkeypatch.setattr(database, "execute_sql", lambda sql, *args, **kwargs: (
-        statements.append(sql), execute_sql(sql, *args, **kwargs))[1])
-    saving.save_batch({f"message-{n}": enrolment_payload() for n in range(10)})
-    assert len([sql for sql in statements if "INSERT" in sql]) == 1
-    assert Email.select().count() == 10
-
-
-def test_a_message_saved_before_records_no_second_email(database):
-    payload = enrolment_payload()
-    save_one("message-1", payload)
-    save_one("message-1", payload)
-    assert Email.select().count() == 1
-
-
-def test_an_enrolment_that_cannot_be_saved_records_no_email(database):
-    save_one("message-1", enrolment_payload(company_number="01234567"))
-    save_one("message-2", enrolment_payload(company_number="01234567"))
-    save_one("message-3", enrolment_payload(export_status="MAYBE"))
-    assert Email.select().count() == 1
-
-
-def test_the_careful_path_records_the_email_of_each_enrolment_it_saves(database):
-    save_one("message-1", enrolment_payload(company_number="01234567"))
-    outcomes = saving.save_batch({"message-2": enrolment_payload(company_number="01234567"),
-                                  "message-3": enrolment_payload()})
-    assert [e.enrolment_id for e in Email.select().order_by(Email.id)][1:] == [outcomes["message-3"].enrolment_id]
-
-
-def test_an_email_is_written_or_not_with_its_enrolment(database, monkeypatch):
-    def broken(new_enrolments):
-        raise RuntimeError("the outbox insert failed")
-
-    monkeypatch.setattr(outbox, "record", broken)
-    monkeypatch.setattr(saving, "is_postgres", lambda database: False)  # the portable path calls record()
-    with pytest.raises(RuntimeError):
-        save_one("message-1", enrolment_payload())
-    assert Enrolment.select().count() == 0
-
-
-def test_counts_gives_every_state(database):
-    saved(2)
-    Email.update(state=SENT).where(Email.id == Email.select(Email.id).order_by(Email.id).limit(1)).execute()
-    assert outbox.counts() == {"waiting": 1, "sent": 1, "failed": 0, "logged": 0}
-
-
-def test_for_enrolment_gives_its_email(database):
-    [enrolment_id] = saved()
-    assert outbox.for_enrolment(enrolment_id).state == WAITING
-    assert outbox.for_enrolment(enrolment_id + 1000) is None
-
-
-# -- sending --------------------------------------------------------------------------------------------------
-
-def test_an_email_is_delivered_with_a_text_and_an_html_part_carrying_the_link(make_sender, smtp):
-    saved(company_name="Acme Widgets Ltd", company_email="boss@acme.example.com")
-    assert make_sender(smtp.port).run_once()
-    [message] = smtp.messages
-    assert message["To"] == "boss@acme.example.com"
-    assert message["From"] == "Export Directory <noreply@example.com>"
-    assert message["Subject"] == "Your company's trade profile"
-    assert message["Message-ID"].endswith("@example.com>")
-    bodies = parts(message)
-    assert set(bodies) == {"text/plain", "text/html"}
-    assert "You recently registered a trade profile for your company, Acme Widgets Ltd" in bodies["text/plain"]
-    assert CONFIRMATION_URL in bodies["text/plain"]
-    assert 'href="https://directory.example.com/confirm/?a=1&amp;b=2"' in bodies["text/html"]
-    assert smtp.sink.messages[0]["rcpt_tos"] == ["boss@acme.example.com"]
-    assert smtp.sink.messages[0]["mail_from"] == "noreply@example.com"
-    assert states() == [SENT]
-
-
-def test_the_company_name_cannot_add_a_header(make_sender, smtp):
-    saved(company_name="Evil Ltd\r\nBcc: victim@example.org\r\nSubject: pwned")
-    make_sender(smtp.port).run_once()
-    [record] = smtp.sink.messages
-    [message] = smtp.messages
-    assert record["rcpt_tos"] == [message["To"]]
-    assert message["Bcc"] is None and message.get_all("Subject") == ["Your company's trade profile"]
-    headers = record["data"].split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-    assert "victim@example.org" not in headers and "pwned" not in headers
-    assert "Bcc: victim@example.org" in parts(message)["text/plain"]
-
-
-def test_the_html_part_escapes_the_company_name(make_sender, smtp):
-    saved(company_name='<script>alert("x")</script> & Sons')
-    make_sender(smtp.port).run_once()
-    html = parts(smtp.messages[0])["text/html"]
-    assert "<script>" not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Sons" in html
-
-
-def test_a_recipient_that_is_not_a_valid_address_is_failed_and_never_sent(make_sender, smtp):
-    saved()
-    Email.update(recipient="someone@example.com>\r\nBcc: victim@example.org").execute()
-    make_sender(smtp.port).run_once()
-    assert smtp.sink.messages == []
-    assert states() == [FAILED]
-    assert "is not a valid e-mail address" in Email.get().last_error
-
-
-def test_an_international_domain_is_sent_in_idna(make_sender, smtp):
-    saved(company_email="info@bücher.example")
-    make_sender(smtp.port).run_once()
-    assert smtp.sink.messages[0]["rcpt_tos"] == ["info@xn--bcher-kva.example"]
-
+# -- sending and retrying -------------------------------------------------------------------------------------
 
 def test_a_550_marks_the_email_failed_with_the_reply_and_it_is_not_tried_again(make_sender, smtp):
     smtp.sink.mode = "refuse"
@@ -235,6 +113,25 @@ def test_the_sender_thread_outlives_a_server_that_is_down(make_sender, database,
         sender.join(2)
         server.stop()
 
+
+def test_two_senders_send_each_email_once(database, database_url, smtp):
+    saved(40)
+    senders = [mail.Sender(mail_settings(database_url, smtp.port)) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    try:
+        wait_until(lambda: smtp.sink.count >= 40, 30, "40 e-mails")
+        wait_until(lambda: states() == [SENT] * 40, 10, "40 e-mails recorded sent", interval=0.05)
+    finally:
+        for sender in senders:
+            sender.stop()
+            sender.join(2)
+    ids = [message["Message-ID"] for message in smtp.messages]
+    assert len(ids) == len(set(ids)) == 40
+    assert states() == [SENT] * 40
+
+
+# -- a stop ---------------------------------------------------------------------------------------------------
 
 def test_a_stop_during_a_conversation_stalled_before_data_returns_at_once_and_hands_the_email_back(
     make_sender, smtp
@@ -329,50 +226,7 @@ def test_a_stop_whose_message_is_never_answered_hands_it_back_after_the_reply_wa
     assert email.due_at <= time.time()  # due again at once, same token: never recorded sent without a 250
 
 
-def test_two_senders_send_each_email_once(database, database_url, smtp):
-    saved(40)
-    senders = [mail.Sender(mail_settings(database_url, smtp.port)) for _ in range(2)]
-    for sender in senders:
-        sender.start()
-    try:
-        wait_until(lambda: smtp.sink.count >= 40, 30, "40 e-mails")
-        wait_until(lambda: states() == [SENT] * 40, 10, "40 e-mails recorded sent", interval=0.05)
-    finally:
-        for sender in senders:
-            sender.stop()
-            sender.join(2)
-    ids = [message["Message-ID"] for message in smtp.messages]
-    assert len(ids) == len(set(ids)) == 40
-    assert states() == [SENT] * 40
-
-
-def test_starttls_with_a_self_signed_certificate_the_client_trusts(make_sender, tmp_path):
-    cert, key = self_signed_certificate(tmp_path)
-    server = SmtpServer(tls_cert=str(cert), tls_key=str(key), user="mailer", password="not-a-real-password").start()
-    try:
-        trusting = ssl.create_default_context(cafile=str(cert))
-        sender = make_sender(server.port, tls_context=trusting, environ={
-            "EMAIL_USE_TLS": "true", "EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "not-a-real-password"})
-        saved()
-        sender.run_once()
-        assert states() == [SENT]
-        assert server.sink.messages[0]["tls"] is True
-    finally:
-        server.stop()
-
-
-def test_a_certificate_the_client_does_not_trust_is_a_temporary_failure(make_sender, tmp_path):
-    cert, key = self_signed_certificate(tmp_path)
-    server = SmtpServer(tls_cert=str(cert), tls_key=str(key)).start()
-    try:
-        sender = make_sender(server.port, environ={"EMAIL_USE_TLS": "true"})
-        saved()
-        with pytest.raises(ssl.SSLCertVerificationError):
-            sender.run_once()
-        assert states() == [WAITING] and server.sink.messages == []
-    finally:
-        server.stop()
-
+# -- without EMAIL_HOST ---------------------------------------------------------------------------------------
 
 def test_without_email_host_each_email_is_logged_with_its_recipient_and_subject(make_sender, caplog):
     saved(company_email="boss@acme.example.com")
@@ -393,13 +247,7 @@ def test_without_email_host_a_whole_claim_is_logged_and_recorded_logged(make_sen
     assert states() == [LOGGED] * 3
 
 
-def test_a_claim_taken_over_since_is_not_recorded_logged_by_its_old_holder(make_sender):
-    saved(count=2)
-    claimed = outbox.claim(10)
-    Email.update(attempts=Email.attempts + 1).where(Email.id == claimed[0].id).execute()  # claimed again since
-    outbox.mark_logged(claimed)
-    assert states() == [WAITING, LOGGED]
-
+# -- a busy queue ---------------------------------------------------------------------------------------------
 
 def test_a_busy_queue_keeps_the_sender_to_a_small_share_of_a_cpu(make_sender, monkeypatch):
     sender = make_sender()
@@ -421,16 +269,7 @@ def test_while_the_queue_is_busy_a_whole_pass_counts_against_the_share(make_send
     assert len(shares) == 1 and shares[0] > 0 and states() == [LOGGED, LOGGED]
 
 
-def test_reply_of_names_the_code_and_text():
-    refused = smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"5.1.1 No such\n user")})
-    assert reply_of(refused) == (550, "550 5.1.1 No such user")
-    assert is_permanent(refused)
-    assert not is_permanent(smtplib.SMTPDataError(451, b"later"))
-    assert not is_permanent(smtplib.SMTPAuthenticationError(535, b"bad login"))
-    assert reply_of(ConnectionRefusedError(111, "Connection refused"))[0] is None
-
-
-# -- in the worker ----------------------------------------------------------------------------------------------
+# -- in the worker --------------------------------------------------------------------------------------------
 
 def test_work_once_saves_the_enrolments_and_sends_their_emails(database, database_url, smtp, monkeypatch):
     from directory_api import worker as worker_module
@@ -505,13 +344,6 @@ def test_work_once_does_not_wait_out_a_long_backoff_when_the_server_is_down(make
     assert states() == [WAITING, WAITING]
 
 
-def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(database_url, smtp):
-    transport = SmtpTransport(MailSettings.from_settings(mail_settings(database_url, smtp.port)))
-    transport.interrupt()  # nothing to cut yet
-    with pytest.raises(ConnectionAbortedError):
-        transport.connect()
-
-
 def test_work_counts_each_email_outcome_in_its_metrics(database, database_url, smtp, monkeypatch):
     from directory_api import worker as worker_module
     from directory_api.metrics import WorkMetrics
@@ -527,7 +359,7 @@ def test_work_counts_each_email_outcome_in_its_metrics(database, database_url, s
     assert exposed.get_sample_value("directory_api_emails_total", {"outcome": "sent"}) == 1
 
 
-# -- faults: a database blip after the server's 250, servers that dribble -----------------------------------------
+# -- faults: a database blip after the server's 250, a claim's lease running short ----------------------------
 
 class SlowSink(ObservedSink):
     """Takes `delay` seconds over each message, then accepts it, noting when (time.monotonic())."""
@@ -577,6 +409,142 @@ def test_a_database_blip_between_the_servers_250_and_the_sent_record_does_not_se
         assert states() == [SENT] * 3  # the others of the claim were sent too, not left claimed
     finally:
         server.stop()
+
+
+def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
+    make_sender, monkeypatch
+):
+    monkeypatch.setattr(outbox, "LEASE", 2.5)
+    monkeypatch.setattr("directory_api.smtp.CONVERSATION_LIMIT", 1.0)
+    monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
+    server = SmtpServer()
+    server.sink = SlowSink(delay=0.5)
+    server.start()
+    try:
+        saved(5)
+        sender = make_sender(server.port)
+        claimed_at = time.monotonic()
+        assert sender.run_once()
+        returned_at = time.monotonic()
+        accepted = server.sink.accepted_at
+        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < outbox.LEASE
+        assert all(at - claimed_at < outbox.LEASE for at in accepted)
+        # The rest were handed back: due now, for this sender or another, not when the lease ends.
+        waiting = list(Email.select().where(Email.state == WAITING))
+        assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
+    finally:
+        server.stop()
+
+
+# -- the log --------------------------------------------------------------------------------------------------
+
+def test_an_email_sent_after_a_failed_try_is_logged_once_at_info_with_its_try(make_sender, smtp, caplog):
+    smtp.sink.mode = "defer"
+    sender = make_sender(smtp.port)
+    [enrolment_id] = saved(company_email="boss@acme.example.com")
+    sender.run_once()
+    smtp.sink.mode = "accept"
+    make_due()
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        sender.run_once()
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "sent on try" in r.getMessage()]
+    assert "to boss@acme.example.com sent on try 2" in line and "451 4.3.0 Try again later" in line
+    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
+        saved()
+        sender.run_once()  # sent at the first try: no INFO line of its own
+    assert len([r for r in caplog.records if "sent on try" in r.getMessage()]) == 1
+
+
+# -- composing ------------------------------------------------------------------------------------------------
+
+def test_an_email_is_delivered_with_a_text_and_an_html_part_carrying_the_link(make_sender, smtp):
+    saved(company_name="Acme Widgets Ltd", company_email="boss@acme.example.com")
+    assert make_sender(smtp.port).run_once()
+    [message] = smtp.messages
+    assert message["To"] == "boss@acme.example.com"
+    assert message["From"] == "Export Directory <noreply@example.com>"
+    assert message["Subject"] == "Your company's trade profile"
+    assert message["Message-ID"].endswith("@example.com>")
+    bodies = parts(message)
+    assert set(bodies) == {"text/plain", "text/html"}
+    assert "You recently registered a trade profile for your company, Acme Widgets Ltd" in bodies["text/plain"]
+    assert CONFIRMATION_URL in bodies["text/plain"]
+    assert 'href="https://directory.example.com/confirm/?a=1&amp;b=2"' in bodies["text/html"]
+    assert smtp.sink.messages[0]["rcpt_tos"] == ["boss@acme.example.com"]
+    assert smtp.sink.messages[0]["mail_from"] == "noreply@example.com"
+    assert states() == [SENT]
+
+
+def test_the_company_name_cannot_add_a_header(make_sender, smtp):
+    saved(company_name="Evil Ltd\r\nBcc: victim@example.org\r\nSubject: pwned")
+    make_sender(smtp.port).run_once()
+    [record] = smtp.sink.messages
+    [message] = smtp.messages
+    assert record["rcpt_tos"] == [message["To"]]
+    assert message["Bcc"] is None and message.get_all("Subject") == ["Your company's trade profile"]
+    headers = record["data"].split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
+    assert "victim@example.org" not in headers and "pwned" not in headers
+    assert "Bcc: victim@example.org" in parts(message)["text/plain"]
+
+
+def test_the_html_part_escapes_the_company_name(make_sender, smtp):
+    saved(company_name='<script>alert("x")</script> & Sons')
+    make_sender(smtp.port).run_once()
+    html = parts(smtp.messages[0])["text/html"]
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Sons" in html
+
+
+def test_a_recipient_that_is_not_a_valid_address_is_failed_and_never_sent(make_sender, smtp):
+    saved()
+    Email.update(recipient="someone@example.com>\r\nBcc: victim@example.org").execute()
+    make_sender(smtp.port).run_once()
+    assert smtp.sink.messages == []
+    assert states() == [FAILED]
+    assert "is not a valid e-mail address" in Email.get().last_error
+
+
+def test_an_international_domain_is_sent_in_idna(make_sender, smtp):
+    saved(company_email="info@bücher.example")
+    make_sender(smtp.port).run_once()
+    assert smtp.sink.messages[0]["rcpt_tos"] == ["info@xn--bcher-kva.example"]
+
+
+# -- the transport: TLS, a stop while connecting, a server that dribbles --------------------------------------
+
+def test_starttls_with_a_self_signed_certificate_the_client_trusts(make_sender, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(tls_cert=str(cert), tls_key=str(key), user="mailer", password="not-a-real-password").start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        sender = make_sender(server.port, tls_context=trusting, environ={
+            "EMAIL_USE_TLS": "true", "EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "not-a-real-password"})
+        saved()
+        sender.run_once()
+        assert states() == [SENT]
+        assert server.sink.messages[0]["tls"] is True
+    finally:
+        server.stop()
+
+
+def test_a_certificate_the_client_does_not_trust_is_a_temporary_failure(make_sender, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    server = SmtpServer(tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        sender = make_sender(server.port, environ={"EMAIL_USE_TLS": "true"})
+        saved()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            sender.run_once()
+        assert states() == [WAITING] and server.sink.messages == []
+    finally:
+        server.stop()
+
+
+def test_a_stop_while_connecting_cuts_the_conversation_as_soon_as_it_opens(database_url, smtp):
+    transport = SmtpTransport(MailSettings.from_settings(mail_settings(database_url, smtp.port)))
+    transport.interrupt()  # nothing to cut yet
+    with pytest.raises(ConnectionAbortedError):
+        transport.connect()
 
 
 class DribblingServer:
@@ -649,93 +617,22 @@ def test_a_server_that_dribbles_a_reply_line_by_line_holds_the_sender_no_longer_
         server.stop()
 
 
-def test_an_email_is_started_only_when_its_conversation_fits_in_what_is_left_of_the_claims_lease(
-    make_sender, monkeypatch
-):
-    monkeypatch.setattr(outbox, "LEASE", 2.5)
-    monkeypatch.setattr("directory_api.smtp.CONVERSATION_LIMIT", 1.0)
-    monkeypatch.setattr(mail, "RECORD_MARGIN", 0.25)
-    server = SmtpServer()
-    server.sink = SlowSink(delay=0.5)
-    server.start()
-    try:
-        saved(5)
-        sender = make_sender(server.port)
-        claimed_at = time.monotonic()
-        assert sender.run_once()
-        returned_at = time.monotonic()
-        accepted = server.sink.accepted_at
-        assert 1 <= len(accepted) < 5 and returned_at - claimed_at < outbox.LEASE
-        assert all(at - claimed_at < outbox.LEASE for at in accepted)
-        # The rest were handed back: due now, for this sender or another, not when the lease ends.
-        waiting = list(Email.select().where(Email.state == WAITING))
-        assert len(waiting) == 5 - len(accepted) and all(email.due_at <= time.time() for email in waiting)
-    finally:
-        server.stop()
+# -- what went wrong, in plain words --------------------------------------------------------------------------
 
+def test_reply_of_names_the_code_and_text():
+    refused = smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"5.1.1 No such\n user")})
+    assert reply_of(refused) == (550, "550 5.1.1 No such user")
+    assert is_permanent(refused)
+    assert not is_permanent(smtplib.SMTPDataError(451, b"later"))
+    assert not is_permanent(smtplib.SMTPAuthenticationError(535, b"bad login"))
+    assert reply_of(ConnectionRefusedError(111, "Connection refused"))[0] is None
 
-# -- the state in words ------------------------------------------------------------------------------------------
 
 def test_a_refused_connection_is_recorded_in_plain_words(make_sender):
     saved()
     with pytest.raises(ConnectionRefusedError):
         make_sender(SmtpServer().port).run_once()  # nothing listens there
     assert Email.get().last_error == "the SMTP server refused the connection"
-
-
-def test_an_email_sent_after_a_failed_try_is_logged_once_at_info_with_its_try(make_sender, smtp, caplog):
-    smtp.sink.mode = "defer"
-    sender = make_sender(smtp.port)
-    [enrolment_id] = saved(company_email="boss@acme.example.com")
-    sender.run_once()
-    smtp.sink.mode = "accept"
-    make_due()
-    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
-        sender.run_once()
-    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "sent on try" in r.getMessage()]
-    assert "to boss@acme.example.com sent on try 2" in line and "451 4.3.0 Try again later" in line
-    with caplog.at_level(logging.INFO, logger="directory_api.mail"):
-        saved()
-        sender.run_once()  # sent at the first try: no INFO line of its own
-    assert len([r for r in caplog.records if "sent on try" in r.getMessage()]) == 1
-
-
-AT = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
-
-
-def email_row(**fields) -> Email:
-    defaults = {"recipient": "boss@acme.example.com", "state": WAITING, "attempts": 0, "last_error": "",
-                "due_at": AT, "sent": None}
-    return Email(**{**defaults, **fields})
-
-
-@pytest.mark.parametrize(("fields", "words"), [
-    ({"state": SENT, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
-     "sent to boss@acme.example.com at 2027-01-15 07:59 UTC"),
-    ({"state": LOGGED, "sent": datetime.datetime(2027, 1, 15, 7, 59)},
-     "not sent: no EMAIL_HOST set (recorded and logged for boss@acme.example.com at 2027-01-15 07:59 UTC)"),
-    ({"state": FAILED, "attempts": 1, "last_error": "550 5.1.1 No such user here"},
-     "not sent to boss@acme.example.com: the SMTP server said 550 5.1.1 No such user here; not tried again"),
-    ({}, "waiting to be sent to boss@acme.example.com"),
-    ({"attempts": 1, "due_at": AT + 300}, "being sent to boss@acme.example.com now (1 try)"),
-    ({"attempts": 3, "due_at": AT + 4, "last_error": "the SMTP server refused the connection"},
-     "not sent yet to boss@acme.example.com: 3 tries; next try at 2027-01-15 08:00:04 UTC (in about 4 s); "
-     "last error: the SMTP server refused the connection"),
-    ({"attempts": 2, "due_at": AT + 30, "last_error": "451 4.3.0 Try again later"},
-     "not sent yet to boss@acme.example.com: 2 tries; next try at 2027-01-15 08:00:30 UTC (in about 30 s); "
-     "last error: the SMTP server said 451 4.3.0 Try again later"),
-    ({"attempts": 1, "due_at": AT + 1, "last_error": "ConnectionRefusedError: [Errno 111] Connection refused"},
-     "not sent yet to boss@acme.example.com: 1 try; next try at 2027-01-15 08:00:01 UTC (in about 1 s); "
-     "last error: the SMTP server refused the connection"),
-    ({"state": SENT, "recipient": "", "sent": datetime.datetime(2027, 1, 15, 7, 59)},
-     "sent to (recipient removed) at 2027-01-15 07:59 UTC"),
-])
-def test_an_emails_state_reads_as_words(fields, words):
-    assert outbox.state_in_words(email_row(**fields), at=AT) == words
-
-
-def test_no_email_reads_as_words_too():
-    assert outbox.state_in_words(None) == "no confirmation e-mail recorded"
 
 
 @pytest.mark.parametrize(("error", "words"), [
@@ -749,3 +646,4 @@ def test_no_email_reads_as_words_too():
 ])
 def test_a_failure_is_recorded_in_plain_words(error, words):
     assert plain_error(error) == words
+
