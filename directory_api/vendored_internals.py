@@ -166,7 +166,7 @@ PROVEN_BY = {
         "tests/test_vendored_internals.py::test_a_wsgi_mount_keeps_its_prefix_and_target_in_its_route_config",
     ],
     "name_smtp_server": [
-        "tests/test_mail.py::test_starttls_with_a_self_signed_certificate_the_client_trusts",
+        "tests/test_smtp.py::test_starttls_with_a_self_signed_certificate_the_client_trusts",
         "tests/test_vendored_internals.py::test_starttls_names_the_server_given_to_name_smtp_server",
     ],
 }
