@@ -193,3 +193,15 @@ def test_the_operating_guide_lists_the_new_rejection_export_columns_in_their_ord
     assert said, "docs/operating.md no longer says which columns `export rejections` adds"
     columns = EXPORTS["rejections"].columns
     assert re.findall(r"`(\w+)`", said.group(1)) + ["erased"] == list(columns[columns.index("company_number"):])
+
+
+def test_the_readme_gives_the_slowest_console_page_and_search_of_the_results_file():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    said = re.search(r"every page within 300 ms p99 \(the slowest ([\d.]+) ms\), every search within 100 ms "
+                     r"\(the slowest ([\d.]+) ms\)", readme)
+    assert said, "the README no longer gives the console's figures at a million rows"
+    rows = [row for row in plot_bench.read_results()["console"] if row["database"] == "PostgreSQL"]
+    searches = [row["p99_ms"] for row in rows if row["page"].startswith("search")]
+    pages = [row["p99_ms"] for row in rows if not row["page"].startswith(("search", "status"))]
+    assert (float(said.group(1)), float(said.group(2))) == (max(pages), max(searches)), (
+        "the README's console figures differ from docs/performance.jsonl")
