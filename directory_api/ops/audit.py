@@ -18,13 +18,13 @@ from directory_api import models
 from directory_api.db import DATABASE_ERRORS
 from directory_api.errors import first_line
 from directory_api.models import Audit, Enrolment, EnrolmentRetry, utcnow
+from directory_api.ops import queries
 from directory_api.ops import redrive as redriving
 from directory_api.saving import REDRIVE
 
 log = logging.getLogger(__name__)
 
 ERASE = "erase"
-PAGE_SIZE = 50
 HISTORY_LIMIT = 100  # re-drives shown for one message: more is a loop to look at in the audit page
 
 
@@ -134,16 +134,6 @@ def saved_as(message_id: str) -> int | None:
     return retry.enrolment_id if retry is not None else None
 
 
-@dataclasses.dataclass(frozen=True)
-class AuditPage:
-    rows: list[Audit]
-    next_before: int | None
-
-
-def audit_page(before: int | None = None, limit: int = PAGE_SIZE) -> AuditPage:
+def audit_page(before: int | None = None, limit: int = queries.PAGE_SIZE) -> queries.Page:
     """The audit rows, newest first, a page at a time (keyset on the id)."""
-    query = Audit.select().order_by(Audit.id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(Audit.id < before)
-    rows = list(query)
-    return AuditPage(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
+    return queries.newest_first(Audit.select(), before, limit)

@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 from collections.abc import Sequence
+from typing import Any
 
 import peewee
 
@@ -215,14 +216,19 @@ def waiting_rejections() -> "peewee.ModelSelect[Rejection]":
     return Rejection.select().where(Rejection.redriven.is_null())
 
 
+def newest_first(query: "peewee.ModelSelect[Any]", before: int | None = None, limit: int = PAGE_SIZE) -> Page:
+    """A page of `query`'s rows, newest first by id, those older than the id `before` (a keyset page)."""
+    key = query.model._meta.primary_key
+    query = query.order_by(key.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(key < before)
+    rows = list(query)
+    return Page(rows[:limit], rows[limit - 1].get_id() if len(rows) > limit else None)
+
+
 def rejections_page(before: int | None = None, limit: int = PAGE_SIZE) -> Page:
     """Rejections not re-driven, newest first."""
-    query = waiting_rejections().order_by(Rejection.id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(Rejection.id < before)
-    rows = list(query)
-    more = len(rows) > limit
-    return Page(rows[:limit], rows[limit - 1].id if more else None)
+    return newest_first(waiting_rejections(), before, limit)
 
 
 def recently_redriven(limit: int = 20) -> list[tuple[Rejection, str, int | None]]:
